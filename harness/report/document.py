@@ -1,0 +1,150 @@
+"""The run document: every cell of one run, its figures and the run's provenance.
+
+On disk it is `claims.json` (schema below) with figure PNGs in `figures/` beside it.
+  {"schema": "rl-circuit-audit/claims", "schema_version": N, "run_id", "created",
+   "provenance": {...}, "claims": [ClaimSpec...], "summary": {...},
+   "cells": [CellResult.to_dict()...], "figures": [{"name", "file", "caption", "claim_id"}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.claims import CLAIMS_BY_ID
+from harness.errors import UserError
+from harness.verdict import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
+
+SCHEMA_NAME = "rl-circuit-audit/claims"
+LIBRARIES = ("torch", "transformers", "numpy", "scipy", "statsmodels", "matplotlib", "pytest")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One report figure: `name` is its file stem (figures/<name>.png)."""
+
+    name: str
+    png: bytes = field(repr=False)
+    caption: str
+    claim_id: str | None = None
+
+
+@dataclass
+class ClaimsRun:
+    run_id: str
+    cells: list[CellResult]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def claim_ids(self) -> list[str]:
+        """Claim ids present in the run, in catalogue order (unknown ids last, sorted)."""
+        present = {cell.claim_id for cell in self.cells} | {f.claim_id for f in self.figures if f.claim_id}
+        known = [cid for cid in CLAIMS_BY_ID if cid in present]
+        return known + sorted(present - set(known))
+
+    def summary(self) -> dict[str, Any]:
+        """Verdict counts overall and per claim."""
+        per_claim: dict[str, Counter] = {}
+        for cell in self.cells:
+            per_claim.setdefault(cell.claim_id, Counter())[cell.verdict.value] += 1
+        total = Counter(cell.verdict.value for cell in self.cells)
+        return {"cells": len(self.cells),
+                "verdicts": {v.value: total.get(v.value, 0) for v in Verdict},
+                "per_claim": {cid: {v.value: c.get(v.value, 0) for v in Verdict}
+                              for cid, c in sorted(per_claim.items())}}
+
+    def to_document(self) -> dict[str, Any]:
+        claims = [dataclasses.asdict(CLAIMS_BY_ID[cid]) for cid in self.claim_ids() if cid in CLAIMS_BY_ID]
+        return {
+            "schema": SCHEMA_NAME,
+            "schema_version": CLAIMS_SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "created": self.created,
+            "provenance": self.provenance,
+            "claims": claims,
+            "summary": self.summary(),
+            "cells": [cell.to_dict() for cell in sorted(self.cells, key=lambda c: c.cell_id)],
+            "figures": [{"name": f.name, "file": f"figures/{f.name}.png", "caption": f.caption,
+                         "claim_id": f.claim_id} for f in self.figures],
+        }
+
+
+def load_claims(path: str | Path) -> ClaimsRun:
+    """Read a claims.json (or a folder holding one), its cells and its figures.
+
+    Anything unreadable or not in the schema is a UserError naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "claims.json"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such claims file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable claims.json ({err})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA_NAME:
+        raise UserError(f"{path}: not a claims file (expected \"schema\": \"{SCHEMA_NAME}\")")
+    version = document.get("schema_version")
+    if not isinstance(version, int) or version > CLAIMS_SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {version!r} is not supported "
+                        f"(this harness reads up to {CLAIMS_SCHEMA_VERSION})")
+    cells_raw = document.get("cells")
+    if not isinstance(cells_raw, list):
+        raise UserError(f"{path}: \"cells\" must be a list")
+    try:
+        cells = [CellResult.from_dict(raw) for raw in cells_raw]
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    figures = []
+    for entry in document.get("figures", []):
+        file = path.parent / str(entry.get("file", ""))
+        try:
+            png = file.read_bytes()
+        except OSError:
+            raise UserError(f"{path}: figure {entry.get('name')!r} missing its file {file}") from None
+        figures.append(Figure(str(entry["name"]), png, str(entry.get("caption", "")), entry.get("claim_id")))
+    return ClaimsRun(run_id=str(document.get("run_id", path.parent.name)), cells=cells,
+                     provenance=dict(document.get("provenance") or {}), figures=figures,
+                     created=str(document.get("created", "")))
+
+
+def code_version(root: Path | None = None) -> str:
+    """`git describe` of the harness checkout (with -dirty), else the installed package version."""
+    root = root or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"pkg:{importlib.metadata.version('rl-circuit-audit')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def run_provenance(**settings: Any) -> dict[str, Any]:
+    """Run-level provenance: code version, library versions, platform, plus the given settings
+    (device, dtype, seeds, the selected grid, ...)."""
+    return {"code_version": code_version(), "libraries": library_versions(),
+            "platform": platform.platform(), "argv": sys.argv[1:], **settings}

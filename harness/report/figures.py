@@ -1,0 +1,49 @@
+"""Figures that follow from the cells alone: metric vs alpha per claim, and the Fig. 3a scatter."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from harness.claims import CLAIMS_BY_ID
+from harness.report import plots
+from harness.report.document import Figure
+from harness.verdict import CellResult
+
+DIVERSITY_CLAIM = "C6"
+
+
+def alpha_figures(cells: list[CellResult]) -> list[Figure]:
+    """One 'effect vs alpha' figure per claim with alpha-indexed cells that have an effect."""
+    by_claim: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    metric_of: dict[str, str] = {}
+    for cell in cells:
+        if cell.alpha is None or cell.effect is None:
+            continue
+        label = " · ".join(str(p) for p in (cell.pair, cell.dataset, cell.token_mode, cell.metric) if p)
+        by_claim[cell.claim_id][label or cell.claim_name].append(
+            (cell.alpha, cell.effect, cell.ci_low, cell.ci_high))
+        metric_of.setdefault(cell.claim_id, cell.metric or cell.claim_name)
+    figures = []
+    for claim_id, series in sorted(by_claim.items()):
+        name = CLAIMS_BY_ID[claim_id].name if claim_id in CLAIMS_BY_ID else claim_id
+        png = plots.metric_vs_alpha(series, metric_of[claim_id], f"{claim_id} {name}: effect vs α")
+        figures.append(Figure(f"{claim_id}-alpha", png,
+                              f"{claim_id}: mean paired change (post − base) against α, with CIs", claim_id))
+    return figures
+
+
+def diversity_figure(cells: list[CellResult]) -> list[Figure]:
+    """Fig. 3a analogue from the diversity claim's cells (one point per experiment)."""
+    points = [c for c in cells if c.claim_id == DIVERSITY_CLAIM
+              and c.base_value is not None and c.post_value is not None]
+    if not points:
+        return []
+    labels = [c.cell_id.split("-", 2)[-1] for c in points]
+    png = plots.diversity_scatter(labels, [c.base_value for c in points], [c.post_value for c in points])
+    return [Figure(f"{DIVERSITY_CLAIM}-fig3a", png,
+                   "Fig. 3a analogue: inter-sample diversity (1 − mean pairwise correlation of W), "
+                   "base vs post-trained, one point per experiment", DIVERSITY_CLAIM)]
+
+
+def derived_figures(cells: list[CellResult]) -> list[Figure]:
+    return alpha_figures(cells) + diversity_figure(cells)

@@ -1,0 +1,56 @@
+"""The claim x experiment matrix shared by the terminal summary, Markdown and HTML views.
+
+Rows are experiments (pair, dataset, alpha); columns are claims. An entry holds every cell of
+that claim in that experiment (several metrics or token modes give several cells).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from harness.claims import CLAIMS_BY_ID
+from harness.verdict import CellResult, Verdict, alpha_tag
+
+SHORT = {Verdict.SUPPORTED: "SUP", Verdict.REFUTED: "REF", Verdict.INCONCLUSIVE: "INC", Verdict.INVALID: "INV"}
+# Worst first: the colour of a mixed entry is that of its worst verdict.
+SEVERITY = (Verdict.INVALID, Verdict.REFUTED, Verdict.INCONCLUSIVE, Verdict.SUPPORTED)
+
+
+def experiment_key(cell: CellResult) -> str:
+    return " · ".join((cell.pair or "–", cell.dataset or "–", alpha_tag(cell.alpha) if cell.alpha is not None else "–"))
+
+
+@dataclass(frozen=True)
+class Matrix:
+    claims: list[str]
+    experiments: list[str]
+    entries: dict[tuple[str, str], list[CellResult]]
+
+    def entry_text(self, experiment: str, claim_id: str) -> str:
+        """'SUPPORTED' for one cell; '2 SUP 1 INC' for several; '' for none."""
+        cells = self.entries.get((experiment, claim_id), [])
+        if len(cells) == 1:
+            return cells[0].verdict.value
+        counts = Counter(c.verdict for c in cells)
+        return " ".join(f"{counts[v]} {SHORT[v]}" for v in reversed(SEVERITY) if counts[v])
+
+    def entry_verdict(self, experiment: str, claim_id: str) -> Verdict | None:
+        """Worst verdict of the entry, or None when empty."""
+        verdicts = {c.verdict for c in self.entries.get((experiment, claim_id), [])}
+        return next((v for v in SEVERITY if v in verdicts), None)
+
+
+def build_matrix(cells: list[CellResult]) -> Matrix:
+    entries: dict[tuple[str, str], list[CellResult]] = {}
+    for cell in sorted(cells, key=lambda c: c.cell_id):
+        entries.setdefault((experiment_key(cell), cell.claim_id), []).append(cell)
+    present = {c.claim_id for c in cells}
+    claims = [cid for cid in CLAIMS_BY_ID if cid in present] + sorted(present - set(CLAIMS_BY_ID))
+    experiments = sorted({key for key, _ in entries})
+    return Matrix(claims, experiments, entries)
+
+
+def claim_label(claim_id: str) -> str:
+    spec = CLAIMS_BY_ID.get(claim_id)
+    return f"{claim_id} {spec.name}" if spec else claim_id

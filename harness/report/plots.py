@@ -1,0 +1,150 @@
+"""Report figures as PNG bytes (matplotlib's Agg canvas, no pyplot global state).
+
+Each function takes plain arrays/lists and returns the encoded PNG, so figures can be embedded
+in the HTML page (base64) and written beside claims.json.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.errors import UserError
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def relative_edge_change(base: np.ndarray, post: np.ndarray) -> np.ndarray:
+    """(post - base) / base per edge; NaN where base is 0 (structural zeros, no edge)."""
+    base = np.asarray(base, dtype=np.float64)
+    post = np.asarray(post, dtype=np.float64)
+    if base.shape != post.shape or base.ndim != 2:
+        raise UserError(f"heatmap needs two matrices of the same 2-D shape, got {base.shape} and {post.shape}")
+    out = np.full(base.shape, np.nan)
+    np.divide(post - base, base, out=out, where=base != 0)
+    return out
+
+
+def edge_change_heatmap(base_mean_abs: np.ndarray, post_mean_abs: np.ndarray,
+                        src_names: Sequence[str], dst_names: Sequence[str], title: str) -> bytes:
+    """Fig. 2 analogue: relative change of mean |W| per edge, sources (rows) x destinations (cols).
+
+    base_mean_abs, post_mean_abs: [n_src, n_dst] mean |W| over samples. Non-edges stay blank.
+    The colour scale is symmetric and clipped at the 98th percentile of |change|.
+    """
+    change = relative_edge_change(base_mean_abs, post_mean_abs)
+    n_src, n_dst = change.shape
+    if len(src_names) != n_src or len(dst_names) != n_dst:
+        raise UserError(f"heatmap names ({len(src_names)} sources, {len(dst_names)} destinations) "
+                        f"do not match the matrix shape {change.shape}")
+    finite = np.abs(change[np.isfinite(change)])
+    limit = float(np.percentile(finite, 98)) if finite.size else 1.0
+    limit = limit if limit > 0 else 1.0
+    width = min(4 + 0.12 * n_dst, 18)
+    height = min(3 + 0.12 * n_src, 14)
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(change), cmap="RdBu_r", vmin=-limit, vmax=limit,
+                      aspect="auto", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="(post − base) / base of mean |W|")
+    step_src = max(1, n_src // 40)
+    step_dst = max(1, n_dst // 60)
+    ax.set_yticks(range(0, n_src, step_src), [src_names[i] for i in range(0, n_src, step_src)], fontsize=6)
+    ax.set_xticks(range(0, n_dst, step_dst), [dst_names[i] for i in range(0, n_dst, step_dst)],
+                  fontsize=6, rotation=90)
+    ax.set_ylabel("source (output node)")
+    ax.set_xlabel("destination (input node)")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def diversity_scatter(labels: Sequence[str], base: Sequence[float], post: Sequence[float],
+                      title: str = "Inter-sample diversity, base vs post-trained") -> bytes:
+    """Fig. 3a analogue: one point per experiment; points above y = x rose after post-training."""
+    base_arr = np.asarray(base, dtype=np.float64)
+    post_arr = np.asarray(post, dtype=np.float64)
+    if not (len(labels) == base_arr.size == post_arr.size) or base_arr.size == 0:
+        raise UserError("diversity scatter needs equally many labels, base and post values (at least one)")
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    rose = post_arr > base_arr
+    ax.scatter(base_arr[rose], post_arr[rose], color="#1a7f37", label="rose")
+    ax.scatter(base_arr[~rose], post_arr[~rose], color="#cf222e", label="did not rise")
+    low = float(min(base_arr.min(), post_arr.min()))
+    high = float(max(base_arr.max(), post_arr.max()))
+    pad = (high - low) * 0.05 or 0.01
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", linestyle="--", linewidth=1)
+    if base_arr.size <= 20:
+        for label, x, y in zip(labels, base_arr, post_arr):
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("base")
+    ax.set_ylabel("post-trained")
+    ax.set_title(f"{title}\n{int(rose.sum())}/{rose.size} experiments rose")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def node_entropy_bars(node_names: Sequence[str], base: Sequence[float], post: Sequence[float],
+                      title: str) -> bytes:
+    """Fig. 3b analogue: relative change (%) of each source node's output-edge entropy.
+
+    The absolute base entropy is printed over each bar, so large percentages on near-zero
+    baselines are visible as such.
+    """
+    base_arr = np.asarray(base, dtype=np.float64)
+    post_arr = np.asarray(post, dtype=np.float64)
+    if not (len(node_names) == base_arr.size == post_arr.size) or base_arr.size == 0:
+        raise UserError("node entropy bars need equally many names, base and post values (at least one)")
+    change = np.full(base_arr.shape, np.nan)
+    np.divide(post_arr - base_arr, base_arr, out=change, where=base_arr != 0)
+    change *= 100
+    fig = Figure(figsize=(min(4 + 0.25 * base_arr.size, 18), 4))
+    ax = fig.add_subplot()
+    colours = ["#1a7f37" if c > 0 else "#cf222e" for c in np.nan_to_num(change)]
+    positions = np.arange(base_arr.size)
+    ax.bar(positions, np.nan_to_num(change), color=colours)
+    if base_arr.size <= 40:
+        for x, (c, b) in enumerate(zip(np.nan_to_num(change), base_arr)):
+            ax.annotate(f"{b:.2g}", (x, c), fontsize=5, ha="center",
+                        va="bottom" if c >= 0 else "top")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(positions, list(node_names), rotation=90, fontsize=6)
+    ax.set_ylabel("entropy change, % of base (labels: base entropy, nats)")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def metric_vs_alpha(series: dict[str, Sequence[tuple[float, float, float | None, float | None]]],
+                    metric: str, title: str) -> bytes:
+    """Effect (post − base) against alpha with CI error bars, one line per series.
+
+    series: label -> [(alpha, effect, ci_low, ci_high)]; missing CI bounds draw no bar.
+    """
+    if not series:
+        raise UserError("metric-vs-alpha plot needs at least one series")
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    for label, points in sorted(series.items()):
+        points = sorted(points)
+        alphas = np.array([p[0] for p in points])
+        effects = np.array([p[1] for p in points])
+        lower = np.array([p[1] - p[2] if p[2] is not None else 0.0 for p in points])
+        upper = np.array([p[3] - p[1] if p[3] is not None else 0.0 for p in points])
+        ax.errorbar(alphas, effects, yerr=np.vstack([np.clip(lower, 0, None), np.clip(upper, 0, None)]),
+                    marker="o", capsize=3, label=label)
+    ax.axhline(0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("α (share of mean answer length kept, log scale)")
+    ax.set_ylabel(f"{metric}: post − base (CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _png(fig)

@@ -1,0 +1,270 @@
+"""Write one run's reports into a folder: claims.json, claims.md, claims.html, claims-junit.xml,
+and figures/*.png. Every file is written atomically."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from harness.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harness.claims import CLAIMS_BY_ID
+from harness.report.document import ClaimsRun, Figure
+from harness.report.figures import derived_figures
+from harness.report.matrix import Matrix, build_matrix, claim_label
+from harness.verdict import CellResult, Verdict
+
+COLOURS = {Verdict.SUPPORTED: "#1a7f37", Verdict.REFUTED: "#cf222e",
+           Verdict.INCONCLUSIVE: "#bf8700", Verdict.INVALID: "#8250df"}
+# Scalar fields shown per cell and exported as JUnit properties.
+NUMBER_FIELDS = ("n", "base_value", "post_value", "effect", "ci_low", "ci_high", "effect_size",
+                 "p_value", "p_holm", "p_bh", "fidelity", "fidelity_threshold")
+PROPERTY_FIELDS = ("claim_id", "claim_name", "cell_id", "verdict", "rule", "reason", "pair", "dataset",
+                   "alpha", "metric", "token_mode", "ci_method") + NUMBER_FIELDS
+
+
+def fmt(value: Any) -> str:
+    """Numbers to 3 significant digits (ints as is); None as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def ci_text(cell: CellResult) -> str:
+    if cell.ci_low is None and cell.ci_high is None:
+        return "–"
+    method = f" ({cell.ci_method})" if cell.ci_method else ""
+    return f"[{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]{method}"
+
+
+def cell_properties(cell: CellResult) -> list[tuple[str, str]]:
+    """(name, value) pairs of a cell's verdict fields, for JUnit properties."""
+    data = cell.to_dict()
+    props = [(name, "" if data[name] is None else str(data[name])) for name in PROPERTY_FIELDS]
+    props.append(("funnel", json.dumps(data["funnel"])))
+    props.append(("provenance", json.dumps(data["provenance"], sort_keys=True)))
+    return props
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_matrix(matrix: Matrix) -> list[str]:
+    lines = ["| experiment | " + " | ".join(claim_label(c) for c in matrix.claims) + " |",
+             "|---|" + "---|" * len(matrix.claims)]
+    for exp in matrix.experiments:
+        row = [matrix.entry_text(exp, c) or "" for c in matrix.claims]
+        lines.append(f"| {_md_escape(exp)} | " + " | ".join(f"**{r}**" if r else "" for r in row) + " |")
+    return lines
+
+
+def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
+    summary = run.summary()
+    counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
+    lines = [f"# Claim audit — run `{run.run_id}`", "",
+             f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", "",
+             "## Matrix", "", *_md_matrix(build_matrix(run.cells)), ""]
+    for claim_id in run.claim_ids():
+        spec = CLAIMS_BY_ID.get(claim_id)
+        cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
+        lines += [f"## {claim_label(claim_id)}", ""]
+        if spec:
+            lines += [f"> {spec.statement} ({spec.section}; expected direction: {spec.direction})", ""]
+        for rule in sorted({c.rule for c in cells}):
+            lines += [f"Rule: {_md_escape(rule)}", ""]
+        if cells:
+            lines += ["| cell | verdict | n | base | post | effect | CI | d_z | p | p Holm | p BH | fidelity | reason |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for c in cells:
+                lines.append("| " + " | ".join(_md_escape(x) for x in (
+                    f"`{c.cell_id}`", f"**{c.verdict.value}**", fmt(c.n), fmt(c.base_value), fmt(c.post_value),
+                    fmt(c.effect), ci_text(c), fmt(c.effect_size), fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh),
+                    _fidelity_text(c), c.reason)) + " |")
+            lines.append("")
+        for fig in (f for f in figures if f.claim_id == claim_id):
+            lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
+    other = [f for f in figures if f.claim_id not in run.claim_ids()]
+    if other:
+        lines += ["## Other figures", ""]
+        for fig in other:
+            lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
+    lines += ["## Provenance", "", "```json", json.dumps(run.provenance, indent=2, sort_keys=True, default=str),
+              "```", ""]
+    return "\n".join(lines)
+
+
+def _fidelity_text(cell: CellResult) -> str:
+    if cell.fidelity is None:
+        return "–"
+    if cell.fidelity_threshold is None:
+        return fmt(cell.fidelity)
+    return f"{fmt(cell.fidelity)} (≥ {fmt(cell.fidelity_threshold)})"
+
+
+# ---------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1f2328;background:#fff;max-width:1400px}
+h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.2em;margin:0 0 6px}
+.meta{color:#59636e;font-size:.9em}
+table{border-collapse:collapse;font-size:.82em;margin:8px 0}
+th,td{border:1px solid #d1d9e0;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}
+td.v{color:#fff;font-weight:600;text-align:center;white-space:nowrap}
+.card{border:1px solid #d1d9e0;border-radius:8px;padding:12px 16px;margin:16px 0;box-shadow:0 1px 2px #0001}
+.card .statement{font-style:italic;margin:4px 0}
+.rule{background:#f6f8fa;border-left:4px solid #59636e;padding:4px 8px;margin:6px 0;font-size:.9em}
+.badge{display:inline-block;color:#fff;border-radius:10px;padding:0 8px;font-size:.8em;margin-right:4px}
+figure{margin:10px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#59636e}
+details{font-size:.85em}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:.8em}
+.legend span{margin-right:10px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _verdict_td(verdict: Verdict | None, text: str) -> str:
+    if verdict is None:
+        return "<td></td>"
+    return f'<td class="v" style="background:{COLOURS[verdict]}">{_e(text)}</td>'
+
+
+def _badge(verdict: Verdict, count: int | None = None) -> str:
+    label = verdict.value if count is None else f"{count} {verdict.value}"
+    return f'<span class="badge" style="background:{COLOURS[verdict]}">{_e(label)}</span>'
+
+
+def _html_matrix(matrix: Matrix) -> str:
+    head = "".join(f"<th>{_e(claim_label(c))}</th>" for c in matrix.claims)
+    rows = []
+    for exp in matrix.experiments:
+        tds = "".join(_verdict_td(matrix.entry_verdict(exp, c), matrix.entry_text(exp, c)) for c in matrix.claims)
+        rows.append(f"<tr><th>{_e(exp)}</th>{tds}</tr>")
+    return f"<table><tr><th>experiment</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _html_figure(fig: Figure) -> str:
+    data = base64.b64encode(fig.png).decode("ascii")
+    return (f'<figure><img alt="{_e(fig.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+
+
+def _html_cell_rows(cells: list[CellResult]) -> str:
+    head = ("<tr><th>cell</th><th>verdict</th><th>n</th><th>base</th><th>post</th><th>effect</th><th>CI</th>"
+            "<th>d<sub>z</sub></th><th>p</th><th>p Holm</th><th>p BH</th><th>fidelity</th><th>reason</th></tr>")
+    rows = []
+    for c in cells:
+        numbers = "".join(f"<td>{_e(x)}</td>" for x in (
+            fmt(c.n), fmt(c.base_value), fmt(c.post_value), fmt(c.effect), ci_text(c), fmt(c.effect_size),
+            fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh), _fidelity_text(c)))
+        details = json.dumps({"funnel": c.funnel, "extra": c.extra, "provenance": c.provenance},
+                             indent=1, sort_keys=True, default=str)
+        rows.append(f"<tr><td><code>{_e(c.cell_id)}</code><details><summary>funnel, details, provenance"
+                    f"</summary><pre>{_e(details)}</pre></details></td>"
+                    f"{_verdict_td(c.verdict, c.verdict.value)}{numbers}<td>{_e(c.reason)}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
+    summary = run.summary()
+    badges = "".join(_badge(Verdict(v), n) for v, n in summary["verdicts"].items() if n)
+    cards = []
+    for claim_id in run.claim_ids():
+        spec = CLAIMS_BY_ID.get(claim_id)
+        cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
+        counts = summary["per_claim"].get(claim_id, {})
+        parts = [f'<section class="card" id="{_e(claim_id)}"><h2>{_e(claim_label(claim_id))} '
+                 + "".join(_badge(Verdict(v), n) for v, n in counts.items() if n) + "</h2>"]
+        if spec:
+            parts.append(f'<p class="statement">{_e(spec.statement)}</p>'
+                         f'<p class="meta">{_e(spec.section)} · expected direction: {_e(spec.direction)}</p>')
+        parts += [f'<div class="rule">Rule: {_e(rule)}</div>' for rule in sorted({c.rule for c in cells})]
+        if cells:
+            parts.append(_html_cell_rows(cells))
+        parts += [_html_figure(f) for f in figures if f.claim_id == claim_id]
+        parts.append("</section>")
+        cards.append("".join(parts))
+    other = [f for f in figures if f.claim_id not in run.claim_ids()]
+    if other:
+        cards.append('<section class="card"><h2>Other figures</h2>'
+                     + "".join(_html_figure(f) for f in other) + "</section>")
+    provenance = json.dumps(run.provenance, indent=2, sort_keys=True, default=str)
+    legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>Claim audit — {_e(run.run_id)}</title>
+<style>{CSS}</style></head>
+<body>
+<h1>Claim audit — run <code>{_e(run.run_id)}</code></h1>
+<p class="meta">Created {_e(run.created)} · {summary['cells']} cells · code {_e(run.provenance.get('code_version', '–'))}</p>
+<p>{badges}</p>
+<h2>Matrix (rows: experiments pair · dataset · α; columns: claims)</h2>
+<p class="legend">{legend}</p>
+{_html_matrix(build_matrix(run.cells))}
+{''.join(cards)}
+<section class="card"><h2>Provenance</h2><pre>{_e(provenance)}</pre></section>
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------- JUnit
+
+def render_junit(run: ClaimsRun) -> bytes:
+    """One <testcase> per cell; REFUTED/INCONCLUSIVE are failures, INVALID errors."""
+    summary = run.summary()["verdicts"]
+    suite = ET.Element("testsuite", name=f"claims-{run.run_id}", tests=str(len(run.cells)),
+                       failures=str(summary["REFUTED"] + summary["INCONCLUSIVE"]),
+                       errors=str(summary["INVALID"]), skipped="0", timestamp=run.created)
+    for cell in sorted(run.cells, key=lambda c: c.cell_id):
+        case = ET.SubElement(suite, "testcase", classname=f"claims.{cell.claim_id}", name=cell.cell_id)
+        props = ET.SubElement(case, "properties")
+        for name, value in cell_properties(cell):
+            ET.SubElement(props, "property", name=name, value=value)
+        message = f"{cell.verdict.value}: {cell.reason}" if cell.reason else cell.verdict.value
+        if cell.verdict is Verdict.INVALID:
+            ET.SubElement(case, "error", message=message, type="INVALID").text = cell.rule
+        elif cell.verdict is not Verdict.SUPPORTED:
+            ET.SubElement(case, "failure", message=message, type=cell.verdict.value).text = cell.rule
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+# ---------------------------------------------------------------- all together
+
+def write_reports(run: ClaimsRun, out_dir: str | Path) -> dict[str, Path]:
+    """Write every report file of `run` into out_dir; returns {kind: path}.
+
+    Figures: those attached to the run plus those derived from its cells (metric vs alpha,
+    Fig. 3a); attached figures win on a name clash.
+    """
+    out = Path(out_dir)
+    attached = {f.name for f in run.figures}
+    figures = list(run.figures) + [f for f in derived_figures(run.cells) if f.name not in attached]
+    full = ClaimsRun(run.run_id, run.cells, run.provenance, figures, run.created)
+    for fig in figures:
+        atomic_write_bytes(out / "figures" / f"{fig.name}.png", fig.png)
+    paths = {"json": out / "claims.json", "markdown": out / "claims.md",
+             "html": out / "claims.html", "junit": out / "claims-junit.xml"}
+    atomic_write_json(paths["json"], full.to_document())
+    atomic_write_text(paths["markdown"], render_markdown(full, figures))
+    atomic_write_text(paths["html"], render_html(full, figures))
+    atomic_write_bytes(paths["junit"], render_junit(full))
+    return paths
