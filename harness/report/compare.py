@@ -1,0 +1,112 @@
+"""Compare runs (baseline check, diff) and merge result shards into one run."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import UserError
+from harness.report.document import ClaimsRun
+from harness.verdict import CellResult
+
+
+@dataclass(frozen=True)
+class DriftLimit:
+    """`--claims-compare-fail=effect:X%`: fail when |effect − baseline| exceeds X% of |baseline|."""
+
+    field: str
+    percent: float
+
+    @classmethod
+    def parse(cls, text: str) -> DriftLimit:
+        match = re.fullmatch(r"\s*(effect|effect_size):\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*", text or "")
+        if not match:
+            raise UserError(f"--claims-compare-fail={text!r}: expected effect:X% or effect_size:X% "
+                            "(for example effect:10%)")
+        return cls(match.group(1), float(match.group(2)))
+
+    def check(self, cell: CellResult, baseline: CellResult) -> str | None:
+        """A message when the cell's value drifted beyond the limit, else None."""
+        now, before = getattr(cell, self.field), getattr(baseline, self.field)
+        if now is None or before is None:
+            return None
+        drift = abs(now - before)
+        scale = abs(before)
+        if (scale == 0 and drift > 0) or (scale > 0 and 100 * drift / scale > self.percent):
+            shown = "inf" if scale == 0 else f"{100 * drift / scale:.1f}%"
+            return (f"{self.field} drifted {shown} from the baseline ({before:.4g} -> {now:.4g}), "
+                    f"limit {self.percent:g}%")
+        return None
+
+
+def baseline_problems(cell: CellResult, baseline: CellResult | None, limits: list[DriftLimit]) -> list[str]:
+    """Why `cell` regresses against its stored baseline cell (empty: it does not)."""
+    if baseline is None:
+        return []
+    problems = []
+    if cell.verdict is not baseline.verdict:
+        problems.append(f"verdict changed from the baseline: {baseline.verdict.value} -> {cell.verdict.value}")
+    problems += [msg for limit in limits if (msg := limit.check(cell, baseline))]
+    return problems
+
+
+def diff_runs(old: ClaimsRun, new: ClaimsRun) -> list[str]:
+    """Human-readable changes from old to new: verdicts, effects, added and removed cells."""
+    before = {c.cell_id: c for c in old.cells}
+    after = {c.cell_id: c for c in new.cells}
+    lines = []
+    for cell_id in sorted(before.keys() | after.keys()):
+        a, b = before.get(cell_id), after.get(cell_id)
+        if a is None:
+            lines.append(f"+ {cell_id}: {b.verdict.value} (new)")
+        elif b is None:
+            lines.append(f"- {cell_id}: {a.verdict.value} (removed)")
+        elif a.verdict is not b.verdict:
+            lines.append(f"~ {cell_id}: {a.verdict.value} -> {b.verdict.value}{_effect_change(a, b)}")
+        elif a.effect != b.effect or a.p_value != b.p_value or a.n != b.n:
+            lines.append(f"  {cell_id}: {a.verdict.value}{_effect_change(a, b)}"
+                         f"{'' if a.n == b.n else f'; n {a.n} -> {b.n}'}")
+    return lines
+
+
+def _effect_change(a: CellResult, b: CellResult) -> str:
+    if a.effect == b.effect:
+        return ""
+    text = f"; effect {_num(a.effect)} -> {_num(b.effect)}"
+    if a.effect not in (None, 0) and b.effect is not None:
+        text += f" ({100 * (b.effect - a.effect) / abs(a.effect):+.1f}%)"
+    return text
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def merge_runs(shards: list[tuple[str, ClaimsRun]], run_id: str) -> ClaimsRun:
+    """One run from shards (name, run). The same cell in two shards must agree on everything but
+    provenance; a conflict is a UserError naming the cell and both shards."""
+    if not shards:
+        raise UserError("merge needs at least one shard")
+    cells: dict[str, tuple[str, CellResult]] = {}
+    figures = {}
+    for name, run in shards:
+        for cell in run.cells:
+            seen = cells.get(cell.cell_id)
+            if seen is None:
+                cells[cell.cell_id] = (name, cell)
+            elif _comparable(seen[1]) != _comparable(cell):
+                raise UserError(f"cell {cell.cell_id} differs between shards {seen[0]} and {name} "
+                                f"({seen[1].verdict.value} vs {cell.verdict.value}); rerun it or drop one shard")
+        for fig in run.figures:
+            if fig.name in figures and figures[fig.name].png != fig.png:
+                raise UserError(f"figure {fig.name} differs between shards; rename it or drop one shard")
+            figures.setdefault(fig.name, fig)
+    provenance = {"merged_from": [{"shard": name, "run_id": run.run_id, "created": run.created,
+                                   "provenance": run.provenance} for name, run in shards]}
+    return ClaimsRun(run_id, [cell for _, cell in cells.values()], provenance, list(figures.values()))
+
+
+def _comparable(cell: CellResult) -> dict:
+    data = cell.to_dict()
+    data.pop("provenance")
+    return data
