@@ -1,0 +1,261 @@
+"""The one intervention primitive, installed on a HF causal LM with hooks.
+
+Every destination slot v reads
+
+    x_v = clean_v − Σ_u m[u, v] · (z_u − z̃_u)
+
+where z_u is source u's output in the current run and z̃_u its ablated value (zero, a mean, or the
+value from a corrupted input). EAP scores are ∂L/∂m at the current m (computed in a backward hook
+on x_v, in float32); exact ablation sets m[u, v] = 1 for removed edges; a circuit sets
+m = 1 − in_circuit. Attribution and ablation therefore share one definition of "removing an edge".
+
+The model's own modules run unchanged (rotary embeddings, grouped-query attention, sliding
+windows, q/k norms): in the `paper` layout the attention input norm passes the raw residual
+through, and each of the q, k and v projections normalises its own slot input.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+from harness.graph import Graph, Layout, build_graph
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """Where each graph node lives in one architecture family's modules."""
+
+    name: str
+    layers: Callable[[nn.Module], nn.ModuleList]
+    final_norm: Callable[[nn.Module], nn.Module]
+    attn_norm: str                  # norm feeding attention (receives the residual)
+    attn_out: str                   # module whose output is added to the residual (attention)
+    mlp_norm: str                   # norm feeding the MLP
+    mlp_out: str                    # module whose output is added to the residual (MLP)
+    qkv: tuple[str, ...]            # q, k, v projections, or one fused projection
+    config_layers: str = "num_hidden_layers"
+
+
+def _llama_like(name: str) -> FamilyAdapter:
+    return FamilyAdapter(
+        name=name, layers=lambda m: m.model.layers, final_norm=lambda m: m.model.norm,
+        attn_norm="input_layernorm", attn_out="self_attn", mlp_norm="post_attention_layernorm",
+        mlp_out="mlp", qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"))
+
+
+FAMILIES: dict[str, FamilyAdapter] = {
+    "llama": _llama_like("llama"),
+    "mistral": _llama_like("mistral"),
+    "qwen2": _llama_like("qwen2"),
+    "gemma3_text": FamilyAdapter(
+        name="gemma3_text", layers=lambda m: m.model.layers, final_norm=lambda m: m.model.norm,
+        attn_norm="input_layernorm", attn_out="post_attention_layernorm",
+        mlp_norm="pre_feedforward_layernorm", mlp_out="post_feedforward_layernorm",
+        qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    "gpt2": FamilyAdapter(
+        name="gpt2", layers=lambda m: m.transformer.h, final_norm=lambda m: m.transformer.ln_f,
+        attn_norm="ln_1", attn_out="attn", mlp_norm="ln_2", mlp_out="mlp", qkv=("attn.c_attn",),
+        config_layers="n_layer"),
+}
+
+
+def family_of(model: nn.Module) -> FamilyAdapter:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "gemma3":   # multimodal wrapper config; only the text stack is supported
+        model_type = None
+    if model_type not in FAMILIES:
+        raise UserError(
+            f"unsupported architecture {type(model).__name__} (model_type={model_type!r}); "
+            f"supported model types: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+def _submodule(root: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+@dataclass
+class RunState:
+    """Per-forward state: source outputs, the ablation and the score accumulator.
+
+    live: source outputs of this run, kept in the autograd graph (for the ablation term).
+    delta: float32 [n_src, b, t, h], z_u − z̃_u detached (what a score multiplies).
+    edge_mask: float [b or 1, n_src, n_dst] m, or None (no ablation).
+    ablated: z̃ as [n_src, b or 1, t or 1, h], or None for zero ablation.
+    scores: float32 [b, n_src, n_dst] accumulator, or None when not scoring.
+    position_mask: float32 [b, t]: positions whose gradient contributes to scores.
+    """
+
+    edge_mask: torch.Tensor | None = None
+    ablated: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    position_mask: torch.Tensor | None = None
+    live: dict[int, torch.Tensor] = field(default_factory=dict)
+    delta: torch.Tensor | None = None
+    record: bool = False
+    recorded_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class InstrumentedModel:
+    """A HF causal LM with the graph's intervention points installed (context manager).
+
+    `with InstrumentedModel(model, "paper") as im: logits = im.forward(ids, attention_mask, ...)`.
+    Leaving the block removes every hook, so the model is always restored.
+    """
+
+    def __init__(self, model: nn.Module, layout: Layout | str = Layout.PAPER):
+        self.model = model
+        self.family = family_of(model)
+        n_layers = getattr(model.config, self.family.config_layers)
+        self.graph: Graph = build_graph(n_layers, layout)
+        self._handles: list = []
+        self._forward_overrides: list[nn.Module] = []
+        self._state: RunState | None = None
+
+    # -- installation -------------------------------------------------------------------------
+    def __enter__(self) -> "InstrumentedModel":
+        graph, fam = self.graph, self.family
+        layers = fam.layers(self.model)
+        self._hook(layers[0].register_forward_pre_hook(self._embed_hook))
+        dest_of = {d.name: j for j, d in enumerate(graph.destinations)}
+        for layer_index, layer in enumerate(layers):
+            attn_src, mlp_src = 1 + 2 * layer_index, 2 + 2 * layer_index
+            self._hook(_submodule(layer, fam.attn_out).register_forward_hook(self._source_hook(attn_src)))
+            self._hook(_submodule(layer, fam.mlp_out).register_forward_hook(self._source_hook(mlp_src)))
+            mlp_norm = _submodule(layer, fam.mlp_norm)
+            self._hook(mlp_norm.register_forward_pre_hook(self._slot_hook(dest_of[f"mlp.{layer_index}"])))
+            attn_norm = _submodule(layer, fam.attn_norm)
+            if graph.layout is Layout.BLOCK:
+                self._hook(attn_norm.register_forward_pre_hook(self._slot_hook(dest_of[f"attn.{layer_index}"])))
+                continue
+            # paper layout: the norm passes the residual through; each projection normalises its slot
+            self._hook(attn_norm.register_forward_hook(lambda mod, args, out: args[0]))
+            slots = [dest_of[f"attn.{layer_index}.{s}"] for s in ("q", "k", "v")]
+            if len(fam.qkv) == 3:
+                for proj_name, dest in zip(fam.qkv, slots):
+                    proj = _submodule(layer, proj_name)
+                    self._hook(proj.register_forward_pre_hook(self._normed_slot_hook(dest, attn_norm)))
+            else:
+                self._override_fused_qkv(_submodule(layer, fam.qkv[0]), attn_norm, slots)
+        final_norm = fam.final_norm(self.model)
+        self._hook(final_norm.register_forward_pre_hook(self._slot_hook(dest_of["sink"])))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module in self._forward_overrides:
+            del module.forward
+        self._forward_overrides.clear()
+        self._state = None
+
+    def _hook(self, handle) -> None:
+        self._handles.append(handle)
+
+    def _override_fused_qkv(self, fused: nn.Module, norm: nn.Module, slots: list[int]) -> None:
+        """GPT-2 Conv1D c_attn (y = x W + b, W [h, 3h]): each third reads its own slot input."""
+        def forward(residual: torch.Tensor) -> torch.Tensor:
+            width = fused.weight.shape[1] // 3
+            parts = []
+            for k, dest in enumerate(slots):
+                x = norm.forward(self._intervene(residual, dest))
+                cols = slice(k * width, (k + 1) * width)
+                parts.append(torch.addmm(fused.bias[cols], x.reshape(-1, x.shape[-1]),
+                                         fused.weight[:, cols]).view(*x.shape[:-1], width))
+            return torch.cat(parts, dim=-1)
+        fused.forward = forward
+        self._forward_overrides.append(fused)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _embed_hook(self, module, args):
+        hidden = args[0]
+        state = self._state
+        if state is not None and state.scores is not None:
+            hidden = hidden.detach().requires_grad_(True)   # gradients start at the activations
+        self._record_source(0, hidden)
+        return (hidden, *args[1:])
+
+    def _source_hook(self, index: int):
+        def hook(module, args, output):
+            self._record_source(index, _first(output))
+        return hook
+
+    def _slot_hook(self, dest: int):
+        def hook(module, args):
+            return (self._intervene(args[0], dest), *args[1:])
+        return hook
+
+    def _normed_slot_hook(self, dest: int, norm: nn.Module):
+        def hook(module, args):
+            return (norm.forward(self._intervene(args[0], dest)), *args[1:])
+        return hook
+
+    def _record_source(self, index: int, z: torch.Tensor) -> None:
+        state = self._state
+        if state is None:
+            return
+        if state.delta is None:
+            n_src = self.graph.n_src
+            state.delta = torch.zeros(n_src, *z.shape, dtype=torch.float32, device=z.device)
+        state.live[index] = z
+        delta = z.detach().float()
+        if state.ablated is not None:
+            delta = delta - state.ablated[index].float()
+        state.delta[index] = delta
+
+    def _intervene(self, residual: torch.Tensor, dest: int) -> torch.Tensor:
+        """x_v = residual − Σ_u m[u, v](z_u − z̃_u); taps ∂L/∂x_v for scoring."""
+        state = self._state
+        if state is None:
+            return residual
+        if state.record:
+            state.recorded_inputs[dest] = residual.detach()
+        n_par = self.graph.destinations[dest].n_parents
+        x = residual
+        if state.edge_mask is not None:
+            weights = state.edge_mask[:, :n_par, dest]                       # [b|1, n_par]
+            if weights.requires_grad or torch.any(weights != 0):
+                z = torch.stack([state.live[u] for u in range(n_par)])        # [n_par, b, t, h]
+                if state.ablated is not None:
+                    z = z - state.ablated[:n_par].to(z.dtype)
+                x = residual - torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
+        if state.scores is not None and x.requires_grad:
+            x = x.view_as(x)
+            x.register_hook(self._score_hook(dest, n_par))
+        return x
+
+    def _score_hook(self, dest: int, n_par: int):
+        def hook(grad: torch.Tensor) -> None:
+            state = self._state
+            g = grad.float() * state.position_mask[..., None]                # [b, t, h]
+            contrib = torch.einsum("bth,ubth->bu", g, state.delta[:n_par])   # [b, n_par]
+            state.scores[:, :n_par, dest] -= contrib
+        return hook
+
+    # -- running --------------------------------------------------------------------------------
+    @contextmanager
+    def run_state(self, state: RunState) -> Iterator[RunState]:
+        if self._state is not None:
+            raise RuntimeError("InstrumentedModel runs one forward at a time")
+        self._state = state
+        try:
+            yield state
+        finally:
+            self._state = None
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, t] token ids → [b, t, vocab] logits (whatever RunState is active)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
