@@ -1,0 +1,220 @@
+"""Batched answer generation (greedy by default, as the paper), cached on disk per prompt.
+
+One cache entry per (model fingerprint, template, prompt, decoding settings); a second run with the
+same inputs reads every answer back and runs the model on nothing. Batch size is not part of the
+key: left-padded batches give the same greedy tokens up to float rounding in near-ties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.cache import atomic_write_json, atomic_write_text, cache_root, content_key
+from harness.datasets import Problem
+from harness.errors import UserError
+from harness.prompts import PromptTemplate, encode_prompt
+
+FinishReason = Literal["eos", "stop", "length"]
+CACHE_VERSION = "generation-v1"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding settings. max_new_tokens: answer budget in tokens. temperature/top_p/seed apply
+    to mode "sample" only. stop_strings end an answer (the stop string itself is cut off)."""
+
+    mode: Literal["greedy", "sample"] = "greedy"
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop_strings: tuple[str, ...] = ()
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if self.mode not in ("greedy", "sample"):
+            raise UserError(f"decoding mode must be greedy or sample, got {self.mode!r}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.mode == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise UserError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got "
+                            f"temperature={self.temperature}, top_p={self.top_p}")
+
+    def cache_fields(self) -> dict:
+        """The settings that change the tokens produced (sampling parameters only when sampling)."""
+        keep = {"mode": self.mode, "max_new_tokens": self.max_new_tokens,
+                "stop_strings": list(self.stop_strings)}
+        if self.mode == "sample":
+            keep.update(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        return keep
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model answer. answer_ids: generated tokens without EOS or stop string (length T).
+    reference_ids: the dataset's reference solution under the same tokenizer, if it has one."""
+
+    problem_id: str
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    answer_ids: tuple[int, ...]
+    text: str
+    finish_reason: FinishReason
+    model_fingerprint: str
+    template: str
+    reference_ids: tuple[int, ...] | None = field(default=None)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict) -> "Generation":
+        tuples = {k: tuple(row[k]) if row.get(k) is not None else None
+                  for k in ("prompt_ids", "answer_ids", "reference_ids")}
+        return cls(**{**row, **tuples})
+
+
+def _eos_ids(loaded) -> set[int]:
+    ids = {loaded.tokenizer.eos_token_id}
+    configured = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def _cut_before_stop(ids: list[int], tokenizer, stops: Sequence[str]) -> list[int] | None:
+    """Longest token prefix whose text ends at or before the first stop string; None if no stop."""
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    hits = [text.find(s) for s in stops if s and s in text]
+    if not hits:
+        return None
+    limit = min(hits)
+    lo, hi = 0, len(ids)  # invariant: decode(ids[:lo]) fits within the limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=False)) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return ids[:lo]
+
+
+def _finish(new_ids: list[int], eos: set[int], tokenizer, stops: Sequence[str]) -> tuple[list[int], FinishReason]:
+    eos_at = next((i for i, t in enumerate(new_ids) if t in eos), None)
+    ids = new_ids if eos_at is None else new_ids[:eos_at]
+    cut = _cut_before_stop(ids, tokenizer, stops) if stops else None
+    if cut is not None:
+        return cut, "stop"
+    return ids, "eos" if eos_at is not None else "length"
+
+
+def _generate_batch(loaded, prompts: list[list[int]], decoding: Decoding, eos: set[int]) -> list[list[int]]:
+    """Left-pad the prompts, run `generate`, return each row's new tokens (padding included)."""
+    from transformers import GenerationConfig
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = next(model.parameters()).device
+    config = GenerationConfig(
+        max_new_tokens=decoding.max_new_tokens, do_sample=decoding.mode == "sample",
+        temperature=decoding.temperature if decoding.mode == "sample" else None,
+        top_p=decoding.top_p if decoding.mode == "sample" else None, top_k=None,
+        pad_token_id=pad_id, eos_token_id=sorted(eos),
+        stop_strings=list(decoding.stop_strings) or None)
+    seed = int(content_key(decoding.seed, prompts)[:8], 16)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                             generation_config=config,
+                             tokenizer=tokenizer if decoding.stop_strings else None)
+    return [row[width:].tolist() for row in out.cpu()]
+
+
+def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate,
+                     decoding: Decoding = Decoding(), *, use_cache: bool = True,
+                     progress: bool = True) -> list[Generation]:
+    """Answer every problem with `loaded` (a models.LoadedModel); output order = problem order.
+
+    Prompts are grouped by length into batches of `decoding.batch_size` to limit padding.
+    """
+    if not problems:
+        raise UserError("no problems to answer: the dataset is empty")
+    tokenizer, fingerprint = loaded.tokenizer, loaded.info.fingerprint
+    encoded = [encode_prompt(template, p.question, tokenizer) for p in problems]
+    keys = [content_key(CACHE_VERSION, fingerprint, dataclasses.asdict(template), prompt, ids,
+                        decoding.cache_fields()) for prompt, ids in encoded]
+    folder = cache_root() / "generations"
+    results: dict[int, Generation] = {}
+    for i, key in enumerate(keys):
+        path = folder / f"{key}.json"
+        if use_cache and path.is_file():
+            cached = Generation.from_json(json.loads(path.read_text()))
+            results[i] = dataclasses.replace(cached, problem_id=problems[i].id)
+    todo = sorted((i for i in range(len(problems)) if i not in results), key=lambda i: len(encoded[i][1]))
+    eos = _eos_ids(loaded)
+    if not eos:
+        raise UserError("the tokenizer has no EOS token; set tokenizer.eos_token before generating")
+    with tqdm(total=len(todo), desc="generate", unit="answer", disable=not progress or not todo) as bar:
+        for start in range(0, len(todo), decoding.batch_size):
+            batch = todo[start:start + decoding.batch_size]
+            outputs = _generate_batch(loaded, [encoded[i][1] for i in batch], decoding, eos)
+            for i, new_ids in zip(batch, outputs):
+                answer_ids, reason = _finish(new_ids, eos, tokenizer, decoding.stop_strings)
+                gen = Generation(problem_id=problems[i].id, prompt=encoded[i][0],
+                                 prompt_ids=tuple(encoded[i][1]), answer_ids=tuple(answer_ids),
+                                 text=tokenizer.decode(answer_ids, skip_special_tokens=True),
+                                 finish_reason=reason, model_fingerprint=fingerprint,
+                                 template=template.name)
+                if use_cache:
+                    atomic_write_json(folder / f"{keys[i]}.json", gen.to_json())
+                results[i] = gen
+            bar.update(len(batch))
+    return [dataclasses.replace(results[i], reference_ids=_reference_ids(p, tokenizer))
+            for i, p in enumerate(problems)]
+
+
+def _reference_ids(problem: Problem, tokenizer) -> tuple[int, ...] | None:
+    if not problem.reference:
+        return None
+    return tuple(tokenizer(problem.reference, add_special_tokens=False)["input_ids"])
+
+
+def save_generations(path: str | Path, generations: Iterable[Generation], checks: Iterable | None = None) -> None:
+    """One JSON row per generation (with its check, when given), written atomically."""
+    rows = []
+    checks = list(checks) if checks is not None else None
+    for i, gen in enumerate(generations):
+        row = gen.to_json()
+        if checks is not None:
+            row["check"] = dataclasses.asdict(checks[i])
+        rows.append(json.dumps(row))
+    atomic_write_text(Path(path), "\n".join(rows) + "\n")
+
+
+def load_generations(path: str | Path) -> list[tuple[Generation, dict | None]]:
+    """Rows written by save_generations: (generation, check as a dict or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"generations file {path} does not exist; run `python -m harness generate` first")
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            check = row.pop("check", None)
+            out.append((Generation.from_json(row), check))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise UserError(f"{path}:{lineno}: not a generation row ({err})") from None
+    return out
