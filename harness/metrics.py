@@ -52,7 +52,11 @@ class MetricConfig:
     bins_band: tuple[int, ...] = (10, 20, 50, 100, 200, 500, 1000)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "range_policy", RangePolicy(self.range_policy))
+        try:
+            object.__setattr__(self, "range_policy", RangePolicy(self.range_policy))
+        except ValueError:
+            choices = ", ".join(p.value for p in RangePolicy)
+            raise UserError(f"range_policy must be one of {choices}, got {self.range_policy!r}") from None
         if int(self.bins) != self.bins or self.bins < 1:
             raise UserError(f"MetricConfig.bins must be a positive integer, got {self.bins!r}")
         if any(int(b) != b or b < 1 for b in self.bins_band) or not self.bins_band:
