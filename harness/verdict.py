@@ -27,9 +27,10 @@ class Verdict(str, enum.Enum):
     INVALID = "INVALID"
 
     @classmethod
-    def parse(cls, value: str | Verdict) -> Verdict:
+    def parse(cls, value: Any) -> Verdict:
+        """A Verdict from its name, any enum whose value is the name, or a Verdict."""
         try:
-            return cls(str(value.value if isinstance(value, Verdict) else value).upper())
+            return cls(str(value.value if isinstance(value, enum.Enum) else value).upper())
         except ValueError:
             names = ", ".join(v.value for v in cls)
             raise UserError(f"unknown verdict {value!r}; expected one of {names}") from None

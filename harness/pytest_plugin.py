@@ -1,0 +1,419 @@
+"""pytest plugin for claim audits: the `claim` marker, grid options, the `claim_cell` fixture,
+verdict-shaped outcomes, the terminal claim matrix, the reports and the baseline check.
+
+Outcome of a test that records a cell:
+  SUPPORTED -> passed; REFUTED -> failed; INCONCLUSIVE -> failed, counted as "inconclusive";
+  INVALID -> error. A cell whose verdict differs from `--claims-baseline` (or whose effect drifted
+  beyond `--claims-compare-fail`) fails whatever its verdict.
+Reports go to `<reports-dir>/<run-id>/` at the end of a session that recorded anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.claims import CLAIMS_BY_ID, ClaimSpec
+from harness.errors import UserError
+from harness.report import plots
+from harness.report.compare import DriftLimit, baseline_problems
+from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
+from harness.report.matrix import SEVERITY, build_matrix, claim_label
+from harness.report.writers import cell_properties, write_reports
+from harness.verdict import CellResult, Verdict, alpha_tag, make_cell_id
+
+# Test arguments the plugin parametrises from the command line, in id order.
+GRID_ARGS = ("pair", "dataset", "alpha", "metric", "token_mode")
+GRID_OPTIONS = {"pair": "pairs", "dataset": "datasets", "alpha": "alphas", "metric": "metrics",
+                "token_mode": "token_mode"}
+# own: each model on its own greedy answer (the paper); shared: both teacher-forced on the same tokens.
+TOKEN_MODES = ("own", "shared")
+TERMINAL_COLOURS = {Verdict.SUPPORTED: "green", Verdict.REFUTED: "red",
+                    Verdict.INCONCLUSIVE: "yellow", Verdict.INVALID: "purple"}
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class InvalidCell(Exception):
+    """Raised by `claim_cell.record` for an INVALID cell; pytest reports it as an error."""
+
+
+@dataclass(frozen=True)
+class ClaimOptions:
+    """Parsed command-line options; grid lists are empty when not given."""
+
+    pairs: tuple[str, ...]
+    datasets: tuple[str, ...]
+    alphas: tuple[float, ...]
+    metrics: tuple[str, ...]
+    token_mode: tuple[str, ...]
+    n: int | None
+    device: str | None
+    dtype: str | None
+    run_id: str
+    reports_dir: Path
+    baseline_path: Path | None
+    drift_limits: tuple[DriftLimit, ...]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.reports_dir / self.run_id
+
+
+@dataclass
+class ClaimSession:
+    options: ClaimOptions
+    baseline: dict[str, CellResult]
+    provenance: dict[str, Any]
+    cells: dict[str, CellResult] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    regressions: list[str] = field(default_factory=list)
+    written: dict[str, Path] = field(default_factory=dict)
+
+
+SESSION_KEY = pytest.StashKey[ClaimSession]()
+RECORD_KEY = pytest.StashKey["CellRecorder"]()
+
+
+# ---------------------------------------------------------------- options
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("claims", "claim audit (rl-circuit-audit)")
+    group.addoption("--pairs", action="append", help="model pairs to audit, comma separated (registry names)")
+    group.addoption("--datasets", action="append", help="datasets, comma separated")
+    group.addoption("--alphas", action="append", help="truncation fractions alpha in (0, 1], comma separated")
+    group.addoption("--metrics", action="append", help="metrics, comma separated")
+    group.addoption("--token-mode", action="append", dest="token_mode",
+                    help=f"answer tokens the loss reads: {', '.join(TOKEN_MODES)} (comma separated)")
+    group.addoption("--n", type=int, dest="claims_n", help="at most this many questions per cell")
+    group.addoption("--device", help="cpu or cuda[:N]")
+    group.addoption("--dtype", help="float32, bfloat16, float16 or float64")
+    group.addoption("--run-id", help="report folder name (default: UTC time, YYYYmmdd-HHMMSS)")
+    group.addoption("--reports-dir", default="reports", help="folder for run reports (default: reports)")
+    group.addoption("--claims-baseline", help="claims.json of a stored run; a changed verdict fails the cell")
+    group.addoption("--claims-compare-fail", action="append",
+                    help="with --claims-baseline: fail on drift, e.g. effect:10% (repeatable)")
+
+
+def parse_options(config: pytest.Config) -> ClaimOptions:
+    """Validate the claim options; bad values raise UserError."""
+    get = config.getoption
+    alphas = []
+    for text in _split(get("alphas")):
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--alphas: {text!r} is not a number") from None
+        if not 0 < value <= 1:
+            raise UserError(f"--alphas: {value} is outside (0, 1]")
+        alphas.append(value)
+    modes = _split(get("token_mode"))
+    unknown = [m for m in modes if m not in TOKEN_MODES]
+    if unknown:
+        raise UserError(f"--token-mode: unknown {', '.join(unknown)}; choose from {', '.join(TOKEN_MODES)}")
+    n = get("claims_n")
+    if n is not None and n < 1:
+        raise UserError(f"--n must be a positive number of questions, got {n}")
+    device, dtype = get("device"), get("dtype")
+    if device is not None or dtype is not None:
+        from harness.models import resolve_device, resolve_dtype  # imports torch: only when asked
+        if device is not None:
+            resolve_device(device)
+        if dtype is not None:
+            resolve_dtype(dtype)
+    run_id = get("run_id") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise UserError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    reports_dir = Path(get("reports_dir"))
+    if not reports_dir.is_absolute():
+        reports_dir = config.rootpath / reports_dir
+    baseline = get("claims_baseline")
+    limits = tuple(DriftLimit.parse(text) for text in get("claims_compare_fail") or [])
+    if limits and baseline is None:
+        raise UserError("--claims-compare-fail needs --claims-baseline FILE to compare against")
+    return ClaimOptions(_split(get("pairs")), _split(get("datasets")), tuple(alphas), _split(get("metrics")),
+                        modes, n, device, dtype, run_id, reports_dir,
+                        Path(baseline) if baseline else None, limits)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "claim(id, section=None, statement=None): a claim of the audited paper")
+    try:
+        options = parse_options(config)
+        baseline = {}
+        if options.baseline_path is not None:
+            baseline = {c.cell_id: c for c in load_claims(options.baseline_path).cells}
+    except UserError as err:
+        raise pytest.UsageError(str(err)) from None
+    provenance = run_provenance(
+        run_id=options.run_id, device=options.device, dtype=options.dtype, n=options.n,
+        grid={"pairs": options.pairs, "datasets": options.datasets, "alphas": options.alphas,
+              "metrics": options.metrics, "token_mode": options.token_mode},
+        baseline=str(options.baseline_path) if options.baseline_path else None)
+    state = ClaimSession(options, baseline, provenance)
+    config.stash[SESSION_KEY] = state
+    config.pluginmanager.register(ClaimCollector(state), "claim-collector")
+
+
+@pytest.fixture(scope="session")
+def claim_options(pytestconfig: pytest.Config) -> ClaimOptions:
+    """The parsed claim options (grid, n, device, dtype, run id, reports folder)."""
+    return pytestconfig.stash[SESSION_KEY].options
+
+
+# ---------------------------------------------------------------- collection
+
+def _grid_id(name: str, value: Any) -> str:
+    if name == "alpha":
+        return alpha_tag(value)
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(value)).strip("_")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise pair/dataset/alpha/metric/token_mode arguments from the options, else from the
+    test module's `CLAIM_GRID` dict; ids read like `smollm2_grpo-gsm8k-a010`."""
+    explicit = {name.strip() for mark in metafunc.definition.iter_markers("parametrize")
+                for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])}
+    names = [n for n in GRID_ARGS if n in metafunc.fixturenames and n not in explicit]
+    if not names:
+        return
+    options = metafunc.config.stash[SESSION_KEY].options
+    defaults = getattr(metafunc.module, "CLAIM_GRID", {})
+    axes = []
+    for name in names:
+        values = getattr(options, GRID_OPTIONS[name]) or tuple(defaults.get(name, ()))
+        if not values:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid} needs --{GRID_OPTIONS[name].replace('_', '-')} "
+                                    f"(or CLAIM_GRID[{name!r}] in its module)")
+        axes.append(values)
+    combos = list(itertools.product(*axes))
+    ids = ["-".join(_grid_id(n, v) for n, v in zip(names, combo)) for combo in combos]
+    metafunc.parametrize(names, combos, ids=ids)
+
+
+def _claim_marker(item: pytest.Item) -> ClaimSpec | None:
+    mark = item.get_closest_marker("claim")
+    if mark is None:
+        return None
+    claim_id = mark.args[0] if mark.args else mark.kwargs.get("id")
+    if not claim_id:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.claim needs a claim id, e.g. claim('C1')")
+    known = CLAIMS_BY_ID.get(claim_id)
+    section = mark.kwargs.get("section") or (mark.args[1] if len(mark.args) > 1 else None)
+    statement = mark.kwargs.get("statement") or (mark.args[2] if len(mark.args) > 2 else None)
+    if known is None and not statement:
+        raise pytest.UsageError(f"{item.nodeid}: claim {claim_id!r} is not in the catalogue; give its statement")
+    return ClaimSpec(claim_id, known.name if known else claim_id, section or (known.section if known else ""),
+                     statement or known.statement, known.direction if known else "increase")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Let `-k C1` and `-k intensity` select a claim's tests."""
+    for item in items:
+        spec = _claim_marker(item)
+        if spec is not None:
+            item.extra_keyword_matches.update({spec.id, spec.name})
+
+
+# ---------------------------------------------------------------- recording a cell
+
+class CellRecorder:
+    """The `claim_cell` fixture: build cell ids, attach figures, record the test's cell."""
+
+    def __init__(self, item: pytest.Item, session: ClaimSession) -> None:
+        self._item = item
+        self._session = session
+        self.claim = _claim_marker(item)
+        self.cell: CellResult | None = None
+        self.problems: list[str] = []
+        self.figures: list[Figure] = []
+
+    def cell_id(self, *parts: Any, alpha: float | None = None) -> str:
+        """Cell id for this test's claim, e.g. cell_id(pair, dataset, alpha=0.1)."""
+        if self.claim is None:
+            raise UserError(f"{self._item.nodeid} has no @pytest.mark.claim; cannot build a cell id")
+        return make_cell_id(self.claim.id, self.claim.name, *parts, alpha=alpha)
+
+    def add_figure(self, name: str, png: bytes, caption: str) -> None:
+        """Attach a PNG to the report, under this test's claim."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise UserError(f"figure name {name!r}: use letters, digits, '.', '_' and '-' only")
+        self.figures.append(Figure(name, png, caption, self.claim.id if self.claim else None))
+
+    def add_edge_heatmap(self, pair: str, base_mean_abs: Any, post_mean_abs: Any,
+                         src_names: list[str], dst_names: list[str]) -> None:
+        """Fig. 2 analogue for one pair from mean |W| [n_src, n_dst] of base and post."""
+        png = plots.edge_change_heatmap(base_mean_abs, post_mean_abs, src_names, dst_names,
+                                        f"{pair}: relative change of mean |W| per edge")
+        self.add_figure(f"heatmap-{_grid_id('pair', pair)}", png,
+                        f"Fig. 2 analogue, {pair}: (post − base) / base of mean |W|, sources × destinations")
+
+    def add_node_entropy(self, label: str, node_names: list[str], base: Any, post: Any) -> None:
+        """Fig. 3b analogue: per-source-node output-edge entropy, base vs post."""
+        png = plots.node_entropy_bars(node_names, base, post, f"{label}: per-node output-edge entropy change")
+        self.add_figure(f"node-entropy-{_grid_id('pair', label)}", png,
+                        f"Fig. 3b analogue, {label}: relative change of each source node's output-edge entropy")
+
+    def record(self, cell: CellResult) -> CellResult:
+        """Record this test's cell and turn its verdict into the test outcome (see module doc)."""
+        if not isinstance(cell, CellResult):
+            raise TypeError(f"claim_cell.record takes a CellResult, got {type(cell).__name__}")
+        if self.cell is not None:
+            raise UserError(f"{self._item.nodeid} recorded a second cell ({cell.cell_id}); one cell per test")
+        if self.claim is not None and cell.claim_id != self.claim.id:
+            raise UserError(f"{self._item.nodeid} is marked claim {self.claim.id} but recorded {cell.claim_id}")
+        run = self._session.provenance
+        defaults = {"run_id": run["run_id"], "code_version": run["code_version"], "device": run["device"],
+                    "dtype": run["dtype"], "libraries": run["libraries"]}
+        cell = cell.replace(provenance={**{k: v for k, v in defaults.items() if v is not None}, **cell.provenance})
+        self.cell = cell
+        options = self._session.options
+        self.problems = baseline_problems(cell, self._session.baseline.get(cell.cell_id), list(options.drift_limits))
+        for name, value in cell_properties(cell):
+            self._item.user_properties.append((name, value))
+        if self.problems:
+            self._item.user_properties.append(("baseline_problems", "; ".join(self.problems)))
+        message = self._message()
+        if cell.verdict is Verdict.INVALID:
+            raise InvalidCell(message)
+        if cell.verdict is not Verdict.SUPPORTED or self.problems:
+            pytest.fail(message, pytrace=False)
+        return cell
+
+    def _message(self) -> str:
+        c = self.cell
+        lines = [f"{c.verdict.value} {c.cell_id}: {c.reason}".rstrip(": "),
+                 f"  rule: {c.rule}",
+                 f"  n={_n(c.n)} effect={_n(c.effect)} CI=[{_n(c.ci_low)}, {_n(c.ci_high)}] d_z={_n(c.effect_size)} "
+                 f"p={_n(c.p_value)} p_holm={_n(c.p_holm)} p_bh={_n(c.p_bh)} fidelity={_n(c.fidelity)}"]
+        lines += [f"  BASELINE: {problem} ({self._session.options.baseline_path})" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def _n(value: Any) -> str:
+    return "–" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+
+@pytest.fixture
+def claim_cell(request: pytest.FixtureRequest) -> CellRecorder:
+    """Records the test's CellResult; the verdict becomes the outcome."""
+    recorder = CellRecorder(request.node, request.config.stash[SESSION_KEY])
+    request.node.stash[RECORD_KEY] = recorder
+    return recorder
+
+
+# ---------------------------------------------------------------- outcomes
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    recorder = item.stash.get(RECORD_KEY, None)
+    if call.when != "call" or recorder is None:
+        return report
+    if recorder.cell is not None:
+        report.claim_cell = recorder.cell.to_dict()
+        report.claim_problems = recorder.problems
+        if call.excinfo is not None and call.excinfo.errisinstance(InvalidCell):
+            report.longrepr = str(call.excinfo.value)
+    elif report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} uses claim_cell but recorded no cell (call claim_cell.record)"
+    report.claim_figures = [{"name": f.name, "png": base64.b64encode(f.png).decode("ascii"),
+                             "caption": f.caption, "claim_id": f.claim_id} for f in recorder.figures]
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    data = getattr(report, "claim_cell", None)
+    if report.when != "call" or data is None:
+        return None
+    verdict = Verdict.parse(data["verdict"])
+    if report.passed:
+        return "passed", ".", ("SUPPORTED", {"green": True})
+    if report.claim_problems:
+        return "failed", "F", (f"{verdict.value} (BASELINE)", {"red": True})
+    if verdict is Verdict.INVALID:
+        return "error", "E", ("INVALID", {"purple": True})
+    if verdict is Verdict.INCONCLUSIVE:
+        return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    return "failed", "F", (verdict.value, {"red": True})
+
+
+class ClaimCollector:
+    """Per-session hooks that need the session state: collect cells, write reports, summarise."""
+
+    def __init__(self, state: ClaimSession) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect cells and figures (also from xdist workers' reports, on the controller)."""
+        if report.when != "call":
+            return
+        data = getattr(report, "claim_cell", None)
+        if data is not None:
+            cell = CellResult.from_dict(data)
+            self.state.cells[cell.cell_id] = cell
+            self.state.regressions += [f"{cell.cell_id}: {p}" for p in getattr(report, "claim_problems", [])]
+        for fig in getattr(report, "claim_figures", []):
+            self.state.figures[fig["name"]] = Figure(fig["name"], base64.b64decode(fig["png"]), fig["caption"],
+                                                     fig["claim_id"])
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the run's reports (controller only; nothing when no cell or figure was recorded)."""
+        state = self.state
+        if hasattr(session.config, "workerinput") or not (state.cells or state.figures):
+            return
+        run = ClaimsRun(state.options.run_id, list(state.cells.values()), state.provenance,
+                        list(state.figures.values()))
+        state.written = write_reports(run, state.options.run_dir)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.state.cells:
+            write_terminal_matrix(terminalreporter, self.state)
+
+
+# ---------------------------------------------------------------- terminal summary
+
+def write_terminal_matrix(tr, state: ClaimSession) -> None:
+    """Experiments x claims with coloured verdict words, then the non-supported cells and baseline."""
+    cells = list(state.cells.values())
+    matrix = build_matrix(cells)
+    tr.section("claim matrix", sep="=", bold=True)
+    headers = [claim_label(c) for c in matrix.claims]
+    exp_width = max(len("experiment"), *(len(e) for e in matrix.experiments))
+    widths = [max(len(h), *(len(matrix.entry_text(e, c)) for e in matrix.experiments))
+              for h, c in zip(headers, matrix.claims)]
+    tr.write_line("experiment".ljust(exp_width) + "  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for exp in matrix.experiments:
+        tr.write(exp.ljust(exp_width))
+        for claim_id, width in zip(matrix.claims, widths):
+            verdict = matrix.entry_verdict(exp, claim_id)
+            text = (matrix.entry_text(exp, claim_id) or "·").ljust(width)
+            tr.write("  ")
+            tr.write(text, **({TERMINAL_COLOURS[verdict]: True} if verdict else {}))
+        tr.write_line("")
+    counts = {v: sum(c.verdict is v for c in cells) for v in Verdict}
+    tr.write_line(", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(cells)} cells)")
+    for verdict in SEVERITY[:-1]:
+        for cell in sorted((c for c in cells if c.verdict is verdict), key=lambda c: c.cell_id):
+            tr.write(f"{verdict.value:<12} ", **{TERMINAL_COLOURS[verdict]: True})
+            tr.write_line(f"{cell.cell_id}: {cell.reason}")
+    if state.options.baseline_path is not None:
+        missing = sorted(set(state.baseline) - set(state.cells))
+        tr.write_line(f"baseline {state.options.baseline_path}: {len(state.regressions)} regression(s), "
+                      f"{len(missing)} baseline cell(s) not run")
+        for line in state.regressions:
+            tr.write_line(f"REGRESSION   {line}", red=True)
+    if state.written:
+        tr.write_line(f"claim reports: {state.written['html'].parent}/ "
+                      f"(claims.json, claims.md, claims.html, claims-junit.xml)")
