@@ -1,0 +1,152 @@
+"""Selection (both variants) on synthetic lengths with hand-computed survivors; EAP rows."""
+
+import random
+
+import pytest
+
+from harness.answers import Check, CheckedGeneration
+from harness.errors import UserError
+from harness.generation import Generation
+from harness.selection import SelectionError, SelectionParams, build_eap_rows, select_samples
+
+
+def checked(qid, answer_len, correct, prompt_len=5, offset=0, reference_len=None):
+    """A checked generation with answer tokens offset+0..offset+answer_len-1."""
+    gen = Generation(problem_id=qid, prompt="p", prompt_ids=tuple(range(100, 100 + prompt_len)),
+                     answer_ids=tuple(range(offset, offset + answer_len)), text="t",
+                     finish_reason="eos", model_fingerprint="sha256:x", template="mistral",
+                     reference_ids=tuple(range(900, 900 + reference_len)) if reference_len else None)
+    return CheckedGeneration(gen, Check(qid, "1", "boxed", "1", correct))
+
+
+# id: (T_base, T_post, base correct, post correct, base prompt len, post prompt len)
+TABLE = {
+    "a": (10, 10, True, True, 5, 5),
+    "b": (20, 20, True, True, 5, 5),
+    "c": (30, 12, True, True, 5, 5),    # fails balance: 18/21 > 0.5
+    "d": (4, 4, True, True, 5, 5),      # too short
+    "e": (40, 40, True, False, 5, 5),   # not both correct
+    "f": (18, 22, True, True, 5, 6),    # prompt lengths differ (code variant drops it)
+    "g": (50, 46, True, True, 5, 5),    # too long
+}
+
+
+def pair(table=TABLE):
+    base = [checked(k, v[0], v[2], v[4]) for k, v in table.items()]
+    post = [checked(k, v[1], v[3], v[5], offset=1000) for k, v in table.items()]
+    return base, post
+
+
+def test_paper_code_variant_survivors_by_hand():
+    # both-correct a,b,c,d,f,g; T̄ = min(132/6, 114/6) = 19; window floor(9.5)=9 .. floor(28.5)=28
+    # on the pair mean; f dropped for prompt length; d, g outside; c unbalanced -> a, b
+    sel = select_samples(*pair(), variant="paper-code", alpha=0.3)
+    assert sorted(sel.ids) == ["a", "b"]
+    assert sel.t_bar == pytest.approx(19.0) and sel.t_bar_window == pytest.approx(19.0)
+    assert sel.t_cut == 5  # floor(0.3 * 19 = 5.7), not round
+    assert [(s.step, s.count) for s in sel.funnel] == [
+        ("questions", 7), ("both-correct", 6), ("equal-prompt-length", 5),
+        ("length-window", 3), ("balance", 2), ("subsample", 2)]
+
+
+def test_paper_variant_survivors_by_hand():
+    # T̄ = mean pair mean over a,b,c,d,f,g = 123/6 = 20.5; each model in [10.25, 30.75]:
+    # a (10) is out, c (12) out, d, g out -> b, f; T̄_kept = (20 + 20)/2 = 20
+    sel = select_samples(*pair(), variant="paper", alpha=0.3)
+    assert sorted(sel.ids) == ["b", "f"]
+    assert sel.t_bar_window == pytest.approx(20.5)
+    assert sel.t_bar == pytest.approx(20.0)
+    assert sel.t_cut == 6
+    assert [s.step for s in sel.funnel] == ["questions", "both-correct", "length-window",
+                                            "balance", "subsample"]
+
+
+@pytest.mark.parametrize("alpha,t_cut", [(0.03, 1), (0.1, 1), (0.3, 5), (0.5, 9)])
+def test_t_cut_is_floor_with_minimum_one(alpha, t_cut):
+    assert select_samples(*pair(), variant="paper-code", alpha=alpha).t_cut == t_cut
+
+
+def test_t_cut_beyond_answers_is_an_error_with_funnel():
+    with pytest.raises(SelectionError) as err:
+        select_samples(*pair(), variant="paper-code", alpha=0.6)  # T_cut 11 > answer a (10)
+    message = str(err.value)
+    assert "T_cut" in message and "11" in message and "both-correct" in message
+    assert err.value.funnel[-1].step == "subsample"
+
+
+def test_short_answers_can_be_dropped_instead():
+    sel = select_samples(*pair(), variant="paper-code", alpha=0.6, short_answers="drop")
+    assert sel.ids == ("b",) and sel.t_cut == 11
+    assert sel.funnel[-1].step == "long-enough" and sel.funnel[-1].count == 1
+
+
+def test_subsample_matches_the_paper_code_random_sample():
+    table = {f"q{i}": (20, 20, True, True, 5, 5) for i in range(50)}
+    sel = select_samples(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=42)
+    random.seed(42)
+    assert list(sel.ids) == random.sample(list(table), 10)
+    assert select_samples(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=7).ids != sel.ids
+    assert len(set(sel.ids)) == 10 and sel.funnel[-1].count == 10
+
+
+def test_empty_dataset_is_a_clear_error():
+    with pytest.raises(SelectionError, match="no question was answered by both") as err:
+        select_samples([], [], variant="paper")
+    assert "questions" in str(err.value)
+
+
+def test_no_both_correct_is_a_clear_error():
+    table = {"x": (10, 10, True, False, 5, 5), "y": (10, 10, False, True, 5, 5)}
+    with pytest.raises(SelectionError, match="correctly by both") as err:
+        select_samples(*pair(table), variant="paper-code")
+    assert [s.count for s in err.value.funnel] == [2, 0]
+
+
+def test_bad_parameters_are_user_errors():
+    with pytest.raises(UserError, match="beta"):
+        SelectionParams(beta=2.0, gamma=1.0)
+    with pytest.raises(UserError, match="variant"):
+        SelectionParams(variant="eqs")
+    with pytest.raises(UserError, match="alpha"):
+        SelectionParams(alpha=0)
+
+
+def test_shared_token_modes_feed_both_models_identical_ids():
+    sel = select_samples(*pair(), variant="paper-code", alpha=0.3)
+    for mode, offset in (("shared-base", 0), ("shared-post", 1000)):
+        base_rows, post_rows = build_eap_rows(sel, mode)
+        assert base_rows == post_rows
+        assert all(r["target_ids"] == list(range(offset, offset + 5)) for r in base_rows)
+    own_base, own_post = build_eap_rows(sel, "own")
+    assert [r["target_ids"][0] for r in own_base] == [0, 0]
+    assert [r["target_ids"][0] for r in own_post] == [1000, 1000]
+    assert all(len(r["target_ids"]) == sel.t_cut for r in own_base + own_post)
+    assert set(own_base[0]) == {"id", "prompt_ids", "target_ids"}
+
+
+def test_shared_mode_refuses_different_prompts():
+    table = {"b": TABLE["b"], "f": TABLE["f"]}
+    sel = select_samples(*pair(table), variant="paper", alpha=0.1)
+    assert "f" in sel.ids
+    with pytest.raises(UserError, match="same prompt"):
+        build_eap_rows(sel, "shared-base")
+
+
+def test_reference_mode_uses_reference_tokens():
+    base = [checked("a", 20, True, reference_len=30), checked("b", 20, True, reference_len=3)]
+    post = [checked("a", 20, True, offset=1000, reference_len=30),
+            checked("b", 20, True, offset=1000, reference_len=3)]
+    sel = select_samples(base, post, variant="paper-code", alpha=0.3)
+    base_rows, post_rows = build_eap_rows(sel, "reference")
+    lengths = {r["id"]: len(r["target_ids"]) for r in base_rows}
+    assert lengths == {"a": sel.t_cut, "b": 3}
+    assert base_rows[0]["target_ids"][0] == 900
+    with pytest.raises(UserError, match="reference solution"):
+        build_eap_rows(select_samples(*pair(), variant="paper-code", alpha=0.3), "reference")
+
+
+def test_selection_json_names_variant_and_funnel():
+    data = select_samples(*pair(), variant="paper", alpha=0.1).to_json()
+    assert data["variant"] == "paper" and data["params"]["alpha"] == 0.1
+    assert data["funnel"][1] == {"step": "both-correct", "count": 6, "rule": "both final answers correct"}
+    assert data["answer_lengths"]["f"] == [18, 22]
