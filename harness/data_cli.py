@@ -1,0 +1,154 @@
+"""`generate` (answers + checks for one model) and `select` (paired selection -> EAP input rows).
+
+    python -m harness generate --model M --dataset rg:chain_sum --n 100 --out run/base.jsonl
+    python -m harness select --base run/base.jsonl --post run/post.jsonl --alpha 0.1 --out run/sel
+    python -m harness eap --model M --input run/sel/base.jsonl --out run/eap-base
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import time
+from pathlib import Path
+
+from harness.accuracy import accuracy_table
+from harness.answers import Check, CheckedGeneration, check_answers
+from harness.cache import atomic_write_json, atomic_write_text
+from harness.errors import UserError
+from harness.generation import Decoding, generate_answers, load_generations, save_generations
+from harness.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
+
+
+def library_versions() -> dict[str, str]:
+    names = ("rl-circuit-audit", "torch", "transformers", "reasoning-gym", "sympy")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def provenance_path(generations_path: Path) -> Path:
+    """Sidecar written beside a generations file: `base.jsonl` -> `base.provenance.json`."""
+    return generations_path.with_name(generations_path.stem + ".provenance.json")
+
+
+def run_generate(args) -> int:
+    from harness.datasets import load_problems
+    from harness.models import load_model
+    from harness.prompts import get_template
+
+    template = get_template(args.template)
+    decoding = Decoding(mode="sample" if args.sample else "greedy", max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                        stop_strings=tuple(args.stop or ()), batch_size=args.batch_size)
+    problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
+    loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device)
+    started = time.perf_counter()
+    generations = generate_answers(loaded, problem_set.problems, template, decoding,
+                                   use_cache=not args.no_cache)
+    seconds = time.perf_counter() - started
+    checked = check_answers(generations, problem_set.problems,
+                            fallback_last_number=not args.no_fallback_last_number)
+    out = Path(args.out)
+    save_generations(out, generations, [c.check for c in checked])
+    n_tokens = sum(len(g.answer_ids) for g in generations)
+    correct = sum(c.correct for c in checked)
+    atomic_write_json(provenance_path(out), {
+        "model": dataclasses.asdict(loaded.info), "data": problem_set.provenance(),
+        "template": dataclasses.asdict(template), "decoding": dataclasses.asdict(decoding),
+        "fallback_last_number": not args.no_fallback_last_number, "versions": library_versions(),
+        "summary": {"n": len(generations), "correct": correct, "answer_tokens": n_tokens,
+                    "seconds": round(seconds, 2)}})
+    print(f"{correct}/{len(checked)} correct; {n_tokens} answer tokens in {seconds:.1f} s "
+          f"→ {out}")
+    return 0
+
+
+def _read_checked(path: Path) -> tuple[list[CheckedGeneration], dict]:
+    rows = load_generations(path)
+    if any(check is None for _, check in rows):
+        raise UserError(f"{path} has rows without an answer check; write it with "
+                        "`python -m harness generate`")
+    sidecar = provenance_path(path)
+    provenance = json.loads(sidecar.read_text()) if sidecar.is_file() else {"missing": str(sidecar)}
+    return [CheckedGeneration(g, Check(**c)) for g, c in rows], provenance
+
+
+def run_select(args) -> int:
+    base, base_prov = _read_checked(Path(args.base))
+    post, post_prov = _read_checked(Path(args.post))
+    params = SelectionParams(variant=args.variant, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
+                             delta=args.delta, n=args.n, seed=args.seed, short_answers=args.short_answers)
+    base_ids = {c.id for c in base}
+    paired = [c for c in post if c.id in base_ids]
+    post_ids = {c.id for c in paired}
+    table = accuracy_table([c for c in base if c.id in post_ids], paired, pair=args.pair,
+                           dataset=str(base_prov.get("data", {}).get("dataset", "?"))) if paired else None
+    selection = select_samples(base, post, params)
+    out = Path(args.out)
+    files = {}
+    for mode in args.token_mode or ["own"]:
+        base_rows, post_rows = build_eap_rows(selection, mode)
+        suffix = "" if mode == "own" else f".{mode}"
+        for name, rows in (("base", base_rows), ("post", post_rows)):
+            path = out / f"{name}{suffix}.jsonl"
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            files[f"{name}{suffix}"] = path.name
+    atomic_write_json(out / "selection.json", {
+        **selection.to_json(), "token_modes": args.token_mode or ["own"], "files": files,
+        "accuracy": table.to_json() if table else None,
+        "provenance": {"base": base_prov, "post": post_prov, "inputs": [args.base, args.post],
+                       "versions": library_versions()}})
+    if table:
+        print(table.to_markdown())
+    print(f"selection ({params.variant}, alpha={params.alpha}): {len(selection.ids)} questions, "
+          f"T̄={selection.t_bar:.2f}, T_cut={selection.t_cut}\n{selection.funnel_table()}\n→ {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    g = subparsers.add_parser("generate", help="answer a dataset with one model and check the answers")
+    g.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
+    g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
+    g.add_argument("--dataset", required=True,
+                   help="JSONL file (GSM8K or MATH format), rg:<reasoning-gym task>, or hf:<hub id>")
+    g.add_argument("--n", type=int, default=None, help="number of problems (rg: default 100)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of reasoning-gym problems")
+    g.add_argument("--template", default="deepseek-math", help="prompt template name")
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--no-cache", action="store_true", help="regenerate even if cached")
+    g.add_argument("--no-fallback-last-number", action="store_true",
+                   help="only \\boxed{}, '#### N' or 'the answer is' count as a final answer")
+    g.add_argument("--dtype", default="float32")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
+    g.set_defaults(run=run_generate)
+
+    s = subparsers.add_parser("select", help="select questions (Eqs. 10-12) and write EAP input rows")
+    s.add_argument("--base", required=True, help="generations JSONL of the base model")
+    s.add_argument("--post", required=True, help="generations JSONL of the post-trained model")
+    s.add_argument("--variant", default="paper-code", choices=VARIANTS)
+    s.add_argument("--alpha", type=float, default=0.1, help="T_cut = max(floor(alpha·T̄), 1)")
+    s.add_argument("--beta", type=float, default=0.5)
+    s.add_argument("--gamma", type=float, default=1.5)
+    s.add_argument("--delta", type=float, default=0.5)
+    s.add_argument("--n", type=int, default=100, help="questions kept at most")
+    s.add_argument("--seed", type=int, default=42, help="subsample seed")
+    s.add_argument("--short-answers", default="error", choices=["error", "drop"])
+    s.add_argument("--token-mode", action="append", choices=TOKEN_MODES,
+                   help="repeatable; default own. own -> base.jsonl/post.jsonl, others -> "
+                        "base.<mode>.jsonl/post.<mode>.jsonl")
+    s.add_argument("--pair", default="", help="pair name for the accuracy table")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(run=run_select)
