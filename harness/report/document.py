@@ -3,7 +3,9 @@
 On disk it is `claims.json` (schema below) with figure PNGs in `figures/` beside it.
   {"schema": "rl-circuit-audit/claims", "schema_version": N, "run_id", "created",
    "provenance": {...}, "claims": [ClaimSpec...], "summary": {...},
-   "cells": [CellResult.to_dict()...], "figures": [{"name", "file", "caption", "claim_id"}]}
+   "cells": [CellResult.to_dict()...],
+   "figures": [{"name", "file", "caption", "claim_id", "derived"}]}
+Derived figures are not read back: writing a run draws them again from its cells.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ LIBRARIES = ("torch", "transformers", "numpy", "scipy", "statsmodels", "matplotl
 
 @dataclass(frozen=True)
 class Figure:
-    """One report figure: `name` is its file stem (figures/<name>.png)."""
+    """One report figure: `name` is its file stem (figures/<name>.png).
+
+    derived: drawn from the cells at write time (so rebuilt, not carried, when runs are merged).
+    """
 
     name: str
     png: bytes = field(repr=False)
     caption: str
     claim_id: str | None = None
+    derived: bool = False
 
 
 @dataclass
@@ -75,7 +81,7 @@ class ClaimsRun:
             "summary": self.summary(),
             "cells": [cell.to_dict() for cell in sorted(self.cells, key=lambda c: c.cell_id)],
             "figures": [{"name": f.name, "file": f"figures/{f.name}.png", "caption": f.caption,
-                         "claim_id": f.claim_id} for f in self.figures],
+                         "claim_id": f.claim_id, "derived": f.derived} for f in self.figures],
         }
 
 
@@ -108,6 +114,8 @@ def load_claims(path: str | Path) -> ClaimsRun:
         raise UserError(f"{path}: {err}") from None
     figures = []
     for entry in document.get("figures", []):
+        if entry.get("derived"):
+            continue
         file = path.parent / str(entry.get("file", ""))
         try:
             png = file.read_bytes()

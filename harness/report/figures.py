@@ -28,7 +28,8 @@ def alpha_figures(cells: list[CellResult]) -> list[Figure]:
         name = CLAIMS_BY_ID[claim_id].name if claim_id in CLAIMS_BY_ID else claim_id
         png = plots.metric_vs_alpha(series, metric_of[claim_id], f"{claim_id} {name}: effect vs α")
         figures.append(Figure(f"{claim_id}-alpha", png,
-                              f"{claim_id}: mean paired change (post − base) against α, with CIs", claim_id))
+                              f"{claim_id}: mean paired change (post − base) against α, with CIs", claim_id,
+                              derived=True))
     return figures
 
 
@@ -42,7 +43,7 @@ def diversity_figure(cells: list[CellResult]) -> list[Figure]:
     png = plots.diversity_scatter(labels, [c.base_value for c in points], [c.post_value for c in points])
     return [Figure(f"{DIVERSITY_CLAIM}-fig3a", png,
                    "Fig. 3a analogue: inter-sample diversity (1 − mean pairwise correlation of W), "
-                   "base vs post-trained, one point per experiment", DIVERSITY_CLAIM)]
+                   "base vs post-trained, one point per experiment", DIVERSITY_CLAIM, derived=True)]
 
 
 def derived_figures(cells: list[CellResult]) -> list[Figure]:

@@ -1,0 +1,278 @@
+"""Verdict schema, report writers, plots, diff/merge and the HTML page in headless Chromium.
+Every cell here is synthetic, made by hand for the test."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main as harness_main
+from harness.errors import UserError
+from harness.report import ClaimsRun, Figure, load_claims, write_reports
+from harness.report import plots
+from harness.report.compare import DriftLimit, diff_runs, merge_runs
+from harness.report.matrix import build_matrix
+from harness.verdict import CLAIMS_SCHEMA_VERSION, CellResult, Verdict, make_cell_id
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic_cell(claim_id="C1", name="intensity", pair="toy-grpo", alpha=0.1, verdict="SUPPORTED",
+                   effect=0.2, **fields) -> CellResult:
+    values = dict(
+        claim_id=claim_id, claim_name=name, cell_id=make_cell_id(claim_id, name, pair, "toy", alpha=alpha),
+        verdict=verdict, rule="synthetic rule", reason=f"synthetic {verdict.lower()}", pair=pair,
+        dataset="toy", alpha=alpha, metric=name, token_mode="own", n=30, base_value=1.0,
+        post_value=1.0 + effect, effect=effect, ci_low=effect - 0.1, ci_high=effect + 0.1, ci_method="BCa",
+        effect_size=0.8, p_value=0.004, p_holm=0.012, p_bh=0.008, fidelity=0.91, fidelity_threshold=0.8,
+        funnel=[{"stage": "both correct", "n": 41}, {"stage": "balanced", "n": 30}],
+        extra={"test": "synthetic"}, provenance={"base": "sha256:aa", "post": "sha256:bb", "seed": 0})
+    values.update(fields)
+    return CellResult(**values)
+
+
+def synthetic_run(run_id="synthetic") -> ClaimsRun:
+    cells = []
+    for pair, sign in (("toy-grpo", 1.0), ("toy-dpo", -1.0)):
+        for alpha, verdict in ((0.03, "INCONCLUSIVE"), (0.1, "SUPPORTED"), (0.3, "SUPPORTED")):
+            cells.append(synthetic_cell(pair=pair, alpha=alpha, effect=sign * alpha,
+                                        verdict=verdict if sign > 0 else "REFUTED"))
+            cells.append(synthetic_cell("C6", "diversity", pair=pair, alpha=alpha, base_value=0.3,
+                                        post_value=0.3 + sign * 0.05, effect=sign * 0.05))
+    cells.append(synthetic_cell("C8", "eap_fidelity", pair="toy-grpo", alpha=None, verdict="INVALID",
+                                reason="fidelity 0.41 < 0.8", fidelity=0.41))
+    base = np.abs(np.random.default_rng(0).normal(size=(5, 9)))
+    heatmap = plots.edge_change_heatmap(base, base * 1.1, [f"s{i}" for i in range(5)],
+                                        [f"d{i}" for i in range(9)], "synthetic pair")
+    return ClaimsRun(run_id, cells, {"code_version": "git:synthetic", "device": "cpu"},
+                     [Figure("heatmap-synthetic", heatmap, "synthetic heatmap", "C7")])
+
+
+# ---------------------------------------------------------------- verdict schema
+
+def test_cell_id_is_readable() -> None:
+    assert make_cell_id("C1", "intensity", "smollm2-grpo", "gsm8k", alpha=0.1) == "C1-intensity-smollm2_grpo-gsm8k-a010"
+    assert make_cell_id("C5", "alpha_fade", "mistral", None, "kurtosis") == "C5-alpha_fade-mistral-kurtosis"
+    assert make_cell_id("C1", "intensity", alpha=0.03).endswith("-a003")
+
+
+def test_cell_round_trips_through_json() -> None:
+    cell = synthetic_cell()
+    assert CellResult.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
+    assert cell.to_dict()["verdict"] == "SUPPORTED"
+
+
+def test_non_finite_numbers_become_null() -> None:
+    data = synthetic_cell(effect=math.nan, extra={"x": [math.inf, 1.0]}).to_dict()
+    assert data["effect"] is None and data["extra"]["x"] == [None, 1.0]
+
+
+def test_verdict_accepts_any_enum_with_its_name() -> None:
+    class Label(str, enum.Enum):
+        REFUTED = "REFUTED"
+
+    assert synthetic_cell(verdict=Label.REFUTED).verdict is Verdict.REFUTED
+    assert Verdict.INVALID.pytest_outcome == "error" and Verdict.INCONCLUSIVE.pytest_outcome == "failed"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"verdict": "MAYBE"}, "unknown verdict 'MAYBE'"),
+    ({"colour": "red"}, "unknown field(s) colour"),
+    ({"rule": None}, "missing field(s) rule"),
+])
+def test_malformed_cell_dict_is_user_error(change: dict, message: str) -> None:
+    data = synthetic_cell().to_dict()
+    data.update(change)
+    data = {k: v for k, v in data.items() if v is not None or k != "rule"}
+    with pytest.raises(UserError, match=re.escape(message)):
+        CellResult.from_dict(data)
+
+
+# ---------------------------------------------------------------- writers
+
+def test_write_reports_produces_every_file(tmp_path: Path) -> None:
+    run = synthetic_run()
+    paths = write_reports(run, tmp_path)
+    assert set(paths) == {"json", "markdown", "html", "junit"}
+    document = json.loads(paths["json"].read_text())
+    assert document["schema_version"] == CLAIMS_SCHEMA_VERSION
+    assert document["summary"]["verdicts"] == {"SUPPORTED": 8, "REFUTED": 3, "INCONCLUSIVE": 1, "INVALID": 1}
+    assert [c["id"] for c in document["claims"]] == ["C1", "C6", "C7", "C8"]
+    figure_names = {f["name"] for f in document["figures"]}
+    assert figure_names == {"heatmap-synthetic", "C1-alpha", "C6-alpha", "C6-fig3a"}
+    for name in figure_names:
+        assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
+    reloaded = load_claims(tmp_path)
+    assert sorted(reloaded.cells, key=lambda c: c.cell_id) == sorted(run.cells, key=lambda c: c.cell_id)
+    assert [f.name for f in reloaded.figures] == ["heatmap-synthetic"]  # derived ones are redrawn
+
+
+def test_html_is_self_contained(tmp_path: Path) -> None:
+    html = write_reports(synthetic_run(), tmp_path)["html"].read_text()
+    assert "<script" not in html
+    assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
+    assert html.count('src="data:image/png;base64,') == 4
+    assert "C8-eap_fidelity-toy_grpo-toy" in html and "fidelity 0.41 &lt; 0.8" in html
+    assert "synthetic rule" in html and "git:synthetic" in html
+
+
+def test_markdown_has_matrix_and_cards(tmp_path: Path) -> None:
+    md = write_reports(synthetic_run(), tmp_path)["markdown"].read_text()
+    assert "| toy-grpo · toy · a003 | **INCONCLUSIVE** | **SUPPORTED** |" in md
+    assert "## C8 eap_fidelity" in md and "0.41 (≥ 0.8)" in md
+    assert "![synthetic heatmap](figures/heatmap-synthetic.png)" in md
+
+
+def test_junit_has_one_case_per_cell_with_properties(tmp_path: Path) -> None:
+    root = ET.parse(write_reports(synthetic_run(), tmp_path)["junit"]).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 13
+    invalid = next(c for c in cases if c.get("name").startswith("C8-"))
+    assert invalid.find("error").get("message") == "INVALID: fidelity 0.41 < 0.8"
+    props = {p.get("name"): p.get("value") for p in invalid.iter("property")}
+    assert props["verdict"] == "INVALID" and props["fidelity"] == "0.41"
+    assert json.loads(props["funnel"])[0] == {"stage": "both correct", "n": 41}
+    assert root.find("testsuite").get("failures") == "4"
+
+
+def test_matrix_summarises_several_cells_in_one_entry() -> None:
+    cells = [synthetic_cell(metric="m1", cell_id="C1-a"), synthetic_cell(metric="m2", cell_id="C1-b", verdict="REFUTED")]
+    matrix = build_matrix(cells)
+    (experiment,) = matrix.experiments
+    assert matrix.entry_text(experiment, "C1") == "1 SUP 1 REF"
+    assert matrix.entry_verdict(experiment, "C1") is Verdict.REFUTED
+
+
+# ---------------------------------------------------------------- loading bad files
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not a readable claims.json"),
+    ('{"schema": "other"}', "not a claims file"),
+    ('{"schema": "rl-circuit-audit/claims", "schema_version": 99, "cells": []}', "schema_version 99 is not supported"),
+    ('{"schema": "rl-circuit-audit/claims", "schema_version": 1, "cells": {}}', '"cells" must be a list'),
+    ('{"schema": "rl-circuit-audit/claims", "schema_version": 1, "cells": [], '
+     '"figures": [{"name": "x", "file": "figures/x.png"}]}', "figure 'x' missing its file"),
+])
+def test_malformed_claims_file_is_user_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "claims.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_claims(path)
+
+
+# ---------------------------------------------------------------- plots
+
+def test_relative_edge_change_blank_on_non_edges() -> None:
+    change = plots.relative_edge_change(np.array([[2.0, 0.0]]), np.array([[3.0, 0.0]]))
+    assert change[0, 0] == pytest.approx(0.5) and np.isnan(change[0, 1])
+
+
+def test_plots_return_png_and_reject_mismatched_input() -> None:
+    assert plots.diversity_scatter(["a", "b"], [0.1, 0.2], [0.15, 0.18]).startswith(PNG_MAGIC)
+    assert plots.node_entropy_bars(["n0", "n1"], [0.5, 0.0], [0.6, 0.1], "t").startswith(PNG_MAGIC)
+    assert plots.metric_vs_alpha({"s": [(0.1, 1.0, None, None)]}, "m", "t").startswith(PNG_MAGIC)
+    with pytest.raises(UserError, match="do not match the matrix shape"):
+        plots.edge_change_heatmap(np.ones((2, 3)), np.ones((2, 3)), ["a"], ["x", "y", "z"], "t")
+    with pytest.raises(UserError, match="same 2-D shape"):
+        plots.edge_change_heatmap(np.ones((2, 3)), np.ones((3, 2)), ["a", "b"], ["x", "y", "z"], "t")
+
+
+# ---------------------------------------------------------------- diff, merge, drift
+
+def test_diff_lists_verdict_effect_and_membership_changes() -> None:
+    old = ClaimsRun("old", [synthetic_cell(alpha=0.1), synthetic_cell(alpha=0.3), synthetic_cell(alpha=0.5)])
+    new = ClaimsRun("new", [synthetic_cell(alpha=0.1, verdict="REFUTED", effect=-0.1),
+                            synthetic_cell(alpha=0.3, effect=0.25), synthetic_cell(alpha=0.03)])
+    assert diff_runs(old, new) == [
+        "+ C1-intensity-toy_grpo-toy-a003: SUPPORTED (new)",
+        "~ C1-intensity-toy_grpo-toy-a010: SUPPORTED -> REFUTED; effect 0.2 -> -0.1 (-150.0%)",
+        "  C1-intensity-toy_grpo-toy-a030: SUPPORTED; effect 0.2 -> 0.25 (+25.0%)",
+        "- C1-intensity-toy_grpo-toy-a050: SUPPORTED (removed)",
+    ]
+    assert diff_runs(old, old) == []
+
+
+def test_drift_limit_parsing() -> None:
+    assert DriftLimit.parse("effect:12.5%") == DriftLimit("effect", 12.5)
+    with pytest.raises(UserError, match="expected effect:X%"):
+        DriftLimit.parse("effect=10")
+
+
+def test_merge_keeps_agreeing_duplicates_and_names_conflicts() -> None:
+    a = ClaimsRun("a", [synthetic_cell(alpha=0.1), synthetic_cell(alpha=0.3)])
+    b = ClaimsRun("b", [synthetic_cell(alpha=0.3, provenance={"host": "other"}), synthetic_cell(alpha=0.5)])
+    merged = merge_runs([("a", a), ("b", b)], "m")
+    assert sorted(c.alpha for c in merged.cells) == [0.1, 0.3, 0.5]
+    assert [s["run_id"] for s in merged.provenance["merged_from"]] == ["a", "b"]
+    conflict = ClaimsRun("c", [synthetic_cell(alpha=0.1, verdict="REFUTED")])
+    with pytest.raises(UserError, match="cell C1-intensity-toy_grpo-toy-a010 differs between shards a and c"):
+        merge_runs([("a", a), ("c", conflict)], "m")
+
+
+def test_report_cli_merge_then_diff(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    full = synthetic_run()
+    half = len(full.cells) // 2
+    write_reports(ClaimsRun("shard-1", full.cells[:half], {"host": "one"}, full.figures), tmp_path / "s1")
+    write_reports(ClaimsRun("shard-2", full.cells[half:], {"host": "two"}), tmp_path / "s2")
+    status = harness_main(["report", "merge", str(tmp_path / "s1"), str(tmp_path / "s2" / "claims.json"),
+                           "--out", str(tmp_path / "merged"), "--run-id", "nightly"])
+    assert status == 0
+    merged = load_claims(tmp_path / "merged")
+    assert merged.run_id == "nightly" and len(merged.cells) == len(full.cells)
+    assert (tmp_path / "merged" / "claims.html").read_text().count("data:image/png;base64,") == 4
+    capsys.readouterr()
+    assert harness_main(["report", "diff", str(tmp_path / "merged"), str(tmp_path / "merged")]) == 0
+    capsys.readouterr()
+    assert harness_main(["report", "diff", str(tmp_path / "s1"), str(tmp_path / "merged")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("shard-1 -> nightly: 7 change(s)")
+    assert "+ C8-eap_fidelity-toy_grpo-toy: INVALID (new)" in out
+
+
+def test_report_cli_unreadable_shard_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "broken.json").write_text("[1, 2")
+    assert harness_main(["report", "merge", str(tmp_path / "broken.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.json: not a readable claims.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+def _chromium() -> str | None:
+    return next((path for name in ("chromium", "chromium-browser", "google-chrome")
+                 if (path := shutil.which(name))), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """Load claims.html offline: no console errors, the matrix is in the DOM, screenshot kept."""
+    html = write_reports(synthetic_run("chromium-check"), tmp_path / "run")["html"]
+    screenshot = REPO / "reports" / "html-check" / "claims-html.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console
+    assert "C1 intensity" in dom.stdout and "INVALID" in dom.stdout
+    assert dom.stdout.count("data:image/png;base64,") == 4
+    shot = subprocess.run([_chromium(), *flags, f"--screenshot={screenshot}", "--window-size=1280,2000",
+                           "--hide-scrollbars", html.as_uri()], capture_output=True, text=True, timeout=120, env=env)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.read_bytes().startswith(PNG_MAGIC)
