@@ -320,7 +320,7 @@ def _diversity_state(W, mask, config, value_range):
 
 def _diversity_combine(corr, weights):
     """1 - mean correlation over pairs of distinct questions, questions weighted by multiplicity."""
-    quad = np.einsum("ri,ij,rj->r", weights, corr, weights) - (weights**2) @ np.diag(corr)
+    quad = np.sum((weights @ corr) * weights, axis=1) - (weights**2) @ np.diag(corr)
     pairs = weights.sum(axis=1) ** 2 - np.sum(weights**2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 1.0 - quad / np.where(pairs > 0, pairs, np.nan)
@@ -354,7 +354,12 @@ def _mass_entropy_combine(state, weights):
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric: its claimed direction under online RL (+1 rise, -1 fall) and its two forms."""
+    """One metric: its claimed direction under online RL (+1 rise, -1 fall) and its two forms.
+
+    independent_per_sample is False where a sample's value depends on the other samples
+    (diversity): its per-question differences are then not independent, and a paired test on them
+    is anti-conservative.
+    """
 
     name: str
     label: str
@@ -364,6 +369,7 @@ class MetricSpec:
     state: Callable[..., Any]
     combine: Callable[[Any, np.ndarray], np.ndarray]
     per_sample: Callable[[np.ndarray, np.ndarray, MetricConfig], np.ndarray] | None
+    independent_per_sample: bool = True
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -380,7 +386,8 @@ METRICS: dict[str, MetricSpec] = {
                    _mean_state(kurtosis_per_sample), _mean_combine, kurtosis_per_sample),
         MetricSpec("diversity", "Inter-sample diversity", +1, False,
                    "1 - mean pairwise Pearson correlation of per-sample W (Fig. 3a)",
-                   _diversity_state, _diversity_combine, diversity_per_sample),
+                   _diversity_state, _diversity_combine, diversity_per_sample,
+                   independent_per_sample=False),
         MetricSpec("node_entropy", "Per-node output-edge entropy", +1, False,
                    "entropy of each source node's |W| row normalised to 1, mean over nodes (Fig. 3b)",
                    _node_entropy_state, _node_entropy_combine, node_entropy_per_sample),

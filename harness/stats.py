@@ -8,6 +8,7 @@ Every resampling procedure draws from a seeded `numpy.random.Generator` and is v
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -17,7 +18,17 @@ import numpy as np
 from scipy import special, stats
 
 from harness.errors import UserError
-from harness.metrics import MetricConfig, as_pair, get_metric, pooled_states
+from harness.metrics import (
+    MetricConfig,
+    MetricSpec,
+    RangePolicy,
+    as_pair,
+    cells,
+    get_metric,
+    per_sample_values,
+    pooled_ranges,
+    pooled_states,
+)
 
 DEPENDENCE_CAVEAT = (
     "cells share models, questions and alpha levels, so they are not independent trials; "
@@ -33,6 +44,7 @@ class StatsConfig:
     ci_level: float = 0.95
     n_boot: int = 2000
     n_perm: int = 10000
+    n_perm_pooled: int = 2000
     zero_method: str = "wilcox"
     min_n: int = 10
     equivalence_margin_rel: float = 0.05
@@ -194,16 +206,38 @@ class PairedTest:
         return self.p_wilcoxon_opposite
 
 
+@functools.lru_cache(maxsize=64)
+def _signed_rank_null(n: int) -> np.ndarray:
+    """Exact null probabilities P(T+ = t), t = 0..n(n+1)/2, of the signed-rank sum of n untied ranks."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return counts / 2.0**n
+
+
 def _wilcoxon_one_sided(diffs: np.ndarray, zero_method: str) -> tuple[float, float, str]:
-    """(p greater, p less, method) of the Wilcoxon signed-rank test of `diffs`."""
+    """(p greater, p less, method) of the Wilcoxon signed-rank test of `diffs`.
+
+    Exact null distribution when at most 50 differences are ranked and none tie or are zero
+    (after 'wilcox' drops the zeros); otherwise the normal approximation with tie correction
+    (and, for 'pratt', the zero-rank correction), no continuity correction.
+    """
     d = diffs[diffs != 0] if zero_method == "wilcox" else diffs
-    nonzero = d[d != 0]
-    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size or nonzero.size < d.size
-    method = "exact" if (d.size <= 50 and not has_ties) else "asymptotic"
-    label = "exact null distribution" if method == "exact" else "normal approximation, tie-corrected"
-    greater = stats.wilcoxon(d, zero_method=zero_method, alternative="greater", method=method).pvalue
-    less = stats.wilcoxon(d, zero_method=zero_method, alternative="less", method=method).pvalue
-    return float(greater), float(less), label
+    ranks = stats.rankdata(np.abs(d))
+    n_zero = int(np.sum(d == 0))
+    t_plus = float(ranks[d > 0].sum())
+    _, tie_sizes = np.unique(np.abs(d[d != 0]), return_counts=True)
+    if d.size <= 50 and n_zero == 0 and np.all(tie_sizes == 1):
+        null = _signed_rank_null(d.size)
+        t = int(round(t_plus))
+        return float(null[t:].sum()), float(null[: t + 1].sum()), "exact null distribution"
+    n = d.size
+    mean = (n * (n + 1) - n_zero * (n_zero + 1)) / 4
+    var = (n * (n + 1) * (2 * n + 1) - n_zero * (n_zero + 1) * (2 * n_zero + 1)) / 24
+    var -= np.sum(tie_sizes**3 - tie_sizes) / 48
+    z = (t_plus - mean) / math.sqrt(var)
+    return float(special.ndtr(-z)), float(special.ndtr(z)), "normal approximation, tie-corrected"
 
 
 def paired_test(
@@ -268,7 +302,7 @@ def paired_test(
 
 @dataclass(frozen=True)
 class PooledTest:
-    """The paper's pooled metric for base and post with a paired bootstrap over questions."""
+    """The paper's pooled metric for base and post: bootstrap CI and swap-permutation p-values."""
 
     metric: str
     n: int
@@ -279,24 +313,55 @@ class PooledTest:
     ci_high: float
     ci_level: float
     ci_method: str
-    p_bootstrap: float
-    p_bootstrap_opposite: float
+    p_permutation: float
+    p_permutation_opposite: float
+    permutation_method: str
     direction: int
     n_boot: int
+    n_perm: int
     seed: int
     config: dict[str, Any]
     invalid_reason: str | None
 
     @property
     def p_claimed(self) -> float:
-        return self.p_bootstrap
+        return self.p_permutation
 
     @property
     def p_opposite(self) -> float:
-        return self.p_bootstrap_opposite
+        return self.p_permutation_opposite
 
 
-def pooled_bootstrap(
+def _combine_chunked(spec: MetricSpec, state: Any, weights: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """spec.combine over weight rows in chunks (bounds memory for node-level states)."""
+    return np.concatenate([spec.combine(state, weights[i : i + chunk]) for i in range(0, weights.shape[0], chunk)])
+
+
+def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
+               swaps: np.ndarray) -> np.ndarray:
+    """Pooled post - base after swapping the two models' samples where swaps [r, n] is 1."""
+    if spec.uses_range and config.range_policy is RangePolicy.PER_MODEL:
+        out = np.empty(swaps.shape[0])
+        ones = np.ones((1, base.shape[0]))
+        for i, s in enumerate(swaps.astype(bool)):
+            b = np.where(s[:, None, None], post, base)
+            p = np.where(s[:, None, None], base, post)
+            sb, sp = pooled_states(spec, b, p, mask, config)
+            out[i] = spec.combine(sp, ones)[0] - spec.combine(sb, ones)[0]
+        return out
+    stacked = np.concatenate([base, post])
+    value_range = None
+    if spec.uses_range:
+        a = np.abs(cells(stacked, mask, config))
+        value_range = pooled_ranges(a, a, config)[0]
+    state = spec.state(stacked, mask, config, value_range)
+    keep = 1.0 - swaps
+    as_base = np.concatenate([keep, swaps], axis=1)
+    as_post = np.concatenate([swaps, keep], axis=1)
+    return _combine_chunked(spec, state, as_post) - _combine_chunked(spec, state, as_base)
+
+
+def pooled_test(
     base_W: Any,
     post_W: Any,
     mask: Any,
@@ -304,15 +369,18 @@ def pooled_bootstrap(
     config: MetricConfig,
     *,
     n_boot: int = 2000,
+    n_perm: int = 2000,
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> PooledTest:
-    """Pooled metric of base and post W [n, n_src, n_dst] with a paired bootstrap over questions.
+    """Pooled metric of base and post W [n, n_src, n_dst], paired by question.
 
-    The same resampled question multiset is applied to both models. Histogram bin edges (and
-    ranges) are those of the full data, held fixed across resamples. CI: BCa of post - base.
-    p_bootstrap = (1 + #{resampled difference not in the claimed direction}) / (n_boot + 1), an
-    approximate one-sided test; p_bootstrap_opposite likewise.
+    CI: BCa paired bootstrap over questions (the same resampled questions for both models;
+    histogram ranges and bin edges of the full data held fixed). p-values: swap permutation test,
+    exact under "base and post are exchangeable within each question": swap the two models'
+    samples of a random subset of questions, recompute the pooled difference; one-sided,
+    p = (1 + #{null >= observed}) / (n_perm + 1). Under the per_model range policy every
+    permutation re-derives the ranges (slower, same test).
     """
     spec = get_metric(metric)
     base, post, mask_ = as_pair(base_W, post_W, mask)
@@ -327,19 +395,58 @@ def pooled_bootstrap(
     elif not np.isfinite(diff):
         reason = f"pooled {metric} is undefined (NaN) for this data"
     if reason is not None:
-        return PooledTest(metric, n, vb, vp, diff, math.nan, math.nan, ci_level, "not run", math.nan,
-                          math.nan, spec.direction, n_boot, seed, config.as_dict(), reason)
-    weights = bootstrap_weights(np.random.default_rng(seed), n, n_boot)
-    boot = spec.combine(sp, weights) - spec.combine(sb, weights)
+        return PooledTest(metric, n, vb, vp, diff, math.nan, math.nan, ci_level, "not run", math.nan, math.nan,
+                          "not run", spec.direction, n_boot, n_perm, seed, config.as_dict(), reason)
+    rng = np.random.default_rng(seed)
+    weights = bootstrap_weights(rng, n, n_boot)
+    boot = _combine_chunked(spec, sp, weights) - _combine_chunked(spec, sb, weights)
     jw = jackknife_weights(n)
-    jack = spec.combine(sp, jw) - spec.combine(sb, jw)
+    jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
     low, high = bca_interval(diff, boot, jack, ci_level)
-    oriented = spec.direction * boot[np.isfinite(boot)]
-    p_claim = (1 + np.sum(oriented <= 0)) / (oriented.size + 1)
-    p_opp = (1 + np.sum(oriented >= 0)) / (oriented.size + 1)
+    null = _swap_null(spec, base, post, mask_, config, rng.integers(0, 2, size=(n_perm, n)).astype(float))
+    tol = 1e-12 * max(abs(diff), np.abs(null).max())
+    oriented, observed = spec.direction * null, spec.direction * diff
+    p_claim = (1 + np.sum(oriented >= observed - tol)) / (n_perm + 1)
+    p_opp = (1 + np.sum(oriented <= observed + tol)) / (n_perm + 1)
     return PooledTest(metric, n, vb, vp, diff, low, high, ci_level,
-                      f"BCa paired bootstrap over questions, {n_boot} resamples, bin edges fixed",
-                      float(p_claim), float(p_opp), spec.direction, n_boot, seed, config.as_dict(), None)
+                      f"BCa paired bootstrap over questions, {n_boot} resamples, bin edges of the full data",
+                      float(p_claim), float(p_opp), f"swap permutation within questions, {n_perm} draws",
+                      spec.direction, n_boot, n_perm, seed, config.as_dict(), None)
+
+
+@dataclass(frozen=True)
+class CellTest:
+    """One cell's tests of one metric; `decisive` names the one its verdict uses."""
+
+    metric: str
+    paired: PairedTest | None
+    pooled: PooledTest
+    decisive: str
+
+    @property
+    def decisive_test(self) -> PairedTest | PooledTest:
+        return self.paired if self.decisive == "paired" else self.pooled
+
+
+def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: MetricConfig,
+              stats_config: StatsConfig) -> CellTest:
+    """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
+
+    Metrics whose per-sample values are independent across questions are decided by the paired
+    Wilcoxon test on them; inter-sample diversity (each sample's value uses all the others) is
+    decided by the pooled swap-permutation test and gets no per-question test.
+    """
+    spec = get_metric(metric)
+    seed = stats_config.seed
+    pooled = pooled_test(base_W, post_W, mask, metric, metric_config, n_boot=stats_config.n_boot,
+                         n_perm=stats_config.n_perm_pooled, seed=seed, ci_level=stats_config.ci_level)
+    if not spec.independent_per_sample:
+        return CellTest(metric, None, pooled, "pooled")
+    values = per_sample_values(metric, base_W, post_W, mask, metric_config)
+    paired = paired_test(values.base, values.post, spec.direction, n_boot=stats_config.n_boot,
+                         n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
+                         ci_level=stats_config.ci_level)
+    return CellTest(metric, paired, pooled, "paired")
 
 
 # --------------------------------------------------------------------------- multiplicity

@@ -25,7 +25,7 @@ from harness.stats import (
     hedges_correction,
     holm,
     paired_test,
-    pooled_bootstrap,
+    pooled_test,
     tost_paired,
 )
 
@@ -71,6 +71,24 @@ def test_wilcoxon_large_n_matches_normal_approximation_by_hand():
     z = (t_plus - n * (n + 1) / 4) / math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
     assert r.p_wilcoxon == pytest.approx(scipy.stats.norm.sf(z), rel=1e-9)
     assert r.wilcoxon_method.startswith("normal")
+
+
+@pytest.mark.parametrize("n", [9, 30, 70])
+@pytest.mark.parametrize("zero_method", ["wilcox", "pratt"])
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_wilcoxon_matches_scipy_with_zeros_and_ties(n, zero_method, with_ties):
+    rng = np.random.default_rng(n)
+    d = rng.normal(0.3, 1.0, n)
+    if with_ties:
+        d = np.round(d, 1)
+        d[:3] = 0.0
+        d[3:5] = 0.7
+    r = paired_test(np.zeros(n), d, +1, zero_method=zero_method)
+    method = "exact" if r.wilcoxon_method.startswith("exact") else "asymptotic"
+    assert (method == "exact") == (not with_ties and n <= 50)
+    for alternative, ours in (("greater", r.p_wilcoxon), ("less", r.p_wilcoxon_opposite)):
+        ref = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative=alternative, method=method)
+        assert ours == pytest.approx(ref.pvalue, rel=1e-9), alternative
 
 
 def test_sign_flip_exact_matches_scipy_permutation_test():
@@ -269,19 +287,19 @@ def test_compare_effects_bootstrap_se_and_direction():
     assert stronger.p_weaker > 0.9
 
 
-def test_pooled_bootstrap_intensity_equals_paired_test_on_per_sample_values():
+def test_pooled_intensity_ci_equals_paired_test_on_per_sample_values():
     """Pooled intensity is the mean of per-sample intensities, so both bootstraps must coincide."""
     rng = np.random.default_rng(13)
     mask = np.tril(np.ones((5, 8), bool), 3)
     base = rng.normal(size=(40, 5, 8))
     post = base * rng.uniform(0.9, 1.3, (40, 1, 1))
     config = MetricConfig()
-    pooled = pooled_bootstrap(base, post, mask, "intensity", config, n_boot=2000, seed=4)
+    pooled = pooled_test(base, post, mask, "intensity", config, n_boot=2000, seed=4)
     values = per_sample_values("intensity", base, post, mask, config)
     paired = paired_test(values.base, values.post, +1, n_boot=2000, seed=4)
     assert pooled.diff == pytest.approx(paired.mean_diff)
     assert (pooled.ci_low, pooled.ci_high) == pytest.approx((paired.ci_low, paired.ci_high))
-    assert pooled.p_bootstrap < 0.01 and pooled.config["bins"] == 100
+    assert pooled.p_permutation < 0.01 and pooled.config["bins"] == 100
 
 
 def test_decide_verdict_rules():
