@@ -292,7 +292,7 @@ class CellRecorder:
 
     def _message(self) -> str:
         c = self.cell
-        lines = [f"{c.verdict.value} {c.cell_id}: {c.reason}".rstrip(": "),
+        lines = [f"{c.verdict.value} {c.cell_id}" + (f": {c.reason}" if c.reason else ""),
                  f"  rule: {c.rule}",
                  f"  n={_n(c.n)} effect={_n(c.effect)} CI=[{_n(c.ci_low)}, {_n(c.ci_high)}] d_z={_n(c.effect_size)} "
                  f"p={_n(c.p_value)} p_holm={_n(c.p_holm)} p_bh={_n(c.p_bh)} fidelity={_n(c.fidelity)}"]
@@ -320,6 +320,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     recorder = item.stash.get(RECORD_KEY, None)
     if call.when != "call" or recorder is None:
         return report
+    if call.excinfo is not None and call.excinfo.errisinstance(UserError):
+        report.longrepr = f"error: {call.excinfo.value}"
     if recorder.cell is not None:
         report.claim_cell = recorder.cell.to_dict()
         report.claim_problems = recorder.problems

@@ -176,6 +176,22 @@ def test_effect_drift_beyond_limit_fails(claims_dir: pytest.Pytester) -> None:
     beyond.stdout.fnmatch_lines(["*effect drifted 8.0% from the baseline (0.5 -> 0.54), limit 5%*"])
 
 
+def test_user_error_in_a_claim_test_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["harness.pytest_plugin"]')
+    pytester.makepyfile('''
+import pytest
+from harness.errors import UserError
+
+@pytest.mark.claim("C1")
+def test_unknown_pair(claim_cell):
+    raise UserError("unknown pair 'nope'; known: toy-grpo")
+''')
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["error: unknown pair 'nope'; known: toy-grpo"])
+    result.stdout.no_fnmatch_line("*raise UserError*")
+
+
 def test_claim_test_without_record_fails(pytester: pytest.Pytester) -> None:
     pytester.makeconftest('pytest_plugins = ["harness.pytest_plugin"]')
     pytester.makepyfile('''
