@@ -11,7 +11,7 @@ import enum
 import functools
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,6 +49,9 @@ class StatsConfig:
     min_n: int = 10
     equivalence_margin_rel: float = 0.05
     seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -341,14 +344,7 @@ def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.nd
                swaps: np.ndarray) -> np.ndarray:
     """Pooled post - base after swapping the two models' samples where swaps [r, n] is 1."""
     if spec.uses_range and config.range_policy is RangePolicy.PER_MODEL:
-        out = np.empty(swaps.shape[0])
-        ones = np.ones((1, base.shape[0]))
-        for i, s in enumerate(swaps.astype(bool)):
-            b = np.where(s[:, None, None], post, base)
-            p = np.where(s[:, None, None], base, post)
-            sb, sp = pooled_states(spec, b, p, mask, config)
-            out[i] = spec.combine(sp, ones)[0] - spec.combine(sb, ones)[0]
-        return out
+        return _swap_null_per_model_complexity(base, post, mask, config, swaps)
     stacked = np.concatenate([base, post])
     value_range = None
     if spec.uses_range:
@@ -359,6 +355,39 @@ def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.nd
     as_base = np.concatenate([keep, swaps], axis=1)
     as_post = np.concatenate([swaps, keep], axis=1)
     return _combine_chunked(spec, state, as_post) - _combine_chunked(spec, state, as_base)
+
+
+def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
+                                    swaps: np.ndarray) -> np.ndarray:
+    """Pooled complexity post - base per swap pattern, each model's min-max range re-derived.
+
+    Every sample's |cells| are sorted once; a histogram on new edges is then a batch of
+    searchsorted calls (bins [e_i, e_i+1), the last one closed).
+    """
+    stacked = np.abs(cells(np.concatenate([base, post]), mask, config))
+    rows, m = stacked.shape
+    n = rows // 2
+    ordered = np.sort(stacked, axis=1)
+    offset = float(ordered[:, -1].max()) + 1.0
+    keys = (ordered + offset * np.arange(rows)[:, None]).ravel()
+    row_min, row_max = ordered[:, 0], ordered[:, -1]
+    fractions = np.arange(1, config.bins) / config.bins
+
+    def entropy_of(selected: np.ndarray) -> float:
+        low, high = row_min[selected].min(), row_max[selected].max()
+        edges = low + (high - low) * fractions if high > low else np.full(fractions.size, np.inf)
+        queries = edges[None, :] + offset * selected[:, None]
+        below = np.searchsorted(keys, queries, side="left") - m * selected[:, None]
+        cumulative = np.concatenate([np.zeros((selected.size, 1)), below, np.full((selected.size, 1), m)], axis=1)
+        counts = np.diff(cumulative, axis=1).sum(axis=0)
+        p = counts / counts.sum()
+        return float(-np.sum(np.where(p > 0, p * np.log(p + config.eps), 0.0)))
+
+    out = np.empty(swaps.shape[0])
+    index = np.arange(n)
+    for i, s in enumerate(swaps.astype(bool)):
+        out[i] = entropy_of(np.where(s, index, index + n)) - entropy_of(np.where(s, index + n, index))
+    return out
 
 
 def pooled_test(
@@ -380,7 +409,7 @@ def pooled_test(
     exact under "base and post are exchangeable within each question": swap the two models'
     samples of a random subset of questions, recompute the pooled difference; one-sided,
     p = (1 + #{null >= observed}) / (n_perm + 1). Under the per_model range policy every
-    permutation re-derives the ranges (slower, same test).
+    permutation re-derives each model's range (and so its bin edges).
     """
     spec = get_metric(metric)
     base, post, mask_ = as_pair(base_W, post_W, mask)
@@ -403,9 +432,10 @@ def pooled_test(
     jw = jackknife_weights(n)
     jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
     low, high = bca_interval(diff, boot, jack, ci_level)
-    null = _swap_null(spec, base, post, mask_, config, rng.integers(0, 2, size=(n_perm, n)).astype(float))
-    tol = 1e-12 * max(abs(diff), np.abs(null).max())
-    oriented, observed = spec.direction * null, spec.direction * diff
+    swaps = np.vstack([np.zeros(n), rng.integers(0, 2, size=(n_perm, n))])
+    null = _swap_null(spec, base, post, mask_, config, swaps)
+    tol = 1e-12 * np.abs(null).max()
+    oriented, observed = spec.direction * null[1:], spec.direction * null[0]
     p_claim = (1 + np.sum(oriented >= observed - tol)) / (n_perm + 1)
     p_opp = (1 + np.sum(oriented <= observed + tol)) / (n_perm + 1)
     return PooledTest(metric, n, vb, vp, diff, low, high, ci_level,
