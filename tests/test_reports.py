@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.claims import CLAIMS, get_claim
 from harness.cli import main as harness_main
 from harness.errors import UserError
 from harness.report import ClaimsRun, Figure, load_claims, write_reports
@@ -60,6 +61,13 @@ def synthetic_run(run_id="synthetic") -> ClaimsRun:
 
 
 # ---------------------------------------------------------------- verdict schema
+
+def test_claim_catalogue_lists_the_nine_claims() -> None:
+    assert [c.id for c in CLAIMS] == [f"C{i}" for i in range(1, 10)]
+    assert get_claim("C3").direction == "decrease" and get_claim("C8").name == "eap_fidelity"
+    with pytest.raises(UserError, match="unknown claim 'C10'"):
+        get_claim("C10")
+
 
 def test_cell_id_is_readable() -> None:
     assert make_cell_id("C1", "intensity", "smollm2-grpo", "gsm8k", alpha=0.1) == "C1-intensity-smollm2_grpo-gsm8k-a010"
