@@ -58,15 +58,16 @@ def run(args) -> int:
     from harness.models import load_model
 
     samples = read_samples(args.input)   # read first: a bad file fails before a model loads
-    loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
+                        require_tokenizer=False)
     vocab = loaded.model.config.vocab_size
     too_big = [s.id for s in samples if max(s.prompt_ids + s.target_ids) >= vocab]
     if too_big:
         raise UserError(f"sample {too_big[0]!r} has token ids ≥ the vocabulary size {vocab}; "
                         "were the ids made with this model's tokenizer?")
-    pad_id = loaded.tokenizer.pad_token_id
+    pad_id = getattr(loaded.tokenizer, "pad_token_id", None)
     if pad_id is None:
-        pad_id = loaded.tokenizer.eos_token_id or 0
+        pad_id = getattr(loaded.tokenizer, "eos_token_id", None) or 0   # padded positions are masked
     result = run_eap(loaded.model, samples, layout=args.layout, positions=args.positions,
                      batch_size=args.batch_size, pad_id=pad_id)
     info = loaded.info

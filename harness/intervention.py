@@ -91,7 +91,7 @@ class RunState:
     """Per-forward state: source outputs, the ablation and the score accumulator.
 
     live: source outputs of this run, kept in the autograd graph (for the ablation term).
-    delta: float32 [n_src, b, t, h], z_u − z̃_u detached (what a score multiplies).
+    delta: float32 [b, n_src, t·h], z_u − z̃_u detached (what a score multiplies).
     edge_mask: float [b or 1, n_src, n_dst] m, or None (no ablation).
     ablated: z̃ as [n_src, b or 1, t or 1, h], or None for zero ablation.
     scores: float32 [b, n_src, n_dst] accumulator, or None when not scoring.
@@ -207,14 +207,16 @@ class InstrumentedModel:
         state = self._state
         if state is None:
             return
-        if state.delta is None:
-            n_src = self.graph.n_src
-            state.delta = torch.zeros(n_src, *z.shape, dtype=torch.float32, device=z.device)
         state.live[index] = z
+        if state.scores is None:
+            return
+        if state.delta is None:
+            b, t, h = z.shape
+            state.delta = torch.zeros(b, self.graph.n_src, t * h, dtype=torch.float32, device=z.device)
         delta = z.detach().float()
         if state.ablated is not None:
             delta = delta - state.ablated[index].float()
-        state.delta[index] = delta
+        state.delta[:, index] = delta.reshape(delta.shape[0], -1)
 
     def _intervene(self, residual: torch.Tensor, dest: int) -> torch.Tensor:
         """x_v = residual − Σ_u m[u, v](z_u − z̃_u); taps ∂L/∂x_v for scoring."""
@@ -240,9 +242,9 @@ class InstrumentedModel:
     def _score_hook(self, dest: int, n_par: int):
         def hook(grad: torch.Tensor) -> None:
             state = self._state
-            g = grad.float() * state.position_mask[..., None]                # [b, t, h]
-            contrib = torch.einsum("bth,ubth->bu", g, state.delta[:n_par])   # [b, n_par]
-            state.scores[:, :n_par, dest] -= contrib
+            g = (grad.float() * state.position_mask[..., None]).reshape(grad.shape[0], -1, 1)
+            contrib = torch.bmm(state.delta[:, :n_par], g)                    # [b, n_par, 1]
+            state.scores[:, :n_par, dest] -= contrib[..., 0]
         return hook
 
     # -- running --------------------------------------------------------------------------------

@@ -84,12 +84,13 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32",
-               device: str = "cpu") -> LoadedModel:
+               device: str = "cpu", require_tokenizer: bool = True) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
     spec: a local folder (HF layout or holding `gguf_file`), a path to a .gguf file, or a hub id.
     The model is put in eval mode with parameters frozen (attribution needs activation gradients
-    only).
+    only). With `require_tokenizer=False` a folder without tokenizer files loads with tokenizer
+    None (scoring token ids needs no tokenizer).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,11 +111,16 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
         raise UserError(f"model path {spec} does not exist; give a local folder, a .gguf file or a "
                         "hub id like org/name")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         where = "local folder" if local else "hub id (is the hub reachable?)"
         raise UserError(f"could not load model {spec} as a {where}: {err}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError, TypeError) as err:
+        if require_tokenizer:
+            raise UserError(f"could not load a tokenizer for {spec}: {err}") from None
+        tokenizer = None
     model.to(torch_device).eval()
     model.requires_grad_(False)
     if gguf_file:
