@@ -97,8 +97,8 @@ def extract_answer(text: str, *, fallback_last_number: bool = True) -> Extractio
         return Extraction(hashes[-1].strip("#").strip(), "hash")
     answer_is = re.findall(r"answer is[:\s]*\$?([^\n$]+?)\$?(?:\.\s|\.?$|\n)", text,
                            flags=re.IGNORECASE | re.MULTILINE)
-    if answer_is:
-        return Extraction(answer_is[-1].strip(), "answer-is")
+    if answer_is:  # "the answer is 4 - 8 = -4." -> "-4"
+        return Extraction(answer_is[-1].split("=")[-1].strip(), "answer-is")
     if fallback_last_number:
         numbers = _LAST_NUMBER.findall(text)
         if numbers:

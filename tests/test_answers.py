@@ -22,6 +22,7 @@ CASES = [
     ("Each costs $3, so 3*2 = 6.\n#### 5", "6", "gsm8k", "5", "hash", False),
     ("The answer is $18.", "18", "gsm8k", "18", "answer-is", True),
     ("So the answer is: 42", "42", "gsm8k", "42", "answer-is", True),
+    ("So the answer is 4 - 8 = -4.", "-4", "gsm8k", "-4", "answer-is", True),
     ("She has 3 apples and eats 1, leaving 2 apples.", "2", "gsm8k", "2", "last-number", True),
     ("We get 12,500 - 2,000 = 10,500 dollars in the end", "10500", "gsm8k", "10,500", "last-number", True),
     ("Earlier I wrote #### 70 but redo: \\boxed{72}", "72", "gsm8k", "72", "boxed", True),
