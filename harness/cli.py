@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "harness.eap_cli",
     "harness.data_cli",
     "harness.report_cli",
+    "harness.posttrain",
 ]
 
 

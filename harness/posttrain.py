@@ -1,0 +1,506 @@
+"""Controlled post-training from one checkpoint: GRPO, DPO and online DPO with LoRA (TRL + PEFT).
+
+All algorithms start from the same base, see prompts from the same training pool (reasoning-gym
+`chain_sum`, two 1–2 digit terms), use the same seed, LoRA shape, learning rate, optimizer steps and
+16 sequences per step, and are rewarded by the same exact-final-answer check. They differ in
+algorithm only:
+
+- grpo: online RL (group-relative policy gradient over 4 sampled completions per prompt);
+- dpo: offline preferences, sampled once from the base (a correct completion chosen, an incorrect
+  one rejected), then a static DPO loss;
+- online-dpo: the same DPO loss on pairs sampled from the *current* policy each step and ranked by
+  the same reward, which isolates "online vs static data" from "RL objective vs preference loss".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.cache import atomic_write_json, cache_root
+from harness.errors import UserError
+
+ALGORITHMS = ("grpo", "dpo", "online-dpo")
+ALGORITHM_KIND = {"grpo": "online-rl", "dpo": "offline-preference", "online-dpo": "online-preference"}
+TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
+TRAIN_SEED, HELDOUT_SEED = 1000, 2000
+HELDOUT_POOL = 500
+SEQUENCES_PER_STEP = 16
+INSTRUCTION = "Give only the final number."
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class PostTrainConfig:
+    """Everything that defines one post-training run; written next to the adapter."""
+
+    algo: str
+    steps: int
+    seed: int = 0
+    learning_rate: float = 3e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    full_weights: bool = False
+    max_new_tokens: int = 32
+    temperature: float = 0.8
+    beta: float = 0.1                 # DPO / online-DPO KL strength
+    grpo_generations: int = 4         # completions per prompt (GRPO)
+    train_pool: int = 2000            # distinct training problems
+    dpo_samples_per_problem: int = 4  # base samples drawn per problem to find a (correct, wrong) pair
+    task: dict = field(default_factory=lambda: dict(TASK))
+
+    def __post_init__(self):
+        if self.algo not in ALGORITHMS:
+            raise UserError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+        if self.steps < 1:
+            raise UserError(f"--steps must be at least 1, got {self.steps}")
+
+
+# ---------------------------------------------------------------- base checkpoint
+
+
+def bundled_base_folder() -> Path:
+    """SmolLM2-135M-Instruct as a float32 HF folder under the cache, converted once from the GGUF.
+
+    The GGUF's `quantization_config` is dropped (trainers refuse GGUF-flagged models) and the model
+    is rebuilt with `from_config` because transformers will not save a GGUF-loaded model.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import load_model, smollm2_gguf_path
+
+    folder = cache_root() / "models" / "smollm2-135m-instruct-f32"
+    if (folder / "config.json").exists():
+        return folder
+    gguf = smollm2_gguf_path()
+    loaded = load_model(str(gguf), dtype="float32")
+    config = loaded.model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.model.state_dict(), strict=False)
+    fresh.tie_weights()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
+    try:
+        fresh.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        cfg = json.loads((tmp / "config.json").read_text())
+        cfg.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_fingerprint": loaded.info.fingerprint})
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def resolve_base(base: str | None) -> str:
+    """`None` or "bundled" means the converted SmolLM2 folder; anything else is a path or hub id."""
+    return str(bundled_base_folder()) if base in (None, "bundled", "smollm2") else base
+
+
+# ---------------------------------------------------------------- data, prompts, answers
+
+
+def task_problems(split: str, n: int, task: dict | None = None) -> list[dict]:
+    """`n` problems {question, answer}.
+
+    The held-out split is the first distinct questions of its own seed (at most HELDOUT_POOL); the
+    training split is drawn with another seed and drops every question of the held-out pool, so no
+    held-out problem is ever seen in training. Training questions may repeat.
+    """
+    import reasoning_gym
+
+    task = dict(task or TASK)
+    name = task.pop("name")
+    if split == "heldout":
+        if n > HELDOUT_POOL:
+            raise UserError(f"at most {HELDOUT_POOL} held-out problems exist; asked for {n}")
+        return _heldout_pool(name, task)[:n]
+    if split != "train":
+        raise UserError(f"unknown split {split!r}; use train or heldout")
+    held = {x["question"] for x in _heldout_pool(name, task)}
+    out = []
+    for x in reasoning_gym.create_dataset(name, size=4 * n, seed=TRAIN_SEED, **task):
+        if x["question"] not in held:
+            out.append({"question": x["question"], "answer": str(x["answer"])})
+        if len(out) == n:
+            return out
+    raise UserError(f"could not draw {n} training problems from {name} outside the held-out pool")
+
+
+def _heldout_pool(name: str, task: dict) -> list[dict]:
+    import reasoning_gym
+
+    out, seen = [], set()
+    for x in reasoning_gym.create_dataset(name, size=20 * HELDOUT_POOL, seed=HELDOUT_SEED, **task):
+        if x["question"] not in seen:
+            seen.add(x["question"])
+            out.append({"question": x["question"], "answer": str(x["answer"])})
+        if len(out) == HELDOUT_POOL:
+            return out
+    raise UserError(f"could not draw {HELDOUT_POOL} distinct held-out problems from {name}")
+
+
+def render_prompt(tokenizer, question: str) -> str:
+    """Chat template when the tokenizer has one, else a plain `Q: ... A:` prompt."""
+    text = f"{question} {INSTRUCTION}"
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return f"Q: {text}\nA:"
+
+
+def extract_answer(completion: str) -> str | None:
+    """The last number in the completion (the base rarely follows a stated answer format)."""
+    found = _NUMBER.findall(completion)
+    return found[-1] if found else None
+
+
+def is_correct(completion: str, answer: str) -> bool:
+    got = extract_answer(completion)
+    if got is None:
+        return False
+    try:
+        return float(got) == float(answer)
+    except ValueError:
+        return got.strip() == answer.strip()
+
+
+def exact_answer_reward(prompts, completions, answer, **_) -> list[float]:
+    """TRL reward function: 1.0 when the completion's final number equals the answer."""
+    return [float(is_correct(c if isinstance(c, str) else c[-1]["content"], a))
+            for c, a in zip(completions, answer)]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 32,
+             temperature: float = 0.0, seed: int = 0, desc: str = "generate") -> list[str]:
+    """Batched generation, left-padded; greedy when temperature is 0. Returns completions only."""
+    from tqdm import tqdm
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    out: list[str] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(model.device)
+        kwargs = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                  if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
+                                            "top_k": None})
+        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             **kwargs)
+        out += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostTrainConfig,
+                           n_pairs: int) -> list[dict]:
+    """Sample the base once; a problem with a correct and a wrong sample gives (chosen, rejected)."""
+    pairs: list[dict] = []
+    chunk = 16
+    for start in range(0, len(problems), chunk):
+        group = problems[start:start + chunk]
+        prompts = [render_prompt(tokenizer, p["question"]) for p in group]
+        repeated = [p for p in prompts for _ in range(config.dpo_samples_per_problem)]
+        samples = generate(model, tokenizer, repeated, max_new_tokens=config.max_new_tokens,
+                           batch_size=64, temperature=config.temperature, seed=config.seed + start,
+                           desc=f"preference pairs {len(pairs)}/{n_pairs}")
+        k = config.dpo_samples_per_problem
+        for i, (prob, prompt) in enumerate(zip(group, prompts)):
+            own = samples[i * k:(i + 1) * k]
+            good = [s for s in own if is_correct(s, prob["answer"])]
+            bad = [s for s in own if not is_correct(s, prob["answer"])]
+            if good and bad:
+                pairs.append({"prompt": prompt, "chosen": good[0], "rejected": bad[0]})
+            if len(pairs) == n_pairs:
+                return pairs
+    return pairs
+
+
+# ---------------------------------------------------------------- training
+
+
+def _common_args(config: PostTrainConfig, out: Path) -> dict:
+    return {"output_dir": str(out / "trainer"), "max_steps": config.steps, "learning_rate": config.learning_rate,
+            "seed": config.seed, "data_seed": config.seed, "logging_steps": 1, "save_strategy": "no",
+            "report_to": [], "use_cpu": not torch.cuda.is_available(), "bf16": False,
+            "gradient_checkpointing": False, "gradient_accumulation_steps": 1,
+            "lr_scheduler_type": "constant", "warmup_steps": 0, "disable_tqdm": False}
+
+
+def _peft_config(config: PostTrainConfig):
+    if config.full_weights:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules="all-linear")
+
+
+def _load_trainable(base: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return model, tokenizer
+
+
+def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
+    """Post-train `base` with `config.algo`; write adapter (or full weights), config, log and curve PNG.
+
+    Returns the summary written to `out/train_summary.json`.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+
+    base = resolve_base(base)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    model, tokenizer = _load_trainable(base)
+    problems = task_problems("train", config.train_pool, config.task)
+    started = time.time()
+    extra: dict = {}
+    if config.algo == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        data = Dataset.from_list([{"prompt": render_prompt(tokenizer, p["question"]), "answer": p["answer"]}
+                                  for p in problems])
+        args = GRPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
+                          num_generations=config.grpo_generations, max_completion_length=config.max_new_tokens,
+                          temperature=config.temperature, beta=0.0)
+        trainer = GRPOTrainer(model=model, reward_funcs=exact_answer_reward, args=args, train_dataset=data,
+                              processing_class=tokenizer, peft_config=_peft_config(config))
+    elif config.algo == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        n_pairs = SEQUENCES_PER_STEP // 2 * max(1, config.steps // 2)  # each pair is seen twice
+        pairs = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
+        if len(pairs) < SEQUENCES_PER_STEP // 2:
+            raise UserError(f"only {len(pairs)} preference pairs found: the base never or always solves "
+                            "these problems, so DPO has no signal")
+        extra = {"preference_pairs": len(pairs), "pair_sampling_s": round(time.time() - started, 1)}
+        atomic_write_json(out / "preference_pairs.json", pairs)
+        args = DPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
+                         beta=config.beta, max_length=256)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                             processing_class=tokenizer, peft_config=_peft_config(config))
+    else:
+        from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+        data = Dataset.from_list([{"prompt": render_prompt(tokenizer, p["question"]), "answer": p["answer"]}
+                                  for p in problems])
+        args = OnlineDPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
+                               max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                               beta=config.beta)
+        trainer = OnlineDPOTrainer(model=model, reward_funcs=exact_answer_reward, args=args, train_dataset=data,
+                                   processing_class=tokenizer, peft_config=_peft_config(config))
+    train_started = time.time()
+    trainer.train()
+    train_s = time.time() - train_started
+    trained = trainer.model
+    trained.save_pretrained(out / ("adapter" if not config.full_weights else "model"))
+    if config.full_weights:
+        tokenizer.save_pretrained(out / "model")
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    log = [row for row in trainer.state.log_history if "step" in row]
+    atomic_write_json(out / "train_log.json", log)
+    plot_curves(log, config.algo, out / "curves.png")
+    summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base": base,
+               "base_fingerprint": _folder_fingerprint(Path(base)), "train_s": round(train_s, 1),
+               "total_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+               "platform": platform.platform(), "versions": _versions(), **extra}
+    atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    from harness.models import _weight_files, sha256_files
+
+    return sha256_files(_weight_files(folder)) if folder.is_dir() else f"hub:{folder}"
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    return {name: md.version(name) for name in ("torch", "transformers", "trl", "peft", "datasets",
+                                                 "reasoning-gym")}
+
+
+def plot_curves(log: list[dict], algo: str, path: Path) -> None:
+    """Reward (online algorithms) and loss per step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("reward", "objective/scores", "rewards/accuracies", "loss", "rewards/margins")
+            if any(k in row for row in log)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        rows = [(r["step"], r[key]) for r in log if key in r]
+        ax.plot([s for s, _ in rows], [v for _, v in rows], marker=".")
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.suptitle(f"{algo} on SmolLM2-135M-Instruct (LoRA)" if algo else "")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- held-out evaluation
+
+
+def mcnemar_exact(base_correct: list[bool], post_correct: list[bool]) -> dict:
+    """Exact two-sided McNemar test on paired correctness: binomial test on the discordant pairs."""
+    from scipy.stats import binomtest
+
+    if len(base_correct) != len(post_correct):
+        raise UserError("McNemar needs the same problems for both models")
+    fixed = sum(1 for b, p in zip(base_correct, post_correct) if not b and p)
+    broken = sum(1 for b, p in zip(base_correct, post_correct) if b and not p)
+    p_value = binomtest(fixed, fixed + broken, 0.5).pvalue if fixed + broken else 1.0
+    return {"fixed": fixed, "broken": broken, "p_value": float(p_value)}
+
+
+def load_post_model(base: str, run: Path):
+    """The post-trained model of a run folder: base + LoRA adapter merged, or the saved full weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = Path(run)
+    if (run / "model").is_dir():
+        return (AutoModelForCausalLM.from_pretrained(run / "model", dtype=torch.float32).eval(),
+                AutoTokenizer.from_pretrained(run / "model"))
+    if not (run / "adapter" / "adapter_config.json").exists():
+        raise UserError(f"{run} holds neither adapter/ nor model/; is it a posttrain output folder?")
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, run / "adapter").merge_and_unload().eval()
+    return model, AutoTokenizer.from_pretrained(base)
+
+
+def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label: str) -> list[dict]:
+    """Greedy completions on `problems` with their extracted answer and correctness."""
+    prompts = [render_prompt(tokenizer, p["question"]) for p in problems]
+    completions = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, desc=f"eval {label}")
+    return [{"question": p["question"], "answer": p["answer"], "completion": c,
+             "extracted": extract_answer(c), "correct": is_correct(c, p["answer"])}
+            for p, c in zip(problems, completions)]
+
+
+def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
+    """Base-model held-out generations, cached by base fingerprint, problems and token budget."""
+    from harness.cache import content_key
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, INSTRUCTION)
+    path = cache_root() / "posttrain-eval" / f"base-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    rows = evaluate(model, AutoTokenizer.from_pretrained(base), problems, max_new_tokens, "base")
+    atomic_write_json(path, rows)
+    return rows
+
+
+def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
+    """Held-out accuracy of base and post model of one run (same n problems, greedy) with McNemar.
+
+    Writes `run/heldout.json` (every generation, so the numbers can be recomputed) and returns its
+    summary part.
+    """
+    run = Path(run)
+    summary_path = run / "train_summary.json"
+    if not summary_path.exists():
+        raise UserError(f"{run} has no train_summary.json; run `python -m harness posttrain` first")
+    summary = json.loads(summary_path.read_text())
+    base = resolve_base(base) if base else summary["base"]
+    config = summary["config"]
+    problems = task_problems("heldout", n, config["task"])
+    base_rows = _base_generations(base, problems, config["max_new_tokens"])
+    model, tokenizer = load_post_model(base, run)
+    post_rows = evaluate(model, tokenizer, problems, config["max_new_tokens"], config["algo"])
+    table = accuracy_row(config["algo"], [r["correct"] for r in base_rows], [r["correct"] for r in post_rows])
+    atomic_write_json(run / "heldout.json", {"summary": table, "base": base_rows, "post": post_rows})
+    return table
+
+
+def accuracy_row(algo: str, base_correct: list[bool], post_correct: list[bool]) -> dict:
+    n = len(base_correct)
+    return {"algo": algo, "n": n, "base_accuracy": sum(base_correct) / n,
+            "post_accuracy": sum(post_correct) / n, **mcnemar_exact(base_correct, post_correct)}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _run_posttrain(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PostTrainConfig(algo=args.algo, steps=args.steps, seed=args.seed, learning_rate=args.lr,
+                             lora_r=args.lora_r, lora_alpha=2 * args.lora_r, full_weights=args.full_weights)
+    summary = train(config, Path(args.out), args.base)
+    print(f"trained {args.algo} for {args.steps} steps in {summary['train_s']:.0f} s -> {args.out}")
+    if args.eval_n:
+        row = evaluate_run(Path(args.out), args.eval_n, args.base)
+        print(f"held-out n={row['n']}: base {row['base_accuracy']:.3f} -> {args.algo} {row['post_accuracy']:.3f} "
+              f"(fixed {row['fixed']}, broken {row['broken']}, McNemar exact p={row['p_value']:.3g})")
+    return 0
+
+
+def _run_table(args) -> int:
+    rows = []
+    for run in args.runs:
+        held = Path(run) / "heldout.json"
+        if not held.exists():
+            raise UserError(f"{held} missing; run `python -m harness posttrain ... --eval-n N` first")
+        data = json.loads(held.read_text())
+        rows.append(accuracy_row(data["summary"]["algo"], [r["correct"] for r in data["base"]],
+                                 [r["correct"] for r in data["post"]]))
+    atomic_write_json(Path(args.out), rows)
+    for row in rows:
+        print(f"{row['algo']:>10}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
+              f"p={row['p_value']:.3g}")
+    print(f"table written to {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("posttrain", help="post-train a base model with GRPO, DPO or online DPO (LoRA)")
+    p.add_argument("--algo", required=True, choices=ALGORITHMS)
+    p.add_argument("--steps", type=int, default=16, help="optimizer steps (16 sequences each)")
+    p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
+    p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA (GPU)")
+    p.add_argument("--eval-n", type=int, default=0, help="held-out problems to evaluate base and post on")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
+    p.set_defaults(run=_run_posttrain)
+    t = subparsers.add_parser("posttrain-table", help="held-out accuracy table of posttrain runs")
+    t.add_argument("runs", nargs="+")
+    t.add_argument("--out", required=True)
+    t.set_defaults(run=_run_table)

@@ -1,0 +1,149 @@
+"""Registry of model pairs (base vs post-trained), read from `fixtures/pairs.toml`.
+
+A model reference is one of:
+- a hub id (`org/name`) or a local folder;
+- `bundled:<name>`: a base shipped offline with the package (see BUNDLED_BASES);
+- `tiny:<family>` / `tiny:<family>:post`: the seconds-to-train test models of `harness.tiny_models`.
+A post-trained model is either such a reference (`post`) or the base plus a LoRA adapter folder
+(`post_adapter`, relative to the registry file), merged on load.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.models import LoadedModel
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "pairs.toml"
+ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
+ALGORITHM_KINDS = ("online-rl", "offline-preference", "online-preference", "supervised")
+PROMPT_TEMPLATES = ("deepseek-math", "mistral", "qwen25-math-cot", "chat", "bare")
+FAMILIES = ("llama", "mistral", "qwen2", "gemma3", "gpt2")
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One base → post-trained pair and how to run it."""
+
+    name: str
+    family: str
+    base: str
+    algorithm: str
+    algorithm_kind: str
+    prompt_template: str
+    max_new_tokens: int
+    datasets: tuple[str, ...]
+    post: str | None = None
+    post_adapter: str | None = None          # absolute path once loaded
+    bundled: bool = False                    # runs offline out of the box
+    base_fingerprint: str | None = None      # expected, when known
+    post_fingerprint: str | None = None      # expected (merged weights for adapters), when known
+    adapter_fingerprint: str | None = None   # sha256 of the adapter files
+    notes: str = field(default="", compare=False)
+
+
+_REQUIRED = ("name", "family", "base", "algorithm", "algorithm_kind", "prompt_template", "max_new_tokens",
+             "datasets")
+
+
+def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
+    label = f"{where}: pair #{index + 1}" + (f" ({raw['name']!r})" if isinstance(raw.get("name"), str) else "")
+    known = {f.name for f in fields(PairSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(f"{label}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise UserError(f"{label}: missing required key(s) {', '.join(missing)}")
+    for key, allowed in (("family", FAMILIES), ("algorithm", ALGORITHMS), ("algorithm_kind", ALGORITHM_KINDS),
+                         ("prompt_template", PROMPT_TEMPLATES)):
+        if raw[key] not in allowed:
+            raise UserError(f"{label}: {key} = {raw[key]!r} is not one of {', '.join(allowed)}")
+    if not isinstance(raw["max_new_tokens"], int) or raw["max_new_tokens"] < 1:
+        raise UserError(f"{label}: max_new_tokens must be a positive integer, got {raw['max_new_tokens']!r}")
+    if not isinstance(raw["datasets"], list) or not all(isinstance(d, str) for d in raw["datasets"]):
+        raise UserError(f"{label}: datasets must be a list of dataset names")
+    if (raw.get("post") is None) == (raw.get("post_adapter") is None):
+        raise UserError(f"{label}: give exactly one of `post` (model reference) or `post_adapter` (LoRA folder)")
+    entry = dict(raw, datasets=tuple(raw["datasets"]))
+    if raw.get("post_adapter"):
+        entry["post_adapter"] = str((where.parent / raw["post_adapter"]).resolve())
+    return PairSpec(**entry)
+
+
+def load_registry(path: str | Path | None = None) -> dict[str, PairSpec]:
+    """All pairs of a registry file, by name, in file order."""
+    path = Path(path) if path else DEFAULT_REGISTRY
+    if not path.is_file():
+        raise UserError(f"pair registry {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path} is not valid TOML: {err}") from None
+    entries = data.get("pair")
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{path}: no [[pair]] tables found")
+    pairs: dict[str, PairSpec] = {}
+    for i, raw in enumerate(entries):
+        spec = _parse_entry(raw, i, path)
+        if spec.name in pairs:
+            raise UserError(f"{path}: pair name {spec.name!r} appears twice")
+        pairs[spec.name] = spec
+    return pairs
+
+
+def get_pair(name: str, path: str | Path | None = None) -> PairSpec:
+    pairs = load_registry(path)
+    if name not in pairs:
+        raise UserError(f"unknown pair {name!r}; known pairs: {', '.join(pairs)}")
+    return pairs[name]
+
+
+def bundled_pairs(path: str | Path | None = None) -> list[PairSpec]:
+    """Pairs that run offline without a hub (the SmolLM2 post-trainings and the tiny models)."""
+    return [p for p in load_registry(path).values() if p.bundled]
+
+
+def _resolve_reference(ref: str) -> str:
+    """A model reference as something `load_model` accepts (a folder or a hub id)."""
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        if name != "smollm2-135m-instruct":
+            raise UserError(f"unknown bundled model {name!r}; the bundled base is smollm2-135m-instruct")
+        from harness.posttrain import bundled_base_folder
+
+        return str(bundled_base_folder())
+    if ref.startswith("tiny:"):
+        from harness.tiny_models import tiny_model_folder
+
+        parts = ref.split(":")
+        return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))
+    return ref
+
+
+def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
+    """Load base and post-trained models; an adapter is merged into a second copy of the base.
+
+    The merged model's fingerprint is `state_dict_fingerprint` of its weights.
+    """
+    from harness.models import ModelInfo, load_model, state_dict_fingerprint
+
+    base_path = _resolve_reference(spec.base)
+    base = load_model(base_path, dtype=dtype, device=device)
+    if spec.post is not None:
+        return base, load_model(_resolve_reference(spec.post), dtype=dtype, device=device)
+    adapter = Path(spec.post_adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json")
+    from peft import PeftModel
+
+    fresh = load_model(base_path, dtype="float32", device="cpu")
+    merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
+    merged = merged.to(dtype=base.model.dtype, device=base.model.device).eval()
+    merged.requires_grad_(False)
+    info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
+                     model_class=type(merged).__name__, dtype=dtype, device=str(base.model.device))
+    return base, LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)
