@@ -65,8 +65,8 @@ LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 def target_nll(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean NLL of each sample's target tokens (self-entropy on own tokens, or cross-entropy on
-    reference tokens: Eq. 13). [b, t, V] → [b], computed in float32."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    reference tokens: Eq. 13). [b, t, V] → [b], computed in float32 (float64 for float64 models)."""
+    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     safe = batch.targets.clamp(min=0)
     nll = -logprobs.gather(-1, safe[..., None])[..., 0] * batch.target_mask
     return nll.sum(-1) / batch.target_mask.sum(-1)

@@ -106,6 +106,7 @@ class RunState:
     delta: torch.Tensor | None = None
     record: bool = False
     recorded_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    layer_calls: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
 
 
 class InstrumentedModel:
@@ -129,6 +130,8 @@ class InstrumentedModel:
         graph, fam = self.graph, self.family
         layers = fam.layers(self.model)
         self._hook(layers[0].register_forward_pre_hook(self._embed_hook))
+        for layer_index, layer in enumerate(layers):
+            self._hook(layer.register_forward_pre_hook(self._layer_call_hook(layer_index), with_kwargs=True))
         dest_of = {d.name: j for j, d in enumerate(graph.destinations)}
         for layer_index, layer in enumerate(layers):
             attn_src, mlp_src = 1 + 2 * layer_index, 2 + 2 * layer_index
@@ -187,6 +190,14 @@ class InstrumentedModel:
             hidden = hidden.detach().requires_grad_(True)   # gradients start at the activations
         self._record_source(0, hidden)
         return (hidden, *args[1:])
+
+    def _layer_call_hook(self, index: int):
+        """With `record`, keep each layer's call (residual input, masks, rotary tables) for restarts."""
+        def hook(module, args, kwargs):
+            state = self._state
+            if state is not None and state.record:
+                state.layer_calls[index] = (args, kwargs)
+        return hook
 
     def _source_hook(self, index: int):
         def hook(module, args, output):
@@ -261,3 +272,20 @@ class InstrumentedModel:
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[b, t] token ids → [b, t, vocab] logits (whatever RunState is active)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def logits_from_layer(self, start: int, hidden: torch.Tensor,
+                          layer_calls: dict[int, tuple[tuple, dict]]) -> torch.Tensor:
+        """Run layers[start:], the final norm and the head on residual `hidden` [k, t, h].
+
+        layer_calls: each layer's recorded (args, kwargs) from a clean batch-1 run; masks and
+        rotary tables broadcast over the k stacked variants. start = n_layers runs the head only.
+        """
+        layers = self.family.layers(self.model)
+        for index in range(start, len(layers)):
+            args, kwargs = layer_calls[index]
+            hidden = _first(layers[index](hidden, *args[1:], **kwargs))
+        logits = self.model.get_output_embeddings()(self.family.final_norm(self.model)(hidden))
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits

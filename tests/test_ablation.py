@@ -1,0 +1,210 @@
+"""Exact edge ablation, its fast path, and the fidelity/causal checks built on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_factories import FAMILIES, VOCAB, tiny_model
+from test_eap_engine import SAMPLES, _linearised_gpt2
+
+from harness.ablation import (ablate_edges, fast_edge_deltas, mean_sources, naive_edge_deltas,
+                              record_sources)
+from harness.eap import Positions, Sample, make_batch, run_eap, target_nll
+from harness.errors import UserError
+from harness.fidelity import (acdc, causal_curve, edge_integrated_gradient, fidelity_gate,
+                              measure_fidelity, sample_edges)
+from harness.graph import build_graph
+from harness.intervention import InstrumentedModel, RunState
+
+ONE = SAMPLES[0]
+
+
+def _all_edges(graph):
+    return [tuple(e) for e in graph.mask().nonzero().tolist()]
+
+
+def _logits(im, batch, **state):
+    with torch.no_grad(), im.run_state(RunState(**state)):
+        return im.logits(batch.input_ids, batch.attention_mask)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_ablation_is_clean_and_removing_every_sink_edge_empties_the_residual(family):
+    model = tiny_model(family)
+    batch = make_batch([ONE], 0, Positions.ALL)
+    with InstrumentedModel(model, "paper") as im:
+        graph = im.graph
+        clean = _logits(im, batch)
+        nothing = _logits(im, batch, edge_mask=torch.zeros(1, graph.n_src, graph.n_dst, dtype=torch.float64))
+        assert torch.equal(clean, nothing)
+        sink_cut = torch.zeros(1, graph.n_src, graph.n_dst, dtype=torch.float64)
+        sink_cut[0, :, -1] = 1
+        emptied = _logits(im, batch, edge_mask=sink_cut)
+    zero = torch.zeros(1, batch.input_ids.shape[1], model.config.hidden_size if family != "gpt2"
+                       else model.config.n_embd, dtype=torch.float64)
+    final_norm = model.transformer.ln_f if family == "gpt2" else model.model.norm
+    expected = model.get_output_embeddings()(final_norm(zero))
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        expected = torch.tanh(expected / cap) * cap
+    torch.testing.assert_close(emptied, expected)
+
+
+def test_patching_every_sink_edge_gives_the_corrupted_run():
+    model = tiny_model("llama")
+    corrupted = Sample("bad", (9, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7), ONE.target_ids)
+    clean_batch = make_batch([ONE], 0, Positions.ALL)
+    bad_batch = make_batch([corrupted], 0, Positions.ALL)
+    with InstrumentedModel(model, "paper") as im:
+        patched = record_sources(im, bad_batch)
+        cut = torch.zeros(1, im.graph.n_src, im.graph.n_dst, dtype=torch.float64)
+        cut[0, :, -1] = 1
+        result = _logits(im, clean_batch, edge_mask=cut, ablated=patched)
+        corrupted_logits = _logits(im, bad_batch)
+    torch.testing.assert_close(result, corrupted_logits)
+
+
+def test_single_edge_ablation_matches_a_hand_recomputed_layer():
+    model = tiny_model("llama")
+    batch = make_batch([ONE], 0, Positions.ALL)
+    layer = model.model.layers[0]
+    with InstrumentedModel(model, "paper") as im:
+        graph = im.graph
+        v = graph.destination_index("mlp.0")
+        m = torch.zeros(1, graph.n_src, graph.n_dst, dtype=torch.float64)
+        m[0, 0, v] = 1                                   # remove embed → mlp.0
+        with torch.no_grad(), im.run_state(RunState()) as clean:
+            im.logits(batch.input_ids)
+        with torch.no_grad(), im.run_state(RunState(edge_mask=m)) as ablated:
+            im.logits(batch.input_ids)
+    # by hand: the MLP reads only attn.0's output once the embedding edge is gone
+    by_hand = layer.mlp(layer.post_attention_layernorm(clean.live[1]))
+    torch.testing.assert_close(ablated.live[2], by_hand)
+    torch.testing.assert_close(ablated.live[1], clean.live[1])   # upstream is untouched
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_path_equals_naive_path_on_every_edge(family):
+    model = tiny_model(family)
+    batch = make_batch([ONE], 0, Positions.ALL)
+    with InstrumentedModel(model, "paper") as im:
+        edges = _all_edges(im.graph)
+        fast = fast_edge_deltas(im, batch, edges, chunk=7)
+        naive = naive_edge_deltas(im, batch, edges)
+    assert naive.abs().max() > 1e-3
+    torch.testing.assert_close(fast, naive, rtol=1e-9, atol=1e-9)
+
+
+def test_eap_is_the_derivative_of_exact_ablation_at_zero():
+    """Central finite differences in float64 (GPT-2: its LayerNorm stays in float64, whereas the
+    RMSNorm families normalise in float32 internally)."""
+    model = tiny_model("gpt2")
+    eap = run_eap(model, [ONE], progress=False)
+    batch = make_batch([ONE], 0, Positions.ALL)
+    eps = 1e-5
+    with InstrumentedModel(model, "paper") as im:
+        for u, v in _all_edges(im.graph):
+            losses = []
+            for sign in (1, -1):
+                m = torch.zeros(1, im.graph.n_src, im.graph.n_dst, dtype=torch.float64)
+                m[0, u, v] = sign * eps
+                with torch.no_grad(), im.run_state(RunState(edge_mask=m)):
+                    losses.append(float(target_nll(im.logits(batch.input_ids), batch)))
+            finite_difference = (losses[0] - losses[1]) / (2 * eps)
+            assert eap.scores[0, u, v].item() == pytest.approx(finite_difference, rel=1e-4, abs=1e-6)
+
+
+def test_linear_model_eap_equals_exact_ablation_and_ig_converges_on_a_nonlinear_one():
+    linear = _linearised_gpt2()
+    readout = torch.randn(VOCAB, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def linear_loss(logits, batch):
+        return (logits.double() @ readout * batch.target_mask).sum(-1)
+
+    eap = run_eap(linear, [ONE], loss_fn=linear_loss, progress=False)
+    graph = eap.graph
+    exact = ablate_edges(linear, [ONE], _all_edges(graph), loss_fn=linear_loss, progress=False)
+    mask = graph.mask()
+    torch.testing.assert_close(eap.scores[0][mask].double(), exact.delta[0][mask].double(),
+                               rtol=1e-6, atol=1e-6 * float(exact.delta[0][mask].abs().max()))
+
+    model = tiny_model("llama")
+    edge = (0, build_graph(2).destination_index("sink"))
+    truth = float(ablate_edges(model, [ONE], [edge], progress=False).delta[0, edge[0], edge[1]])
+    errors = [abs(edge_integrated_gradient(model, ONE, edge, steps) - truth) for steps in (1, 4, 16)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01 * abs(truth)
+
+
+def test_acdc_recovers_a_planted_circuit():
+    """Attention outputs and the second MLP write nothing: only embed→mlp.0, embed→sink and
+    mlp.0→sink can matter."""
+    model = tiny_model("llama")
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.weight.zero_()
+    model.model.layers[1].mlp.down_proj.weight.zero_()
+    graph = build_graph(2)
+    planted = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.bool)
+    mlp0, sink = graph.destination_index("mlp.0"), graph.destination_index("sink")
+    planted[0, mlp0] = planted[0, sink] = planted[graph.source_index("mlp.0"), sink] = True
+    result = acdc(model, SAMPLES, threshold=1e-6, progress=False)
+    assert torch.equal(result.circuit, planted)
+    assert result.faithfulness == pytest.approx(1.0, abs=1e-9)
+
+
+def test_mean_and_patch_ablations_and_their_errors():
+    model = tiny_model("mistral")
+    with InstrumentedModel(model, "paper") as im:
+        per_position = mean_sources(im, SAMPLES, 0)
+        per_token = mean_sources(im, SAMPLES, 0, over="tokens")
+    width = max(s.input_length for s in SAMPLES)
+    assert per_position.shape == (5, 1, width, 32) and per_token.shape == (5, 1, 1, 32)
+    edges = [(0, 8), (3, 8)]
+    mean = ablate_edges(model, SAMPLES, edges, kind="mean", progress=False)
+    zero = ablate_edges(model, SAMPLES, edges, kind="zero", progress=False)
+    assert torch.isfinite(mean.delta[:, 0, 8]).all() and not torch.allclose(mean.delta[:, 0, 8], zero.delta[:, 0, 8])
+    assert torch.isnan(mean.delta[:, 1, 1]).all()
+    with pytest.raises(UserError, match="patching needs equal lengths"):
+        ablate_edges(model, [ONE], edges, kind="patch", corrupted=[Sample("c", (1, 2), (3,))], progress=False)
+    with pytest.raises(UserError, match="needs corrupted inputs"):
+        ablate_edges(model, [ONE], edges, kind="patch", progress=False)
+    with pytest.raises(UserError, match=r"edge \(4, 0\) is not an edge"):
+        ablate_edges(model, [ONE], [(4, 0)], progress=False)
+
+
+def test_stratified_edge_sample_covers_every_stratum_and_is_seeded():
+    graph = build_graph(12)                           # 613 real edges
+    importance = torch.rand(graph.n_src, graph.n_dst, generator=torch.Generator().manual_seed(0))
+    first = sample_edges(graph, importance, 40, seed=1)
+    assert first == sample_edges(graph, importance, 40, seed=1) != sample_edges(graph, importance, 40, seed=2)
+    assert len(first) == 40 and all(graph.mask()[u, v] for u, v in first)
+    real = graph.mask().nonzero().tolist()
+    ranked = sorted(real, key=lambda e: -float(importance[e[0], e[1]]))
+    assert tuple(ranked[0]) in first and tuple(ranked[-1]) in first
+    assert len(sample_edges(build_graph(2), importance, 40)) == build_graph(2).n_edges
+
+
+def test_fidelity_on_a_tiny_model_and_the_gate():
+    model = tiny_model("llama")
+    eap = run_eap(model, SAMPLES, progress=False)
+    exact = ablate_edges(model, SAMPLES, _all_edges(eap.graph), progress=False)
+    fid = measure_fidelity(eap, exact)
+    assert fid.n_edges == eap.graph.n_edges and fid.n_samples == 3
+    assert -1 <= fid.spearman <= 1 and 0 <= fid.sign_agreement <= 1 and 0 <= fid.topk_recall <= 1
+    perfect = measure_fidelity(eap, type(exact)(eap.scores.clone(), exact.clean_loss, exact.ids,
+                                                exact.kind, exact.edges))
+    assert perfect.spearman == pytest.approx(1) and perfect.relative_error == 0 and perfect.topk_recall == 1
+    assert fidelity_gate(perfect, 0.5)[0]
+    ok, reason = fidelity_gate(fid, fid.spearman + 0.01)
+    assert not ok and "threshold" in reason
+
+
+def test_causal_curve_endpoints():
+    model = tiny_model("gemma3_text")
+    eap = run_eap(model, SAMPLES, progress=False)
+    n = eap.graph.n_edges
+    curve = causal_curve(model, SAMPLES, eap, ks=[1, 4, n], n_random=2, progress=False)
+    assert curve.loss_removed_top[-1] == pytest.approx(curve.loss_all_removed)
+    assert curve.faithfulness_top[-1] == pytest.approx(1.0)
+    assert all(f == pytest.approx(1.0) for f in curve.faithfulness_random[-1])
+    assert len(curve.loss_removed_random[0]) == 2
