@@ -11,6 +11,7 @@ from harness.errors import UserError
 # Modules that define `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = [
     "harness.eap_cli",
+    "harness.ablation_cli",
     "harness.data_cli",
     "harness.report_cli",
     "harness.posttrain",

@@ -88,3 +88,28 @@ def test_module_entry_point_reports_user_errors_without_traceback(tmp_path):
     assert done.returncode == 2
     assert "input file" in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ablate_and_fidelity_commands(model_dir, tmp_path, capsys):
+    data = write_rows(tmp_path / "in.jsonl", ROWS)
+    eap_dir, abl_dir = tmp_path / "eap", tmp_path / "abl"
+    assert main(["eap", "--model", str(model_dir), "--input", str(data), "--out", str(eap_dir)]) == 0
+    assert main(["ablate", "--model", str(model_dir), "--input", str(data), "--out", str(abl_dir),
+                 "--edges", "sample:8", "--eap", str(eap_dir)]) == 0
+    delta = load_file(abl_dir / "ablation.safetensors")["delta"]
+    assert delta.shape == (2, 5, 9) and int(torch.isfinite(delta[0]).sum()) == 8
+    meta = json.loads((abl_dir / "ablation.json").read_text())
+    assert meta["kind"] == "zero" and len(meta["edges"]) == 8
+    assert main(["fidelity", "--eap", str(eap_dir), "--ablation", str(abl_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "spearman" in printed and (abl_dir / "fidelity.png").stat().st_size > 1000
+    fidelity = json.loads((abl_dir / "fidelity.json").read_text())
+    assert fidelity["n_edges"] == 8 and fidelity["n_samples"] == 2 and -1 <= fidelity["spearman"] <= 1
+    edges_file = tmp_path / "edges.json"
+    edges_file.write_text(json.dumps([["embed", "sink"], ["mlp.0", "attn.1.q"]]))
+    assert main(["ablate", "--model", str(model_dir), "--input", str(data), "--out", str(tmp_path / "a2"),
+                 "--edges", str(edges_file), "--kind", "mean"]) == 0
+    edges_file.write_text(json.dumps([["mlp.1", "attn.0.q"]]))
+    assert main(["ablate", "--model", str(model_dir), "--input", str(data), "--out", str(tmp_path / "a3"),
+                 "--edges", str(edges_file)]) == 2
+    assert "is not an edge of the paper graph" in capsys.readouterr().err
