@@ -58,8 +58,10 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{label}: missing required key(s) {', '.join(missing)}")
+    from harness.prompts import TEMPLATES
+
     for key, allowed in (("family", FAMILIES), ("algorithm", ALGORITHMS), ("algorithm_kind", ALGORITHM_KINDS),
-                         ("prompt_template", PROMPT_TEMPLATES)):
+                         ("prompt_template", tuple(TEMPLATES))):
         if raw[key] not in allowed:
             raise UserError(f"{label}: {key} = {raw[key]!r} is not one of {', '.join(allowed)}")
     if not isinstance(raw["max_new_tokens"], int) or raw["max_new_tokens"] < 1:
