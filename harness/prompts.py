@@ -34,6 +34,7 @@ TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (
                    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"),
     PromptTemplate("chat", "chat", "{question}\n" + BOXED_INSTRUCTION),
     PromptTemplate("chat-plain", "chat", "{question}"),
+    PromptTemplate("bare", "text", "{question}"),  # the question as is (models trained on raw problems)
 )}
 
 

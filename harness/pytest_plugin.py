@@ -33,8 +33,9 @@ from harness.verdict import CellResult, Verdict, alpha_tag, make_cell_id
 GRID_ARGS = ("pair", "dataset", "alpha", "metric", "token_mode")
 GRID_OPTIONS = {"pair": "pairs", "dataset": "datasets", "alpha": "alphas", "metric": "metrics",
                 "token_mode": "token_mode"}
-# own: each model on its own greedy answer (the paper); shared: both teacher-forced on the same tokens.
-TOKEN_MODES = ("own", "shared")
+# own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
+# on the base's/post's answer; reference: both on the dataset's reference solution.
+TOKEN_MODES = ("own", "shared-base", "shared-post", "reference")
 TERMINAL_COLOURS = {Verdict.SUPPORTED: "green", Verdict.REFUTED: "red",
                     Verdict.INCONCLUSIVE: "yellow", Verdict.INVALID: "purple"}
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
