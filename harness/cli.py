@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "harness.data_cli",
     "harness.report_cli",
     "harness.posttrain",
+    "harness.audit_cli",
 ]
 
 
