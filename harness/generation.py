@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from harness.cache import atomic_write_json, atomic_write_text, cache_root, content_key
 from harness.datasets import Problem
 from harness.errors import UserError
-from harness.prompts import PromptTemplate, encode_prompt
+from harness.prompts import PromptTemplate, encode_prompt, get_template
 
 FinishReason = Literal["eos", "stop", "length"]
 CACHE_VERSION = "generation-v1"
@@ -141,13 +141,16 @@ def _generate_batch(loaded, prompts: list[list[int]], decoding: Decoding, eos: s
     return [row[width:].tolist() for row in out.cpu()]
 
 
-def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate,
+def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate | str,
                      decoding: Decoding = Decoding(), *, use_cache: bool = True,
                      progress: bool = True) -> list[Generation]:
     """Answer every problem with `loaded` (a models.LoadedModel); output order = problem order.
 
-    Prompts are grouped by length into batches of `decoding.batch_size` to limit padding.
+    template: a PromptTemplate or its name. Prompts are grouped by length into batches of
+    `decoding.batch_size` to limit padding.
     """
+    if isinstance(template, str):
+        template = get_template(template)
     if not problems:
         raise UserError("no problems to answer: the dataset is empty")
     tokenizer, fingerprint = loaded.tokenizer, loaded.info.fingerprint
