@@ -174,7 +174,8 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
         shortest = min(min(tb[i], tp[i]) for i in kept)
         raise SelectionError(f"T_cut = max(floor({p.alpha}·{t_bar:.2f}), 1) = {t_cut} tokens, but "
                              f"{len(short)} kept answers are shorter (shortest: {shortest} tokens, "
-                             f"question {short[0]!r}); lower alpha or pass short_answers='drop'",
+                             f"question {short[0]!r}); lower alpha, or drop such questions "
+                             "(short_answers='drop', CLI --short-answers drop)",
                              funnel)
     if short:
         kept = [i for i in kept if i not in set(short)]
