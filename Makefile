@@ -24,10 +24,10 @@ test: install
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: install
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m slow -q --ignore=tests/bench
 
 bench: install
-	$(PY) -m pytest tests/bench -m slow --benchmark-enable -q
+	$(PY) -m pytest tests/bench -m slow --benchmark-enable -q -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .harness-cache
