@@ -33,7 +33,7 @@ ALGORITHMS = ("grpo", "dpo", "online-dpo")
 ALGORITHM_KIND = {"grpo": "online-rl", "dpo": "offline-preference", "online-dpo": "online-preference"}
 TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 TRAIN_SEED, HELDOUT_SEED = 1000, 2000
-HELDOUT_POOL = 500
+HELDOUT_POOL = 300  # small enough to leave a share of the 200 one-digit problems for training
 SEQUENCES_PER_STEP = 16
 INSTRUCTION = "Give only the final number."
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -56,6 +56,7 @@ class PostTrainConfig:
     grpo_generations: int = 4         # completions per prompt (GRPO)
     train_pool: int = 2000            # distinct training problems
     dpo_samples_per_problem: int = 4  # base samples drawn per problem to find a (correct, wrong) pair
+    dpo_epochs: int = 4               # passes over the static pairs (sampling them is the slow part)
     task: dict = field(default_factory=lambda: dict(TASK))
 
     def __post_init__(self):
@@ -290,7 +291,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     elif config.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        n_pairs = SEQUENCES_PER_STEP // 2 * max(1, config.steps // 2)  # each pair is seen twice
+        n_pairs = SEQUENCES_PER_STEP // 2 * max(1, config.steps // config.dpo_epochs)
         pairs = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
         if len(pairs) < SEQUENCES_PER_STEP // 2:
             raise UserError(f"only {len(pairs)} preference pairs found: the base never or always solves "
@@ -489,7 +490,7 @@ def _run_table(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("posttrain", help="post-train a base model with GRPO, DPO or online DPO (LoRA)")
     p.add_argument("--algo", required=True, choices=ALGORITHMS)
-    p.add_argument("--steps", type=int, default=16, help="optimizer steps (16 sequences each)")
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps (16 sequences each)")
     p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
     p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
     p.add_argument("--seed", type=int, default=0)
