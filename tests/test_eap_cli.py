@@ -113,3 +113,14 @@ def test_ablate_and_fidelity_commands(model_dir, tmp_path, capsys):
     assert main(["ablate", "--model", str(model_dir), "--input", str(data), "--out", str(tmp_path / "a3"),
                  "--edges", str(edges_file)]) == 2
     assert "is not an edge of the paper graph" in capsys.readouterr().err
+
+
+def test_hub_ids_fail_clearly_when_the_hub_is_unreachable(monkeypatch):
+    from harness.errors import UserError
+    from harness.models import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="could not load model no-such-org/no-such-model as a hub id"):
+        load_model("no-such-org/no-such-model")
+    with pytest.raises(UserError, match="this machine has no CUDA GPU"):
+        load_model("no-such-org/no-such-model", device="cuda")
