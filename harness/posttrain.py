@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import atomic_write_json, cache_root
+from harness.cache import atomic_write_json, atomic_write_text, cache_root
 from harness.errors import UserError
 
 ALGORITHMS = ("grpo", "dpo", "online-dpo")
@@ -372,16 +372,15 @@ def plot_curves(log: list[dict], algo: str, path: Path) -> None:
 # ---------------------------------------------------------------- held-out evaluation
 
 
-def mcnemar_exact(base_correct: list[bool], post_correct: list[bool]) -> dict:
-    """Exact two-sided McNemar test on paired correctness: binomial test on the discordant pairs."""
-    from scipy.stats import binomtest
+def mcnemar_paired(base_correct: list[bool], post_correct: list[bool]) -> dict:
+    """Fixed/broken counts of paired correctness and the exact two-sided McNemar p-value."""
+    from harness.accuracy import mcnemar_exact
 
     if len(base_correct) != len(post_correct):
         raise UserError("McNemar needs the same problems for both models")
     fixed = sum(1 for b, p in zip(base_correct, post_correct) if not b and p)
     broken = sum(1 for b, p in zip(base_correct, post_correct) if b and not p)
-    p_value = binomtest(fixed, fixed + broken, 0.5).pvalue if fixed + broken else 1.0
-    return {"fixed": fixed, "broken": broken, "p_value": float(p_value)}
+    return {"fixed": fixed, "broken": broken, "p_value": mcnemar_exact(fixed, broken)}
 
 
 def load_post_model(base: str, run: Path):
@@ -448,9 +447,26 @@ def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
 
 
 def accuracy_row(algo: str, base_correct: list[bool], post_correct: list[bool]) -> dict:
+    """Accuracies with 95 % Wilson intervals, and the paired McNemar test, of one run."""
+    from harness.accuracy import wilson_interval
+
     n = len(base_correct)
     return {"algo": algo, "n": n, "base_accuracy": sum(base_correct) / n,
-            "post_accuracy": sum(post_correct) / n, **mcnemar_exact(base_correct, post_correct)}
+            "base_wilson95": list(wilson_interval(sum(base_correct), n)),
+            "post_accuracy": sum(post_correct) / n, "post_wilson95": list(wilson_interval(sum(post_correct), n)),
+            **mcnemar_paired(base_correct, post_correct)}
+
+
+def accuracy_markdown(rows: list[dict]) -> str:
+    """The held-out accuracy table as Markdown (accuracy with 95 % Wilson interval)."""
+    def cell(acc, ci):
+        return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    lines = ["| algorithm | n | base | post | fixed | broken | McNemar exact p |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['algo']} | {r['n']} | {cell(r['base_accuracy'], r['base_wilson95'])} | "
+              f"{cell(r['post_accuracy'], r['post_wilson95'])} | {r['fixed']} | {r['broken']} | {r['p_value']:.3g} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- command line
@@ -480,6 +496,7 @@ def _run_table(args) -> int:
         rows.append(accuracy_row(data["summary"]["algo"], [r["correct"] for r in data["base"]],
                                  [r["correct"] for r in data["post"]]))
     atomic_write_json(Path(args.out), rows)
+    atomic_write_text(Path(args.out).with_suffix(".md"), accuracy_markdown(rows))
     for row in rows:
         print(f"{row['algo']:>10}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
               f"p={row['p_value']:.3g}")
