@@ -19,18 +19,17 @@ from harness.errors import UserError
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 # Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
-AUDIT_BUDGET = {"questions": 60, "alphas": "0.1,0.3,0.5", "max_new_tokens": 48, "fidelity_edges": 16,
-                "fidelity_samples": 2}
+AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 12, "fidelity_samples": 2}
 
 
 def pytest_args(args) -> list[str]:
     """The pytest command line of an audit run."""
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", args.run_id, "--reports-dir", args.reports_dir,
-            "--questions", str(args.questions), "--alphas", args.alphas, "--max-new-tokens", str(args.max_new_tokens),
+            "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
-            "--device", args.device, "--dtype", args.dtype, "-q", "-s" if args.progress else "-q"]
-    for flag, value in (("--pairs", args.pairs), ("--datasets", args.datasets), ("--registry", args.registry),
-                        ("--n", args.n), ("-k", args.k), ("--claims-baseline", args.baseline)):
+            "--device", args.device, "--dtype", args.dtype, "-q"] + (["-s"] if args.progress else [])
+    for flag, value in (("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
+                        ("-k", args.k), ("--claims-baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
@@ -41,6 +40,12 @@ def run_audit(args) -> int:
 
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     code = pytest.main(pytest_args(args))
     seconds = time.perf_counter() - started
@@ -64,14 +69,16 @@ def register(subparsers) -> None:
     a.add_argument("--registry", default=None, help="pair registry TOML (default: fixtures/pairs.toml)")
     a.add_argument("--questions", type=int, default=AUDIT_BUDGET["questions"], help="problems answered per dataset")
     a.add_argument("--alphas", default=AUDIT_BUDGET["alphas"], help="T_cut fractions, comma separated")
-    a.add_argument("--max-new-tokens", type=int, default=AUDIT_BUDGET["max_new_tokens"], help="answer budget")
+    a.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
     a.add_argument("--fidelity-edges", type=int, default=AUDIT_BUDGET["fidelity_edges"])
     a.add_argument("--fidelity-samples", type=int, default=AUDIT_BUDGET["fidelity_samples"])
-    a.add_argument("--n", type=int, default=None, help="questions kept per cell at most (default 100)")
+    a.add_argument("--n", type=int, default=AUDIT_BUDGET["n"], help="questions kept per cell at most")
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
     a.add_argument("--dtype", default="float32")
+    a.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--progress", action="store_true", help="show progress bars (pytest -s)")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED")
     a.set_defaults(run=run_audit)

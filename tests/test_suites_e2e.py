@@ -1,0 +1,138 @@
+"""The claim suites end to end on tiny trained models: real generation, answer checks, selection,
+EAP, fidelity, family-wise Holm, reports; then a second run that must read every stage back.
+
+The tiny base models answer `a+b=` strings, and only the sums they were trained on often enough
+for a sample of both-correct questions, so the run uses those sums as a test-only dataset (GSM8K
+format). Each "post-trained" model is its base with 1 % multiplicative weight noise (a stand-in with
+the base's accuracy; the tiny post-trained variants answer too few sums to select from). The qwen2
+pair is registered as a preference pair so that the DPO claim has cells: a label for the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.stats import holm
+from harness.tiny_models import RECIPE, arithmetic_problems, tiny_model_folder
+
+pytest_plugins = ["pytester"]
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+ALPHAS = "0.3,0.6,1.0"
+QUESTIONS = 120
+
+
+def _perturbed_copy(source: Path, target: Path, seed: int) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + 0.01 * torch.randn(p.shape, generator=generator))
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return target
+
+
+def _registry(path: Path) -> None:
+    entries = []
+    for seed, (name, family, algorithm, kind) in enumerate((("tiny-rl", "llama", "grpo", "online-rl"),
+                                                            ("tiny-pref", "qwen2", "dpo", "offline-preference"))):
+        post = _perturbed_copy(tiny_model_folder(family), path.parent / f"{name}-post", seed)
+        entries.append(f'''[[pair]]
+name = "{name}"
+family = "{family}"
+base = "{tiny_model_folder(family)}"
+post = "{post}"
+algorithm = "{algorithm}"
+algorithm_kind = "{kind}"
+prompt_template = "bare"
+max_new_tokens = 4
+datasets = ["sums.jsonl"]
+bundled = true
+''')
+    path.write_text("\n".join(entries))
+
+
+def _dataset(path: Path) -> None:
+    rows = arithmetic_problems(RECIPE["n_train"], RECIPE["seed"])[:QUESTIONS]
+    path.write_text("".join(json.dumps({"id": f"s{i}", "question": q, "answer": f"#### {a}"}) + "\n"
+                            for i, (q, a) in enumerate(rows)))
+
+
+def _run(pytester: pytest.Pytester, run_id: str):
+    return pytester.runpytest(
+        str(SUITES), "-p", "no:cacheprovider", "--registry", "pairs.toml", "--datasets", "sums.jsonl",
+        "--pairs", "tiny-rl,tiny-pref", "--alphas", ALPHAS, "--questions", str(QUESTIONS), "--fidelity-edges", "12",
+        "--fidelity-threshold", "0", "--run-id", run_id, "--reports-dir", str(pytester.path / "reports"))
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.Pytester, monkeypatch,
+                                                             one_thread) -> None:
+    _registry(pytester.path / "pairs.toml")
+    _dataset(pytester.path / "sums.jsonl")
+    monkeypatch.setenv("HARNESS_CACHE", str(pytester.path / "cache"))
+
+    first = _run(pytester, "first")
+    document = json.loads((pytester.path / "reports" / "first" / "claims.json").read_text())
+    cells = {c["cell_id"]: c for c in document["cells"]}
+    by_claim: dict[str, list[dict]] = {}
+    for c in cells.values():
+        by_claim.setdefault(c["claim_id"], []).append(c)
+    assert sorted(by_claim) == [f"C{i}" for i in range(1, 10)]
+    # Each claim reads only the pairs it speaks about.
+    assert {c["pair"] for c in by_claim["C1"]} == {"tiny-rl"}
+    assert {c["pair"] for c in by_claim["C4"]} == {"tiny-pref"}
+    assert {c["pair"] for c in by_claim["C9"]} == {"tiny-rl", "tiny-pref"}
+    assert len(by_claim["C1"]) == 3 and len(by_claim["C4"]) == 3 * 3 and len(by_claim["C6"]) == 1
+    assert "C1-intensity-tiny_rl-sums_jsonl-a030" in cells
+    # pytest outcomes are the verdicts.
+    counts = document["summary"]["verdicts"]
+    outcomes = first.parseoutcomes()
+    assert outcomes.get("passed", 0) == counts["SUPPORTED"]
+    assert outcomes.get("errors", 0) == counts["INVALID"]
+    assert outcomes.get("failed", 0) == counts["REFUTED"]
+    assert outcomes.get("inconclusive", 0) == counts["INCONCLUSIVE"]
+    # Holm is applied over each claim's family, not per cell.
+    for claim_id in ("C1", "C2", "C3", "C7", "C9"):
+        family = [c for c in by_claim[claim_id] if c["verdict"] != "INVALID"]
+        if family:
+            expected = holm([c["p_value"] for c in family])
+            np.testing.assert_allclose([c["p_holm"] for c in family], expected)
+            assert all(c["extra"]["family_size"] == len(by_claim[claim_id]) for c in family)
+    # Every EAP cell carries fidelity, its threshold, the funnel and the provenance of its inputs.
+    for c in by_claim["C1"] + by_claim["C8"]:
+        assert c["fidelity"] is not None and c["fidelity_threshold"] == 0
+        assert c["funnel"][0]["stage"] == "questions" and c["funnel"][0]["n"] == QUESTIONS
+        prov = c["provenance"]
+        assert prov["models"]["base"]["fingerprint"].startswith("sha256:")
+        assert prov["data"]["revision"].startswith("sha256:") and prov["config_hash"]
+        assert prov["audit_config"]["questions"] == QUESTIONS
+    rl_cell = cells["C1-intensity-tiny_rl-sums_jsonl-a100"]
+    assert rl_cell["n"] >= 10 and rl_cell["ci_low"] <= rl_cell["effect"] <= rl_cell["ci_high"]
+    assert any(c["provenance"]["ledger"].get("eap:computed", 0) > 0 for c in by_claim["C1"])
+    figures = {f["name"] for f in document["figures"]}
+    assert {"heatmap-tiny_rl", "node-entropy-tiny_rl"} <= figures
+
+    second = _run(pytester, "second")
+    again = json.loads((pytester.path / "reports" / "second" / "claims.json").read_text())
+    assert second.parseoutcomes() == outcomes
+    for c in again["cells"]:
+        ledger = c["provenance"].get("ledger", {})
+        assert not [k for k in ledger if k.endswith((":computed", ":loaded"))], (c["cell_id"], ledger)
+        before = cells[c["cell_id"]]
+        assert (c["verdict"], c["p_value"], c["effect"]) == (before["verdict"], before["p_value"], before["effect"])
