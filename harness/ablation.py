@@ -132,9 +132,16 @@ def naive_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge]
 def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
                      ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
                      chunk: int = 32) -> torch.Tensor:
-    """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas."""
+    """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas.
+
+    With the built-in target loss, the head runs only over the span of target positions.
+    """
     if batch.input_ids.shape[0] != 1:
         raise ValueError("fast_edge_deltas takes a batch of one sample")
+    span = slice(None)
+    if loss_fn is target_nll:
+        predicting = batch.target_mask[0].nonzero()[:, 0]
+        span = slice(int(predicting[0]), int(predicting[-1]) + 1)
     graph = im.graph
     dtype = next(im.model.parameters()).dtype
     with torch.no_grad(), im.run_state(RunState(ablated=ablated, record=True)) as clean_state:
@@ -152,7 +159,7 @@ def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
             masks = one_hot_masks(graph, [edges[i] for i in part], dtype, batch.input_ids.device)
             state = RunState(ablated=ablated, edge_mask=masks,
                              live={u: live[u].expand(k, *live[u].shape[1:]) for u in range(n_upstream)})
-            expanded = Batch(*(t.expand(k, *t.shape[1:]) for t in (
+            expanded = Batch(*(t[:, span].expand(k, -1) for t in (
                 batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask,
                 batch.position_mask)))
             if layer < graph.n_layers:
@@ -160,7 +167,7 @@ def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
             else:                                # sink: the residual after the last layer
                 hidden = sum(live[u] for u in range(graph.n_src))
             with torch.no_grad(), im.run_state(state):
-                logits = im.logits_from_layer(layer, hidden.expand(k, *hidden.shape[1:]), layer_calls)
+                logits = im.logits_from_layer(layer, hidden.expand(k, *hidden.shape[1:]), layer_calls, span)
                 deltas[part] = (loss_fn(logits, expanded).float() - clean_loss).cpu()
     return deltas
 

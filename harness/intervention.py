@@ -274,17 +274,20 @@ class InstrumentedModel:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def logits_from_layer(self, start: int, hidden: torch.Tensor,
-                          layer_calls: dict[int, tuple[tuple, dict]]) -> torch.Tensor:
+                          layer_calls: dict[int, tuple[tuple, dict]],
+                          positions: slice = slice(None)) -> torch.Tensor:
         """Run layers[start:], the final norm and the head on residual `hidden` [k, t, h].
 
         layer_calls: each layer's recorded (args, kwargs) from a clean batch-1 run; masks and
         rotary tables broadcast over the k stacked variants. start = n_layers runs the head only.
+        positions: the positions whose logits are wanted ([k, len(positions), vocab] returned).
         """
         layers = self.family.layers(self.model)
         for index in range(start, len(layers)):
             args, kwargs = layer_calls[index]
             hidden = _first(layers[index](hidden, *args[1:], **kwargs))
-        logits = self.model.get_output_embeddings()(self.family.final_norm(self.model)(hidden))
+        normed = self.family.final_norm(self.model)(hidden)[:, positions]
+        logits = self.model.get_output_embeddings()(normed)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
