@@ -1,0 +1,95 @@
+"""Bad input to the audit pipeline, the suites and the audit command fails with one clear message
+that lists the valid choices; the audit command line carries its budget."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+import harness.stats  # noqa: F401  (numpy/scipy imported once, before pytester's in-process runs)
+from harness.errors import UserError
+from harness.pipeline import DATASETS, AuditConfig, AuditPipeline, dataset_spec, validate_alpha
+
+pytest_plugins = ["pytester"]
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+
+
+def test_dataset_names_resolve_and_unknown_ones_list_the_choices() -> None:
+    assert dataset_spec("chain_sum") == "rg:chain_sum"
+    assert dataset_spec("rg:products") == "rg:products"
+    with pytest.raises(UserError, match="unknown dataset 'nope'; choose one of chain_sum, "):
+        dataset_spec("nope")
+    assert set(DATASETS) >= {"chain_sum", "gsm8k"}
+
+
+@pytest.mark.parametrize("alpha", [0, -0.1, 1.5])
+def test_alpha_outside_unit_interval_is_refused(alpha) -> None:
+    with pytest.raises(UserError, match=r"alpha must be in \(0, 1\]"):
+        validate_alpha(alpha)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("variant", "codez", "unknown selection variant 'codez'; choose one of paper, paper-code"),
+    ("questions", 0, "questions must be at least 1"),
+    ("fidelity_threshold", 2.0, "Spearman correlation in"),
+])
+def test_audit_config_rejects_bad_values(field, value, message) -> None:
+    with pytest.raises(UserError, match=message):
+        AuditConfig(**{field: value})
+
+
+def test_unknown_pair_lists_the_registry() -> None:
+    pipeline = AuditPipeline(AuditConfig())
+    with pytest.raises(UserError, match="unknown pair 'nope'; known pairs: .*smollm2-grpo"):
+        pipeline.pair("nope")
+    with pytest.raises(UserError, match="unknown algorithm kind"):
+        pipeline.pairs_of_kind("magic")
+    assert {p.name for p in pipeline.pairs_of_kind("online-rl")} >= {"smollm2-grpo"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pairs", "nope"], "*--pairs: unknown nope; known pairs: *smollm2-grpo*"),
+    (["--metrics", "loudness"], "*--metrics: unknown loudness; known metrics: intensity, complexity*"),
+    (["--datasets", "nope"], "*unknown dataset 'nope'; choose one of chain_sum*"),
+    (["--alphas", "1.5"], "*--alphas: 1.5 is outside (0, 1]*"),
+    (["--token-mode", "mixed"], "*--token-mode: unknown mixed; choose from own, shared-base*"),
+])
+def test_suites_refuse_bad_grid_options(pytester: pytest.Pytester, args, message) -> None:
+    result = pytester.runpytest(str(SUITES), "-p", "no:cacheprovider", "--collect-only", *args)
+    assert result.ret != 0
+    result.stderr.fnmatch_lines([message])
+
+
+def test_suites_collect_each_claim_on_the_pairs_it_speaks_about(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(str(SUITES), "-p", "no:cacheprovider", "--collect-only", "-q")
+    ids = [line for line in result.outlines if "::test_" in line]
+    assert any("test_intensity[smollm2_grpo-rg_chain_sum-a010-own]" in i for i in ids)
+    assert not any("test_intensity[smollm2_dpo" in i for i in ids)
+    assert any("test_dpo_deviates[smollm2_dpo-rg_chain_sum-a030-kurtosis-own]" in i for i in ids)
+    assert not any("tiny" in i for i in ids)
+    assert any(i.endswith("test_accuracy[smollm2_online_dpo-rg_chain_sum]") for i in ids)
+
+
+def test_audit_command_line_carries_the_budget() -> None:
+    from harness.audit_cli import AUDIT_BUDGET, pytest_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["audit", "--run-id", "r1", "-k", "C1", "--pairs", "smollm2-grpo"])
+    argv = pytest_args(args)
+    assert argv[0] == str(SUITES)
+    for flag, value in (("--questions", str(AUDIT_BUDGET["questions"])), ("--alphas", AUDIT_BUDGET["alphas"]),
+                        ("--run-id", "r1"), ("-k", "C1"), ("--pairs", "smollm2-grpo")):
+        assert argv[argv.index(flag) + 1] == value
+    assert "--max-new-tokens" not in argv  # the pair's own budget unless asked
+
+
+def test_audit_without_a_report_is_a_user_error(pytester: pytest.Pytester) -> None:
+    result = pytester.run(sys.executable, "-m", "harness", "audit", "--pairs", "nope", "--run-id", "x",
+                          "--reports-dir", str(pytester.path / "r"))
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["*--pairs: unknown nope; known pairs:*", "error: the audit wrote no report*"])
