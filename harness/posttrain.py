@@ -270,6 +270,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     from datasets import Dataset
     from transformers import set_seed
 
+    base_ref = base or "bundled"
     base = resolve_base(base)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,11 +325,31 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     atomic_write_json(out / "train_log.json", log)
     plot_curves(log, config.algo, out / "curves.png")
     summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base": base,
+               "base_ref": base_ref,
                "base_fingerprint": _folder_fingerprint(Path(base)), "train_s": round(train_s, 1),
                "total_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
                "platform": platform.platform(), "versions": _versions(), **extra}
     atomic_write_json(out / "train_summary.json", summary)
+    if not config.full_weights:
+        store_adapter_bf16(out)
     return summary
+
+
+def store_adapter_bf16(run: Path) -> None:
+    """Rewrite a run's LoRA adapter in bfloat16 (half the bytes; evaluation and merging read this
+    stored adapter) and record it in train_summary.json."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(run) / "adapter" / "adapter_model.safetensors"
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(path).items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors")
+    os.close(fd)
+    save_file(tensors, tmp, metadata={"format": "pt"})
+    os.replace(tmp, path)
+    summary_path = Path(run) / "train_summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["adapter_dtype"] = "bfloat16"
+    atomic_write_json(summary_path, summary)
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -435,7 +456,7 @@ def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
     if not summary_path.exists():
         raise UserError(f"{run} has no train_summary.json; run `python -m harness posttrain` first")
     summary = json.loads(summary_path.read_text())
-    base = resolve_base(base) if base else summary["base"]
+    base = resolve_base(base or summary.get("base_ref"))
     config = summary["config"]
     problems = task_problems("heldout", n, config["task"])
     base_rows = _base_generations(base, problems, config["max_new_tokens"])
