@@ -27,7 +27,7 @@ def pytest_args(args) -> list[str]:
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", args.run_id, "--reports-dir", args.reports_dir,
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
-            "--device", args.device, "--dtype", args.dtype, "-q"] + (["-s"] if args.progress else [])
+            "--device", args.device, "--dtype", args.dtype, "-q"] + ([] if args.no_progress else ["-s"])
     for flag, value in (("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
                         ("-k", args.k), ("--claims-baseline", args.baseline)):
         if value is not None:
@@ -79,6 +79,6 @@ def register(subparsers) -> None:
     a.add_argument("--dtype", default="float32")
     a.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
-    a.add_argument("--progress", action="store_true", help="show progress bars (pytest -s)")
+    a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED")
     a.set_defaults(run=run_audit)

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,  # noqa: E402
+from claim_families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,  # noqa: E402
                       fade_family, fidelity_family, metric_family)
 
 from harness.errors import UserError  # noqa: E402
