@@ -158,7 +158,7 @@ def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
             k = len(part)
             masks = one_hot_masks(graph, [edges[i] for i in part], dtype, batch.input_ids.device)
             state = RunState(ablated=ablated, edge_mask=masks,
-                             live={u: live[u].expand(k, *live[u].shape[1:]) for u in range(n_upstream)})
+                             live={u: live[u] for u in range(n_upstream)})   # batch 1, shared
             expanded = Batch(*(t[:, span].expand(k, -1) for t in (
                 batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask,
                 batch.position_mask)))

@@ -241,10 +241,16 @@ class InstrumentedModel:
         if state.edge_mask is not None:
             weights = state.edge_mask[:, :n_par, dest]                       # [b|1, n_par]
             if weights.requires_grad or torch.any(weights != 0):
-                z = torch.stack([state.live[u] for u in range(n_par)])        # [n_par, b, t, h]
+                parents = [state.live[u] for u in range(n_par)]
+                width = max(z.shape[0] for z in parents)
+                z = torch.stack([p.expand(width, *p.shape[1:]) for p in parents])  # [n_par, b|1, t, h]
                 if state.ablated is not None:
                     z = z - state.ablated[:n_par].to(z.dtype)
-                x = residual - torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
+                if z.shape[1] == 1:      # shared parents (stacked ablation variants): one matmul
+                    term = torch.einsum("bu,uth->bth", weights.to(z.dtype), z[:, 0])
+                else:
+                    term = torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
+                x = residual - term
         if state.scores is not None and x.requires_grad:
             x = x.view_as(x)
             x.register_hook(self._score_hook(dest, n_par))
