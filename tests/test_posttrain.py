@@ -1,0 +1,120 @@
+"""Post-training: answer checks, data split, McNemar, the rebuild command on a tiny model, and the
+committed held-out accuracy table recomputed from the committed generations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy.stats import binomtest
+
+from harness.cli import main
+from harness.errors import UserError
+from harness.posttrain import (PostTrainConfig, accuracy_row, exact_answer_reward, extract_answer, is_correct,
+                               mcnemar_paired, task_problems)
+
+SMOLLM2 = Path(__file__).resolve().parent.parent / "fixtures" / "smollm2"
+RUNS = ("grpo", "dpo", "online-dpo")
+
+
+@pytest.mark.parametrize("text, answer, ok", [
+    ("The final answer is 37.", "37", True),
+    ("16 + 21 = 37", "37", True),
+    ("37, no wait, 38", "37", False),
+    ("-12", "-12", True),
+    ("12", "-12", False),
+    ("no number here", "3", False),
+])
+def test_is_correct_reads_the_last_number(text, answer, ok):
+    assert is_correct(text, answer) is ok
+
+
+def test_reward_is_exact_answer_per_completion():
+    assert exact_answer_reward(["p", "p"], ["so 5", "so 6"], answer=["5", "5"]) == [1.0, 0.0]
+    assert extract_answer("1 then 2.5") == "2.5"
+
+
+def test_mcnemar_exact_is_binomial_on_discordant_pairs():
+    base = [True] * 4 + [False] * 10 + [True] * 20 + [False] * 66
+    post = [False] * 4 + [True] * 10 + [True] * 20 + [False] * 66
+    result = mcnemar_paired(base, post)
+    assert (result["fixed"], result["broken"]) == (10, 4)
+    assert result["p_value"] == pytest.approx(binomtest(10, 14, 0.5).pvalue)
+    assert result["p_value"] == pytest.approx(0.1796, abs=1e-3)
+    assert mcnemar_paired([True, False], [True, False])["p_value"] == 1.0
+    with pytest.raises(UserError):
+        mcnemar_paired([True], [True, False])
+
+
+def test_heldout_problems_never_appear_in_training():
+    held = task_problems("heldout", 300)
+    train = task_problems("train", 2000)
+    assert len({p["question"] for p in held}) == 300
+    assert not {p["question"] for p in held} & {p["question"] for p in train}
+    assert task_problems("heldout", 10) == held[:10]  # deterministic, nested
+
+
+def test_bad_config_and_split_are_user_errors():
+    with pytest.raises(UserError, match="unknown algorithm"):
+        PostTrainConfig(algo="ppo-magic", steps=1)
+    with pytest.raises(UserError, match="at least 1"):
+        PostTrainConfig(algo="grpo", steps=0)
+    with pytest.raises(UserError, match="unknown split"):
+        task_problems("test", 5)
+    assert main(["posttrain-table", "/nonexistent/run", "--out", "/tmp/x.json"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", RUNS)
+def test_rebuild_command_runs_a_few_steps_on_a_tiny_model(tmp_path, algo):
+    from harness.tiny_models import tiny_model_folder
+
+    out = tmp_path / algo
+    rc = main(["posttrain", "--algo", algo, "--steps", "2", "--out", str(out), "--lora-r", "4",
+               "--base", str(tiny_model_folder("llama")), "--eval-n", "8"])
+    assert rc == 0
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "curves.png").stat().st_size > 1000
+    log = json.loads((out / "train_log.json").read_text())
+    assert max(row["step"] for row in log) == 2
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["config"]["algo"] == algo and summary["config"]["lora_r"] == 4
+    assert summary["adapter_dtype"] == "bfloat16"
+    held = json.loads((out / "heldout.json").read_text())
+    assert len(held["base"]) == len(held["post"]) == 8
+
+
+@pytest.mark.parametrize("algo", RUNS)
+def test_committed_accuracy_table_is_recomputed_from_committed_generations(algo):
+    table = {row["algo"]: row for row in json.loads((SMOLLM2 / "heldout_accuracy.json").read_text())}
+    held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
+    problems = task_problems("heldout", len(held["base"]))
+    for rows in (held["base"], held["post"]):
+        assert [r["question"] for r in rows] == [p["question"] for p in problems]
+        assert [r["correct"] for r in rows] == [is_correct(r["completion"], r["answer"]) for r in rows]
+    recomputed = accuracy_row(algo, [r["correct"] for r in held["base"]], [r["correct"] for r in held["post"]])
+    assert json.loads(json.dumps(recomputed)) == table[algo]
+    assert recomputed["n"] >= 200
+
+
+def test_committed_runs_show_a_training_curve():
+    for algo in RUNS:
+        log = json.loads((SMOLLM2 / algo / "train_log.json").read_text())
+        summary = json.loads((SMOLLM2 / algo / "train_summary.json").read_text())
+        assert max(r["step"] for r in log) == summary["config"]["steps"]
+        assert (SMOLLM2 / algo / "curves.png").stat().st_size > 1000
+        key = "reward" if algo == "grpo" else "loss"
+        assert sum(key in r for r in log) == summary["config"]["steps"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", RUNS)
+def test_committed_generations_are_what_the_adapter_produces(algo):
+    """Regenerate the first held-out answers with the committed adapter: they match the table's."""
+    from harness.posttrain import bundled_base_folder, evaluate, load_post_model
+
+    held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
+    model, tokenizer = load_post_model(str(bundled_base_folder()), SMOLLM2 / algo)
+    rows = evaluate(model, tokenizer, task_problems("heldout", 8), 32, algo)
+    assert [r["completion"] for r in rows] == [r["completion"] for r in held["post"][:8]]
