@@ -222,7 +222,11 @@ class AuditPipeline:
         if spec.post is not None:
             ident["post_files"] = self._hash_reference(_resolve_reference(spec.post))
         else:
-            ident["adapter_files"] = self._hash_folder(Path(spec.post_adapter))
+            adapter = Path(spec.post_adapter)
+            if not (adapter / "adapter_config.json").is_file():
+                raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json; "
+                                "train it (see fixtures/smollm2/rebuild.sh) or choose other --pairs")
+            ident["adapter_files"] = self._hash_folder(adapter)
         return ident
 
     def _hash_reference(self, ref: str) -> str:

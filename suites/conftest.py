@@ -143,7 +143,7 @@ class Families:
     def result(self, item: pytest.Item):
         claim_id = claim_of(item)
         if claim_id not in self.done:
-            self.done[claim_id] = _usage(lambda: self._compute(claim_id, self.selected(claim_id)))
+            self.done[claim_id] = self._compute(claim_id, self.selected(claim_id))
         return self.done[claim_id][grid_cell(item)]
 
     def rl_pairs(self) -> list[str]:
