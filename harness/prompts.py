@@ -34,6 +34,8 @@ TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (
                    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"),
     PromptTemplate("chat", "chat", "{question}\n" + BOXED_INSTRUCTION),
     PromptTemplate("chat-plain", "chat", "{question}"),
+    # the bundled SmolLM2 post-trainings were trained and evaluated with this prompt
+    PromptTemplate("chat-final-number", "chat", "{question} Give only the final number."),
     PromptTemplate("bare", "text", "{question}"),  # the question as is (models trained on raw problems)
 )}
 
