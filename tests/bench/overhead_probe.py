@@ -1,6 +1,6 @@
 """Peak extra memory of one EAP pass or one training forward+backward, in a fresh process.
 
-Usage: python overhead_probe.py eap|train TOKENS → prints the peak RSS increase (MiB) of the second
+Usage: python overhead_probe.py eap|train|frozen TOKENS → prints the peak RSS increase (MiB) of the second
 step over the resident size before it (the first step warms allocator pools up).
 """
 
@@ -45,6 +45,13 @@ def train_step(model: torch.nn.Module, batch) -> None:
     loss.backward()
 
 
+def frozen_step(model: torch.nn.Module, batch) -> None:
+    """Forward+backward with frozen weights: activation gradients only (EAP's minimum work)."""
+    embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
+    loss = target_nll(model(inputs_embeds=embeds).logits, batch).sum()
+    loss.backward()
+
+
 def _status_mib(field: str) -> float:
     with open("/proc/self/status") as handle:
         line = next(l for l in handle if l.startswith(field + ":"))
@@ -66,6 +73,11 @@ if __name__ == "__main__":
         train_step(model, batch)   # warm-up: allocator pools and parameter .grad exist before the mark
         before = _reset_peak()
         train_step(model, batch)
+    elif mode == "frozen":
+        model.requires_grad_(False)
+        frozen_step(model, batch)
+        before = _reset_peak()
+        frozen_step(model, batch)
     else:
         model.requires_grad_(False)
         with InstrumentedModel(model, "paper") as im:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from overhead_probe import eap_step, smollm2_batch, smollm2_shaped_model, train_step
+from overhead_probe import eap_step, frozen_step, smollm2_batch, smollm2_shaped_model, train_step
 
 from harness.intervention import InstrumentedModel
 
@@ -47,17 +47,22 @@ def test_eap_overhead_vs_training_step(benchmark):
     train_wall, train_cpu = _median_seconds(lambda: train_step(model, batch))
     model.requires_grad_(False)
     model.zero_grad(set_to_none=True)
+    frozen_wall, frozen_cpu = _median_seconds(lambda: frozen_step(model, batch))
     with InstrumentedModel(model, "paper") as im:
         eap_wall, eap_cpu = _median_seconds(lambda: eap_step(im, batch))
         benchmark.pedantic(eap_step, args=(im, batch), rounds=3, warmup_rounds=1)
-    eap_mib, train_mib = _peak_extra_mib("eap"), _peak_extra_mib("train")
+    eap_mib, train_mib, frozen_mib = (_peak_extra_mib(m) for m in ("eap", "train", "frozen"))
     benchmark.extra_info.update(
         train_wall_s=train_wall, train_cpu_s=train_cpu, eap_wall_s=eap_wall, eap_cpu_s=eap_cpu,
+        frozen_wall_s=frozen_wall, frozen_cpu_s=frozen_cpu,
         wall_ratio=eap_wall / train_wall, cpu_ratio=eap_cpu / train_cpu,
-        eap_peak_extra_mib=eap_mib, train_peak_extra_mib=train_mib, memory_ratio=eap_mib / train_mib,
-        threads=torch.get_num_threads())
+        cpu_ratio_vs_frozen=eap_cpu / frozen_cpu, memory_ratio_vs_frozen=eap_mib / frozen_mib,
+        eap_peak_extra_mib=eap_mib, train_peak_extra_mib=train_mib, frozen_peak_extra_mib=frozen_mib,
+        memory_ratio=eap_mib / train_mib, threads=torch.get_num_threads())
     print(f"\nEAP {eap_wall:.2f} s wall / {eap_cpu:.2f} s CPU vs training fwd+bwd {train_wall:.2f} s / "
           f"{train_cpu:.2f} s (ratios {eap_wall / train_wall:.2f} wall, {eap_cpu / train_cpu:.2f} CPU); "
           f"peak extra memory {eap_mib:.0f} MiB vs {train_mib:.0f} MiB (ratio {eap_mib / train_mib:.2f}); "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads\nvs a frozen-weight fwd+bwd ({frozen_wall:.2f} s / "
+          f"{frozen_cpu:.2f} s CPU, {frozen_mib:.0f} MiB): CPU ratio {eap_cpu / frozen_cpu:.2f}, "
+          f"memory ratio {eap_mib / frozen_mib:.2f}")
     assert eap_cpu > 0 and train_mib > 0
