@@ -8,11 +8,12 @@ from pathlib import Path
 from harness.ablation import AblationKind, AblationResult, MeanOver, ablate_edges
 from harness.cache import atomic_write_bytes, atomic_write_json
 from harness.eap import EdgeScores, SIGN_CONVENTION
-from harness.eap_cli import library_versions, read_samples
+from harness.eap_cli import read_samples
 from harness.errors import UserError
 from harness.fidelity import measure_fidelity, sample_edges, scatter_png
 from harness.graph import Layout, build_graph
 from harness.intervention import family_of
+from harness.versions import library_versions
 
 
 def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int) -> list[tuple[int, int]]:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import time
 from pathlib import Path
@@ -19,17 +18,7 @@ from harness.cache import atomic_write_json, atomic_write_text
 from harness.errors import UserError
 from harness.generation import Decoding, generate_answers, load_generations, save_generations
 from harness.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
-
-
-def library_versions() -> dict[str, str]:
-    names = ("rl-circuit-audit", "torch", "transformers", "reasoning-gym", "sympy")
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+from harness.versions import library_versions
 
 
 def provenance_path(generations_path: Path) -> Path:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 from harness.eap import Positions, Sample, run_eap
 from harness.errors import UserError
 from harness.graph import Layout
+from harness.versions import library_versions
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -40,18 +40,6 @@ def read_samples(path: Path) -> list[Sample]:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{path}: id {dup!r} appears more than once; ids must be unique")
     return samples
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import torch
-    import transformers
-
-    from harness import __version__
-
-    return {"harness": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
 
 
 def run(args) -> int:

@@ -24,10 +24,10 @@ from typing import Any
 
 from harness.claims import CLAIMS_BY_ID
 from harness.errors import UserError
+from harness.versions import library_versions
 from harness.verdict import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 
 SCHEMA_NAME = "rl-circuit-audit/claims"
-LIBRARIES = ("torch", "transformers", "numpy", "scipy", "statsmodels", "matplotlib", "pytest")
 
 
 @dataclass(frozen=True)
@@ -139,16 +139,6 @@ def code_version(root: Path | None = None) -> str:
             return f"pkg:{importlib.metadata.version('rl-circuit-audit')}"
         except importlib.metadata.PackageNotFoundError:
             return "unknown"
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
 
 
 def run_provenance(**settings: Any) -> dict[str, Any]:
