@@ -21,10 +21,10 @@ audit: install
 	$(PY) -m harness audit
 
 test: install
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest tests -m "not slow" -q
 
 test-slow: install
-	$(PY) -m pytest -m slow -q --ignore=tests/bench
+	$(PY) -m pytest tests -m slow -q --ignore=tests/bench
 
 bench: install
 	$(PY) -m pytest tests/bench -m slow --benchmark-enable -q -s

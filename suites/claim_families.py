@@ -16,7 +16,7 @@ from scipy.stats import binom
 
 from harness.accuracy import accuracy_table
 from harness.claims import CLAIMS_BY_ID
-from harness.metrics import METRICS, MetricConfig, per_sample_values
+from harness.metrics import METRICS, MetricConfig, complexity_band, per_sample_values
 from harness.pipeline import ONLINE_RL, AuditPipeline, Cell
 from harness.selection import SelectionError
 from harness.stats import (StatsConfig, alpha_trend, benjamini_hochberg, binomial_rate_test, cell_test,
@@ -138,6 +138,12 @@ def metric_family(audit: AuditPipeline, claim_id: str, grid: list[GridCell]) -> 
         if ct.paired is not None:
             extra.update(wilcoxon=ct.paired.wilcoxon_method, p_permutation=ct.paired.p_permutation,
                          relative_change=ct.paired.relative_change, n_zero=ct.paired.n_zero)
+        if metric == "complexity":   # sensitivity to the bin count B, reported as a band
+            band = complexity_band(*_scores(cell), METRIC_CONFIG)
+            extra["complexity_band"] = {"bins": list(band.bins), "pooled_diff": list(band.pooled_diff),
+                                        "per_sample_mean_diff": list(band.per_sample_mean_diff),
+                                        "diff_min": band.diff_min, "diff_max": band.diff_max,
+                                        "sign_consistent": band.sign_consistent}
         paired = ct.paired
         reason = verdict.reason + (f"; {note}" if note else "")
         out[g] = CellResult(

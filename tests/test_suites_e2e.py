@@ -122,6 +122,12 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
         assert prov["models"]["base"]["fingerprint"].startswith("sha256:")
         assert prov["data"]["revision"].startswith("sha256:") and prov["config_hash"]
         assert prov["audit_config"]["questions"] == QUESTIONS
+    # Information Complexity carries its sensitivity to the bin count B.
+    for c in by_claim["C2"]:
+        if c["verdict"] != "INVALID":
+            band = c["extra"]["complexity_band"]
+            assert band["bins"] == [10, 20, 50, 100, 200, 500, 1000]
+            assert band["diff_min"] <= band["pooled_diff"][band["bins"].index(100)] <= band["diff_max"]
     rl_cell = cells["C1-intensity-tiny_rl-sums_jsonl-a100"]
     assert rl_cell["n"] >= 10 and rl_cell["ci_low"] <= rl_cell["effect"] <= rl_cell["ci_high"]
     assert any(c["provenance"]["ledger"].get("eap:computed", 0) > 0 for c in by_claim["C1"])
