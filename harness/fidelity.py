@@ -127,31 +127,45 @@ def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: E
     return measure_fidelity(eap, result), result
 
 
-def scatter_png(eap: EdgeScores, ablation: AblationResult, path: Path, title: str = "") -> None:
-    """EAP score vs exact delta, one point per (sample, edge), with the y = x line."""
+def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
+    """PNG of EAP score against exact delta, one point per (sample, edge), with the y = x line.
+    series: {label: (eap_scores, exact_deltas)}, e.g. one series per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.cache import atomic_write_bytes
-
-    us = [u for u, _ in ablation.edges]
-    vs = [v for _, v in ablation.edges]
-    x = ablation.delta[:, us, vs].flatten().numpy()
-    y = eap.scores[:, us, vs].flatten().numpy()
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(x, y, s=6, alpha=0.5)
-    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    values = []
+    for label, (est, exact) in series.items():
+        ax.scatter(exact, est, s=8, alpha=0.6, label=label)
+        values += list(est) + list(exact)
+    low, high = min(values), max(values)
     ax.plot([low, high], [low, high], color="grey", linewidth=1)
     ax.set_xlabel("exact ablation ΔL (nats)")
     ax.set_ylabel("EAP score (nats)")
-    ax.set_title(title or "EAP vs exact edge ablation")
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def fidelity_points(eap: EdgeScores, ablation: AblationResult) -> tuple[list[float], list[float]]:
+    """(EAP scores, exact deltas) on the ablated (sample, edge) cells, flattened."""
+    us = [u for u, _ in ablation.edges]
+    vs = [v for _, v in ablation.edges]
+    return eap.scores[:, us, vs].flatten().tolist(), ablation.delta[:, us, vs].flatten().tolist()
+
+
+def scatter_png(eap: EdgeScores, ablation: AblationResult, path: Path, title: str = "") -> None:
+    from harness.cache import atomic_write_bytes
+
+    png = fidelity_scatter({"edges": fidelity_points(eap, ablation)}, title or "EAP vs exact edge ablation")
+    atomic_write_bytes(Path(path), png)
 
 
 # -- causal checks -----------------------------------------------------------------------------

@@ -337,22 +337,25 @@ class AuditPipeline:
         `fidelity_samples` questions and `fidelity_edges` edges sampled by |EAP| stratum."""
         cfg = self.config
         k = min(cfg.fidelity_samples, len(rows))
-        key = content_key(CACHE_VERSION, "fidelity", eap_key, k, cfg.fidelity_edges, cfg.seed)
+        key = content_key(CACHE_VERSION, "fidelity+points", eap_key, k, cfg.fidelity_edges, cfg.seed)
         path = self._dir("fidelity") / f"{key}.json"
         if path.is_file():
             self._count("fidelity", "cache")
             return json.loads(path.read_text())
         from harness.eap import EdgeScores, Sample
-        from harness.fidelity import fidelity_for_model
+        from harness.fidelity import fidelity_for_model, fidelity_points
 
         loaded = self._models(spec)[0 if side == "base" else 1]
         samples = [Sample(r["id"], tuple(r["prompt_ids"]), tuple(r["target_ids"])) for r in rows[:k]]
         subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],
                             positions=scores.positions, loss=scores.loss[:k], ablation=scores.ablation,
                             meta=scores.meta)
-        measured, _ = fidelity_for_model(loaded.model, samples, subset, n_edges=cfg.fidelity_edges,
-                                         seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer), progress=self.progress)
-        record = {"status": "measured", "samples": k, **measured.as_dict()}
+        measured, ablation = fidelity_for_model(loaded.model, samples, subset, n_edges=cfg.fidelity_edges,
+                                                seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
+                                                progress=self.progress)
+        eap_values, exact_values = fidelity_points(subset, ablation)
+        record = {"status": "measured", "samples": k, **measured.as_dict(),
+                  "points": {"eap": eap_values, "exact": exact_values}}
         atomic_write_json(path, record)
         self._count("fidelity", "computed")
         return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.fidelity import fidelity_scatter
 from harness.metrics import MetricConfig, node_entropy_by_node
 
 
@@ -61,6 +62,13 @@ def test_node_entropy(claim_cell, judged, figure_cell, pair, dataset, alpha, tok
 
 @pytest.mark.claim("C8")
 def test_eap_fidelity(claim_cell, judged, pair, dataset, alpha, token_mode):
+    points = {key.rsplit("/", 1)[-1]: (f["points"]["eap"], f["points"]["exact"])
+              for key, f in judged.extra["fidelity"].items() if "points" in f}
+    if points:
+        title = f"{pair} {dataset} α={alpha:g}: EAP vs exact ablation"
+        claim_cell.add_figure(f"fidelity-{judged.cell_id}", fidelity_scatter(points, title),
+                              f"C8, {judged.cell_id}: EAP score vs exact ΔL per (question, sampled edge); "
+                              "grey: y = x")
     claim_cell.record(judged)
 
 

@@ -133,6 +133,7 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
     assert any(c["provenance"]["ledger"].get("eap:computed", 0) > 0 for c in by_claim["C1"])
     figures = {f["name"] for f in document["figures"]}
     assert {"heatmap-tiny_rl", "node-entropy-tiny_rl"} <= figures
+    assert {f"fidelity-{c['cell_id']}" for c in by_claim["C8"]} <= figures
 
     second = _run(pytester, "second")
     again = json.loads((pytester.path / "reports" / "second" / "claims.json").read_text())
