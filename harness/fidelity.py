@@ -238,6 +238,36 @@ def causal_curve(model: torch.nn.Module, samples: Sequence[Sample], eap: EdgeSco
     return CausalCurve(ks, clean, empty, top_loss, rand_loss, top_faith, rand_faith)
 
 
+def causal_curve_png(curve: dict, title: str) -> bytes:
+    """Loss with the top-k EAP edges removed vs k random edges (mean ± range of draws), and the
+    faithfulness of the circuits keeping only those k edges. curve: CausalCurve fields."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = curve["ks"]
+    rand_loss, rand_faith = np.array(curve["loss_removed_random"]), np.array(curve["faithfulness_random"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.plot(ks, curve["loss_removed_top"], "o-", label="top-k EAP removed")
+    left.errorbar(ks, rand_loss.mean(1), yerr=[rand_loss.mean(1) - rand_loss.min(1),
+                                                rand_loss.max(1) - rand_loss.mean(1)],
+                  fmt="s--", label="k random removed")
+    left.axhline(curve["loss_clean"], color="grey", linewidth=1, label="clean")
+    left.set(xscale="log", xlabel="k edges", ylabel="loss (nats)")
+    left.legend(fontsize=8)
+    right.plot(ks, curve["faithfulness_top"], "o-", label="circuit: top-k EAP")
+    right.plot(ks, rand_faith.mean(1), "s--", label="circuit: k random")
+    right.set(xscale="log", xlabel="k edges kept", ylabel="faithfulness")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def kl_to_clean(clean_logits: torch.Tensor) -> LossFn:
     """ACDC's metric: KL(clean ‖ current) of next-token distributions, mean over target positions."""
     clean_logprobs = torch.log_softmax(clean_logits.float(), -1)

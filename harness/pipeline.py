@@ -360,6 +360,38 @@ class AuditPipeline:
         self._count("fidelity", "computed")
         return record
 
+    # ------------------------------------------------------------ causal check of the ranking
+
+    def causal(self, cell: "Cell", side: str = "post") -> dict:
+        """Top-k EAP edges vs k random edges removed (log-spaced k, 2 random draws) on the cell's
+        first `fidelity_samples` questions: losses and circuit faithfulness (harness.fidelity)."""
+        from dataclasses import asdict
+
+        from harness.eap import EdgeScores, Sample
+        from harness.fidelity import causal_curve, log_spaced
+
+        cfg = self.config
+        scores = cell.post if side == "post" else cell.base
+        rows = dict(zip(("base", "post"), build_eap_rows(cell.selection, cell.token_mode)))[side]
+        k = min(cfg.fidelity_samples, len(rows))
+        eap_key = cell.provenance["cache_keys"][f"eap_{side}"]
+        key = content_key(CACHE_VERSION, "causal", eap_key, k, cfg.seed)
+        path = self._dir("causal") / f"{key}.json"
+        if path.is_file():
+            self._count("causal", "cache")
+            return json.loads(path.read_text())
+        loaded = self._models(cell.pair)[0 if side == "base" else 1]
+        samples = [Sample(r["id"], tuple(r["prompt_ids"]), tuple(r["target_ids"])) for r in rows[:k]]
+        subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],
+                            positions=scores.positions, loss=scores.loss[:k])
+        curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
+                             n_random=2, seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
+                             progress=self.progress)
+        record = {"side": side, "samples": k, **asdict(curve)}
+        atomic_write_json(path, record)
+        self._count("causal", "computed")
+        return record
+
     # ------------------------------------------------------------ a whole cell
 
     def cell(self, pair_name: str, dataset: str, alpha: float, token_mode: str = "own") -> Cell:

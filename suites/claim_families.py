@@ -372,6 +372,7 @@ def fidelity_family(audit: AuditPipeline, grid: list[GridCell]) -> dict[GridCell
         ok, worst, _ = gate(audit, [cell])
         label = Verdict.SUPPORTED if ok else Verdict.REFUTED
         fid = cell.fidelity
+        causal = audit.causal(cell, "post")
         out[g] = CellResult(
             "C8", claim.name, cell_id("C8", g), label, rule,
             f"smallest Spearman {worst:.3g} {'>=' if ok else '<'} {threshold}", g.pair, g.dataset, g.alpha,
@@ -379,7 +380,8 @@ def fidelity_family(audit: AuditPipeline, grid: list[GridCell]) -> dict[GridCell
             base_value=_num(fid["base"].get("spearman")), post_value=_num(fid["post"].get("spearman")),
             effect=_num(worst - threshold), ci_method="none: threshold rule on sampled edges",
             fidelity=_num(worst), fidelity_threshold=threshold, funnel=cell.funnel,
-            extra={"family_size": len(grid), "fidelity": _fidelity_extra([cell])}, provenance=cell.provenance)
+            extra={"family_size": len(grid), "fidelity": _fidelity_extra([cell]), "causal": causal},
+            provenance=cell.provenance)
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.fidelity import fidelity_scatter
+from harness.fidelity import causal_curve_png, fidelity_scatter
 from harness.metrics import MetricConfig, node_entropy_by_node
 
 
@@ -69,6 +69,12 @@ def test_eap_fidelity(claim_cell, judged, pair, dataset, alpha, token_mode):
         claim_cell.add_figure(f"fidelity-{judged.cell_id}", fidelity_scatter(points, title),
                               f"C8, {judged.cell_id}: EAP score vs exact ΔL per (question, sampled edge); "
                               "grey: y = x")
+    causal = judged.extra["causal"]
+    claim_cell.add_figure(f"causal-{judged.cell_id}",
+                          causal_curve_png(causal, f"{pair} α={alpha:g}, post model: top-k EAP vs random edges"),
+                          f"C8, {judged.cell_id}: loss with the top-k EAP edges vs k random edges removed "
+                          f"({len(causal['loss_removed_random'][0])} draws), and faithfulness of the "
+                          "circuits that keep only them")
     claim_cell.record(judged)
 
 

@@ -134,6 +134,11 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
     figures = {f["name"] for f in document["figures"]}
     assert {"heatmap-tiny_rl", "node-entropy-tiny_rl"} <= figures
     assert {f"fidelity-{c['cell_id']}" for c in by_claim["C8"]} <= figures
+    assert {f"causal-{c['cell_id']}" for c in by_claim["C8"]} <= figures
+    for c in by_claim["C8"]:
+        curve = c["extra"]["causal"]
+        assert curve["ks"] == sorted(set(curve["ks"])) and len(curve["loss_removed_top"]) == len(curve["ks"])
+        assert abs(curve["faithfulness_top"][-1] - 1) < 1e-6, "keeping every edge is the model itself"
 
     second = _run(pytester, "second")
     again = json.loads((pytester.path / "reports" / "second" / "claims.json").read_text())
