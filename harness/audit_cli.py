@@ -19,7 +19,7 @@ from harness.errors import UserError
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 # Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
-AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 12, "fidelity_samples": 2}
+AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 24, "fidelity_samples": 2}
 
 
 def pytest_args(args) -> list[str]:
