@@ -318,14 +318,17 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     train_s = time.time() - train_started
     trained = trainer.model
     trained.save_pretrained(out / ("adapter" if not config.full_weights else "model"))
+    if not config.full_weights:   # name the base by its reference, not by this machine's cache path
+        adapter_config = out / "adapter" / "adapter_config.json"
+        atomic_write_json(adapter_config, {**json.loads(adapter_config.read_text()),
+                                           "base_model_name_or_path": base_ref})
     if config.full_weights:
         tokenizer.save_pretrained(out / "model")
     shutil.rmtree(out / "trainer", ignore_errors=True)
     log = [row for row in trainer.state.log_history if "step" in row]
     atomic_write_json(out / "train_log.json", log)
     plot_curves(log, config.algo, out / "curves.png")
-    summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base": base,
-               "base_ref": base_ref,
+    summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base_ref": base_ref,
                "base_fingerprint": _folder_fingerprint(Path(base)), "train_s": round(train_s, 1),
                "total_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
                "platform": platform.platform(), "versions": _versions(), **extra}
