@@ -144,7 +144,7 @@ def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]],
     ax.plot([low, high], [low, high], color="grey", linewidth=1)
     ax.set_xlabel("exact ablation ΔL (nats)")
     ax.set_ylabel("EAP score (nats)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
