@@ -35,6 +35,11 @@ class Sample:
     prompt_ids: tuple[int, ...]
     target_ids: tuple[int, ...]
 
+    @classmethod
+    def from_row(cls, row: dict) -> "Sample":
+        """From an EAP input row {"id", "prompt_ids", "target_ids"}."""
+        return cls(str(row["id"]), tuple(row["prompt_ids"]), tuple(row["target_ids"]))
+
     @property
     def input_length(self) -> int:
         return len(self.prompt_ids) + len(self.target_ids) - 1

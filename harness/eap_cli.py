@@ -34,7 +34,7 @@ def read_samples(path: Path) -> list[Sample]:
             ids = row[key]
             if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids):
                 raise UserError(f"{path}:{line_no}: {key} must be a list of non-negative token ids")
-        samples.append(Sample(str(row["id"]), tuple(row["prompt_ids"]), tuple(row["target_ids"])))
+        samples.append(Sample.from_row(row))
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -322,7 +322,7 @@ class AuditPipeline:
             scores = EdgeScores.load(folder)
         else:
             loaded = self._models(spec)[0 if side == "base" else 1]
-            samples = [Sample(r["id"], tuple(r["prompt_ids"]), tuple(r["target_ids"])) for r in rows]
+            samples = [Sample.from_row(r) for r in rows]
             scores = run_eap(loaded.model, samples, layout=cfg.layout, positions=cfg.positions,
                              batch_size=cfg.eap_batch_size, pad_id=_pad_id(loaded.tokenizer), progress=self.progress)
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
@@ -342,14 +342,10 @@ class AuditPipeline:
         if path.is_file():
             self._count("fidelity", "cache")
             return json.loads(path.read_text())
-        from harness.eap import EdgeScores, Sample
         from harness.fidelity import fidelity_for_model, fidelity_points
 
         loaded = self._models(spec)[0 if side == "base" else 1]
-        samples = [Sample(r["id"], tuple(r["prompt_ids"]), tuple(r["target_ids"])) for r in rows[:k]]
-        subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],
-                            positions=scores.positions, loss=scores.loss[:k], ablation=scores.ablation,
-                            meta=scores.meta)
+        samples, subset = _first_questions(scores, rows, k)
         measured, ablation = fidelity_for_model(loaded.model, samples, subset, n_edges=cfg.fidelity_edges,
                                                 seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
                                                 progress=self.progress)
@@ -367,7 +363,6 @@ class AuditPipeline:
         first `fidelity_samples` questions: losses and circuit faithfulness (harness.fidelity)."""
         from dataclasses import asdict
 
-        from harness.eap import EdgeScores, Sample
         from harness.fidelity import causal_curve, log_spaced
 
         cfg = self.config
@@ -381,9 +376,7 @@ class AuditPipeline:
             self._count("causal", "cache")
             return json.loads(path.read_text())
         loaded = self._models(cell.pair)[0 if side == "base" else 1]
-        samples = [Sample(r["id"], tuple(r["prompt_ids"]), tuple(r["target_ids"])) for r in rows[:k]]
-        subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],
-                            positions=scores.positions, loss=scores.loss[:k])
+        samples, subset = _first_questions(scores, rows, k)
         curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
                              n_random=2, seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
                              progress=self.progress)
@@ -424,6 +417,17 @@ class AuditPipeline:
                       fidelity, provenance)
         self._cells[memo] = result
         return result
+
+
+def _first_questions(scores, rows: list[dict], k: int):
+    """The first k EAP rows as Samples, and the matching slice of their EdgeScores."""
+    from harness.eap import EdgeScores, Sample
+
+    samples = [Sample.from_row(r) for r in rows[:k]]
+    subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],
+                        positions=scores.positions, loss=scores.loss[:k], ablation=scores.ablation,
+                        meta=scores.meta)
+    return samples, subset
 
 
 def _pad_id(tokenizer) -> int:
