@@ -71,7 +71,7 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
 
 
 def run_ablate(args) -> int:
-    from harness.models import load_model
+    from harness.models import load_model, scoring_pad_id
 
     samples = read_samples(args.input)
     corrupted = read_samples(args.corrupted) if args.corrupted else None
@@ -80,7 +80,7 @@ def run_ablate(args) -> int:
     family = family_of(loaded.model)
     graph = build_graph(getattr(loaded.model.config, family.config_layers), args.layout)
     edges = parse_edges(args.edges, graph, args.eap, args.seed)
-    pad_id = getattr(loaded.tokenizer, "pad_token_id", None) or 0
+    pad_id = scoring_pad_id(loaded.tokenizer)
     result = ablate_edges(loaded.model, samples, edges, layout=args.layout, kind=args.kind,
                           corrupted=corrupted, mean_over=args.mean_over, pad_id=pad_id)
     info = loaded.info

