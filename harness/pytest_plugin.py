@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from harness.claims import CLAIMS_BY_ID, ClaimSpec
+from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec
 from harness.errors import UserError
 from harness.report import plots
 from harness.report.compare import DriftLimit, baseline_problems
 from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
 from harness.report.matrix import SEVERITY, build_matrix, claim_label
 from harness.report.writers import cell_properties, write_reports
-from harness.verdict import CellResult, Verdict, alpha_tag, make_cell_id
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
 
 # Test arguments the plugin parametrises from the command line, in id order.
 GRID_ARGS = ("pair", "dataset", "alpha", "metric", "token_mode")
@@ -127,7 +127,7 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
         raise UserError(f"--n must be a positive number of questions, got {n}")
     device, dtype = get("device"), get("dtype")
     if device is not None or dtype is not None:
-        from harness.models import resolve_device, resolve_dtype  # imports torch: only when asked
+        from harness.models.loading import resolve_device, resolve_dtype  # imports torch: only when asked
         if device is not None:
             resolve_device(device)
         if dtype is not None:

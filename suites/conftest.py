@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from claim_families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,  # noqa: E402
+
+from harness.audit.claims.families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,  # noqa: E402
                       fade_family, fidelity_family, metric_family)
 
 from harness.errors import UserError  # noqa: E402
-from harness.metrics import METRICS  # noqa: E402
-from harness.pipeline import ONLINE_RL, AuditConfig, AuditPipeline, dataset_spec  # noqa: E402
+from harness.analysis.metrics import METRICS  # noqa: E402
+from harness.audit.stages import ONLINE_RL, AuditConfig, AuditPipeline, dataset_spec  # noqa: E402
 from harness.pytest_plugin import SESSION_KEY  # noqa: E402
-from harness.registry import load_registry  # noqa: E402
+from harness.models.registry import load_registry  # noqa: E402
 
 DEFAULT_ALPHAS = (0.1, 0.3, 0.5)
 DEFAULT_METRICS = ("intensity", "complexity", "kurtosis")

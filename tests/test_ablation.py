@@ -7,14 +7,14 @@ import torch
 from model_factories import FAMILIES, VOCAB, tiny_model
 from test_eap_engine import SAMPLES, _linearised_gpt2
 
-from harness.ablation import (ablate_edges, fast_edge_deltas, mean_sources, naive_edge_deltas,
+from harness.circuit.ablation import (ablate_edges, fast_edge_deltas, mean_sources, naive_edge_deltas,
                               record_sources)
-from harness.eap import Positions, Sample, make_batch, run_eap, target_nll
+from harness.circuit.eap import Positions, Sample, make_batch, run_eap, target_nll
 from harness.errors import UserError
-from harness.fidelity import (acdc, causal_curve, edge_integrated_gradient, fidelity_gate,
+from harness.circuit.fidelity import (acdc, causal_curve, edge_integrated_gradient, fidelity_gate,
                               measure_fidelity, sample_edges)
-from harness.graph import build_graph
-from harness.intervention import InstrumentedModel, RunState
+from harness.circuit.graph import build_graph
+from harness.circuit.intervention import InstrumentedModel, RunState
 
 ONE = SAMPLES[0]
 

@@ -4,8 +4,8 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from harness.accuracy import accuracy_table, mcnemar_exact, wilson_interval
-from harness.answers import Check
+from harness.analysis.accuracy import accuracy_table, mcnemar_exact, wilson_interval
+from harness.data.grading import Check
 from harness.errors import UserError
 
 

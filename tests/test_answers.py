@@ -4,9 +4,9 @@ from fractions import Fraction
 
 import pytest
 
-from harness.answers import (answers_equivalent, canonical_number, check_answer, extract_answer,
+from harness.data.grading import (answers_equivalent, canonical_number, check_answer, extract_answer,
                              last_boxed, parse_number)
-from harness.datasets import Problem, load_reasoning_gym
+from harness.data.problems import Problem, load_reasoning_gym
 
 NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 "
            "clips altogether in April and May.\n#### 72")

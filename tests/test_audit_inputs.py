@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import harness.stats  # noqa: F401  (numpy/scipy imported once, before pytester's in-process runs)
+import harness.analysis.stats  # noqa: F401  (numpy/scipy imported once, before pytester's in-process runs)
 from harness.errors import UserError
-from harness.pipeline import DATASETS, AuditConfig, AuditPipeline, dataset_spec, validate_alpha
+from harness.audit.stages import DATASETS, AuditConfig, AuditPipeline, dataset_spec, validate_alpha
 
 pytest_plugins = ["pytester"]
 
@@ -75,7 +75,7 @@ def test_suites_collect_each_claim_on_the_pairs_it_speaks_about(pytester: pytest
 
 
 def test_audit_command_line_carries_the_budget() -> None:
-    from harness.audit_cli import AUDIT_BUDGET, pytest_args, register
+    from harness.cli.audit import AUDIT_BUDGET, pytest_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from harness.metrics import METRICS, MetricConfig, per_sample_values
-from harness.stats import StatsConfig, VerdictLabel, cell_test, decide_verdict, paired_test, tost_paired
+from harness.analysis.metrics import METRICS, MetricConfig, per_sample_values
+from harness.analysis.stats import StatsConfig, VerdictLabel, cell_test, decide_verdict, paired_test, tost_paired
 
 ALPHA = 0.05
 R = 400

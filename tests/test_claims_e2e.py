@@ -29,10 +29,10 @@ import pytest
 import torch
 from model_factories import VOCAB, tiny_model
 
-from harness.eap import Sample, run_eap
-from harness.metrics import METRICS, MetricConfig, node_entropy_by_node, per_sample_values
-from harness.stats import family_verdicts, paired_test
-from harness.verdict import CellResult
+from harness.circuit.eap import Sample, run_eap
+from harness.analysis.metrics import METRICS, MetricConfig, node_entropy_by_node, per_sample_values
+from harness.analysis.stats import family_verdicts, paired_test
+from harness.audit.verdicts import CellResult
 
 CLAIM_GRID = {"pair": ["tiny-llama"], "dataset": ["random-tokens"], "alpha": [0.3, 1.0]}
 N_QUESTIONS = 12

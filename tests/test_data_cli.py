@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from harness import data_cli
-from harness.answers import Check
+from harness.cli import data as data_cli
+from harness.data.grading import Check
 from harness.errors import UserError
-from harness.generation import Generation, save_generations
+from harness.data.generation import Generation, save_generations
 
 
 def parse(argv):

@@ -12,7 +12,7 @@ from model_factories import tiny_model
 from safetensors.torch import load_file
 
 from harness.cli import main
-from harness.eap import EdgeScores
+from harness.circuit.eap import EdgeScores
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_ablate_and_fidelity_commands(model_dir, tmp_path, capsys):
 
 def test_hub_ids_fail_clearly_when_the_hub_is_unreachable(monkeypatch):
     from harness.errors import UserError
-    from harness.models import load_model
+    from harness.models.loading import load_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="could not load model no-such-org/no-such-model as a hub id"):

@@ -7,10 +7,10 @@ import torch
 from model_factories import FAMILIES, VOCAB, tiny_model
 from scipy.stats import spearmanr
 
-from harness.eap import Positions, Sample, make_batch, run_eap, score_batch, target_nll
+from harness.circuit.eap import Positions, Sample, make_batch, run_eap, score_batch, target_nll
 from harness.errors import UserError
-from harness.graph import Layout, build_graph
-from harness.intervention import InstrumentedModel, RunState
+from harness.circuit.graph import Layout, build_graph
+from harness.circuit.intervention import InstrumentedModel, RunState
 
 SAMPLES = [Sample("long", tuple(range(3, 15)), (5, 9, 11, 2)),
            Sample("short", (7, 8), (9, 10, 11, 12, 13)),

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from harness.datasets import Problem, load_reasoning_gym
+from harness.data.problems import Problem, load_reasoning_gym
 from harness.errors import UserError
-from harness.generation import Decoding, Generation, _finish, generate_answers, load_generations, save_generations
-from harness.models import LoadedModel, ModelInfo, smollm2_gguf_path, state_dict_fingerprint
-from harness.prompts import TEMPLATES, encode_prompt, get_template, render_prompt
+from harness.data.generation import Decoding, Generation, _finish, generate_answers, load_generations, save_generations
+from harness.models.loading import LoadedModel, ModelInfo, smollm2_gguf_path, state_dict_fingerprint
+from harness.models.prompts import TEMPLATES, encode_prompt, get_template, render_prompt
 
 
 @pytest.fixture(scope="module")

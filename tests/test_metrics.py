@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 
 from harness.errors import UserError
-from harness.metrics import (
+from harness.analysis.metrics import (
     METRICS,
     MetricConfig,
     RangePolicy,

@@ -12,7 +12,7 @@ pytest_plugins = ["pytester"]
 
 CLAIM_FILE = '''
 import pytest
-from harness.verdict import CellResult
+from harness.audit.verdicts import CellResult
 
 CLAIM_GRID = {"pair": ["toy-grpo"], "dataset": ["toy"], "alpha": [0.1, 0.3]}
 EFFECT = {EFFECT}
@@ -211,7 +211,7 @@ def test_figures_attached_by_tests_reach_the_report(pytester: pytest.Pytester) -
     pytester.makepyfile('''
 import numpy as np
 import pytest
-from harness.verdict import CellResult
+from harness.audit.verdicts import CellResult
 
 @pytest.mark.claim("C7")
 def test_nodes(claim_cell):

@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.posttrain import (PostTrainConfig, accuracy_row, exact_answer_reward, extract_answer, is_correct,
+from harness.training.posttrain import (PostTrainConfig, accuracy_row, exact_answer_reward, extract_answer, is_correct,
                                mcnemar_paired, task_problems)
 
 SMOLLM2 = Path(__file__).resolve().parent.parent / "fixtures" / "smollm2"
@@ -68,7 +68,7 @@ def test_bad_config_and_split_are_user_errors():
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", RUNS)
 def test_rebuild_command_runs_a_few_steps_on_a_tiny_model(tmp_path, algo):
-    from harness.tiny_models import tiny_model_folder
+    from harness.models.tiny import tiny_model_folder
 
     out = tmp_path / algo
     rc = main(["posttrain", "--algo", algo, "--steps", "2", "--out", str(out), "--lora-r", "4",
@@ -112,7 +112,7 @@ def test_committed_runs_show_a_training_curve():
 @pytest.mark.parametrize("algo", RUNS)
 def test_committed_generations_are_what_the_adapter_produces(algo):
     """Regenerate the first held-out answers with the committed adapter: they match the table's."""
-    from harness.posttrain import bundled_base_folder, evaluate, load_post_model
+    from harness.training.posttrain import bundled_base_folder, evaluate, load_post_model
 
     held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
     model, tokenizer = load_post_model(str(bundled_base_folder()), SMOLLM2 / algo)

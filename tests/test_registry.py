@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.registry import DEFAULT_REGISTRY, bundled_pairs, get_pair, load_pair_models, load_registry
+from harness.models.registry import DEFAULT_REGISTRY, bundled_pairs, get_pair, load_pair_models, load_registry
 
 PAPER_PAIRS = {
     "deepseek-math": ("deepseek-ai/deepseek-math-7b-instruct", "deepseek-ai/deepseek-math-7b-rl", "grpo"),
@@ -101,7 +101,7 @@ def test_tiny_pair_loads_two_different_models():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2-grpo", "smollm2-dpo", "smollm2-online-dpo"])
 def test_bundled_adapter_merges_to_stated_fingerprint_and_differs_from_base(name):
-    from harness.models import _weight_files, sha256_files
+    from harness.models.loading import _weight_files, sha256_files
 
     spec = get_pair(name)
     assert sha256_files(_weight_files(Path(spec.post_adapter))) == spec.adapter_fingerprint

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.claims import CLAIMS, get_claim
+from harness.audit.claims import CLAIMS, get_claim
 from harness.cli import main as harness_main
 from harness.errors import UserError
 from harness.report import ClaimsRun, Figure, load_claims, write_reports
 from harness.report import plots
 from harness.report.compare import DriftLimit, diff_runs, merge_runs
 from harness.report.matrix import build_matrix
-from harness.verdict import CLAIMS_SCHEMA_VERSION, CellResult, Verdict, make_cell_id
+from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict, make_cell_id
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from harness.answers import Check, CheckedGeneration
+from harness.data.grading import Check, CheckedGeneration
 from harness.errors import UserError
-from harness.generation import Generation
-from harness.selection import SelectionError, SelectionParams, build_eap_rows, select_samples
+from harness.data.generation import Generation
+from harness.data.selection import SelectionError, SelectionParams, build_eap_rows, select_samples
 
 
 def checked(qid, answer_len, correct, prompt_len=5, offset=0, reference_len=None):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.ablation import ablate_edges
-from harness.eap import Positions, Sample, make_batch, run_eap, target_nll
-from harness.fidelity import measure_fidelity, sample_edges
-from harness.models import load_model, smollm2_gguf_path
+from harness.circuit.ablation import ablate_edges
+from harness.circuit.eap import Positions, Sample, make_batch, run_eap, target_nll
+from harness.circuit.fidelity import measure_fidelity, sample_edges
+from harness.models.loading import load_model, smollm2_gguf_path
 
 pytestmark = pytest.mark.slow
 

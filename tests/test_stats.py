@@ -11,8 +11,8 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
 from harness.errors import UserError
-from harness.metrics import METRICS, MetricConfig, as_pair, per_sample_values, pooled_values
-from harness.stats import (
+from harness.analysis.metrics import METRICS, MetricConfig, as_pair, per_sample_values, pooled_values
+from harness.analysis.stats import (
     PairedTest,
     VerdictLabel,
     _swap_null,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.stats import holm
-from harness.tiny_models import RECIPE, arithmetic_problems, tiny_model_folder
+from harness.analysis.stats import holm
+from harness.models.tiny import RECIPE, arithmetic_problems, tiny_model_folder
 
 pytest_plugins = ["pytester"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.tiny_models import FAMILIES, arithmetic_problems, make_tokenizer, tiny_model_folder
+from harness.models.tiny import FAMILIES, arithmetic_problems, make_tokenizer, tiny_model_folder
 
 
 def test_char_tokenizer_round_trips_and_prepends_bos():
@@ -34,7 +34,7 @@ def test_unknown_family_is_user_error():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_trains_and_has_a_different_post_variant(family):
-    from harness.models import load_model
+    from harness.models.loading import load_model
 
     post_dir = tiny_model_folder(family, post=True)
     base_dir = tiny_model_folder(family)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from harness.tiny_models import RECIPE, arithmetic_problems, tiny_model_folder
+from harness.models.tiny import RECIPE, arithmetic_problems, tiny_model_folder
 
 QUESTIONS = 120
 PAIRS = (("tiny-rl", "llama", "grpo", "online-rl"), ("tiny-pref", "qwen2", "dpo", "offline-preference"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.report.document import ClaimsRun
-from harness.verdict import CellResult
+from harness.audit.verdicts import CellResult
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.claims import CLAIMS_BY_ID
+from harness.audit.claims import CLAIMS_BY_ID
 from harness.errors import UserError
 from harness.versions import library_versions
-from harness.verdict import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
+from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 
 SCHEMA_NAME = "rl-circuit-audit/claims"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness.claims import CLAIMS_BY_ID
+from harness.audit.claims import CLAIMS_BY_ID
 from harness.report import plots
 from harness.report.document import Figure
-from harness.verdict import CellResult
+from harness.audit.verdicts import CellResult
 
 DIVERSITY_CLAIM = "C6"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.claims import CLAIMS_BY_ID
-from harness.verdict import CellResult, Verdict, alpha_tag
+from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag
 
 SHORT = {Verdict.SUPPORTED: "SUP", Verdict.REFUTED: "REF", Verdict.INCONCLUSIVE: "INC", Verdict.INVALID: "INV"}
 # Worst first: the colour of a mixed entry is that of its worst verdict.

@@ -11,8 +11,8 @@ import sys
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.eap import Positions, Sample, make_batch, score_batch, target_nll
-from harness.intervention import InstrumentedModel
+from harness.circuit.eap import Positions, Sample, make_batch, score_batch, target_nll
+from harness.circuit.intervention import InstrumentedModel
 
 # SmolLM2-135M-Instruct's shape (30 layers, width 576, 9 heads, 3 KV heads, rope θ 1e5).
 SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from overhead_probe import smollm2_batch, smollm2_shaped_model
 
-from harness.ablation import fast_edge_deltas, naive_edge_deltas
-from harness.fidelity import sample_edges
-from harness.intervention import InstrumentedModel
+from harness.circuit.ablation import fast_edge_deltas, naive_edge_deltas
+from harness.circuit.fidelity import sample_edges
+from harness.circuit.intervention import InstrumentedModel
 
 TOKENS, EDGES = 128, 48
 

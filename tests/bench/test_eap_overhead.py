@@ -15,7 +15,7 @@ import pytest
 import torch
 from overhead_probe import eap_step, frozen_step, smollm2_batch, smollm2_shaped_model, train_step
 
-from harness.intervention import InstrumentedModel
+from harness.circuit.intervention import InstrumentedModel
 
 TOKENS = 256
 PROBE = Path(__file__).with_name("overhead_probe.py")

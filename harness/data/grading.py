@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from harness.datasets import Problem, reasoning_gym_score
+from harness.data.problems import Problem, reasoning_gym_score
 from harness.errors import UserError
 
 if TYPE_CHECKING:
-    from harness.generation import Generation
+    from harness.data.generation import Generation
 
 ExtractionMethod = Literal["boxed", "hash", "answer-is", "last-number", "none"]
 

@@ -12,12 +12,12 @@ import json
 import time
 from pathlib import Path
 
-from harness.accuracy import accuracy_table
-from harness.answers import Check, CheckedGeneration, check_answers
-from harness.cache import atomic_write_json, atomic_write_text
+from harness.analysis.accuracy import accuracy_table
+from harness.data.grading import Check, CheckedGeneration, check_answers
+from harness.files import atomic_write_json, atomic_write_text
 from harness.errors import UserError
-from harness.generation import Decoding, generate_answers, load_generations, save_generations
-from harness.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
+from harness.data.generation import Decoding, generate_answers, load_generations, save_generations
+from harness.data.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
 from harness.versions import library_versions
 
 
@@ -27,9 +27,9 @@ def provenance_path(generations_path: Path) -> Path:
 
 
 def run_generate(args) -> int:
-    from harness.datasets import load_problems
-    from harness.models import load_model
-    from harness.prompts import get_template
+    from harness.data.problems import load_problems
+    from harness.models.loading import load_model
+    from harness.models.prompts import get_template
 
     template = get_template(args.template)
     decoding = Decoding(mode="sample" if args.sample else "greedy", max_new_tokens=args.max_new_tokens,

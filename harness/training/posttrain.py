@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import atomic_write_json, atomic_write_text, cache_root
+from harness.files import atomic_write_json, atomic_write_text, cache_root
 from harness.errors import UserError
 
 ALGORITHMS = ("grpo", "dpo", "online-dpo")
@@ -77,7 +77,7 @@ def bundled_base_folder() -> Path:
     """
     from transformers import AutoModelForCausalLM
 
-    from harness.models import load_model, smollm2_gguf_path
+    from harness.models.loading import load_model, smollm2_gguf_path
 
     folder = cache_root() / "models" / "smollm2-135m-instruct-f32"
     if (folder / "config.json").exists():
@@ -356,7 +356,7 @@ def store_adapter_bf16(run: Path) -> None:
 
 
 def _folder_fingerprint(folder: Path) -> str:
-    from harness.models import _weight_files, sha256_files
+    from harness.models.loading import _weight_files, sha256_files
 
     return sha256_files(_weight_files(folder)) if folder.is_dir() else f"hub:{folder}"
 
@@ -398,7 +398,7 @@ def plot_curves(log: list[dict], algo: str, path: Path) -> None:
 
 def mcnemar_paired(base_correct: list[bool], post_correct: list[bool]) -> dict:
     """Fixed/broken counts of paired correctness and the exact two-sided McNemar p-value."""
-    from harness.accuracy import mcnemar_exact
+    from harness.analysis.accuracy import mcnemar_exact
 
     if len(base_correct) != len(post_correct):
         raise UserError("McNemar needs the same problems for both models")
@@ -435,7 +435,7 @@ def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label:
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
     """Base-model held-out generations, cached by base fingerprint, problems and token budget."""
-    from harness.cache import content_key
+    from harness.files import content_key
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, INSTRUCTION)
@@ -472,7 +472,7 @@ def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
 
 def accuracy_row(algo: str, base_correct: list[bool], post_correct: list[bool]) -> dict:
     """Accuracies with 95 % Wilson intervals, and the paired McNemar test, of one run."""
-    from harness.accuracy import wilson_interval
+    from harness.analysis.accuracy import wilson_interval
 
     n = len(base_correct)
     return {"algo": algo, "n": n, "base_accuracy": sum(base_correct) / n,

@@ -17,10 +17,10 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from harness.eap import Batch, LossFn, Positions, Sample, make_batch, target_nll, validate_samples
+from harness.circuit.eap import Batch, LossFn, Positions, Sample, make_batch, target_nll, validate_samples
 from harness.errors import UserError
-from harness.graph import Graph
-from harness.intervention import InstrumentedModel, RunState
+from harness.circuit.graph import Graph
+from harness.circuit.intervention import InstrumentedModel, RunState
 
 Edge = tuple[int, int]   # (source index u, destination index v)
 

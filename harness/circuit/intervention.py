@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from harness.errors import UserError
-from harness.graph import Graph, Layout, build_graph
+from harness.circuit.graph import Graph, Layout, build_graph
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import UserError
-from harness.graph import Graph, Layout
-from harness.intervention import InstrumentedModel, RunState
+from harness.circuit.graph import Graph, Layout
+from harness.circuit.intervention import InstrumentedModel, RunState
 
 SIGN_CONVENTION = "score estimates L(edge removed) - L(clean) under the ablation (zero unless stated)"
 
@@ -128,7 +128,7 @@ class EdgeScores:
     def save(self, out_dir: Path) -> None:
         from safetensors.torch import save as save_bytes
 
-        from harness.cache import atomic_write_bytes, atomic_write_json
+        from harness.files import atomic_write_bytes, atomic_write_json
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ class EdgeScores:
     def load(cls, out_dir: Path) -> "EdgeScores":
         from safetensors.torch import load_file
 
-        from harness.graph import build_graph
+        from harness.circuit.graph import build_graph
 
         out_dir = Path(out_dir)
         for name in ("edges.safetensors", "edges.json"):

@@ -14,14 +14,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.stats import binom
 
-from harness.accuracy import accuracy_table
-from harness.claims import CLAIMS_BY_ID
-from harness.metrics import METRICS, MetricConfig, complexity_band, per_sample_values
-from harness.pipeline import ONLINE_RL, AuditPipeline, Cell
-from harness.selection import SelectionError
-from harness.stats import (StatsConfig, alpha_trend, benjamini_hochberg, binomial_rate_test, cell_test,
+from harness.analysis.accuracy import accuracy_table
+from harness.audit.claims import CLAIMS_BY_ID
+from harness.analysis.metrics import METRICS, MetricConfig, complexity_band, per_sample_values
+from harness.audit.stages import ONLINE_RL, AuditPipeline, Cell
+from harness.data.selection import SelectionError
+from harness.analysis.stats import (StatsConfig, alpha_trend, benjamini_hochberg, binomial_rate_test, cell_test,
                            compare_effects, family_verdicts, tost_paired, verdict_rule)
-from harness.verdict import CellResult, Verdict, make_cell_id
+from harness.audit.verdicts import CellResult, Verdict, make_cell_id
 
 METRIC_CONFIG = MetricConfig()
 STATS = StatsConfig(n_boot=1000, n_perm=2000, n_perm_pooled=500, seed=0)

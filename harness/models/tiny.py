@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import atomic_write_json, cache_root, content_key
+from harness.files import atomic_write_json, cache_root, content_key
 from harness.errors import UserError
 
 FAMILIES = ("llama", "qwen2", "mistral", "gemma3", "gpt2")

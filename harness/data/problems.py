@@ -78,7 +78,7 @@ def _gsm8k_gold(answer: str) -> str:
 
 
 def _math_gold(solution: str) -> str:
-    from harness.answers import last_boxed
+    from harness.data.grading import last_boxed
 
     boxed = last_boxed(solution)
     if boxed is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 
-SUITES = Path(__file__).resolve().parent.parent / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "suites"
 # Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
 AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 24, "fidelity_samples": 2}
 

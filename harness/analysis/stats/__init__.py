@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special, stats
 
 from harness.errors import UserError
-from harness.metrics import (
+from harness.analysis.metrics import (
     MetricConfig,
     MetricSpec,
     RangePolicy,

@@ -10,12 +10,12 @@ from harness.errors import UserError
 
 # Modules that define `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = [
-    "harness.eap_cli",
-    "harness.ablation_cli",
-    "harness.data_cli",
-    "harness.report_cli",
-    "harness.posttrain",
-    "harness.audit_cli",
+    "harness.cli.eap",
+    "harness.cli.ablate",
+    "harness.cli.data",
+    "harness.cli.report",
+    "harness.training.posttrain",
+    "harness.cli.audit",
 ]
 
 

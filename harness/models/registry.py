@@ -3,7 +3,7 @@
 A model reference is one of:
 - a hub id (`org/name`) or a local folder;
 - `bundled:<name>`: a base shipped offline with the package (see BUNDLED_BASES);
-- `tiny:<family>` / `tiny:<family>:post`: the seconds-to-train test models of `harness.tiny_models`.
+- `tiny:<family>` / `tiny:<family>:post`: the seconds-to-train test models of `harness.models.tiny`.
 A post-trained model is either such a reference (`post`) or the base plus a LoRA adapter folder
 (`post_adapter`, relative to the registry file), merged on load.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.models import LoadedModel
+from harness.models.loading import LoadedModel
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "pairs.toml"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.toml"
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
 ALGORITHM_KINDS = ("online-rl", "offline-preference", "online-preference", "supervised")
 PROMPT_TEMPLATES = ("deepseek-math", "mistral", "qwen25-math-cot", "chat", "bare")
@@ -58,7 +58,7 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{label}: missing required key(s) {', '.join(missing)}")
-    from harness.prompts import TEMPLATES
+    from harness.models.prompts import TEMPLATES
 
     for key, allowed in (("family", FAMILIES), ("algorithm", ALGORITHMS), ("algorithm_kind", ALGORITHM_KINDS),
                          ("prompt_template", tuple(TEMPLATES))):
@@ -115,11 +115,11 @@ def _resolve_reference(ref: str) -> str:
         name = ref.split(":", 1)[1]
         if name != "smollm2-135m-instruct":
             raise UserError(f"unknown bundled model {name!r}; the bundled base is smollm2-135m-instruct")
-        from harness.posttrain import bundled_base_folder
+        from harness.training.posttrain import bundled_base_folder
 
         return str(bundled_base_folder())
     if ref.startswith("tiny:"):
-        from harness.tiny_models import tiny_model_folder
+        from harness.models.tiny import tiny_model_folder
 
         parts = ref.split(":")
         return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))
@@ -131,7 +131,7 @@ def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu"
 
     The merged model's fingerprint is `state_dict_fingerprint` of its weights.
     """
-    from harness.models import ModelInfo, load_model, state_dict_fingerprint
+    from harness.models.loading import ModelInfo, load_model, state_dict_fingerprint
 
     base_path = _resolve_reference(spec.base)
     base = load_model(base_path, dtype=dtype, device=device)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Literal, Sequence
 
-from harness.answers import CheckedGeneration
+from harness.data.grading import CheckedGeneration
 from harness.errors import UserError
 
 Variant = Literal["paper", "paper-code"]

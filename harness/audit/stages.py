@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cache import atomic_write_json, cache_root, content_key
+from harness.files import atomic_write_json, cache_root, content_key
 from harness.errors import UserError
-from harness.models import scoring_pad_id
-from harness.registry import ALGORITHM_KINDS, PairSpec, load_pair_models, load_registry
-from harness.selection import TOKEN_MODES, VARIANTS, Selection, SelectionParams, build_eap_rows, select_samples
+from harness.models.loading import scoring_pad_id
+from harness.models.registry import ALGORITHM_KINDS, PairSpec, load_pair_models, load_registry
+from harness.data.selection import TOKEN_MODES, VARIANTS, Selection, SelectionParams, build_eap_rows, select_samples
 
 CACHE_VERSION = "audit-v1"
 
@@ -134,7 +134,7 @@ class Cell:
     """Everything a claim needs for one (pair, dataset, alpha, token mode).
 
     base/post: EdgeScores of each model on its rows (same question order). fidelity: per model the
-    fidelity record (the fields of `harness.fidelity.Fidelity` plus "samples").
+    fidelity record (the fields of `harness.circuit.fidelity.Fidelity` plus "samples").
     """
 
     pair: PairSpec
@@ -216,7 +216,7 @@ class AuditPipeline:
     def _pair_identity(self, spec: PairSpec) -> dict:
         """What identifies the pair's weights without loading them: the registry entry plus hashes
         of the weight files (or adapter files) behind each reference."""
-        from harness.registry import _resolve_reference
+        from harness.models.registry import _resolve_reference
 
         ident = {k: v for k, v in dataclasses.asdict(spec).items() if k != "notes"}
         ident["base_files"] = self._hash_reference(_resolve_reference(spec.base))
@@ -235,7 +235,7 @@ class AuditPipeline:
         return self._hash_folder(path) if path.exists() else f"hub:{ref}"
 
     def _hash_folder(self, folder: Path) -> str:
-        from harness.models import sha256_files
+        from harness.models.loading import sha256_files
 
         files = sorted(p for p in ([folder] if folder.is_file() else folder.iterdir())
                        if p.is_file() and p.suffix in (".safetensors", ".bin", ".gguf", ".json"))
@@ -251,8 +251,8 @@ class AuditPipeline:
         memo = (pair_name, dataset)
         if memo in self._answers:
             return self._answers[memo]
-        from harness.answers import Check, CheckedGeneration
-        from harness.generation import Decoding, Generation
+        from harness.data.grading import Check, CheckedGeneration
+        from harness.data.generation import Decoding, Generation
 
         spec = self.pair(pair_name)
         cfg = self.config
@@ -281,10 +281,10 @@ class AuditPipeline:
         return result
 
     def _generate(self, spec: PairSpec, dataset: str, decoding, key: str) -> PairAnswers:
-        from harness.answers import check_answers
-        from harness.datasets import load_problems
-        from harness.generation import generate_answers
-        from harness.prompts import get_template
+        from harness.data.grading import check_answers
+        from harness.data.problems import load_problems
+        from harness.data.generation import generate_answers
+        from harness.models.prompts import get_template
 
         problems = load_problems(dataset_spec(dataset), n=self.config.questions, seed=self.config.data_seed)
         template = get_template(spec.prompt_template)
@@ -312,7 +312,7 @@ class AuditPipeline:
 
     def edge_scores(self, spec: PairSpec, side: str, fingerprint: str, rows: list[dict]):
         """EdgeScores of one model on its rows, from the cache or computed (model loaded on a miss)."""
-        from harness.eap import EdgeScores, Sample, run_eap
+        from harness.circuit.eap import EdgeScores, Sample, run_eap
 
         cfg = self.config
         key = content_key(CACHE_VERSION, "eap", fingerprint, rows, cfg.layout, cfg.positions, cfg.dtype,
@@ -343,7 +343,7 @@ class AuditPipeline:
         if path.is_file():
             self._count("fidelity", "cache")
             return json.loads(path.read_text())
-        from harness.fidelity import fidelity_for_model, fidelity_points
+        from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 
         loaded = self._models(spec)[0 if side == "base" else 1]
         samples, subset = _first_questions(scores, rows, k)
@@ -361,10 +361,10 @@ class AuditPipeline:
 
     def causal(self, cell: "Cell", side: str = "post") -> dict:
         """Top-k EAP edges vs k random edges removed (log-spaced k, 2 random draws) on the cell's
-        first `fidelity_samples` questions: losses and circuit faithfulness (harness.fidelity)."""
+        first `fidelity_samples` questions: losses and circuit faithfulness (harness.circuit.fidelity)."""
         from dataclasses import asdict
 
-        from harness.fidelity import causal_curve, log_spaced
+        from harness.circuit.fidelity import causal_curve, log_spaced
 
         cfg = self.config
         scores = cell.post if side == "post" else cell.base
@@ -422,7 +422,7 @@ class AuditPipeline:
 
 def _first_questions(scores, rows: list[dict], k: int):
     """The first k EAP rows as Samples, and the matching slice of their EdgeScores."""
-    from harness.eap import EdgeScores, Sample
+    from harness.circuit.eap import EdgeScores, Sample
 
     samples = [Sample.from_row(r) for r in rows[:k]]
     subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.ablation import AblationKind, AblationResult, MeanOver, ablate_edges
-from harness.cache import atomic_write_bytes, atomic_write_json
-from harness.eap import EdgeScores, SIGN_CONVENTION
-from harness.eap_cli import read_samples
+from harness.circuit.ablation import AblationKind, AblationResult, MeanOver, ablate_edges
+from harness.files import atomic_write_bytes, atomic_write_json
+from harness.circuit.eap import EdgeScores, SIGN_CONVENTION
+from harness.cli.eap import read_samples
 from harness.errors import UserError
-from harness.fidelity import measure_fidelity, sample_edges, scatter_png
-from harness.graph import Layout, build_graph
-from harness.intervention import family_of
+from harness.circuit.fidelity import measure_fidelity, sample_edges, scatter_png
+from harness.circuit.graph import Layout, build_graph
+from harness.circuit.intervention import family_of
 from harness.versions import library_versions
 
 
@@ -71,7 +71,7 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
 
 
 def run_ablate(args) -> int:
-    from harness.models import load_model, scoring_pad_id
+    from harness.models.loading import load_model, scoring_pad_id
 
     samples = read_samples(args.input)
     corrupted = read_samples(args.corrupted) if args.corrupted else None

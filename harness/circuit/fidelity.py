@@ -24,11 +24,11 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from tqdm.auto import tqdm
 
-from harness.ablation import AblationResult, Edge, ablate_edges
-from harness.eap import Batch, EdgeScores, LossFn, Positions, Sample, make_batch, score_batch, target_nll
+from harness.circuit.ablation import AblationResult, Edge, ablate_edges
+from harness.circuit.eap import Batch, EdgeScores, LossFn, Positions, Sample, make_batch, score_batch, target_nll
 from harness.errors import UserError
-from harness.graph import Graph
-from harness.intervention import InstrumentedModel, RunState
+from harness.circuit.graph import Graph
+from harness.circuit.intervention import InstrumentedModel, RunState
 
 STRATA = ("top", "middle", "bottom", "random")
 
@@ -162,7 +162,7 @@ def fidelity_points(eap: EdgeScores, ablation: AblationResult) -> tuple[list[flo
 
 
 def scatter_png(eap: EdgeScores, ablation: AblationResult, path: Path, title: str = "") -> None:
-    from harness.cache import atomic_write_bytes
+    from harness.files import atomic_write_bytes
 
     png = fidelity_scatter({"edges": fidelity_points(eap, ablation)}, title or "EAP vs exact edge ablation")
     atomic_write_bytes(Path(path), png)

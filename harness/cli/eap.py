@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.eap import Positions, Sample, run_eap
+from harness.circuit.eap import Positions, Sample, run_eap
 from harness.errors import UserError
-from harness.graph import Layout
+from harness.circuit.graph import Layout
 from harness.versions import library_versions
 
 
@@ -43,7 +43,7 @@ def read_samples(path: Path) -> list[Sample]:
 
 
 def run(args) -> int:
-    from harness.models import load_model, scoring_pad_id
+    from harness.models.loading import load_model, scoring_pad_id
 
     samples = read_samples(args.input)   # read first: a bad file fails before a model loads
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,

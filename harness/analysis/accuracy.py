@@ -12,7 +12,7 @@ from typing import Sequence
 
 from scipy.stats import binom, norm
 
-from harness.answers import Check, CheckedGeneration
+from harness.data.grading import Check, CheckedGeneration
 from harness.errors import UserError
 
 
