@@ -3,7 +3,6 @@ pairs each claim reads, and the per-claim family computation (all selected cells
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,11 @@ import pytest
 import scipy.stats
 
 from harness.analysis.metrics import METRICS, MetricConfig, per_sample_values
-from harness.analysis.stats import StatsConfig, VerdictLabel, cell_test, decide_verdict, paired_test, tost_paired
+from harness.analysis.stats.config import StatsConfig
+from harness.audit.verdicts import Verdict, decide_verdict
+from harness.analysis.stats.pooled import cell_test
+from harness.analysis.stats.paired import paired_test
+from harness.analysis.stats.comparisons import tost_paired
 
 ALPHA = 0.05
 R = 400
@@ -44,8 +48,8 @@ def test_null_pairs_keep_false_positive_rate_of_the_cell_procedure():
         for metric in METRICS:
             test = cell_test(metric, base, post, MASK, config, FAST).decisive_test
             verdict = decide_verdict(test, test.p_claimed, test.p_opposite, alpha=ALPHA, min_n=10)
-            supported[metric] += verdict.label is VerdictLabel.SUPPORTED
-            refuted[metric] += verdict.label is VerdictLabel.REFUTED
+            supported[metric] += verdict.label is Verdict.SUPPORTED
+            refuted[metric] += verdict.label is Verdict.REFUTED
     # metrics of one simulation are correlated, so each metric is bounded on its own
     for metric in METRICS:
         assert supported[metric] <= upper_bound(ALPHA, R), (metric, supported[metric])

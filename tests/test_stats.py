@@ -12,23 +12,11 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from harness.errors import UserError
 from harness.analysis.metrics import METRICS, MetricConfig, as_pair, per_sample_values, pooled_values
-from harness.analysis.stats import (
-    PairedTest,
-    VerdictLabel,
-    _swap_null,
-    alpha_trend,
-    benjamini_hochberg,
-    binomial_rate_test,
-    compare_effects,
-    correlation_ci,
-    decide_verdict,
-    family_verdicts,
-    hedges_correction,
-    holm,
-    paired_test,
-    pooled_test,
-    tost_paired,
-)
+from harness.analysis.stats.paired import PairedTest, hedges_correction, paired_test
+from harness.audit.verdicts import Verdict, decide_verdict, family_verdicts
+from harness.analysis.stats.pooled import _swap_null, pooled_test
+from harness.analysis.stats.comparisons import alpha_trend, binomial_rate_test, compare_effects, correlation_ci, tost_paired
+from harness.analysis.stats.multiplicity import benjamini_hochberg, holm
 
 
 def brute_force_wilcoxon(d):
@@ -306,17 +294,17 @@ def test_pooled_intensity_ci_equals_paired_test_on_per_sample_values():
 def test_decide_verdict_rules():
     base = paired_test(np.zeros(20), np.linspace(-1, 3, 20), +1)
     cases = [
-        (0.01, 0.99, True, VerdictLabel.SUPPORTED),
-        (0.99, 0.01, True, VerdictLabel.REFUTED),
-        (0.2, 0.8, True, VerdictLabel.INCONCLUSIVE),
-        (0.01, 0.99, False, VerdictLabel.INVALID),
-        (math.nan, 0.5, True, VerdictLabel.INVALID),
+        (0.01, 0.99, True, Verdict.SUPPORTED),
+        (0.99, 0.01, True, Verdict.REFUTED),
+        (0.2, 0.8, True, Verdict.INCONCLUSIVE),
+        (0.01, 0.99, False, Verdict.INVALID),
+        (math.nan, 0.5, True, Verdict.INVALID),
     ]
     for p, p_opp, fidelity, label in cases:
         v = decide_verdict(base, p, p_opp, alpha=0.05, min_n=10, fidelity_ok=fidelity)
         assert v.label is label, (p, p_opp, fidelity)
         assert "Holm" in v.rule and "0.05" in v.rule
-    assert decide_verdict(base, 0.01, 0.99, min_n=30).label is VerdictLabel.INVALID
+    assert decide_verdict(base, 0.01, 0.99, min_n=30).label is Verdict.INVALID
     degenerate = paired_test(np.zeros(20), np.zeros(20), +1)
     assert decide_verdict(degenerate, 0.0, 1.0).reason == "all differences are zero"
 
@@ -328,9 +316,9 @@ def test_family_verdicts_apply_holm_and_skip_invalid():
     verdicts = family_verdicts(tests, alpha=0.05)
     expected = holm([t.p_wilcoxon for t in tests[:3]])
     assert [v.p_adjusted for v in verdicts[:3]] == pytest.approx(expected)
-    assert verdicts[3].label is VerdictLabel.INVALID
+    assert verdicts[3].label is Verdict.INVALID
     for v, p in zip(verdicts[:3], expected):
-        assert (v.label is VerdictLabel.SUPPORTED) == (p < 0.05)
+        assert (v.label is Verdict.SUPPORTED) == (p < 0.05)
 
 
 def test_paired_test_fields_are_complete():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.analysis.stats import holm
+from harness.analysis.stats.multiplicity import holm
 from harness.models.tiny import RECIPE, arithmetic_problems, tiny_model_folder
 
 pytest_plugins = ["pytester"]

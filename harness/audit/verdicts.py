@@ -1,4 +1,5 @@
-"""Verdict schema: one `CellResult` per (claim, pair, dataset, alpha, metric, token mode) cell.
+"""Verdicts: the one `Verdict` type, the family decision rule (Holm within a claim's family), and
+the schema of one `CellResult` per (claim, pair, dataset, alpha, metric, token mode) cell.
 
 This is the record every claim test produces and every report reads. `to_dict`/`from_dict`
 round-trip through JSON; `CLAIMS_SCHEMA_VERSION` changes whenever a field changes meaning.
@@ -11,8 +12,13 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
+
+from harness.analysis.stats.multiplicity import holm
+from harness.analysis.stats.paired import PairedTest
+from harness.analysis.stats.pooled import PooledTest
 from harness.errors import UserError
 
 CLAIMS_SCHEMA_VERSION = 1
@@ -144,3 +150,79 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+# ---------------------------------------------------------------- the family decision rule
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A cell's verdict under the family rule, the rule text and why."""
+
+    label: Verdict
+    rule: str
+    reason: str
+    p_adjusted: float
+    p_adjusted_opposite: float
+
+
+def verdict_rule(alpha: float, min_n: int) -> str:
+    return (
+        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted within the claim's "
+        f"family, is < {alpha}; REFUTED if the one-sided p-value in the opposite direction, adjusted the "
+        f"same way, is < {alpha}; INVALID if n < {min_n}, the differences are degenerate (all zero, zero "
+        f"variance), a value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE"
+    )
+
+
+def decide_verdict(
+    test: PairedTest | PooledTest,
+    p_adjusted: float,
+    p_adjusted_opposite: float,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 10,
+    fidelity_ok: bool = True,
+) -> Decision:
+    """Apply the pre-registered rule to one cell (pure function of its arguments)."""
+    rule = verdict_rule(alpha, min_n)
+
+    def make(label: Verdict, reason: str) -> Decision:
+        return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite))
+
+    if not fidelity_ok:
+        return make(Verdict.INVALID, "attribution-fidelity gate failed")
+    if test.invalid_reason is not None:
+        return make(Verdict.INVALID, test.invalid_reason)
+    if test.n < min_n:
+        return make(Verdict.INVALID, f"n = {test.n} < {min_n}")
+    if not (np.isfinite(p_adjusted) and np.isfinite(p_adjusted_opposite)):
+        return make(Verdict.INVALID, "a p-value is NaN")
+    if p_adjusted < alpha:
+        return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}")
+    if p_adjusted_opposite < alpha:
+        return make(Verdict.REFUTED, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}")
+    return make(
+        Verdict.INCONCLUSIVE,
+        f"p_holm = {p_adjusted:.3g} (claimed), {p_adjusted_opposite:.3g} (opposite), both >= {alpha}",
+    )
+
+
+def family_verdicts(
+    tests: Sequence[PairedTest | PooledTest],
+    *,
+    alpha: float = 0.05,
+    min_n: int = 10,
+    fidelity_ok: Sequence[bool] | None = None,
+) -> list[Decision]:
+    """Holm-adjust one claim's family (each direction separately) and decide every cell."""
+    fidelity = [True] * len(tests) if fidelity_ok is None else list(fidelity_ok)
+    if len(fidelity) != len(tests):
+        raise UserError(f"fidelity_ok has {len(fidelity)} entries for {len(tests)} tests")
+    usable = [t.invalid_reason is None and t.n >= min_n and ok for t, ok in zip(tests, fidelity)]
+    claimed = holm([t.p_claimed if u else math.nan for t, u in zip(tests, usable)])
+    opposite = holm([t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
+    return [
+        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok)
+        for t, pc, po, ok in zip(tests, claimed, opposite, fidelity)
+    ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, Sequence
 
+from harness.data.latex import clean_latex, last_boxed, latex_to_sympy, unwrap
 from harness.data.problems import Problem, reasoning_gym_score
 from harness.errors import UserError
 
@@ -67,24 +68,6 @@ class CheckedGeneration:
         return len(self.generation.prompt_ids)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`, or `\\boxed 5`), braces balanced."""
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)", text)]
-    for match in reversed(starts):
-        rest = text[match.end():]
-        if rest.startswith("{"):
-            depth = 0
-            for i, char in enumerate(rest):
-                depth += {"{": 1, "}": -1}.get(char, 0)
-                if depth == 0:
-                    return rest[1:i].strip()
-            continue  # unbalanced: try an earlier one
-        spaced = re.match(r"\s+([^\s$]+)", rest)
-        if spaced:
-            return spaced.group(1)
-    return None
-
-
 def extract_answer(text: str, *, fallback_last_number: bool = True) -> Extraction:
     """The final answer of a model's text: last \\boxed{}, else `#### X`, else "the answer is X",
     else (if allowed) the last number in the text."""
@@ -106,43 +89,11 @@ def extract_answer(text: str, *, fallback_last_number: bool = True) -> Extractio
     return Extraction(None, "none")
 
 
-def _unwrap(text: str, command: str) -> str:
-    """Replace `\\command{x}` by `x` (balanced braces), for every occurrence."""
-    while True:
-        start = text.find("\\" + command + "{")
-        if start < 0:
-            return text
-        open_at = start + len(command) + 1
-        depth = 0
-        for i in range(open_at, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                text = text[:start] + text[open_at + 1:i] + text[i + 1:]
-                break
-        else:
-            return text
-
-
-def clean_latex(answer: str) -> str:
-    """Strip presentation from an answer: $, spaces, \\left/\\right, \\text{}, degrees, %, "x=" ..."""
-    s = answer.strip()
-    s = s.replace("\\$", "").replace("$", "")
-    for cmd in ("text", "textbf", "mathrm", "mbox", "boxed"):
-        s = _unwrap(s, cmd)
-    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:|quad|qquad)", "", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = re.sub(r"\^\s*\{?\\circ\}?", "", s).replace("°", "")
-    s = s.replace("\\%", "").replace("%", "")
-    s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)           # "x = 5" -> "5"
-    s = re.sub(r"\s+", "", s)
-    return s.rstrip(".")
-
-
 def parse_number(answer: str) -> Fraction | None:
     """Exact value of a numeric answer, or None: "1,000" "$18.50" "12 dollars" "3/4" "\\frac{3}{4}"
     "0.50" "-\\frac12" "50\\%" all parse; thousands commas must group by three."""
     s = answer.strip().replace("\\$", "").replace("$", "")
-    s = _unwrap(s, "text")
+    s = unwrap(s, "text")
     s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s.strip())
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = re.sub(r"\^\s*\{?\\circ\}?|°|\\?%", "", s)
@@ -177,56 +128,6 @@ def canonical_number(value: Fraction) -> str:
         if Fraction(text) == value:
             return text
     return f"{value.numerator}/{value.denominator}"
-
-
-def _braced(s: str, start: int) -> tuple[str, int]:
-    """The `{...}` group (or single character) at s[start]; returns (content, index after)."""
-    if start < len(s) and s[start] == "{":
-        depth = 0
-        for i in range(start, len(s)):
-            depth += {"{": 1, "}": -1}.get(s[i], 0)
-            if depth == 0:
-                return s[start + 1:i], i + 1
-        raise ValueError("unbalanced braces")
-    if start < len(s):
-        return s[start], start + 1
-    raise ValueError("missing argument")
-
-
-def latex_to_sympy(answer: str):
-    """Parse a cleaned LaTeX answer into a sympy expression (fractions, roots, powers, pi)."""
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
-                                            parse_expr, standard_transformations)
-
-    def convert(s: str) -> str:
-        out, i = [], 0
-        while i < len(s):
-            if s.startswith("\\frac", i):
-                num, i = _braced(s, i + 5)
-                den, i = _braced(s, i)
-                out.append(f"(({convert(num)})/({convert(den)}))")
-            elif s.startswith("\\sqrt", i):
-                i += 5
-                index = "2"
-                if i < len(s) and s[i] == "[":
-                    close = s.index("]", i)
-                    index, i = s[i + 1:close], close + 1
-                body, i = _braced(s, i)
-                out.append(f"(({convert(body)})**(1/({convert(index)})))")
-            else:
-                out.append(s[i])
-                i += 1
-        return "".join(out)
-
-    s = convert(answer)
-    for latex, plain in (("\\pi", "pi"), ("\\infty", "oo"), ("\\cdot", "*"), ("\\times", "*"),
-                         ("\\div", "/"), ("\\ln", "log"), ("\\log", "log"), ("\\sin", "sin"),
-                         ("\\cos", "cos"), ("\\tan", "tan"), ("{", "("), ("}", ")")):
-        s = s.replace(latex, plain)
-    if "\\" in s:
-        raise ValueError(f"unsupported LaTeX in {answer!r}")
-    transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
-    return parse_expr(s, transformations=transformations, evaluate=True)
 
 
 def _split_top_level(s: str) -> list[str]:

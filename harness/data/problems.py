@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.data.latex import last_boxed
 from harness.errors import UserError
 
 AnswerStyle = Literal["gsm8k", "math", "reasoning-gym"]
@@ -78,7 +79,6 @@ def _gsm8k_gold(answer: str) -> str:
 
 
 def _math_gold(solution: str) -> str:
-    from harness.data.grading import last_boxed
 
     boxed = last_boxed(solution)
     if boxed is None:

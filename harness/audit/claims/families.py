@@ -19,8 +19,11 @@ from harness.audit.claims import CLAIMS_BY_ID
 from harness.analysis.metrics import METRICS, MetricConfig, complexity_band, per_sample_values
 from harness.audit.stages import ONLINE_RL, AuditPipeline, Cell
 from harness.data.selection import SelectionError
-from harness.analysis.stats import (StatsConfig, alpha_trend, benjamini_hochberg, binomial_rate_test, cell_test,
-                           compare_effects, family_verdicts, tost_paired, verdict_rule)
+from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.comparisons import alpha_trend, binomial_rate_test, compare_effects, tost_paired
+from harness.analysis.stats.multiplicity import benjamini_hochberg
+from harness.analysis.stats.pooled import cell_test
+from harness.audit.verdicts import family_verdicts, verdict_rule
 from harness.audit.verdicts import CellResult, Verdict, make_cell_id
 
 METRIC_CONFIG = MetricConfig()
@@ -127,7 +130,7 @@ def metric_family(audit: AuditPipeline, claim_id: str, grid: list[GridCell]) -> 
     judged = [r for r in rows if r[2] is not None]
     tests = [r[2].decisive_test for r in judged]
     verdicts = family_verdicts(tests, alpha=STATS.alpha, min_n=STATS.min_n, fidelity_ok=[r[3][0] for r in judged])
-    usable = [v.label.value != "INVALID" for v in verdicts]
+    usable = [v.label is not Verdict.INVALID for v in verdicts]
     bh = _bh(tests, usable)
     out: dict[GridCell, CellResult] = {}
     for (g, cell, ct, (_, worst, note)), verdict, p_bh, test in zip(judged, verdicts, bh, tests):
@@ -147,7 +150,7 @@ def metric_family(audit: AuditPipeline, claim_id: str, grid: list[GridCell]) -> 
         paired = ct.paired
         reason = verdict.reason + (f"; {note}" if note else "")
         out[g] = CellResult(
-            claim.id, claim.name, cell_id(claim_id, g), verdict.label.value, verdict.rule, reason,
+            claim.id, claim.name, cell_id(claim_id, g), verdict.label, verdict.rule, reason,
             g.pair, g.dataset, g.alpha, metric, g.token_mode, n=test.n,
             base_value=_num(paired.mean_base if paired else ct.pooled.base),
             post_value=_num(paired.mean_post if paired else ct.pooled.post),
@@ -202,7 +205,7 @@ def dpo_family(audit: AuditPipeline, grid: list[GridCell], rl_pairs: list[str]) 
                      gate(audit, [cell, *rl_cells]), rl_cells, (base_vals, tost)))
     tests = [r[2] for r in rows]
     verdicts = family_verdicts(tests, alpha=STATS.alpha, min_n=STATS.min_n, fidelity_ok=[r[4][0] for r in rows])
-    bh = _bh(tests, [v.label.value != "INVALID" for v in verdicts])
+    bh = _bh(tests, [v.label is not Verdict.INVALID for v in verdicts])
     out = {}
     for (g, cell, test, comp, (_, worst, note), rl_cells, extra_vals), verdict, p_bh in zip(rows, verdicts, bh):
         extra = {**_family_extra(grid, "C4"), "compared_with": [c.pair.name for c in rl_cells],
@@ -214,10 +217,10 @@ def dpo_family(audit: AuditPipeline, grid: list[GridCell], rl_pairs: list[str]) 
                          n_rl=comp.n_rl, p_stronger=test.p_opposite,
                          equivalence={"p_tost": tost.p_tost, "margin_rel": tost.margin_rel,
                                       "equivalent": tost.equivalent})
-        reason = (verdict.reason if test.invalid_reason is None or verdict.label.value != "INVALID"
+        reason = (verdict.reason if test.invalid_reason is None or verdict.label is not Verdict.INVALID
                   else test.invalid_reason) + (f"; {note}" if note else "")
         out[g] = CellResult(
-            "C4", claim.name, cell_id("C4", g), verdict.label.value, rule, reason, g.pair, g.dataset, g.alpha,
+            "C4", claim.name, cell_id("C4", g), verdict.label, rule, reason, g.pair, g.dataset, g.alpha,
             g.metric, g.token_mode, n=test.n,
             base_value=_num(float(np.mean(extra_vals[0].base))) if extra_vals else None,
             post_value=_num(float(np.mean(extra_vals[0].post))) if extra_vals else None,
@@ -269,15 +272,15 @@ def fade_family(audit: AuditPipeline, grid: list[GridCell], alphas: list[float])
         rows.append((g, test, trend, levels, effects, cells, gate(audit, cells)))
     tests = [r[1] for r in rows]
     verdicts = family_verdicts(tests, alpha=STATS.alpha, min_n=MIN_ALPHAS, fidelity_ok=[r[6][0] for r in rows])
-    bh = _bh(tests, [v.label.value != "INVALID" for v in verdicts])
+    bh = _bh(tests, [v.label is not Verdict.INVALID for v in verdicts])
     out = {}
     for (g, test, trend, levels, effects, cells, (_, worst, note)), verdict, p_bh in zip(rows, verdicts, bh):
         direction = METRICS[g.metric].direction
         counter = [a for a, e in zip(levels, effects) if direction * e < 0]
-        reason = (test.invalid_reason if verdict.label.value == "INVALID" and test.invalid_reason
+        reason = (test.invalid_reason if verdict.label is Verdict.INVALID and test.invalid_reason
                   else verdict.reason) + (f"; {note}" if note else "")
         out[g] = CellResult(
-            "C5", claim.name, cell_id("C5", g), verdict.label.value, rule, reason, g.pair, g.dataset, None,
+            "C5", claim.name, cell_id("C5", g), verdict.label, rule, reason, g.pair, g.dataset, None,
             g.metric, g.token_mode, n=test.n, effect=_num(trend.rho) if trend else None,
             ci_method="Spearman rho of oriented d_z vs alpha (no interval: few alpha levels)",
             p_value=_num(test.p_claimed), p_holm=_num(verdict.p_adjusted), p_bh=_num(p_bh), fidelity=_num(worst),
@@ -330,13 +333,13 @@ def diversity_family(audit: AuditPipeline, grid: list[GridCell], experiments: li
         rows.append((g, FamilyTest(n, rate.p_above, rate.p_below), rate, details, used))
     tests = [r[1] for r in rows]
     verdicts = family_verdicts(tests, alpha=STATS.alpha, min_n=1)
-    bh = _bh(tests, [v.label.value != "INVALID" for v in verdicts])
+    bh = _bh(tests, [v.label is not Verdict.INVALID for v in verdicts])
     out = {}
     for (g, test, rate, details, used), verdict, p_bh in zip(rows, verdicts, bh):
-        reason = test.invalid_reason if verdict.label.value == "INVALID" and test.invalid_reason else verdict.reason
+        reason = test.invalid_reason if verdict.label is Verdict.INVALID and test.invalid_reason else verdict.reason
         fids = [f.get("spearman") for c in used for f in c.fidelity.values()]
         out[g] = CellResult(
-            "C6", claim.name, cell_id("C6", g), verdict.label.value, rule, reason, None, None, None,
+            "C6", claim.name, cell_id("C6", g), verdict.label, rule, reason, None, None, None,
             "diversity", g.token_mode, n=test.n, base_value=C6_RATE, post_value=_num(rate.rate) if rate else None,
             effect=_num(rate.rate - C6_RATE) if rate else None, ci_low=_num(rate.ci_low - C6_RATE) if rate else None,
             ci_high=_num(rate.ci_high - C6_RATE) if rate else None,
@@ -403,16 +406,16 @@ def accuracy_family(audit: AuditPipeline, grid: list[GridCell]) -> dict[GridCell
                                     float(binom.cdf(table.fixed, m, 0.5))))
         tables.append((table, answers))
     verdicts = family_verdicts(tests, alpha=STATS.alpha, min_n=STATS.min_n)
-    bh = _bh(tests, [v.label.value != "INVALID" for v in verdicts])
+    bh = _bh(tests, [v.label is not Verdict.INVALID for v in verdicts])
     rule = (f"SUPPORTED if the exact one-sided McNemar p for 'post fixes more questions than it breaks' "
             f"(Holm within C9) < {STATS.alpha}; REFUTED if the opposite one-sided p < {STATS.alpha}; INVALID "
             f"with n < {STATS.min_n} or no discordant question; otherwise INCONCLUSIVE")
     out = {}
     for g, test, (table, answers), verdict, p_bh in zip(grid, tests, tables, verdicts, bh):
         diff = table.post.accuracy - table.base.accuracy
-        reason = test.invalid_reason if verdict.label.value == "INVALID" and test.invalid_reason else verdict.reason
+        reason = test.invalid_reason if verdict.label is Verdict.INVALID and test.invalid_reason else verdict.reason
         out[g] = CellResult(
-            "C9", claim.name, cell_id("C9", g), verdict.label.value, rule, reason, g.pair, g.dataset, None, "accuracy",
+            "C9", claim.name, cell_id("C9", g), verdict.label, rule, reason, g.pair, g.dataset, None, "accuracy",
             None, n=table.n, base_value=table.base.accuracy, post_value=table.post.accuracy, effect=diff,
             ci_low=None, ci_high=None, ci_method="Wilson intervals per model in extra",
             p_value=_num(test.p_claimed), p_holm=_num(verdict.p_adjusted), p_bh=_num(p_bh),

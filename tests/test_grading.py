@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from harness.data.grading import (answers_equivalent, canonical_number, check_answer, extract_answer,
-                             last_boxed, parse_number)
+from harness.data.grading import answers_equivalent, canonical_number, check_answer, extract_answer, parse_number
+from harness.data.latex import last_boxed
 from harness.data.problems import Problem, load_reasoning_gym
 
 NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 "

@@ -1,0 +1,207 @@
+"""Pooled metrics (the paper's histogram entropy over all questions): swap-permutation test and a
+bootstrap over questions; `cell_test` picks the deciding test of a metric."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.analysis.metrics import (
+    MetricConfig,
+    MetricSpec,
+    RangePolicy,
+    as_pair,
+    cells,
+    get_metric,
+    per_sample_values,
+    pooled_ranges,
+    pooled_states,
+)
+from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.resampling import (bca_interval, bootstrap_weights,
+                                               jackknife_weights)
+from harness.analysis.stats.paired import PairedTest, paired_test
+
+
+# --------------------------------------------------------------------------- pooled metrics
+
+
+@dataclass(frozen=True)
+class PooledTest:
+    """The paper's pooled metric for base and post: bootstrap CI and swap-permutation p-values."""
+
+    metric: str
+    n: int
+    base: float
+    post: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    ci_method: str
+    p_permutation: float
+    p_permutation_opposite: float
+    permutation_method: str
+    direction: int
+    n_boot: int
+    n_perm: int
+    seed: int
+    config: dict[str, Any]
+    invalid_reason: str | None
+
+    @property
+    def p_claimed(self) -> float:
+        return self.p_permutation
+
+    @property
+    def p_opposite(self) -> float:
+        return self.p_permutation_opposite
+
+
+def _combine_chunked(spec: MetricSpec, state: Any, weights: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """spec.combine over weight rows in chunks (bounds memory for node-level states)."""
+    return np.concatenate([spec.combine(state, weights[i : i + chunk]) for i in range(0, weights.shape[0], chunk)])
+
+
+def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
+               swaps: np.ndarray) -> np.ndarray:
+    """Pooled post - base after swapping the two models' samples where swaps [r, n] is 1."""
+    if spec.uses_range and config.range_policy is RangePolicy.PER_MODEL:
+        return _swap_null_per_model_complexity(base, post, mask, config, swaps)
+    stacked = np.concatenate([base, post])
+    value_range = None
+    if spec.uses_range:
+        a = np.abs(cells(stacked, mask, config))
+        value_range = pooled_ranges(a, a, config)[0]
+    state = spec.state(stacked, mask, config, value_range)
+    keep = 1.0 - swaps
+    as_base = np.concatenate([keep, swaps], axis=1)
+    as_post = np.concatenate([swaps, keep], axis=1)
+    return _combine_chunked(spec, state, as_post) - _combine_chunked(spec, state, as_base)
+
+
+def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
+                                    swaps: np.ndarray) -> np.ndarray:
+    """Pooled complexity post - base per swap pattern, each model's min-max range re-derived.
+
+    Every sample's |cells| are sorted once; a histogram on new edges is then a batch of
+    searchsorted calls (bins [e_i, e_i+1), the last one closed).
+    """
+    stacked = np.abs(cells(np.concatenate([base, post]), mask, config))
+    rows, m = stacked.shape
+    n = rows // 2
+    ordered = np.sort(stacked, axis=1)
+    offset = float(ordered[:, -1].max()) + 1.0
+    keys = (ordered + offset * np.arange(rows)[:, None]).ravel()
+    row_min, row_max = ordered[:, 0], ordered[:, -1]
+    fractions = np.arange(1, config.bins) / config.bins
+
+    def entropy_of(selected: np.ndarray) -> float:
+        low, high = row_min[selected].min(), row_max[selected].max()
+        edges = low + (high - low) * fractions if high > low else np.full(fractions.size, np.inf)
+        queries = edges[None, :] + offset * selected[:, None]
+        below = np.searchsorted(keys, queries, side="left") - m * selected[:, None]
+        cumulative = np.concatenate([np.zeros((selected.size, 1)), below, np.full((selected.size, 1), m)], axis=1)
+        counts = np.diff(cumulative, axis=1).sum(axis=0)
+        p = counts / counts.sum()
+        return float(-np.sum(np.where(p > 0, p * np.log(p + config.eps), 0.0)))
+
+    out = np.empty(swaps.shape[0])
+    index = np.arange(n)
+    for i, s in enumerate(swaps.astype(bool)):
+        out[i] = entropy_of(np.where(s, index, index + n)) - entropy_of(np.where(s, index + n, index))
+    return out
+
+
+def pooled_test(
+    base_W: Any,
+    post_W: Any,
+    mask: Any,
+    metric: str,
+    config: MetricConfig,
+    *,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    seed: int = 0,
+    ci_level: float = 0.95,
+) -> PooledTest:
+    """Pooled metric of base and post W [n, n_src, n_dst], paired by question.
+
+    CI: BCa paired bootstrap over questions (the same resampled questions for both models;
+    histogram ranges and bin edges of the full data held fixed). p-values: swap permutation test,
+    exact under "base and post are exchangeable within each question": swap the two models'
+    samples of a random subset of questions, recompute the pooled difference; one-sided,
+    p = (1 + #{null >= observed}) / (n_perm + 1). Under the per_model range policy every
+    permutation re-derives each model's range (and so its bin edges).
+    """
+    spec = get_metric(metric)
+    base, post, mask_ = as_pair(base_W, post_W, mask)
+    n = base.shape[0]
+    sb, sp = pooled_states(spec, base, post, mask_, config)
+    ones = np.ones((1, n))
+    vb, vp = float(spec.combine(sb, ones)[0]), float(spec.combine(sp, ones)[0])
+    diff = vp - vb
+    reason = None
+    if n < 3:
+        reason = f"only {n} paired questions"
+    elif not np.isfinite(diff):
+        reason = f"pooled {metric} is undefined (NaN) for this data"
+    if reason is not None:
+        return PooledTest(metric, n, vb, vp, diff, math.nan, math.nan, ci_level, "not run", math.nan, math.nan,
+                          "not run", spec.direction, n_boot, n_perm, seed, config.as_dict(), reason)
+    rng = np.random.default_rng(seed)
+    weights = bootstrap_weights(rng, n, n_boot)
+    boot = _combine_chunked(spec, sp, weights) - _combine_chunked(spec, sb, weights)
+    jw = jackknife_weights(n)
+    jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
+    low, high = bca_interval(diff, boot, jack, ci_level)
+    swaps = np.vstack([np.zeros(n), rng.integers(0, 2, size=(n_perm, n))])
+    null = _swap_null(spec, base, post, mask_, config, swaps)
+    tol = 1e-12 * np.abs(null).max()
+    oriented, observed = spec.direction * null[1:], spec.direction * null[0]
+    p_claim = (1 + np.sum(oriented >= observed - tol)) / (n_perm + 1)
+    p_opp = (1 + np.sum(oriented <= observed + tol)) / (n_perm + 1)
+    return PooledTest(metric, n, vb, vp, diff, low, high, ci_level,
+                      f"BCa paired bootstrap over questions, {n_boot} resamples, bin edges of the full data",
+                      float(p_claim), float(p_opp), f"swap permutation within questions, {n_perm} draws",
+                      spec.direction, n_boot, n_perm, seed, config.as_dict(), None)
+
+
+@dataclass(frozen=True)
+class CellTest:
+    """One cell's tests of one metric; `decisive` names the one its verdict uses."""
+
+    metric: str
+    paired: PairedTest | None
+    pooled: PooledTest
+    decisive: str
+
+    @property
+    def decisive_test(self) -> PairedTest | PooledTest:
+        return self.paired if self.decisive == "paired" else self.pooled
+
+
+def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: MetricConfig,
+              stats_config: StatsConfig) -> CellTest:
+    """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
+
+    Metrics whose per-sample values are independent across questions are decided by the paired
+    Wilcoxon test on them; inter-sample diversity (each sample's value uses all the others) is
+    decided by the pooled swap-permutation test and gets no per-question test.
+    """
+    spec = get_metric(metric)
+    seed = stats_config.seed
+    pooled = pooled_test(base_W, post_W, mask, metric, metric_config, n_boot=stats_config.n_boot,
+                         n_perm=stats_config.n_perm_pooled, seed=seed, ci_level=stats_config.ci_level)
+    if not spec.independent_per_sample:
+        return CellTest(metric, None, pooled, "pooled")
+    values = per_sample_values(metric, base_W, post_W, mask, metric_config)
+    paired = paired_test(values.base, values.post, spec.direction, n_boot=stats_config.n_boot,
+                         n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
+                         ci_level=stats_config.ci_level)
+    return CellTest(metric, paired, pooled, "paired")
+
+

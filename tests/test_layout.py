@@ -1,0 +1,126 @@
+"""The package's layout is its pipeline: imports run one way between stages, no module cycle,
+pytest only in the plugin, and the report commands run without torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "harness"
+# Stage packages in import order: a module may import its own stage, the shared leaves, and any
+# stage to its left, never one to its right. The last group is the top: nothing imports it.
+LEAVES = {"harness.errors", "harness.files", "harness.versions"}
+STAGES = ("circuit", "models", "data", "analysis", "audit", "report")
+TOP = ("cli", "training", "pytest_plugin", "__main__")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules of `harness` that `path` imports, at any depth (lazy imports included)."""
+    name = module_name(path)
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names}
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules and m != name}
+
+
+def all_imports() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def stage_rank(module: str) -> int:
+    """0 for the shared leaves and the package root, 1.. for the stages, len(STAGES)+1 for the top."""
+    if module in LEAVES or module == "harness":
+        return 0
+    part = module.split(".")[1]
+    if part in STAGES:
+        return STAGES.index(part) + 1
+    if part in TOP:
+        return len(STAGES) + 1
+    raise AssertionError(f"{module} belongs to no stage; add it to tests/test_layout.py")
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` as a list of modules, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph = {m: {i for i in deps if i != "harness"} for m, deps in all_imports().items()}
+    # A package's __init__ importing its own modules is not a cycle with them importing a sibling.
+    assert cycle(graph) is None, " -> ".join(cycle(graph) or [])
+
+
+def test_imports_run_one_way_between_stages() -> None:
+    wrong = [f"{m} imports {i}" for m, deps in all_imports().items() for i in deps
+             if stage_rank(i) > stage_rank(m) or (stage_rank(i) == stage_rank(m) == len(STAGES) + 1
+                                                 and i.split(".")[1] != m.split(".")[1])]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_plugin_imports_pytest() -> None:
+    users = [module_name(p) for p in PACKAGE.rglob("*.py")
+             if any(m == "pytest" or m.startswith("pytest.") or m == "_pytest"
+                    for node in ast.walk(ast.parse(p.read_text()))
+                    for m in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                              else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []))]
+    assert users == ["harness.pytest_plugin"], users
+
+
+def test_no_sys_path_manipulation_in_package_or_suites() -> None:
+    roots = [PACKAGE, PACKAGE.parent / "suites"]
+    offenders = [str(p) for root in roots for p in root.rglob("*.py") if "sys.path" in p.read_text()]
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("argv", [["report", "diff", "--help"], ["--help"]])
+def test_report_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
+    probe = ("import sys\nfrom harness.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+             "print('HEAVY=' + ','.join(heavy))\n")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                          cwd=PACKAGE.parent)
+    assert "HEAVY=\n" in done.stdout, done.stdout + done.stderr
