@@ -420,3 +420,8 @@ def write_terminal_matrix(tr, state: ClaimSession) -> None:
     if state.written:
         tr.write_line(f"claim reports: {state.written['html'].parent}/ "
                       f"(claims.json, claims.md, claims.html, claims-junit.xml)")
+
+
+def run_suites(argv: list[str]) -> int:
+    """Run pytest in this process with the claim plugin (what `python -m harness audit` calls)."""
+    return int(pytest.main(argv))

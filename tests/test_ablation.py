@@ -9,7 +9,8 @@ from test_eap_engine import SAMPLES, _linearised_gpt2
 
 from harness.circuit.ablation import (ablate_edges, fast_edge_deltas, mean_sources, naive_edge_deltas,
                               record_sources)
-from harness.circuit.eap import Positions, Sample, make_batch, run_eap, target_nll
+from harness.circuit.batches import Positions, Sample, make_batch, target_nll
+from harness.circuit.eap import run_eap
 from harness.errors import UserError
 from harness.circuit.fidelity import (acdc, causal_curve, edge_integrated_gradient, fidelity_gate,
                               measure_fidelity, sample_edges)

@@ -29,9 +29,11 @@ import pytest
 import torch
 from model_factories import VOCAB, tiny_model
 
-from harness.circuit.eap import Sample, run_eap
+from harness.circuit.batches import Sample
+from harness.circuit.eap import run_eap
 from harness.analysis.metrics import METRICS, MetricConfig, node_entropy_by_node, per_sample_values
-from harness.analysis.stats import family_verdicts, paired_test
+from harness.analysis.stats.paired import paired_test
+from harness.audit.verdicts import family_verdicts
 from harness.audit.verdicts import CellResult
 
 CLAIM_GRID = {"pair": ["tiny-llama"], "dataset": ["random-tokens"], "alpha": [0.3, 1.0]}

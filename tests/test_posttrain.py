@@ -112,7 +112,8 @@ def test_committed_runs_show_a_training_curve():
 @pytest.mark.parametrize("algo", RUNS)
 def test_committed_generations_are_what_the_adapter_produces(algo):
     """Regenerate the first held-out answers with the committed adapter: they match the table's."""
-    from harness.training.posttrain import bundled_base_folder, evaluate, load_post_model
+    from harness.models.bundled import bundled_base_folder
+    from harness.training.posttrain import evaluate, load_post_model
 
     held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
     model, tokenizer = load_post_model(str(bundled_base_folder()), SMOLLM2 / algo)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from harness.circuit.ablation import ablate_edges
-from harness.circuit.eap import Positions, Sample, make_batch, run_eap, target_nll
+from harness.circuit.batches import Positions, Sample, make_batch, target_nll
+from harness.circuit.eap import run_eap
 from harness.circuit.fidelity import measure_fidelity, sample_edges
 from harness.models.loading import load_model, smollm2_gguf_path
 

@@ -24,7 +24,8 @@ from typing import Any
 from harness.files import atomic_write_json, cache_root, content_key
 from harness.errors import UserError
 from harness.models.loading import scoring_pad_id
-from harness.models.registry import ALGORITHM_KINDS, PairSpec, load_pair_models, load_registry
+from harness.models.registry import ALGORITHM_KINDS, PairSpec, load_registry
+from harness.models.pairs import load_pair_models
 from harness.data.selection import TOKEN_MODES, VARIANTS, Selection, SelectionParams, build_eap_rows, select_samples
 
 CACHE_VERSION = "audit-v1"
@@ -216,12 +217,12 @@ class AuditPipeline:
     def _pair_identity(self, spec: PairSpec) -> dict:
         """What identifies the pair's weights without loading them: the registry entry plus hashes
         of the weight files (or adapter files) behind each reference."""
-        from harness.models.registry import _resolve_reference
+        from harness.models.pairs import build_reference
 
         ident = {k: v for k, v in dataclasses.asdict(spec).items() if k != "notes"}
-        ident["base_files"] = self._hash_reference(_resolve_reference(spec.base))
+        ident["base_files"] = self._hash_reference(build_reference(spec.base))
         if spec.post is not None:
-            ident["post_files"] = self._hash_reference(_resolve_reference(spec.post))
+            ident["post_files"] = self._hash_reference(build_reference(spec.post))
         else:
             adapter = Path(spec.post_adapter)
             if not (adapter / "adapter_config.json").is_file():
@@ -312,7 +313,8 @@ class AuditPipeline:
 
     def edge_scores(self, spec: PairSpec, side: str, fingerprint: str, rows: list[dict]):
         """EdgeScores of one model on its rows, from the cache or computed (model loaded on a miss)."""
-        from harness.circuit.eap import EdgeScores, Sample, run_eap
+        from harness.circuit.eap import EdgeScores, run_eap
+        from harness.circuit.batches import Sample
 
         cfg = self.config
         key = content_key(CACHE_VERSION, "eap", fingerprint, rows, cfg.layout, cfg.positions, cfg.dtype,
@@ -422,7 +424,8 @@ class AuditPipeline:
 
 def _first_questions(scores, rows: list[dict], k: int):
     """The first k EAP rows as Samples, and the matching slice of their EdgeScores."""
-    from harness.circuit.eap import EdgeScores, Sample
+    from harness.circuit.eap import EdgeScores
+    from harness.circuit.batches import Sample
 
     samples = [Sample.from_row(r) for r in rows[:k]]
     subset = EdgeScores(scores=scores.scores[:k], graph=scores.graph, ids=scores.ids[:k],

@@ -8,105 +8,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from harness.errors import UserError
 from harness.circuit.graph import Graph, Layout
+from harness.circuit.batches import Batch, LossFn, Positions, Sample, make_batch, target_nll, validate_samples
 from harness.circuit.intervention import InstrumentedModel, RunState
 
 SIGN_CONVENTION = "score estimates L(edge removed) - L(clean) under the ablation (zero unless stated)"
 
 
-class Positions(str, Enum):
-    ALL = "all"          # every input position, prompt included (the paper)
-    TARGETS = "targets"  # only positions whose logits predict a target token
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One scored sequence: the loss is the mean NLL of `target_ids` after `prompt_ids`."""
-
-    id: str
-    prompt_ids: tuple[int, ...]
-    target_ids: tuple[int, ...]
-
-    @classmethod
-    def from_row(cls, row: dict) -> "Sample":
-        """From an EAP input row {"id", "prompt_ids", "target_ids"}."""
-        return cls(str(row["id"]), tuple(row["prompt_ids"]), tuple(row["target_ids"]))
-
-    @property
-    def input_length(self) -> int:
-        return len(self.prompt_ids) + len(self.target_ids) - 1
-
-
-@dataclass
-class Batch:
-    """Right-padded model inputs for a list of samples.
-
-    input_ids, attention_mask: [b, t]; targets: [b, t] (−100 where no target is predicted);
-    target_mask, position_mask: float32 [b, t].
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    targets: torch.Tensor
-    target_mask: torch.Tensor
-    position_mask: torch.Tensor
-
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(*(getattr(self, f).to(device) for f in
-                       ("input_ids", "attention_mask", "targets", "target_mask", "position_mask")))
-
-
 # A loss maps [b, t, vocab] logits and the batch to a per-sample loss [b].
-LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
-
-
-def target_nll(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean NLL of each sample's target tokens (self-entropy on own tokens, or cross-entropy on
-    reference tokens: Eq. 13). [b, t, V] → [b], computed in float32 (float64 for float64 models)."""
-    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    safe = batch.targets.clamp(min=0)
-    nll = -logprobs.gather(-1, safe[..., None])[..., 0] * batch.target_mask
-    return nll.sum(-1) / batch.target_mask.sum(-1)
-
-
-def validate_samples(samples: Sequence[Sample], max_length: int | None) -> None:
-    if not samples:
-        raise UserError("no samples to score: the input is empty")
-    for sample in samples:
-        if not sample.prompt_ids:
-            raise UserError(f"sample {sample.id!r}: prompt_ids is empty; the first target needs a "
-                            "prompt token as context")
-        if not sample.target_ids:
-            raise UserError(f"sample {sample.id!r}: target_ids is empty; give at least one token")
-        if max_length is not None and sample.input_length > max_length:
-            raise UserError(f"sample {sample.id!r}: prompt+targets is {sample.input_length} tokens, "
-                            f"longer than the model's context of {max_length}; truncate it")
-
-
-def make_batch(samples: Sequence[Sample], pad_id: int, positions: Positions) -> Batch:
-    """Input = prompt + targets[:-1]; position p−1+i predicts target i."""
-    width = max(s.input_length for s in samples)
-    b = len(samples)
-    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros(b, width, dtype=torch.long)
-    targets = torch.full((b, width), -100, dtype=torch.long)
-    for i, s in enumerate(samples):
-        seq = list(s.prompt_ids) + list(s.target_ids[:-1])
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-        start = len(s.prompt_ids) - 1
-        targets[i, start : start + len(s.target_ids)] = torch.tensor(s.target_ids)
-    target_mask = (targets >= 0).float()
-    position_mask = attention_mask.float() if positions is Positions.ALL else target_mask.clone()
-    return Batch(input_ids, attention_mask, targets, target_mask, position_mask)
 
 
 @dataclass

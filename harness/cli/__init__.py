@@ -1,4 +1,5 @@
-"""`python -m harness <command>`: each stage module registers its own subcommand."""
+"""`python -m harness <command>`. Only the module of the chosen command is imported, so light
+commands (`report diff`, `--help`) never load torch or transformers."""
 
 from __future__ import annotations
 
@@ -8,28 +9,36 @@ import sys
 
 from harness.errors import UserError
 
-# Modules that define `register(subparsers)`; each adds one or more subcommands.
-COMMAND_MODULES = [
-    "harness.cli.eap",
-    "harness.cli.ablate",
-    "harness.cli.data",
-    "harness.cli.report",
-    "harness.training.posttrain",
-    "harness.cli.audit",
-]
+# command -> (module defining `register(subparsers)` for it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eap": ("harness.cli.eap", "edge attribution patching scores for a model"),
+    "ablate": ("harness.cli.ablate", "exact loss change when each chosen edge is removed"),
+    "fidelity": ("harness.cli.ablate", "compare EAP scores with exact ablation deltas"),
+    "generate": ("harness.cli.data", "answer a dataset with one model and check the answers"),
+    "select": ("harness.cli.data", "select questions (Eqs. 10-12) and write EAP input rows"),
+    "report": ("harness.cli.report", "compare and merge claim reports"),
+    "posttrain": ("harness.cli.posttrain", "post-train a base model with GRPO, DPO or online DPO (LoRA)"),
+    "posttrain-table": ("harness.cli.posttrain", "held-out accuracy table of posttrain runs"),
+    "audit": ("harness.cli.audit", "run the claim suites on the bundled pairs and write the report"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with `command`'s full arguments; every other command is listed by name and help."""
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).register(subparsers)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except UserError as err:

@@ -8,7 +8,8 @@ from pathlib import Path
 from harness.circuit.ablation import AblationKind, AblationResult, MeanOver, ablate_edges
 from harness.files import atomic_write_bytes, atomic_write_json
 from harness.circuit.eap import EdgeScores, SIGN_CONVENTION
-from harness.cli.eap import read_samples
+from harness.circuit.batches import read_samples
+from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.circuit.fidelity import measure_fidelity, sample_edges, scatter_png
 from harness.circuit.graph import Layout, build_graph
@@ -109,7 +110,7 @@ def run_fidelity(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("ablate", help="exact loss change when each chosen edge is removed")
+    p = subparsers.add_parser("ablate", help=COMMANDS["ablate"][1])
     p.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     p.add_argument("--gguf-file", default=None)
     p.add_argument("--input", required=True, type=Path, help="JSONL rows: id, prompt_ids, target_ids")
@@ -125,7 +126,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_ablate)
 
-    f = subparsers.add_parser("fidelity", help="compare EAP scores with exact ablation deltas")
+    f = subparsers.add_parser("fidelity", help=COMMANDS["fidelity"][1])
     f.add_argument("--eap", required=True, type=Path, help="folder written by `eap`")
     f.add_argument("--ablation", required=True, type=Path, help="folder written by `ablate`")
     f.add_argument("--out", type=Path, default=None, help="where to write (default: the ablation folder)")

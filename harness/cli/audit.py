@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from harness.cli import COMMANDS
 from harness.errors import UserError
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
@@ -36,7 +37,7 @@ def pytest_args(args) -> list[str]:
 
 
 def run_audit(args) -> int:
-    import pytest
+    from harness.pytest_plugin import run_suites
 
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
@@ -47,7 +48,7 @@ def run_audit(args) -> int:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    code = pytest.main(pytest_args(args))
+    code = run_suites(pytest_args(args))
     seconds = time.perf_counter() - started
     report = Path(args.reports_dir) / args.run_id / "claims.html"
     if not report.is_file():
@@ -60,7 +61,7 @@ def run_audit(args) -> int:
 
 
 def register(subparsers) -> None:
-    a = subparsers.add_parser("audit", help="run the claim suites on the bundled pairs and write the report")
+    a = subparsers.add_parser("audit", help=COMMANDS["audit"][1])
     a.add_argument("--run-id", default=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S"),
                    help="report folder name (default: UTC time)")
     a.add_argument("--reports-dir", default="reports", help="folder for run reports (default: reports)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.analysis.accuracy import accuracy_table
 from harness.data.grading import Check, CheckedGeneration, check_answers
 from harness.files import atomic_write_json, atomic_write_text
+from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.data.generation import Decoding, generate_answers, load_generations, save_generations
 from harness.data.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
@@ -101,7 +102,7 @@ def run_select(args) -> int:
 
 
 def register(subparsers) -> None:
-    g = subparsers.add_parser("generate", help="answer a dataset with one model and check the answers")
+    g = subparsers.add_parser("generate", help=COMMANDS["generate"][1])
     g.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
     g.add_argument("--dataset", required=True,
@@ -124,7 +125,7 @@ def register(subparsers) -> None:
     g.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
     g.set_defaults(run=run_generate)
 
-    s = subparsers.add_parser("select", help="select questions (Eqs. 10-12) and write EAP input rows")
+    s = subparsers.add_parser("select", help=COMMANDS["select"][1])
     s.add_argument("--base", required=True, help="generations JSONL of the base model")
     s.add_argument("--post", required=True, help="generations JSONL of the post-trained model")
     s.add_argument("--variant", default="paper-code", choices=VARIANTS)

@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness.circuit.eap import Positions, Sample, run_eap
+from harness.circuit.batches import Positions
+from harness.circuit.batches import read_samples
+from harness.circuit.eap import run_eap
+from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.circuit.graph import Layout
 from harness.versions import library_versions
-
-
-def read_samples(path: Path) -> list[Sample]:
-    """Rows `{"id": str, "prompt_ids": [int], "target_ids": [int]}`, one per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file {path} does not exist")
-    samples = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{line_no}: expected an object with id, prompt_ids, target_ids")
-        missing = [k for k in ("id", "prompt_ids", "target_ids") if k not in row]
-        if missing:
-            raise UserError(f"{path}:{line_no}: missing field(s) {', '.join(missing)}; each row needs "
-                            '{"id": str, "prompt_ids": [int], "target_ids": [int]}')
-        for key in ("prompt_ids", "target_ids"):
-            ids = row[key]
-            if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids):
-                raise UserError(f"{path}:{line_no}: {key} must be a list of non-negative token ids")
-        samples.append(Sample.from_row(row))
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"{path}: id {dup!r} appears more than once; ids must be unique")
-    return samples
 
 
 def run(args) -> int:
@@ -66,7 +37,7 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eap", help="edge attribution patching scores for a model")
+    p = subparsers.add_parser("eap", help=COMMANDS["eap"][1])
     p.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
     p.add_argument("--input", required=True, type=Path, help="JSONL rows: id, prompt_ids, target_ids")

@@ -6,13 +6,14 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from harness.cli import COMMANDS
 from harness.report.compare import diff_runs, merge_runs
 from harness.report.document import load_claims
 from harness.report.writers import write_reports
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    report = subparsers.add_parser("report", help="compare and merge claim reports")
+    report = subparsers.add_parser("report", help=COMMANDS["report"][1])
     actions = report.add_subparsers(dest="report_command", required=True)
 
     diff = actions.add_parser("diff", help="print verdict and effect changes from run A to run B "

@@ -2,8 +2,10 @@
 
 A model reference is one of:
 - a hub id (`org/name`) or a local folder;
-- `bundled:<name>`: a base shipped offline with the package (see BUNDLED_BASES);
+- `bundled:<name>`: a base shipped offline with the package (`harness.models.bundled`);
 - `tiny:<family>` / `tiny:<family>:post`: the seconds-to-train test models of `harness.models.tiny`.
+Reading the registry builds nothing; `harness.models.pairs.build_reference` builds a bundled or
+tiny model when a stage needs its files.
 A post-trained model is either such a reference (`post`) or the base plus a LoRA adapter folder
 (`post_adapter`, relative to the registry file), merged on load.
 """
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.models.loading import LoadedModel
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.toml"
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
@@ -107,45 +108,3 @@ def get_pair(name: str, path: str | Path | None = None) -> PairSpec:
 def bundled_pairs(path: str | Path | None = None) -> list[PairSpec]:
     """Pairs that run offline without a hub (the SmolLM2 post-trainings and the tiny models)."""
     return [p for p in load_registry(path).values() if p.bundled]
-
-
-def _resolve_reference(ref: str) -> str:
-    """A model reference as something `load_model` accepts (a folder or a hub id)."""
-    if ref.startswith("bundled:"):
-        name = ref.split(":", 1)[1]
-        if name != "smollm2-135m-instruct":
-            raise UserError(f"unknown bundled model {name!r}; the bundled base is smollm2-135m-instruct")
-        from harness.training.posttrain import bundled_base_folder
-
-        return str(bundled_base_folder())
-    if ref.startswith("tiny:"):
-        from harness.models.tiny import tiny_model_folder
-
-        parts = ref.split(":")
-        return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))
-    return ref
-
-
-def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
-    """Load base and post-trained models; an adapter is merged into a second copy of the base.
-
-    The merged model's fingerprint is `state_dict_fingerprint` of its weights.
-    """
-    from harness.models.loading import ModelInfo, load_model, state_dict_fingerprint
-
-    base_path = _resolve_reference(spec.base)
-    base = load_model(base_path, dtype=dtype, device=device)
-    if spec.post is not None:
-        return base, load_model(_resolve_reference(spec.post), dtype=dtype, device=device)
-    adapter = Path(spec.post_adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json")
-    from peft import PeftModel
-
-    fresh = load_model(base_path, dtype="float32", device="cpu")
-    merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
-    merged = merged.to(dtype=base.model.dtype, device=base.model.device).eval()
-    merged.requires_grad_(False)
-    info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
-                     model_class=type(merged).__name__, dtype=dtype, device=str(base.model.device))
-    return base, LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)

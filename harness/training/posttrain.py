@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from harness.files import atomic_write_json, atomic_write_text, cache_root
+from harness.files import atomic_write_json, cache_root
 from harness.errors import UserError
+from harness.models.bundled import bundled_base_folder
 
-ALGORITHMS = ("grpo", "dpo", "online-dpo")
+TRAINED_ALGORITHMS = ("grpo", "dpo", "online-dpo")
 ALGORITHM_KIND = {"grpo": "online-rl", "dpo": "offline-preference", "online-dpo": "online-preference"}
 TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 TRAIN_SEED, HELDOUT_SEED = 1000, 2000
@@ -60,50 +61,13 @@ class PostTrainConfig:
     task: dict = field(default_factory=lambda: dict(TASK))
 
     def __post_init__(self):
-        if self.algo not in ALGORITHMS:
-            raise UserError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+        if self.algo not in TRAINED_ALGORITHMS:
+            raise UserError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(TRAINED_ALGORITHMS)}")
         if self.steps < 1:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
 
 
 # ---------------------------------------------------------------- base checkpoint
-
-
-def bundled_base_folder() -> Path:
-    """SmolLM2-135M-Instruct as a float32 HF folder under the cache, converted once from the GGUF.
-
-    The GGUF's `quantization_config` is dropped (trainers refuse GGUF-flagged models) and the model
-    is rebuilt with `from_config` because transformers will not save a GGUF-loaded model.
-    """
-    from transformers import AutoModelForCausalLM
-
-    from harness.models.loading import load_model, smollm2_gguf_path
-
-    folder = cache_root() / "models" / "smollm2-135m-instruct-f32"
-    if (folder / "config.json").exists():
-        return folder
-    gguf = smollm2_gguf_path()
-    loaded = load_model(str(gguf), dtype="float32")
-    config = loaded.model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(loaded.model.state_dict(), strict=False)
-    fresh.tie_weights()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
-    try:
-        fresh.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        cfg = json.loads((tmp / "config.json").read_text())
-        cfg.pop("quantization_config", None)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_fingerprint": loaded.info.fingerprint})
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
 
 
 def resolve_base(base: str | None) -> str:
@@ -491,58 +455,3 @@ def accuracy_markdown(rows: list[dict]) -> str:
               f"{cell(r['post_accuracy'], r['post_wilson95'])} | {r['fixed']} | {r['broken']} | {r['p_value']:.3g} |"
               for r in rows]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- command line
-
-
-def _run_posttrain(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = PostTrainConfig(algo=args.algo, steps=args.steps, seed=args.seed, learning_rate=args.lr,
-                             lora_r=args.lora_r, lora_alpha=2 * args.lora_r, full_weights=args.full_weights)
-    summary = train(config, Path(args.out), args.base)
-    print(f"trained {args.algo} for {args.steps} steps in {summary['train_s']:.0f} s -> {args.out}")
-    if args.eval_n:
-        row = evaluate_run(Path(args.out), args.eval_n, args.base)
-        print(f"held-out n={row['n']}: base {row['base_accuracy']:.3f} -> {args.algo} {row['post_accuracy']:.3f} "
-              f"(fixed {row['fixed']}, broken {row['broken']}, McNemar exact p={row['p_value']:.3g})")
-    return 0
-
-
-def _run_table(args) -> int:
-    rows = []
-    for run in args.runs:
-        held = Path(run) / "heldout.json"
-        if not held.exists():
-            raise UserError(f"{held} missing; run `python -m harness posttrain ... --eval-n N` first")
-        data = json.loads(held.read_text())
-        rows.append(accuracy_row(data["summary"]["algo"], [r["correct"] for r in data["base"]],
-                                 [r["correct"] for r in data["post"]]))
-    atomic_write_json(Path(args.out), rows)
-    atomic_write_text(Path(args.out).with_suffix(".md"), accuracy_markdown(rows))
-    for row in rows:
-        print(f"{row['algo']:>10}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
-              f"p={row['p_value']:.3g}")
-    print(f"table written to {args.out}")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("posttrain", help="post-train a base model with GRPO, DPO or online DPO (LoRA)")
-    p.add_argument("--algo", required=True, choices=ALGORITHMS)
-    p.add_argument("--steps", type=int, default=10, help="optimizer steps (16 sequences each)")
-    p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
-    p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA (GPU)")
-    p.add_argument("--eval-n", type=int, default=0, help="held-out problems to evaluate base and post on")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
-    p.set_defaults(run=_run_posttrain)
-    t = subparsers.add_parser("posttrain-table", help="held-out accuracy table of posttrain runs")
-    t.add_argument("runs", nargs="+")
-    t.add_argument("--out", required=True)
-    t.set_defaults(run=_run_table)

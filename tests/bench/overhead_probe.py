@@ -11,7 +11,8 @@ import sys
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.circuit.eap import Positions, Sample, make_batch, score_batch, target_nll
+from harness.circuit.batches import Positions, Sample, make_batch, target_nll
+from harness.circuit.eap import score_batch
 from harness.circuit.intervention import InstrumentedModel
 
 # SmolLM2-135M-Instruct's shape (30 layers, width 576, 9 heads, 3 KV heads, rope θ 1e5).

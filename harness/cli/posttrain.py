@@ -1,0 +1,67 @@
+"""`python -m harness posttrain` and `posttrain-table`: controlled post-training of one checkpoint
+(harness.training.posttrain) and the held-out accuracy table of its runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.cli import COMMANDS
+from harness.errors import UserError
+from harness.files import atomic_write_json, atomic_write_text
+from harness.training.posttrain import (TRAINED_ALGORITHMS, PostTrainConfig, accuracy_markdown, accuracy_row,
+                                        evaluate_run, train)
+
+
+def _run_posttrain(args) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PostTrainConfig(algo=args.algo, steps=args.steps, seed=args.seed, learning_rate=args.lr,
+                             lora_r=args.lora_r, lora_alpha=2 * args.lora_r, full_weights=args.full_weights)
+    summary = train(config, Path(args.out), args.base)
+    print(f"trained {args.algo} for {args.steps} steps in {summary['train_s']:.0f} s -> {args.out}")
+    if args.eval_n:
+        row = evaluate_run(Path(args.out), args.eval_n, args.base)
+        print(f"held-out n={row['n']}: base {row['base_accuracy']:.3f} -> {args.algo} {row['post_accuracy']:.3f} "
+              f"(fixed {row['fixed']}, broken {row['broken']}, McNemar exact p={row['p_value']:.3g})")
+    return 0
+
+
+def _run_table(args) -> int:
+    rows = []
+    for run in args.runs:
+        held = Path(run) / "heldout.json"
+        if not held.exists():
+            raise UserError(f"{held} missing; run `python -m harness posttrain ... --eval-n N` first")
+        data = json.loads(held.read_text())
+        rows.append(accuracy_row(data["summary"]["algo"], [r["correct"] for r in data["base"]],
+                                 [r["correct"] for r in data["post"]]))
+    atomic_write_json(Path(args.out), rows)
+    atomic_write_text(Path(args.out).with_suffix(".md"), accuracy_markdown(rows))
+    for row in rows:
+        print(f"{row['algo']:>10}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
+              f"p={row['p_value']:.3g}")
+    print(f"table written to {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("posttrain", help=COMMANDS["posttrain"][1])
+    p.add_argument("--algo", required=True, choices=TRAINED_ALGORITHMS)
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps (16 sequences each)")
+    p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
+    p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA (GPU)")
+    p.add_argument("--eval-n", type=int, default=0, help="held-out problems to evaluate base and post on")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
+    p.set_defaults(run=_run_posttrain)
+    t = subparsers.add_parser("posttrain-table", help=COMMANDS["posttrain-table"][1])
+    t.add_argument("runs", nargs="+")
+    t.add_argument("--out", required=True)
+    t.set_defaults(run=_run_table)

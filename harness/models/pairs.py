@@ -1,0 +1,49 @@
+"""Loading a registry pair: its model references built where they are bundled or tiny, then base
+and post-trained models loaded (a LoRA adapter merged into a second copy of the base)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.models.bundled import BUNDLED_BASES, bundled_base_folder
+from harness.models.loading import LoadedModel, ModelInfo, load_model, state_dict_fingerprint
+from harness.models.registry import PairSpec
+from harness.models.tiny import tiny_model_folder
+
+
+def build_reference(ref: str) -> str:
+    """A model reference as something `load_model` accepts (a folder or a hub id); a bundled or tiny
+    reference is built (converted or trained, then cached) when its folder is missing."""
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        if name not in BUNDLED_BASES:
+            raise UserError(f"unknown bundled model {name!r}; bundled bases: {', '.join(BUNDLED_BASES)}")
+        return str(bundled_base_folder())
+    if ref.startswith("tiny:"):
+        parts = ref.split(":")
+        return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))
+    return ref
+
+
+def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
+    """Load base and post-trained models; an adapter is merged into a second copy of the base.
+
+    The merged model's fingerprint is `state_dict_fingerprint` of its weights.
+    """
+    base_path = build_reference(spec.base)
+    base = load_model(base_path, dtype=dtype, device=device)
+    if spec.post is not None:
+        return base, load_model(build_reference(spec.post), dtype=dtype, device=device)
+    adapter = Path(spec.post_adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json")
+    from peft import PeftModel
+
+    fresh = load_model(base_path, dtype="float32", device="cpu")
+    merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
+    merged = merged.to(dtype=base.model.dtype, device=base.model.device).eval()
+    merged.requires_grad_(False)
+    info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
+                     model_class=type(merged).__name__, dtype=dtype, device=str(base.model.device))
+    return base, LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)
