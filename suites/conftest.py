@@ -9,14 +9,17 @@ import pytest
 
 
 
-from harness.audit.claims.families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,  # noqa: E402
+from harness.audit.claims.families import (CLAIM_KINDS, GridCell, accuracy_family, diversity_family, dpo_family,
                       fade_family, fidelity_family, metric_family)
 
-from harness.errors import UserError  # noqa: E402
-from harness.analysis.metrics import METRICS  # noqa: E402
-from harness.audit.stages import ONLINE_RL, AuditConfig, AuditPipeline, dataset_spec  # noqa: E402
-from harness.pytest_plugin import SESSION_KEY  # noqa: E402
-from harness.models.registry import load_registry  # noqa: E402
+from harness.errors import UserError
+from harness.analysis.metrics import METRICS
+from harness.audit.config import AuditConfig
+from harness.audit.stages import AuditPipeline
+from harness.data.problems import dataset_spec
+from harness.models.registry import ONLINE_RL
+from harness.pytest_plugin import SESSION_KEY
+from harness.models.registry import load_registry
 
 DEFAULT_ALPHAS = (0.1, 0.3, 0.5)
 DEFAULT_METRICS = ("intensity", "complexity", "kurtosis")

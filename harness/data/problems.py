@@ -213,3 +213,25 @@ def _check_unique_ids(problems: list[Problem], where: str) -> None:
         if p.id in seen:
             raise UserError(f"{where}: problem id {p.id!r} occurs twice; ids must be unique")
         seen.add(p.id)
+
+
+# Short dataset names; anything else must be a dataset spec that `load_problems` accepts
+# (rg:<task>, hf:<hub id>, or a JSONL path).
+DATASETS: dict[str, str] = {
+    "chain_sum": "rg:chain_sum",
+    "basic_arithmetic": "rg:basic_arithmetic",
+    "products": "rg:products",
+    "gsm_symbolic": "rg:gsm_symbolic",
+    "gsm8k": "hf:openai/gsm8k",
+    "math500": "hf:HuggingFaceH4/MATH-500",
+}
+
+
+def dataset_spec(name: str) -> str:
+    """The `load_problems` spec of a dataset name; unknown names raise a UserError with the choices."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if name.startswith(("rg:", "hf:")) or name.endswith(".jsonl") or Path(name).is_file():
+        return name
+    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
+                    "or give rg:<reasoning-gym task>, hf:<hub id> or a JSONL file")

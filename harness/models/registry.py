@@ -20,7 +20,9 @@ from harness.errors import UserError
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.toml"
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
-ALGORITHM_KINDS = ("online-rl", "offline-preference", "online-preference", "supervised")
+ONLINE_RL = "online-rl"
+PREFERENCE_KINDS = ("offline-preference", "online-preference")
+ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised")
 PROMPT_TEMPLATES = ("deepseek-math", "mistral", "qwen25-math-cot", "chat", "bare")
 FAMILIES = ("llama", "mistral", "qwen2", "gemma3", "gpt2")
 

@@ -17,7 +17,8 @@ from scipy.stats import binom
 from harness.analysis.accuracy import accuracy_table
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.analysis.metrics import METRICS, MetricConfig, complexity_band, per_sample_values
-from harness.audit.stages import ONLINE_RL, AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, Cell
+from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS
 from harness.data.selection import SelectionError
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.comparisons import alpha_trend, binomial_rate_test, compare_effects, tost_paired
@@ -30,7 +31,6 @@ METRIC_CONFIG = MetricConfig()
 STATS = StatsConfig(n_boot=1000, n_perm=2000, n_perm_pooled=500, seed=0)
 CLAIM_METRIC = {"C1": "intensity", "C2": "complexity", "C3": "kurtosis", "C7": "node_entropy"}
 # Which pairs each claim reads: online RL for the paper's RL claims, preference pairs for C4.
-PREFERENCE_KINDS = ("offline-preference", "online-preference")
 CLAIM_KINDS = {"C1": (ONLINE_RL,), "C2": (ONLINE_RL,), "C3": (ONLINE_RL,), "C5": (ONLINE_RL,),
                "C6": (ONLINE_RL,), "C7": (ONLINE_RL,), "C4": PREFERENCE_KINDS}
 C6_RATE = 0.95

@@ -1,0 +1,71 @@
+"""Which models are resident: a session holds at most one pair's two models at a time, loads them
+on first use, and identifies a pair's weights by file hashes without loading them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from harness.audit.config import AuditConfig
+from harness.audit.store import Ledger
+from harness.errors import UserError
+from harness.models.loading import LoadedModel, sha256_files
+from harness.models.pairs import build_reference, load_pair_models
+from harness.models.registry import PairSpec, load_registry
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json")
+
+
+class ModelSession:
+    """The registry's pairs and the one pair whose models are loaded (counted as "models:loaded")."""
+
+    def __init__(self, config: AuditConfig, ledger: Ledger, registry: str | Path | None = None) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.pairs = load_registry(registry)
+        self._loaded: tuple[str, LoadedModel, LoadedModel] | None = None
+        self._file_hashes: dict[tuple, str] = {}
+
+    def pair(self, name: str) -> PairSpec:
+        if name not in self.pairs:
+            raise UserError(f"unknown pair {name!r}; known pairs: {', '.join(self.pairs)}")
+        return self.pairs[name]
+
+    def models(self, spec: PairSpec) -> tuple[LoadedModel, LoadedModel]:
+        """(base, post) of a pair, loaded on first use; loading another pair frees this one first."""
+        if self._loaded is None or self._loaded[0] != spec.name:
+            self._loaded = None
+            base, post = load_pair_models(spec, dtype=self.config.dtype, device=self.config.device)
+            self._loaded = (spec.name, base, post)
+            self.ledger.count("models", "loaded")
+        return self._loaded[1], self._loaded[2]
+
+    def model(self, spec: PairSpec, side: str) -> LoadedModel:
+        return self.models(spec)[0 if side == "base" else 1]
+
+    def pair_identity(self, spec: PairSpec) -> dict:
+        """What identifies the pair's weights without loading them: the registry entry plus hashes
+        of the weight files (or adapter files) behind each reference."""
+        ident = {k: v for k, v in dataclasses.asdict(spec).items() if k != "notes"}
+        ident["base_files"] = self._hash_reference(build_reference(spec.base))
+        if spec.post is not None:
+            ident["post_files"] = self._hash_reference(build_reference(spec.post))
+        else:
+            adapter = Path(spec.post_adapter)
+            if not (adapter / "adapter_config.json").is_file():
+                raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json; "
+                                "train it (see fixtures/smollm2/rebuild.sh) or choose other --pairs")
+            ident["adapter_files"] = self._hash_folder(adapter)
+        return ident
+
+    def _hash_reference(self, ref: str) -> str:
+        path = Path(ref)
+        return self._hash_folder(path) if path.exists() else f"hub:{ref}"
+
+    def _hash_folder(self, folder: Path) -> str:
+        files = sorted(p for p in ([folder] if folder.is_file() else folder.iterdir())
+                       if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        if stamp not in self._file_hashes:
+            self._file_hashes[stamp] = sha256_files(files)
+        return self._file_hashes[stamp]
