@@ -21,21 +21,19 @@ from typing import Any
 import pytest
 
 from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
+from harness.data.selection import TOKEN_MODES
 from harness.errors import UserError
 from harness.report import plots
 from harness.report.compare import DriftLimit, baseline_problems
 from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
 from harness.report.matrix import SEVERITY, build_matrix, claim_label
 from harness.report.writers import cell_properties, write_reports
-from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
 
 # Test arguments the plugin parametrises from the command line, in id order.
 GRID_ARGS = ("pair", "dataset", "alpha", "metric", "token_mode")
 GRID_OPTIONS = {"pair": "pairs", "dataset": "datasets", "alpha": "alphas", "metric": "metrics",
                 "token_mode": "token_mode"}
-# own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
-# on the base's/post's answer; reference: both on the dataset's reference solution.
-TOKEN_MODES = ("own", "shared-base", "shared-post", "reference")
 TERMINAL_COLOURS = {Verdict.SUPPORTED: "green", Verdict.REFUTED: "red",
                     Verdict.INCONCLUSIVE: "yellow", Verdict.INVALID: "purple"}
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -127,7 +125,10 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
         raise UserError(f"--n must be a positive number of questions, got {n}")
     device, dtype = get("device"), get("dtype")
     if device is not None or dtype is not None:
-        from harness.models.loading import resolve_device, resolve_dtype  # imports torch: only when asked
+        from harness.models.loading import (  # imports torch: only when asked
+            resolve_device,
+            resolve_dtype,
+        )
         if device is not None:
             resolve_device(device)
         if dtype is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.circuit.fidelity import causal_curve_png, fidelity_scatter
 from harness.analysis.metrics import MetricConfig, node_entropy_by_node
+from harness.circuit.fidelity import causal_curve_png, fidelity_scatter
 
 
 @pytest.mark.claim("C1")

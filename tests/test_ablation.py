@@ -7,15 +7,26 @@ import torch
 from model_factories import FAMILIES, VOCAB, tiny_model
 from test_eap_engine import SAMPLES, _linearised_gpt2
 
-from harness.circuit.ablation import (ablate_edges, fast_edge_deltas, mean_sources, naive_edge_deltas,
-                              record_sources)
+from harness.circuit.ablation import (
+    ablate_edges,
+    fast_edge_deltas,
+    mean_sources,
+    naive_edge_deltas,
+    record_sources,
+)
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
 from harness.circuit.eap import run_eap
-from harness.errors import UserError
-from harness.circuit.fidelity import (acdc, causal_curve, edge_integrated_gradient, fidelity_gate,
-                              measure_fidelity, sample_edges)
+from harness.circuit.fidelity import (
+    acdc,
+    causal_curve,
+    edge_integrated_gradient,
+    fidelity_gate,
+    measure_fidelity,
+    sample_edges,
+)
 from harness.circuit.graph import build_graph
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.errors import UserError
 
 ONE = SAMPLES[0]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import harness.analysis.stats  # noqa: F401  (numpy/scipy imported once, before pytester's in-process runs)
-from harness.errors import UserError
 from harness.audit.config import AuditConfig, validate_alpha
 from harness.audit.stages import AuditPipeline
 from harness.data.problems import DATASETS, dataset_spec
+from harness.errors import UserError
 
 pytest_plugins = ["pytester"]
 

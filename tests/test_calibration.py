@@ -12,11 +12,11 @@ import pytest
 import scipy.stats
 
 from harness.analysis.metrics import METRICS, MetricConfig, per_sample_values
-from harness.analysis.stats.config import StatsConfig
-from harness.audit.verdicts import Verdict, decide_verdict
-from harness.analysis.stats.pooled import cell_test
-from harness.analysis.stats.paired import paired_test
 from harness.analysis.stats.comparisons import tost_paired
+from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.paired import paired_test
+from harness.analysis.stats.pooled import cell_test
+from harness.audit.verdicts import Verdict, decide_verdict
 
 ALPHA = 0.05
 R = 400

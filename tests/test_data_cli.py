@@ -6,9 +6,9 @@ import json
 import pytest
 
 from harness.cli import data as data_cli
+from harness.data.generation import Generation, save_generations
 from harness.data.grading import Check
 from harness.errors import UserError
-from harness.data.generation import Generation, save_generations
 
 
 def parse(argv):

@@ -4,7 +4,12 @@ import json
 
 import pytest
 
-from harness.data.problems import load_hub, load_jsonl, load_problems, load_reasoning_gym
+from harness.data.problems import (
+    load_hub,
+    load_jsonl,
+    load_problems,
+    load_reasoning_gym,
+)
 from harness.errors import UserError
 
 GSM8K_ROWS = [

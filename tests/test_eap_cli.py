@@ -11,8 +11,8 @@ import torch
 from model_factories import tiny_model
 from safetensors.torch import load_file
 
-from harness.cli import main
 from harness.circuit.eap import EdgeScores
+from harness.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from scipy.stats import spearmanr
 
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
 from harness.circuit.eap import run_eap, score_batch
-from harness.errors import UserError
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.errors import UserError
 
 SAMPLES = [Sample("long", tuple(range(3, 15)), (5, 9, 11, 2)),
            Sample("short", (7, 8), (9, 10, 11, 12, 13)),

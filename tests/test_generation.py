@@ -3,10 +3,22 @@
 import pytest
 import torch
 
+from harness.data.generation import (
+    Decoding,
+    Generation,
+    _finish,
+    generate_answers,
+    load_generations,
+    save_generations,
+)
 from harness.data.problems import Problem, load_reasoning_gym
 from harness.errors import UserError
-from harness.data.generation import Decoding, Generation, _finish, generate_answers, load_generations, save_generations
-from harness.models.loading import LoadedModel, ModelInfo, smollm2_gguf_path, state_dict_fingerprint
+from harness.models.loading import (
+    LoadedModel,
+    ModelInfo,
+    smollm2_gguf_path,
+    state_dict_fingerprint,
+)
 from harness.models.prompts import TEMPLATES, encode_prompt, get_template, render_prompt
 
 

@@ -4,7 +4,13 @@ from fractions import Fraction
 
 import pytest
 
-from harness.data.grading import answers_equivalent, canonical_number, check_answer, extract_answer, parse_number
+from harness.data.grading import (
+    answers_equivalent,
+    canonical_number,
+    check_answer,
+    extract_answer,
+    parse_number,
+)
 from harness.data.latex import last_boxed
 from harness.data.problems import Problem, load_reasoning_gym
 

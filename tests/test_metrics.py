@@ -7,7 +7,6 @@ import pytest
 import scipy.stats
 import torch
 
-from harness.errors import UserError
 from harness.analysis.metrics import (
     METRICS,
     MetricConfig,
@@ -20,6 +19,7 @@ from harness.analysis.metrics import (
     pooled_states,
     pooled_values,
 )
+from harness.errors import UserError
 
 # Two samples on a 2x2 graph whose cell [1, 0] is a structural zero.
 MASK = np.array([[True, True], [False, True]])

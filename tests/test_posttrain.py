@@ -11,8 +11,15 @@ from scipy.stats import binomtest
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.training.posttrain import (PostTrainConfig, accuracy_row, exact_answer_reward, extract_answer, is_correct,
-                               mcnemar_paired, task_problems)
+from harness.training.posttrain import (
+    PostTrainConfig,
+    accuracy_row,
+    exact_answer_reward,
+    extract_answer,
+    is_correct,
+    mcnemar_paired,
+    task_problems,
+)
 
 SMOLLM2 = Path(__file__).resolve().parent.parent / "fixtures" / "smollm2"
 RUNS = ("grpo", "dpo", "online-dpo")

@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.models.registry import DEFAULT_REGISTRY, bundled_pairs, get_pair, load_registry
 from harness.models.pairs import load_pair_models
+from harness.models.registry import (
+    DEFAULT_REGISTRY,
+    bundled_pairs,
+    get_pair,
+    load_registry,
+)
 
 PAPER_PAIRS = {
     "deepseek-math": ("deepseek-ai/deepseek-math-7b-instruct", "deepseek-ai/deepseek-math-7b-rl", "grpo"),

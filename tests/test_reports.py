@@ -17,13 +17,17 @@ import numpy as np
 import pytest
 
 from harness.audit.claims import CLAIMS, get_claim
+from harness.audit.verdicts import (
+    CLAIMS_SCHEMA_VERSION,
+    CellResult,
+    Verdict,
+    make_cell_id,
+)
 from harness.cli import main as harness_main
 from harness.errors import UserError
-from harness.report import ClaimsRun, Figure, load_claims, write_reports
-from harness.report import plots
+from harness.report import ClaimsRun, Figure, load_claims, plots, write_reports
 from harness.report.compare import DriftLimit, diff_runs, merge_runs
 from harness.report.matrix import build_matrix
-from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict, make_cell_id
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,10 +4,15 @@ import random
 
 import pytest
 
-from harness.data.grading import Check, CheckedGeneration
-from harness.errors import UserError
 from harness.data.generation import Generation
-from harness.data.selection import SelectionError, SelectionParams, build_eap_rows, select_samples
+from harness.data.grading import Check, CheckedGeneration
+from harness.data.selection import (
+    SelectionError,
+    SelectionParams,
+    build_eap_rows,
+    select_samples,
+)
+from harness.errors import UserError
 
 
 def checked(qid, answer_len, correct, prompt_len=5, offset=0, reference_len=None):

@@ -3,12 +3,12 @@
 import pytest
 
 from harness.analysis.accuracy import accuracy_table
+from harness.data.generation import Decoding, generate_answers
 from harness.data.grading import check_answers, parse_number
 from harness.data.problems import load_reasoning_gym
-from harness.data.generation import Decoding, generate_answers
+from harness.data.selection import build_eap_rows, select_samples
 from harness.models.loading import load_model, smollm2_gguf_path
 from harness.models.prompts import TEMPLATES
-from harness.data.selection import build_eap_rows, select_samples
 
 pytestmark = pytest.mark.slow
 

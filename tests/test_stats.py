@@ -10,13 +10,25 @@ import scipy.stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
-from harness.errors import UserError
-from harness.analysis.metrics import METRICS, MetricConfig, as_pair, per_sample_values, pooled_values
-from harness.analysis.stats.paired import PairedTest, hedges_correction, paired_test
-from harness.audit.verdicts import Verdict, decide_verdict, family_verdicts
-from harness.analysis.stats.pooled import _swap_null, pooled_test
-from harness.analysis.stats.comparisons import alpha_trend, binomial_rate_test, compare_effects, correlation_ci, tost_paired
+from harness.analysis.metrics import (
+    METRICS,
+    MetricConfig,
+    as_pair,
+    per_sample_values,
+    pooled_values,
+)
+from harness.analysis.stats.comparisons import (
+    alpha_trend,
+    binomial_rate_test,
+    compare_effects,
+    correlation_ci,
+    tost_paired,
+)
 from harness.analysis.stats.multiplicity import benjamini_hochberg, holm
+from harness.analysis.stats.paired import PairedTest, hedges_correction, paired_test
+from harness.analysis.stats.pooled import _swap_null, pooled_test
+from harness.audit.verdicts import Verdict, decide_verdict, family_verdicts
+from harness.errors import UserError
 
 
 def brute_force_wilcoxon(d):

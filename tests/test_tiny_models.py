@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.models.tiny import FAMILIES, arithmetic_problems, make_tokenizer, tiny_model_folder
+from harness.models.tiny import (
+    FAMILIES,
+    arithmetic_problems,
+    make_tokenizer,
+    tiny_model_folder,
+)
 
 
 def test_char_tokenizer_round_trips_and_prepends_bos():

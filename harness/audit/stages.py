@@ -19,14 +19,31 @@ from typing import Any
 
 from harness.audit.config import AuditConfig, validate_alpha, validate_token_mode
 from harness.audit.session import ModelSession
-from harness.audit.store import CacheStore, Ledger, answers_key, causal_key, eap_key, fidelity_key
+from harness.audit.store import (
+    CacheStore,
+    Ledger,
+    answers_key,
+    causal_key,
+    eap_key,
+    fidelity_key,
+)
 from harness.circuit.batches import Sample
 from harness.circuit.eap import EdgeScores, run_eap
-from harness.circuit.fidelity import causal_curve, fidelity_for_model, fidelity_points, log_spaced
+from harness.circuit.fidelity import (
+    causal_curve,
+    fidelity_for_model,
+    fidelity_points,
+    log_spaced,
+)
 from harness.data.generation import Decoding, Generation, generate_answers
 from harness.data.grading import Check, CheckedGeneration, check_answers
 from harness.data.problems import dataset_spec, load_problems
-from harness.data.selection import Selection, SelectionParams, build_eap_rows, select_samples
+from harness.data.selection import (
+    Selection,
+    SelectionParams,
+    build_eap_rows,
+    select_samples,
+)
 from harness.files import content_key
 from harness.models.loading import scoring_pad_id
 from harness.models.prompts import get_template

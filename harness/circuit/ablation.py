@@ -17,10 +17,18 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from harness.circuit.batches import Batch, LossFn, Positions, Sample, make_batch, target_nll, validate_samples
-from harness.errors import UserError
+from harness.circuit.batches import (
+    Batch,
+    LossFn,
+    Positions,
+    Sample,
+    make_batch,
+    target_nll,
+    validate_samples,
+)
 from harness.circuit.graph import Graph
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.errors import UserError
 
 Edge = tuple[int, int]   # (source index u, destination index v)
 

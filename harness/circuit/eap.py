@@ -14,10 +14,18 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from harness.errors import UserError
+from harness.circuit.batches import (
+    Batch,
+    LossFn,
+    Positions,
+    Sample,
+    make_batch,
+    target_nll,
+    validate_samples,
+)
 from harness.circuit.graph import Graph, Layout
-from harness.circuit.batches import Batch, LossFn, Positions, Sample, make_batch, target_nll, validate_samples
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.errors import UserError
 
 SIGN_CONVENTION = "score estimates L(edge removed) - L(clean) under the ablation (zero unless stated)"
 

@@ -25,11 +25,18 @@ from scipy.stats import pearsonr, spearmanr
 from tqdm.auto import tqdm
 
 from harness.circuit.ablation import AblationResult, Edge, ablate_edges
-from harness.circuit.batches import Batch, LossFn, Positions, Sample, make_batch, target_nll
+from harness.circuit.batches import (
+    Batch,
+    LossFn,
+    Positions,
+    Sample,
+    make_batch,
+    target_nll,
+)
 from harness.circuit.eap import EdgeScores, score_batch
-from harness.errors import UserError
 from harness.circuit.graph import Graph
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.errors import UserError
 
 STRATA = ("top", "middle", "bottom", "random")
 

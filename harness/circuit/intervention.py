@@ -23,8 +23,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from harness.errors import UserError
 from harness.circuit.graph import Graph, Layout, build_graph
+from harness.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def _llama_like(name: str) -> FamilyAdapter:
         mlp_out="mlp", qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"))
 
 
-FAMILIES: dict[str, FamilyAdapter] = {
+# The adapter of each HF model_type (the registry's family names are harness.circuit.FAMILIES).
+ADAPTERS: dict[str, FamilyAdapter] = {
     "llama": _llama_like("llama"),
     "mistral": _llama_like("mistral"),
     "qwen2": _llama_like("qwen2"),
@@ -69,11 +70,11 @@ def family_of(model: nn.Module) -> FamilyAdapter:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type == "gemma3":   # multimodal wrapper config; only the text stack is supported
         model_type = None
-    if model_type not in FAMILIES:
+    if model_type not in ADAPTERS:
         raise UserError(
             f"unsupported architecture {type(model).__name__} (model_type={model_type!r}); "
-            f"supported model types: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[model_type]
+            f"supported model types: {', '.join(sorted(ADAPTERS))}")
+    return ADAPTERS[model_type]
 
 
 def _submodule(root: nn.Module, dotted: str) -> nn.Module:

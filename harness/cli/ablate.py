@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.circuit.ablation import AblationKind, AblationResult, MeanOver, ablate_edges
-from harness.files import atomic_write_bytes, atomic_write_json
-from harness.circuit.eap import EdgeScores, SIGN_CONVENTION
+from harness.circuit.ablation import (
+    AblationKind,
+    AblationResult,
+    MeanOver,
+    ablate_edges,
+)
 from harness.circuit.batches import read_samples
-from harness.cli import COMMANDS
-from harness.errors import UserError
+from harness.circuit.eap import SIGN_CONVENTION, EdgeScores
 from harness.circuit.fidelity import measure_fidelity, sample_edges, scatter_png
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import family_of
+from harness.cli import COMMANDS
+from harness.errors import UserError
+from harness.files import atomic_write_bytes, atomic_write_json
 from harness.versions import library_versions
 
 

@@ -13,12 +13,23 @@ import time
 from pathlib import Path
 
 from harness.analysis.accuracy import accuracy_table
-from harness.data.grading import Check, CheckedGeneration, check_answers
-from harness.files import atomic_write_json, atomic_write_text
 from harness.cli import COMMANDS
+from harness.data.generation import (
+    Decoding,
+    generate_answers,
+    load_generations,
+    save_generations,
+)
+from harness.data.grading import Check, CheckedGeneration, check_answers
+from harness.data.selection import (
+    TOKEN_MODES,
+    VARIANTS,
+    SelectionParams,
+    build_eap_rows,
+    select_samples,
+)
 from harness.errors import UserError
-from harness.data.generation import Decoding, generate_answers, load_generations, save_generations
-from harness.data.selection import TOKEN_MODES, VARIANTS, SelectionParams, build_eap_rows, select_samples
+from harness.files import atomic_write_json, atomic_write_text
 from harness.versions import library_versions
 
 

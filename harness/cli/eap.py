@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.circuit.batches import Positions
-from harness.circuit.batches import read_samples
+from harness.circuit.batches import Positions, read_samples
 from harness.circuit.eap import run_eap
+from harness.circuit.graph import Layout
 from harness.cli import COMMANDS
 from harness.errors import UserError
-from harness.circuit.graph import Layout
 from harness.versions import library_versions
 
 

@@ -9,8 +9,14 @@ from pathlib import Path
 from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.files import atomic_write_json, atomic_write_text
-from harness.training.posttrain import (TRAINED_ALGORITHMS, PostTrainConfig, accuracy_markdown, accuracy_row,
-                                        evaluate_run, train)
+from harness.training.posttrain import (
+    TRAINED_ALGORITHMS,
+    PostTrainConfig,
+    accuracy_markdown,
+    accuracy_row,
+    evaluate_run,
+    train,
+)
 
 
 def _run_posttrain(args) -> int:

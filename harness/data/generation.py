@@ -16,9 +16,9 @@ from typing import Iterable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from harness.files import atomic_write_json, atomic_write_text, cache_root, content_key
 from harness.data.problems import Problem
 from harness.errors import UserError
+from harness.files import atomic_write_json, atomic_write_text, cache_root, content_key
 from harness.models.prompts import PromptTemplate, encode_prompt, get_template
 
 FinishReason = Literal["eos", "stop", "length"]

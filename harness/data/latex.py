@@ -71,8 +71,12 @@ def braced(s: str, start: int) -> tuple[str, int]:
 
 def latex_to_sympy(answer: str):
     """Parse a cleaned LaTeX answer into a sympy expression (fractions, roots, powers, pi)."""
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
-                                            parse_expr, standard_transformations)
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
 
     def convert(s: str) -> str:
         out, i = [], 0

@@ -17,7 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 from statistics import mean
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 from harness.data.grading import CheckedGeneration
 from harness.errors import UserError
@@ -25,8 +25,10 @@ from harness.errors import UserError
 Variant = Literal["paper", "paper-code"]
 TokenMode = Literal["own", "shared-base", "shared-post", "reference"]
 ShortAnswers = Literal["error", "drop"]
-VARIANTS: tuple[Variant, ...] = ("paper", "paper-code")
-TOKEN_MODES: tuple[TokenMode, ...] = ("own", "shared-base", "shared-post", "reference")
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+# own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
+# on the base's/post's answer; reference: both on the dataset's reference solution.
+TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.models.bundled import BUNDLED_BASES, bundled_base_folder
-from harness.models.loading import LoadedModel, ModelInfo, load_model, state_dict_fingerprint
+from harness.models.loading import (
+    LoadedModel,
+    ModelInfo,
+    load_model,
+    state_dict_fingerprint,
+)
 from harness.models.registry import PairSpec
 from harness.models.tiny import tiny_model_folder
 

@@ -12,19 +12,20 @@ A post-trained model is either such a reference (`post`) or the base plus a LoRA
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import tomllib
+
+from harness.circuit import FAMILIES
 from harness.errors import UserError
+from harness.models.prompts import TEMPLATES
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.toml"
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
 ONLINE_RL = "online-rl"
 PREFERENCE_KINDS = ("offline-preference", "online-preference")
 ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised")
-PROMPT_TEMPLATES = ("deepseek-math", "mistral", "qwen25-math-cot", "chat", "bare")
-FAMILIES = ("llama", "mistral", "qwen2", "gemma3", "gpt2")
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{label}: missing required key(s) {', '.join(missing)}")
-    from harness.models.prompts import TEMPLATES
-
     for key, allowed in (("family", FAMILIES), ("algorithm", ALGORITHMS), ("algorithm_kind", ALGORITHM_KINDS),
                          ("prompt_template", tuple(TEMPLATES))):
         if raw[key] not in allowed:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from harness.files import atomic_write_json, cache_root, content_key
+from harness.circuit import FAMILIES
 from harness.errors import UserError
+from harness.files import atomic_write_json, cache_root, content_key
 
-FAMILIES = ("llama", "qwen2", "mistral", "gemma3", "gpt2")
 RECIPE = {"version": 1, "hidden": 32, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 64, "n_train": 400,
           "pretrain_steps": 150, "pretrain_lr": 3e-3, "post_steps": 8, "post_lr": 1e-3, "samples": 4,
           "max_operand": 20, "seed": 0}
@@ -29,7 +29,14 @@ SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 def make_tokenizer():
     """Character-level fast tokenizer: one token per character, BOS prepended, no chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL + CHARS)}
@@ -43,7 +50,13 @@ def make_tokenizer():
 
 def make_config(family: str, vocab_size: int):
     """A 2-layer config of `family` (grouped-query attention where the family has it)."""
-    from transformers import (GPT2Config, Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config)
+    from transformers import (
+        Gemma3TextConfig,
+        GPT2Config,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+    )
 
     r = RECIPE
     common = dict(vocab_size=vocab_size, hidden_size=r["hidden"], intermediate_size=r["ffn"],

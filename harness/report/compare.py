@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.audit.verdicts import CellResult
 from harness.errors import UserError
 from harness.report.document import ClaimsRun
-from harness.audit.verdicts import CellResult
 
 
 @dataclass(frozen=True)

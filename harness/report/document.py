@@ -10,7 +10,6 @@ Derived figures are not read back: writing a run draws them again from its cells
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -23,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.errors import UserError
 from harness.versions import library_versions
-from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 
 SCHEMA_NAME = "rl-circuit-audit/claims"
 
@@ -70,7 +69,7 @@ class ClaimsRun:
                               for cid, c in sorted(per_claim.items())}}
 
     def to_document(self) -> dict[str, Any]:
-        claims = [dataclasses.asdict(CLAIMS_BY_ID[cid]) for cid in self.claim_ids() if cid in CLAIMS_BY_ID]
+        claims = [CLAIMS_BY_ID[cid].describe() for cid in self.claim_ids() if cid in CLAIMS_BY_ID]
         return {
             "schema": SCHEMA_NAME,
             "schema_version": CLAIMS_SCHEMA_VERSION,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.verdicts import CellResult
 from harness.report import plots
 from harness.report.document import Figure
-from harness.audit.verdicts import CellResult
 
 DIVERSITY_CLAIM = "C6"
 

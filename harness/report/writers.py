@@ -10,12 +10,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.verdicts import CellResult, Verdict
+from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.report.document import ClaimsRun, Figure
 from harness.report.figures import derived_figures
 from harness.report.matrix import Matrix, build_matrix, claim_label
-from harness.audit.verdicts import CellResult, Verdict
 
 COLOURS = {Verdict.SUPPORTED: "#1a7f37", Verdict.REFUTED: "#cf222e",
            Verdict.INCONCLUSIVE: "#bf8700", Verdict.INVALID: "#8250df"}

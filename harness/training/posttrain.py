@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from harness.files import atomic_write_json, cache_root
 from harness.errors import UserError
+from harness.files import atomic_write_json, cache_root
 from harness.models.bundled import bundled_base_folder
 
 TRAINED_ALGORITHMS = ("grpo", "dpo", "online-dpo")
@@ -399,8 +399,9 @@ def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label:
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
     """Base-model held-out generations, cached by base fingerprint, problems and token budget."""
-    from harness.files import content_key
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.files import content_key
 
     key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, INSTRUCTION)
     path = cache_root() / "posttrain-eval" / f"base-{key}.json"

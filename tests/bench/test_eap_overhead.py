@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from overhead_probe import eap_step, frozen_step, smollm2_batch, smollm2_shaped_model, train_step
+from overhead_probe import (
+    eap_step,
+    frozen_step,
+    smollm2_batch,
+    smollm2_shaped_model,
+    train_step,
+)
 
 from harness.circuit.intervention import InstrumentedModel
 

@@ -10,12 +10,15 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import special, stats
 
-from harness.errors import UserError
 from harness.analysis.stats.config import DEPENDENCE_CAVEAT
-from harness.analysis.stats.resampling import (as_vector, bootstrap_weights,
-                                               check_direction, paired_vectors)
 from harness.analysis.stats.paired import hedges_dz, weighted_hedges_dz
-
+from harness.analysis.stats.resampling import (
+    as_vector,
+    bootstrap_weights,
+    check_direction,
+    paired_vectors,
+)
+from harness.errors import UserError
 
 # --------------------------------------------------------------------------- equivalence and comparisons
 

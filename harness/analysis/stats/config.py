@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
-
-
 DEPENDENCE_CAVEAT = (
     "cells share models, questions and alpha levels, so they are not independent trials; "
     "the p-value and interval treat them as independent and are therefore optimistic"

@@ -8,7 +8,6 @@ import numpy as np
 
 from harness.errors import UserError
 
-
 # --------------------------------------------------------------------------- multiplicity
 
 

@@ -11,9 +11,14 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from harness.analysis.stats.resampling import (
+    alternative,
+    bca_interval,
+    bootstrap_weights,
+    check_direction,
+    paired_vectors,
+)
 from harness.errors import UserError
-from harness.analysis.stats.resampling import (alternative, bca_interval, bootstrap_weights,
-                                               check_direction, paired_vectors)
 
 
 def hedges_correction(df: float) -> float:

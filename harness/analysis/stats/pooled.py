@@ -21,10 +21,12 @@ from harness.analysis.metrics import (
     pooled_states,
 )
 from harness.analysis.stats.config import StatsConfig
-from harness.analysis.stats.resampling import (bca_interval, bootstrap_weights,
-                                               jackknife_weights)
 from harness.analysis.stats.paired import PairedTest, paired_test
-
+from harness.analysis.stats.resampling import (
+    bca_interval,
+    bootstrap_weights,
+    jackknife_weights,
+)
 
 # --------------------------------------------------------------------------- pooled metrics
 

@@ -11,7 +11,6 @@ from scipy import special
 
 from harness.errors import UserError
 
-
 # --------------------------------------------------------------------------- input checks
 
 

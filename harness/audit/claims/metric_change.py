@@ -1,0 +1,93 @@
+"""C1, C2, C3, C7: online RL moves one metric of the edge scores in the claimed direction.
+
+Each (pair, dataset, alpha, token mode) cell gets the metric's deciding test (paired per question,
+or pooled for the paper's histogram statistics); Holm runs over the claim's family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.analysis.metrics import complexity_band
+from harness.analysis.stats.pooled import CellTest, cell_test
+from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.claims.common import (
+    METRIC_CONFIG,
+    STATS,
+    FamilyContext,
+    Gate,
+    GridCell,
+    bh_adjusted,
+    cell_id,
+    edge_arrays,
+    family_extra,
+    fidelity_extra,
+    finite,
+    funnel_of,
+    gate,
+    invalid_cell,
+    try_cell,
+)
+from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.verdicts import CellResult, family_verdicts
+from harness.data.selection import SelectionError
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One judged cell: its grid values, data, deciding test and fidelity gate."""
+
+    grid: GridCell
+    cell: Cell
+    test: CellTest
+    gate: Gate
+
+
+def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext) -> dict[GridCell, CellResult]:
+    """Paired per-question test of the claim's metric in each (pair, dataset, alpha, mode) cell."""
+    claim = CLAIMS_BY_ID[claim_id]
+    metric = claim.metric
+    judged: list[MetricRow] = []
+    failed: list[tuple[GridCell, SelectionError]] = []
+    for g in grid:
+        cell = try_cell(audit, g.pair, g.dataset, g.alpha, g.token_mode)
+        if isinstance(cell, SelectionError):
+            failed.append((g, cell))
+            continue
+        judged.append(MetricRow(g, cell, cell_test(metric, *edge_arrays(cell), METRIC_CONFIG, STATS), gate(audit, [cell])))
+    tests = [r.test.decisive_test for r in judged]
+    decisions = family_verdicts(tests, alpha=STATS.alpha, min_n=STATS.min_n, fidelity_ok=[r.gate.ok for r in judged])
+    bh = bh_adjusted(tests, decisions)
+    out: dict[GridCell, CellResult] = {}
+    for row, decision, p_bh, test in zip(judged, decisions, bh, tests):
+        g, cell, ct = row.grid, row.cell, row.test
+        extra = {**family_extra(grid, claim_id), "decisive": ct.decisive,
+                 "pooled": {"base": ct.pooled.base, "post": ct.pooled.post, "diff": ct.pooled.diff,
+                            "ci": [ct.pooled.ci_low, ct.pooled.ci_high], "p": ct.pooled.p_permutation},
+                 "fidelity": fidelity_extra([cell]), "t_cut": cell.selection.t_cut, "t_bar": cell.selection.t_bar}
+        if ct.paired is not None:
+            extra.update(wilcoxon=ct.paired.wilcoxon_method, p_permutation=ct.paired.p_permutation,
+                         relative_change=ct.paired.relative_change, n_zero=ct.paired.n_zero)
+        if metric == "complexity":   # sensitivity to the bin count B, reported as a band
+            band = complexity_band(*edge_arrays(cell), METRIC_CONFIG)
+            extra["complexity_band"] = {"bins": list(band.bins), "pooled_diff": list(band.pooled_diff),
+                                        "per_sample_mean_diff": list(band.per_sample_mean_diff),
+                                        "diff_min": band.diff_min, "diff_max": band.diff_max,
+                                        "sign_consistent": band.sign_consistent}
+        paired = ct.paired
+        reason = decision.reason + (f"; {row.gate.note}" if row.gate.note else "")
+        out[g] = CellResult(
+            claim.id, claim.name, cell_id(claim_id, g), decision.label, decision.rule, reason,
+            g.pair, g.dataset, g.alpha, metric, g.token_mode, n=test.n,
+            base_value=finite(paired.mean_base if paired else ct.pooled.base),
+            post_value=finite(paired.mean_post if paired else ct.pooled.post),
+            effect=finite(paired.mean_diff if paired else ct.pooled.diff),
+            ci_low=finite(test.ci_low), ci_high=finite(test.ci_high), ci_method=test.ci_method,
+            effect_size=finite(paired.hedges_dz) if paired else None, p_value=finite(test.p_claimed),
+            p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh), fidelity=finite(row.gate.worst),
+            fidelity_threshold=audit.config.fidelity_threshold, funnel=cell.funnel, extra=extra,
+            provenance={**cell.provenance, "metric_config": METRIC_CONFIG.as_dict()})
+    for g, err in failed:
+        out[g] = invalid_cell(audit, claim_id, g, f"selection left no sample: {str(err).splitlines()[0]}",
+                              funnel_of(err))
+    return out
