@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.analysis.metrics import MetricConfig, node_entropy_by_node
-from harness.circuit.fidelity import causal_curve_png, fidelity_scatter
+from harness.report.plots import causal_curve_png, fidelity_scatter
 
 
 @pytest.mark.claim("C1")

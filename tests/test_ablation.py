@@ -16,14 +16,8 @@ from harness.circuit.ablation import (
 )
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
 from harness.circuit.eap import run_eap
-from harness.circuit.fidelity import (
-    acdc,
-    causal_curve,
-    edge_integrated_gradient,
-    fidelity_gate,
-    measure_fidelity,
-    sample_edges,
-)
+from harness.circuit.causal import acdc, causal_curve, edge_integrated_gradient
+from harness.circuit.fidelity import fidelity_gate, measure_fidelity, sample_edges
 from harness.circuit.graph import build_graph
 from harness.circuit.intervention import InstrumentedModel, RunState
 from harness.errors import UserError

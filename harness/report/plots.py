@@ -151,3 +151,52 @@ def metric_vs_alpha(series: dict[str, Sequence[tuple[float, float, float | None,
     ax.set_title(title)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
+    """PNG of EAP score against exact delta, one point per (sample, edge), with the y = x line.
+    series: {label: (eap_scores, exact_deltas)}, e.g. one series per model."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    values = []
+    for label, (est, exact) in series.items():
+        ax.scatter(exact, est, s=8, alpha=0.6, label=label)
+        values += list(est) + list(exact)
+    low, high = min(values), max(values)
+    ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    ax.set_xlabel("exact ablation ΔL (nats)")
+    ax.set_ylabel("EAP score (nats)")
+    ax.set_title(title, fontsize=9)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def causal_curve_png(curve: dict, title: str) -> bytes:
+    """Loss with the top-k EAP edges removed vs k random edges (mean ± range of draws), and the
+    faithfulness of the circuits keeping only those k edges. curve: CausalCurve fields."""
+    ks = curve["ks"]
+    rand_loss, rand_faith = np.array(curve["loss_removed_random"]), np.array(curve["faithfulness_random"])
+    fig = Figure(figsize=(9, 3.8))
+    left, right = fig.subplots(1, 2)
+    left.plot(ks, curve["loss_removed_top"], "o-", label="top-k EAP removed")
+    left.errorbar(ks, rand_loss.mean(1), yerr=[rand_loss.mean(1) - rand_loss.min(1),
+                                                rand_loss.max(1) - rand_loss.mean(1)],
+                  fmt="s--", label="k random removed")
+    left.axhline(curve["loss_clean"], color="grey", linewidth=1, label="clean")
+    left.set(xscale="log", xlabel="k edges", ylabel="loss (nats)")
+    left.legend(fontsize=8)
+    right.plot(ks, curve["faithfulness_top"], "o-", label="circuit: top-k EAP")
+    right.plot(ks, rand_faith.mean(1), "s--", label="circuit: k random")
+    right.set(xscale="log", xlabel="k edges kept", ylabel="faithfulness")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
