@@ -15,7 +15,6 @@ from harness.training.posttrain import (
     PostTrainConfig,
     accuracy_row,
     exact_answer_reward,
-    extract_answer,
     is_correct,
     mcnemar_paired,
     task_problems,
@@ -39,7 +38,7 @@ def test_is_correct_reads_the_last_number(text, answer, ok):
 
 def test_reward_is_exact_answer_per_completion():
     assert exact_answer_reward(["p", "p"], ["so 5", "so 6"], answer=["5", "5"]) == [1.0, 0.0]
-    assert extract_answer("1 then 2.5") == "2.5"
+    assert exact_answer_reward(["p"], ["1 then 2.5"], answer=["2.5"]) == [1.0]
 
 
 def test_mcnemar_exact_is_binomial_on_discordant_pairs():

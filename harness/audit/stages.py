@@ -28,8 +28,8 @@ from harness.audit.store import (
     fidelity_key,
 )
 from harness.circuit.batches import Sample
-from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.causal import causal_curve, log_spaced
+from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.generation import Decoding, Generation, generate_answers
 from harness.data.grading import Check, CheckedGeneration, check_answers

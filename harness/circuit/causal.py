@@ -16,7 +16,14 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.circuit.ablation import Edge
-from harness.circuit.batches import Batch, LossFn, Positions, Sample, make_batch, target_nll
+from harness.circuit.batches import (
+    Batch,
+    LossFn,
+    Positions,
+    Sample,
+    make_batch,
+    target_nll,
+)
 from harness.circuit.eap import EdgeScores, score_batch
 from harness.circuit.intervention import InstrumentedModel, RunState
 

@@ -3,15 +3,13 @@
 - `sample_edges`: all edges of a small graph, else a seeded stratified sample by |EAP score|
   (top, middle, bottom, random) so that low-scored edges are checked too.
 - `measure_fidelity`: Spearman, Pearson, sign agreement, top-k recall and relative error between
-  EAP scores and exact deltas on the same (sample, edge) cells; `fidelity_gate` turns the Spearman
-  value into the pass/fail gate that every verdict carries.
+  EAP scores and exact deltas on the same (sample, edge) cells;
 - `fidelity_points`: the (EAP, exact) pairs a scatter plot shows.
 Causal checks of the ranking are in `harness.circuit.causal`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -101,17 +99,6 @@ def measure_fidelity(eap: EdgeScores, ablation: AblationResult, top_k: int | Non
         topk_recall=len(top_exact & top_est) / k, top_k=k,
         relative_error=float(np.abs(est_flat - exact_flat).sum() / max(np.abs(exact_flat).sum(), 1e-30)),
         n_edges=len(edges), n_samples=est.shape[0], ablation=ablation.kind.value)
-
-
-def fidelity_gate(fidelity: Fidelity | None, threshold: float) -> tuple[bool, str]:
-    """(passes, reason). A claim cell on scores below the threshold is INVALID, never trusted."""
-    if fidelity is None:
-        return False, "no fidelity measurement for this pair"
-    if not math.isfinite(fidelity.spearman) or fidelity.spearman < threshold:
-        return False, (f"EAP fidelity Spearman {fidelity.spearman:.3f} < threshold {threshold:.2f} "
-                       f"({fidelity.n_edges} edges × {fidelity.n_samples} samples, "
-                       f"{fidelity.ablation} ablation)")
-    return True, f"EAP fidelity Spearman {fidelity.spearman:.3f} ≥ threshold {threshold:.2f}"
 
 
 def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: EdgeScores, *,

@@ -14,12 +14,12 @@ from harness.circuit.ablation import (
 from harness.circuit.batches import read_samples
 from harness.circuit.eap import SIGN_CONVENTION, EdgeScores
 from harness.circuit.fidelity import fidelity_points, measure_fidelity, sample_edges
-from harness.report.plots import fidelity_scatter
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import family_of
 from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.files import atomic_write_bytes, atomic_write_json
+from harness.report.plots import fidelity_scatter
 from harness.versions import library_versions
 
 

@@ -36,6 +36,8 @@ TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (
     PromptTemplate("chat-plain", "chat", "{question}"),
     # the bundled SmolLM2 post-trainings were trained and evaluated with this prompt
     PromptTemplate("chat-final-number", "chat", "{question} Give only the final number."),
+    # the same instruction for tokenizers without a chat template (the tiny test models)
+    PromptTemplate("qa-final-number", "text", "Q: {question} Give only the final number.\nA:"),
     PromptTemplate("bare", "text", "{question}"),  # the question as is (models trained on raw problems)
 )}
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -26,18 +25,23 @@ from pathlib import Path
 
 import torch
 
+from harness.data.generation import Decoding, generate_answers
+from harness.data.grading import check_answer, check_answers
+from harness.data.problems import Problem
 from harness.errors import UserError
 from harness.files import atomic_write_json, cache_root
 from harness.models.bundled import bundled_base_folder
+from harness.models.loading import LoadedModel, ModelInfo, state_dict_fingerprint
+from harness.models.prompts import PromptTemplate, get_template, render_prompt
+from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS
+from harness.versions import library_versions
 
 TRAINED_ALGORITHMS = ("grpo", "dpo", "online-dpo")
-ALGORITHM_KIND = {"grpo": "online-rl", "dpo": "offline-preference", "online-dpo": "online-preference"}
+ALGORITHM_KIND = {"grpo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0], "online-dpo": PREFERENCE_KINDS[1]}
 TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 TRAIN_SEED, HELDOUT_SEED = 1000, 2000
 HELDOUT_POOL = 300  # small enough to leave a share of the 200 one-digit problems for training
 SEQUENCES_PER_STEP = 16
-INSTRUCTION = "Give only the final number."
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -118,29 +122,19 @@ def _heldout_pool(name: str, task: dict) -> list[dict]:
     raise UserError(f"could not draw {HELDOUT_POOL} distinct held-out problems from {name}")
 
 
-def render_prompt(tokenizer, question: str) -> str:
-    """Chat template when the tokenizer has one, else a plain `Q: ... A:` prompt."""
-    text = f"{question} {INSTRUCTION}"
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-    return f"Q: {text}\nA:"
+def prompt_template(tokenizer) -> PromptTemplate:
+    """The audit's prompt of the bundled pairs (chat template), or its plain Q/A form for a
+    tokenizer without a chat template."""
+    return get_template("chat-final-number" if getattr(tokenizer, "chat_template", None) else "qa-final-number")
 
 
-def extract_answer(completion: str) -> str | None:
-    """The last number in the completion (the base rarely follows a stated answer format)."""
-    found = _NUMBER.findall(completion)
-    return found[-1] if found else None
+def _problem(index: int, question: str, answer: str) -> Problem:
+    return Problem(id=f"p{index}", question=question, gold=str(answer), style="gsm8k")
 
 
 def is_correct(completion: str, answer: str) -> bool:
-    got = extract_answer(completion)
-    if got is None:
-        return False
-    try:
-        return float(got) == float(answer)
-    except ValueError:
-        return got.strip() == answer.strip()
+    """Does the completion's final answer equal `answer`? The audit's own grading (harness.data.grading)."""
+    return check_answer(completion, _problem(0, "", answer)).correct
 
 
 def exact_answer_reward(prompts, completions, answer, **_) -> list[float]:
@@ -149,27 +143,11 @@ def exact_answer_reward(prompts, completions, answer, **_) -> list[float]:
             for c, a in zip(completions, answer)]
 
 
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 32,
-             temperature: float = 0.0, seed: int = 0, desc: str = "generate") -> list[str]:
-    """Batched generation, left-padded; greedy when temperature is 0. Returns completions only."""
-    from tqdm import tqdm
-
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    torch.manual_seed(seed)
-    out: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(model.device)
-        kwargs = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-                  if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
-                                            "top_k": None})
-        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             **kwargs)
-        out += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
+def _loaded(model, tokenizer, label: str) -> LoadedModel:
+    """A trained or merged model as the audit's LoadedModel (fingerprinted, for the generation cache)."""
+    info = ModelInfo(source=label, fingerprint=state_dict_fingerprint(model), model_class=type(model).__name__,
+                     dtype=str(next(model.parameters()).dtype).removeprefix("torch."), device=str(model.device))
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
 def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostTrainConfig,
@@ -177,20 +155,21 @@ def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostT
     """Sample the base once; a problem with a correct and a wrong sample gives (chosen, rejected)."""
     pairs: list[dict] = []
     chunk = 16
+    loaded = _loaded(model, tokenizer, "base")
+    template = prompt_template(tokenizer)
     for start in range(0, len(problems), chunk):
-        group = problems[start:start + chunk]
-        prompts = [render_prompt(tokenizer, p["question"]) for p in group]
-        repeated = [p for p in prompts for _ in range(config.dpo_samples_per_problem)]
-        samples = generate(model, tokenizer, repeated, max_new_tokens=config.max_new_tokens,
-                           batch_size=64, temperature=config.temperature, seed=config.seed + start,
-                           desc=f"preference pairs {len(pairs)}/{n_pairs}")
-        k = config.dpo_samples_per_problem
-        for i, (prob, prompt) in enumerate(zip(group, prompts)):
-            own = samples[i * k:(i + 1) * k]
-            good = [s for s in own if is_correct(s, prob["answer"])]
-            bad = [s for s in own if not is_correct(s, prob["answer"])]
+        group = [_problem(start + i, p["question"], p["answer"]) for i, p in enumerate(problems[start:start + chunk])]
+        draws = [generate_answers(loaded, group, template,
+                                  Decoding(mode="sample", max_new_tokens=config.max_new_tokens,
+                                           temperature=config.temperature, seed=config.seed + start + j,
+                                           batch_size=64), use_cache=False, progress=False)
+                 for j in range(config.dpo_samples_per_problem)]
+        for i, problem in enumerate(group):
+            checked = [check_answer(d[i].text, problem) for d in draws]
+            good = [d[i].text for d, c in zip(draws, checked) if c.correct]
+            bad = [d[i].text for d, c in zip(draws, checked) if not c.correct]
             if good and bad:
-                pairs.append({"prompt": prompt, "chosen": good[0], "rejected": bad[0]})
+                pairs.append({"prompt": draws[0][i].prompt, "chosen": good[0], "rejected": bad[0]})
             if len(pairs) == n_pairs:
                 return pairs
     return pairs
@@ -246,7 +225,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     if config.algo == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        data = Dataset.from_list([{"prompt": render_prompt(tokenizer, p["question"]), "answer": p["answer"]}
+        data = Dataset.from_list([{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
                                   for p in problems])
         args = GRPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
                           num_generations=config.grpo_generations, max_completion_length=config.max_new_tokens,
@@ -270,7 +249,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     else:
         from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-        data = Dataset.from_list([{"prompt": render_prompt(tokenizer, p["question"]), "answer": p["answer"]}
+        data = Dataset.from_list([{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
                                   for p in problems])
         args = OnlineDPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
                                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
@@ -295,7 +274,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base_ref": base_ref,
                "base_fingerprint": _folder_fingerprint(Path(base)), "train_s": round(train_s, 1),
                "total_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
-               "platform": platform.platform(), "versions": _versions(), **extra}
+               "platform": platform.platform(), "versions": library_versions(), **extra}
     atomic_write_json(out / "train_summary.json", summary)
     if not config.full_weights:
         store_adapter_bf16(out)
@@ -323,13 +302,6 @@ def _folder_fingerprint(folder: Path) -> str:
     from harness.models.loading import _weight_files, sha256_files
 
     return sha256_files(_weight_files(folder)) if folder.is_dir() else f"hub:{folder}"
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    return {name: md.version(name) for name in ("torch", "transformers", "trl", "peft", "datasets",
-                                                 "reasoning-gym")}
 
 
 def plot_curves(log: list[dict], algo: str, path: Path) -> None:
@@ -390,11 +362,12 @@ def load_post_model(base: str, run: Path):
 
 def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label: str) -> list[dict]:
     """Greedy completions on `problems` with their extracted answer and correctness."""
-    prompts = [render_prompt(tokenizer, p["question"]) for p in problems]
-    completions = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, desc=f"eval {label}")
-    return [{"question": p["question"], "answer": p["answer"], "completion": c,
-             "extracted": extract_answer(c), "correct": is_correct(c, p["answer"])}
-            for p, c in zip(problems, completions)]
+    rows = [_problem(i, p["question"], p["answer"]) for i, p in enumerate(problems)]
+    generations = generate_answers(_loaded(model, tokenizer, label), rows, prompt_template(tokenizer),
+                                   Decoding(max_new_tokens=max_new_tokens, batch_size=32), use_cache=False)
+    return [{"question": p["question"], "answer": p["answer"], "completion": c.generation.text,
+             "extracted": c.check.extracted, "correct": c.correct}
+            for p, c in zip(problems, check_answers(generations, rows))]
 
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
@@ -403,7 +376,7 @@ def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> l
 
     from harness.files import content_key
 
-    key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, INSTRUCTION)
+    key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, "chat-final-number")
     path = cache_root() / "posttrain-eval" / f"base-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
