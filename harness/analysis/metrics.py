@@ -121,7 +121,7 @@ def as_pair(base_W: Any, post_W: Any, mask: Any) -> tuple[np.ndarray, np.ndarray
     return base, post, mask_
 
 
-def cells(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
+def edge_values(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
     """Per-sample flattened cells [n, m]: all n_src*n_dst cells, or the real edges only."""
     if config.include_structural_zeros:
         return W.reshape(W.shape[0], -1)
@@ -194,12 +194,12 @@ def per_sample_ranges(
 
 def intensity_per_sample(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
     """Activation Intensity of each sample: mean |W| over its cells. [n], units of W."""
-    return np.abs(cells(W, mask, config)).mean(axis=1)
+    return np.abs(edge_values(W, mask, config)).mean(axis=1)
 
 
 def kurtosis_per_sample(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
     """Fisher excess kurtosis (population moments) of each sample's signed cells. [n]; NaN if constant."""
-    x = cells(W, mask, config)
+    x = edge_values(W, mask, config)
     dev = x - x.mean(axis=1, keepdims=True)
     m2 = np.mean(dev**2, axis=1)
     m4 = np.mean(dev**4, axis=1)
@@ -209,7 +209,7 @@ def kurtosis_per_sample(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -
 
 def correlation_matrix(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
     """Pearson correlation [n, n] between samples' flattened signed cells; NaN rows for constant samples."""
-    x = cells(W, mask, config)
+    x = edge_values(W, mask, config)
     dev = x - x.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.sum(dev**2, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -257,7 +257,7 @@ def _nanmean_rows(h: np.ndarray) -> np.ndarray:
 
 def mass_entropy_per_sample(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.ndarray:
     """Binning-free companion of Information Complexity: entropy of |W| / sum |W| per sample. [n] nats."""
-    mass = np.abs(cells(W, mask, config))
+    mass = np.abs(edge_values(W, mask, config))
     return _row_entropy(mass, config.eps)
 
 
@@ -266,7 +266,7 @@ def complexity_per_sample_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Histogram entropy of each sample's |cells| for base and post ([n] each), ranges per policy."""
     bins = config.bins if bins is None else bins
-    ab, ap = np.abs(cells(base, mask, config)), np.abs(cells(post, mask, config))
+    ab, ap = np.abs(edge_values(base, mask, config)), np.abs(edge_values(post, mask, config))
     (lb, hb), (lp, hp) = per_sample_ranges(ab, ap, config)
     m = ab.shape[1]
     hist_b = _histogram_counts(ab, lb, hb, bins) / m
@@ -281,7 +281,7 @@ def complexity_per_sample_pair(
 
 
 def _intensity_state(W, mask, config, value_range):
-    a = np.abs(cells(W, mask, config))
+    a = np.abs(edge_values(W, mask, config))
     return np.stack([a.sum(axis=1), np.full(a.shape[0], float(a.shape[1]))], axis=1)
 
 
@@ -291,7 +291,7 @@ def _intensity_combine(state, weights):
 
 
 def _complexity_state(W, mask, config, value_range, bins=None):
-    a = np.abs(cells(W, mask, config))
+    a = np.abs(edge_values(W, mask, config))
     counts = _histogram_counts(a, value_range[0], value_range[1], config.bins if bins is None else bins)
     return {"counts": counts, "eps": config.eps}
 
@@ -337,7 +337,7 @@ def _node_entropy_combine(state, weights):
 
 
 def _mass_entropy_state(W, mask, config, value_range):
-    a = np.abs(cells(W, mask, config))
+    a = np.abs(edge_values(W, mask, config))
     with np.errstate(divide="ignore"):
         alog = np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
     return np.stack([a.sum(axis=1), alog.sum(axis=1)], axis=1)
@@ -431,7 +431,7 @@ def pooled_states(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np
     """Sufficient-statistic states of base and post for the pooled form (validated arrays)."""
     if not spec.uses_range:
         return spec.state(base, mask, config, None), spec.state(post, mask, config, None)
-    ab, ap = np.abs(cells(base, mask, config)), np.abs(cells(post, mask, config))
+    ab, ap = np.abs(edge_values(base, mask, config)), np.abs(edge_values(post, mask, config))
     rb, rp = pooled_ranges(ab, ap, config)
     return (spec.state(base, mask, config, rb, bins=bins), spec.state(post, mask, config, rp, bins=bins))
 

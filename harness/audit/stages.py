@@ -76,7 +76,7 @@ class PairAnswers:
 
 
 @dataclass(frozen=True)
-class Cell:
+class CellData:
     """Everything a claim needs for one (pair, dataset, alpha, token mode).
 
     base/post: EdgeScores of each model on its rows (same question order). fidelity: per model the
@@ -112,7 +112,7 @@ class AuditPipeline:
         self.store = CacheStore(self.ledger)
         self.session = ModelSession(config, self.ledger, registry)
         self._answers: dict[tuple[str, str], PairAnswers] = {}
-        self._cells: dict[tuple, Cell] = {}
+        self._cells: dict[tuple, CellData] = {}
 
     def pair(self, name: str) -> PairSpec:
         return self.session.pair(name)
@@ -197,7 +197,7 @@ class AuditPipeline:
 
     # ------------------------------------------------------------ C8: causal check of the ranking
 
-    def causal(self, cell: Cell, side: str = "post") -> dict:
+    def causal(self, cell: CellData, side: str = "post") -> dict:
         """Top-k EAP edges vs k random edges removed (log-spaced k, 2 random draws) on the cell's
         first `fidelity_samples` questions: losses and circuit faithfulness (harness.circuit.fidelity)."""
         cfg = self.config
@@ -218,7 +218,7 @@ class AuditPipeline:
 
     # ------------------------------------------------------------ a whole cell
 
-    def cell(self, pair_name: str, dataset: str, alpha: float, token_mode: str = "own") -> Cell:
+    def cell(self, pair_name: str, dataset: str, alpha: float, token_mode: str = "own") -> CellData:
         """Selection, EAP of both models and their fidelity for one (pair, dataset, alpha, mode)."""
         memo = (pair_name, dataset, float(alpha), token_mode)
         if memo in self._cells:
@@ -244,7 +244,7 @@ class AuditPipeline:
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
             "ledger": self.ledger.as_dict(),
         }
-        result = Cell(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
+        result = CellData(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
                       fidelity, provenance)
         self._cells[memo] = result
         return result

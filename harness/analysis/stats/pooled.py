@@ -14,7 +14,7 @@ from harness.analysis.metrics import (
     MetricSpec,
     RangePolicy,
     as_pair,
-    cells,
+    edge_values,
     get_metric,
     per_sample_values,
     pooled_ranges,
@@ -76,7 +76,7 @@ def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.nd
     stacked = np.concatenate([base, post])
     value_range = None
     if spec.uses_range:
-        a = np.abs(cells(stacked, mask, config))
+        a = np.abs(edge_values(stacked, mask, config))
         value_range = pooled_ranges(a, a, config)[0]
     state = spec.state(stacked, mask, config, value_range)
     keep = 1.0 - swaps
@@ -92,7 +92,7 @@ def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np
     Every sample's |cells| are sorted once; a histogram on new edges is then a batch of
     searchsorted calls (bins [e_i, e_i+1), the last one closed).
     """
-    stacked = np.abs(cells(np.concatenate([base, post]), mask, config))
+    stacked = np.abs(edge_values(np.concatenate([base, post]), mask, config))
     rows, m = stacked.shape
     n = rows // 2
     ordered = np.sort(stacked, axis=1)
@@ -173,7 +173,7 @@ def pooled_test(
 
 
 @dataclass(frozen=True)
-class CellTest:
+class MetricTest:
     """One cell's tests of one metric; `decisive` names the one its verdict uses."""
 
     metric: str
@@ -187,7 +187,7 @@ class CellTest:
 
 
 def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: MetricConfig,
-              stats_config: StatsConfig) -> CellTest:
+              stats_config: StatsConfig) -> MetricTest:
     """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
 
     Metrics whose per-sample values are independent across questions are decided by the paired
@@ -199,11 +199,11 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
     pooled = pooled_test(base_W, post_W, mask, metric, metric_config, n_boot=stats_config.n_boot,
                          n_perm=stats_config.n_perm_pooled, seed=seed, ci_level=stats_config.ci_level)
     if not spec.independent_per_sample:
-        return CellTest(metric, None, pooled, "pooled")
+        return MetricTest(metric, None, pooled, "pooled")
     values = per_sample_values(metric, base_W, post_W, mask, metric_config)
     paired = paired_test(values.base, values.post, spec.direction, n_boot=stats_config.n_boot,
                          n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
                          ci_level=stats_config.ci_level)
-    return CellTest(metric, paired, pooled, "paired")
+    return MetricTest(metric, paired, pooled, "paired")
 
 

@@ -25,7 +25,7 @@ from harness.audit.claims.common import (
     metric_diffs,
     try_cell,
 )
-from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Verdict, family_verdicts
 from harness.data.selection import SelectionError
 
@@ -41,7 +41,7 @@ class FadeRow:
     trend: Trend | None
     levels: tuple[float, ...]
     effects: tuple[float, ...]   # mean / sd (ddof 1) of post - base at each level
-    cells: tuple[Cell, ...]
+    cells: tuple[CellData, ...]
     gate: Gate = Gate()
 
 

@@ -17,7 +17,7 @@ from harness.analysis.metrics import MetricConfig, per_sample_values
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import benjamini_hochberg
 from harness.audit.claims import CLAIMS_BY_ID
-from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import (
     CellResult,
     Decision,
@@ -78,18 +78,18 @@ def cell_id(claim_id: str, g: GridCell) -> str:
     return make_cell_id(claim_id, CLAIMS_BY_ID[claim_id].name, g.pair, g.dataset, g.metric, mode, alpha=g.alpha)
 
 
-def edge_arrays(cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def edge_arrays(cell: CellData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(W_base, W_post, mask) of a cell as arrays: [n, n_src, n_dst] float32 twice, [n_src, n_dst] bool."""
     return cell.base.scores.numpy(), cell.post.scores.numpy(), cell.base.mask.numpy()
 
 
-def metric_diffs(cell: Cell, metric: str) -> np.ndarray:
+def metric_diffs(cell: CellData, metric: str) -> np.ndarray:
     """Per-question post - base of a metric, [n] float64."""
     values = per_sample_values(metric, *edge_arrays(cell), METRIC_CONFIG)
     return np.asarray(values.post - values.base, dtype=float)
 
 
-def gate(audit: AuditPipeline, cells: list[Cell]) -> Gate:
+def gate(audit: AuditPipeline, cells: list[CellData]) -> Gate:
     threshold = audit.config.fidelity_threshold
     worst = min(float(r["spearman"]) for c in cells for r in c.fidelity.values())
     if not worst >= threshold:  # NaN fails too
@@ -97,7 +97,7 @@ def gate(audit: AuditPipeline, cells: list[Cell]) -> Gate:
     return Gate(True, worst, "")
 
 
-def fidelity_extra(cells: list[Cell]) -> dict:
+def fidelity_extra(cells: list[CellData]) -> dict:
     return {f"{c.pair.name}/a{c.alpha}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
@@ -126,7 +126,7 @@ def invalid_cell(audit: AuditPipeline, claim_id: str, g: GridCell, reason: str, 
                       funnel=funnel or [], provenance={"audit_config": audit.config.as_dict()})
 
 
-def try_cell(audit: AuditPipeline, pair: str, dataset: str, alpha: float, mode: str) -> Cell | SelectionError:
+def try_cell(audit: AuditPipeline, pair: str, dataset: str, alpha: float, mode: str) -> CellData | SelectionError:
     try:
         return audit.cell(pair, dataset, alpha, mode)
     except SelectionError as err:

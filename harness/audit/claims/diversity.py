@@ -23,7 +23,7 @@ from harness.audit.claims.common import (
     gate,
     try_cell,
 )
-from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Verdict, family_verdicts
 from harness.data.selection import SelectionError
 
@@ -38,7 +38,7 @@ class DiversityRow:
     test: FamilyTest
     rate: RateTest | None
     experiments: list[dict]
-    used: list[Cell]
+    used: list[CellData]
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.analysis.metrics import complexity_band
-from harness.analysis.stats.pooled import CellTest, cell_test
+from harness.analysis.stats.pooled import MetricTest, cell_test
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     METRIC_CONFIG,
@@ -28,7 +28,7 @@ from harness.audit.claims.common import (
     invalid_cell,
     try_cell,
 )
-from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, family_verdicts
 from harness.data.selection import SelectionError
 
@@ -38,8 +38,8 @@ class MetricRow:
     """One judged cell: its grid values, data, deciding test and fidelity gate."""
 
     grid: GridCell
-    cell: Cell
-    test: CellTest
+    cell: CellData
+    test: MetricTest
     gate: Gate
 
 

@@ -36,7 +36,7 @@ from harness.audit.claims.common import (
     metric_diffs,
     try_cell,
 )
-from harness.audit.stages import AuditPipeline, Cell
+from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Verdict, family_verdicts
 from harness.data.selection import SelectionError
 
@@ -47,11 +47,11 @@ class PreferenceRow:
     comparison (None where the data did not allow one)."""
 
     grid: GridCell
-    cell: Cell | None
+    cell: CellData | None
     test: FamilyTest
     comparison: EffectComparison | None = None
     gate: Gate = Gate()
-    rl_cells: tuple[Cell, ...] = ()
+    rl_cells: tuple[CellData, ...] = ()
     values: PairedValues | None = None
     equivalence: EquivalenceTest | None = None
 
@@ -71,7 +71,7 @@ def _row(audit: AuditPipeline, g: GridCell, rl_pairs: tuple[str, ...]) -> Prefer
         return PreferenceRow(g, None, FamilyTest(0, math.nan, math.nan, f"selection: {str(cell).splitlines()[0]}"))
     diffs = metric_diffs(cell, g.metric)
     rl_cells = tuple(c for c in (try_cell(audit, p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs)
-                     if isinstance(c, Cell))
+                     if isinstance(c, CellData))
     usable_rl = [d for d in (metric_diffs(c, g.metric) for c in rl_cells) if d.size >= 3 and d.std() > 0]
     fidelity_gate = gate(audit, [cell, *rl_cells])
     if not usable_rl or diffs.size < 3 or diffs.std() == 0:
