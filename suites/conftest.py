@@ -1,5 +1,6 @@
-"""Suite wiring: audit options, the session's pipeline, default grids from the pair registry, which
-pairs each claim reads, and the per-claim family computation (all selected cells, then Holm)."""
+"""Suite wiring, thin over harness.audit: the audit options, the session's pipeline, the run grid
+(harness.audit.grid) that parametrises and deselects the claim tests, and each test's judged cell
+(its claim's family: all selected cells, then Holm)."""
 
 from __future__ import annotations
 
