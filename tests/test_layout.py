@@ -4,6 +4,7 @@ pytest only in the plugin, and the report commands run without torch."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,12 +111,29 @@ def test_no_sys_path_manipulation_in_package_or_suites() -> None:
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("argv", [["report", "diff", "--help"], ["--help"]])
-def test_report_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
+def _run_without_torch(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python -m harness ARGV` in a fresh interpreter that prints which heavy modules it imported."""
     probe = ("import sys\nfrom harness.cli import main\n"
-             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit_:\n    code = exit_.code\n"
              "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-             "print('HEAVY=' + ','.join(heavy))\n")
-    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
-                          cwd=PACKAGE.parent)
-    assert "HEAVY=\n" in done.stdout, done.stdout + done.stderr
+             "print(f'EXIT={code} HEAVY=' + ','.join(heavy))\n")
+    return subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=PACKAGE.parent)
+
+
+def test_report_diff_runs_without_importing_torch(tmp_path: Path) -> None:
+    golden = json.loads((PACKAGE.parent / "tests" / "golden" / "claims.json").read_text())
+    old = dict(golden, run_id="old", created="2026-01-01T00:00:00+00:00", figures=[])
+    new = json.loads(json.dumps(old))
+    new["run_id"] = "new"
+    new["cells"][0]["verdict"] = "REFUTED" if old["cells"][0]["verdict"] != "REFUTED" else "SUPPORTED"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    done = _run_without_torch(["report", "diff", str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert f"{old['cells'][0]['cell_id']}: {old['cells'][0]['verdict']} -> {new['cells'][0]['verdict']}" in done.stdout
+    assert "EXIT=1 HEAVY=\n" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["report", "merge", "--help"]])
+def test_help_does_not_import_torch(argv: list[str]) -> None:
+    done = _run_without_torch(argv)
+    assert "EXIT=0 HEAVY=\n" in done.stdout, done.stdout + done.stderr
