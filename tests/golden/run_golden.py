@@ -4,7 +4,8 @@
 
 `tests/test_golden.py` reruns it and compares every field of claims.json with the stored one,
 except what names the run or the machine rather than the behaviour: timestamps, run ids,
-durations, the code and library versions, the platform, and the temporary folder it ran in.
+durations, the code and library versions, the platform, and the folders it ran in (the temporary
+one and the checkout's).
 Regenerate it only in a commit of its own that says why the verdicts changed.
 """
 
@@ -64,7 +65,8 @@ def normalise(node: Any, workdir: Path) -> Any:
     if isinstance(node, list):
         return [normalise(v, workdir) for v in node]
     if isinstance(node, str):
-        return node.replace(str(workdir.resolve()), "<work>").replace(str(workdir), "<work>")
+        node = node.replace(str(workdir.resolve()), "<work>").replace(str(workdir), "<work>")
+        return node.replace(str(ROOT), "<checkout>")
     return node
 
 
