@@ -1,6 +1,6 @@
 """Suite wiring, thin over harness.audit: the audit options, the session's pipeline, the run grid
 (harness.audit.grid) that parametrises and deselects the claim tests, and each test's judged cell
-(its claim's family: all selected cells, then Holm)."""
+(its claim's family: every cell of the grid, then Holm)."""
 
 from __future__ import annotations
 
@@ -103,10 +103,8 @@ def families(audit: AuditPipeline, request: pytest.FixtureRequest) -> Families:
 
 @pytest.fixture
 def judged(families: Families, request: pytest.FixtureRequest):
-    """This test's CellResult, judged with the rest of its claim's family (its selected cells)."""
-    claim_id = claim_of(request.node)
-    family = [grid_cell(i) for i in request.session.items if claim_of(i) == claim_id]
-    return families.result(claim_id, grid_cell(request.node), family)
+    """This test's CellResult, judged with the rest of its claim's family on the run's grid."""
+    return families.result(claim_of(request.node), grid_cell(request.node))
 
 
 @pytest.fixture

@@ -173,11 +173,13 @@ def test_paired_test_bad_input(base, post, direction, match):
         paired_test(base, post, direction)
 
 
-def test_holm_and_bh_match_statsmodels():
-    rng = np.random.default_rng(8)
-    p = np.concatenate([rng.uniform(0, 0.05, 5), rng.uniform(0, 1, 15), [0.01, 0.01]])
-    assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
-    assert benjamini_hochberg(p) == pytest.approx(multipletests(p, method="fdr_bh")[1])
+def test_holm_and_bh_give_the_hand_computed_values():
+    # sorted 0.005, 0.01, 0.03, 0.04. Holm: 4*0.005, 3*0.01, 2*0.03, max(1*0.04, 0.06), capped at 1.
+    # BH: 0.005*4/1, 0.01*4/2, 0.03*4/3, 0.04*4/4, then the running minimum from the largest.
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
 def test_multiplicity_skips_invalid_cells():
@@ -326,8 +328,12 @@ def test_family_verdicts_apply_holm_and_skip_invalid():
     tests = [paired_test(np.zeros(30), rng.normal(mu, 1.0, 30), +1) for mu in (0.8, 0.45, 0.0)]
     tests.append(paired_test(np.zeros(30), np.zeros(30), +1))
     verdicts = family_verdicts(tests, alpha=0.05)
-    expected = holm([t.p_wilcoxon for t in tests[:3]])
+    # one Holm pass over both directions of the three usable cells (2m = 6 hypotheses)
+    both = holm([t.p_wilcoxon for t in tests[:3]] + [t.p_opposite for t in tests[:3]])
+    expected = both[:3]
     assert [v.p_adjusted for v in verdicts[:3]] == pytest.approx(expected)
+    assert [v.p_adjusted_opposite for v in verdicts[:3]] == pytest.approx(both[3:])
+    assert {v.holm_m for v in verdicts} == {6}
     assert verdicts[3].label is Verdict.INVALID
     for v, p in zip(verdicts[:3], expected):
         assert (v.label is Verdict.SUPPORTED) == (p < 0.05)

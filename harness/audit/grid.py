@@ -2,11 +2,14 @@
 cells each claim speaks about, and the families of cells judged together.
 
 Axes come from the options where given, else the registry's bundled pairs (the tiny test models
-left out) and their datasets. The suites parametrise their tests from `RunGrid.axes()`.
+left out) and their datasets. The suites parametrise their tests from `RunGrid.axes()`. A claim's
+family is fixed by the grid (`RunGrid.family`), so `-k` changes which cells are shown, never a
+cell's corrected p-value.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from harness.analysis.metrics import METRICS
@@ -84,19 +87,31 @@ class RunGrid:
     def context(self) -> FamilyContext:
         return FamilyContext(self.rl_pairs(), self.alphas, self.experiments())
 
+    def family(self, claim_id: str) -> list[GridCell]:
+        """Every cell of the claim on this grid, in test order: its Holm family, whatever -k runs."""
+        axes = CLAIMS_BY_ID[claim_id].axes
+        values = {"pair": self.pairs, "dataset": self.datasets, "alpha": self.alphas, "metric": self.metrics,
+                  "token_mode": self.token_modes}
+        cells = [GridCell(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+        return [g for g in cells if self.applies(claim_id, g)]
+
     def figure_datasets(self, claim_id: str, pair: str) -> list[str]:
         return [d for d in self.datasets if self.applies(claim_id, GridCell(pair, d))]
 
 
 class Families:
-    """Judges each claim's family once per session: all of its given cells, then Holm within them."""
+    """Judges each claim's family once per session: every cell of the claim on the run's grid, then
+    Holm within them. `-k` chooses which cells run and are shown, never what a cell is corrected for."""
 
     def __init__(self, audit: AuditPipeline, grid: RunGrid) -> None:
         self.audit, self.grid = audit, grid
         self.done: dict[str, dict[GridCell, CellResult]] = {}
 
-    def result(self, claim_id: str, cell: GridCell, family: list[GridCell]) -> CellResult:
-        """The CellResult of `cell`, judged with `family` (the claim's selected cells) on first use."""
+    def result(self, claim_id: str, cell: GridCell) -> CellResult:
+        """The CellResult of `cell`, judged with the rest of its claim's family on first use."""
         if claim_id not in self.done:
+            family = self.grid.family(claim_id)
             self.done[claim_id] = family_rule(claim_id)(self.audit, claim_id, family, self.grid.context())
+        if cell not in self.done[claim_id]:
+            raise UserError(f"cell {cell} of {claim_id} is not on the run's grid")
         return self.done[claim_id][cell]

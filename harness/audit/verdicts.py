@@ -164,14 +164,20 @@ class Decision:
     reason: str
     p_adjusted: float
     p_adjusted_opposite: float
+    holm_m: int = 1   # one-sided hypotheses Holm corrected over: 2 per usable cell of the family
+
+
+CORRECTION = ("Holm over the family's 2m one-sided hypotheses (m usable cells, each tested in the claimed and "
+              "in the opposite direction), so that the chance of any SUPPORTED or REFUTED under the global "
+              "null is at most alpha")
 
 
 def verdict_rule(alpha: float, min_n: int) -> str:
     return (
-        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted within the claim's "
-        f"family, is < {alpha}; REFUTED if the one-sided p-value in the opposite direction, adjusted the "
-        f"same way, is < {alpha}; INVALID if n < {min_n}, the differences are degenerate (all zero, zero "
-        f"variance), a value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE"
+        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}; REFUTED "
+        f"if the one-sided p-value in the opposite direction, Holm-adjusted, is < {alpha}; the correction is "
+        f"{CORRECTION}; INVALID if n < {min_n}, the differences are degenerate (all zero, zero variance), a "
+        f"value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE"
     )
 
 
@@ -183,12 +189,13 @@ def decide_verdict(
     alpha: float = 0.05,
     min_n: int = 10,
     fidelity_ok: bool = True,
+    holm_m: int = 1,
 ) -> Decision:
     """Apply the pre-registered rule to one cell (pure function of its arguments)."""
     rule = verdict_rule(alpha, min_n)
 
     def make(label: Verdict, reason: str) -> Decision:
-        return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite))
+        return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite), holm_m)
 
     if not fidelity_ok:
         return make(Verdict.INVALID, "attribution-fidelity gate failed")
@@ -215,14 +222,18 @@ def family_verdicts(
     min_n: int = 10,
     fidelity_ok: Sequence[bool] | None = None,
 ) -> list[Decision]:
-    """Holm-adjust one claim's family (each direction separately) and decide every cell."""
+    """Holm-adjust one claim's family over both directions of every usable cell (CORRECTION) and
+    decide every cell."""
     fidelity = [True] * len(tests) if fidelity_ok is None else list(fidelity_ok)
     if len(fidelity) != len(tests):
         raise UserError(f"fidelity_ok has {len(fidelity)} entries for {len(tests)} tests")
     usable = [t.invalid_reason is None and t.n >= min_n and ok for t, ok in zip(tests, fidelity)]
-    claimed = holm([t.p_claimed if u else math.nan for t, u in zip(tests, usable)])
-    opposite = holm([t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
+    both = holm([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]
+                + [t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
+    claimed, opposite = both[:len(tests)], both[len(tests):]
+    m = int(np.isfinite([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]).sum()
+            + np.isfinite([t.p_opposite if u else math.nan for t, u in zip(tests, usable)]).sum())
     return [
-        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok)
+        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok, holm_m=m)
         for t, pc, po, ok in zip(tests, claimed, opposite, fidelity)
     ]

@@ -1,54 +1,34 @@
-"""Family-wise (Holm) and false-discovery (Benjamini-Hochberg) adjustment of p-values."""
+"""Family-wise (Holm) and false-discovery (Benjamini-Hochberg) adjustment of p-values, through
+statsmodels' `multipletests`; NaN entries (cells that cannot be analysed) stay NaN and do not count."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+from statsmodels.stats.multitest import multipletests
 
 from harness.errors import UserError
 
-# --------------------------------------------------------------------------- multiplicity
 
-
-def _pvalue_array(pvals: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _adjusted(pvals: Sequence[float], method: str) -> np.ndarray:
     p = np.asarray(pvals, dtype=float)
     if p.ndim != 1:
         raise UserError(f"p-values must be a flat list, got shape {p.shape}")
     valid = np.isfinite(p)
     if np.any((p[valid] < 0) | (p[valid] > 1)):
         raise UserError("p-values must lie in [0, 1]")
-    return p, valid
+    out = np.full(p.shape, np.nan)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method=method)[1]
+    return out
 
 
 def holm(pvals: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values. NaN entries (invalid cells) stay NaN and do not count."""
-    p, valid = _pvalue_array(pvals)
-    out = np.full(p.shape, np.nan)
-    q = p[valid]
-    m = q.size
-    if m:
-        order = np.argsort(q, kind="stable")
-        adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
-        res = np.empty(m)
-        res[order] = np.minimum(adj, 1.0)
-        out[valid] = res
-    return out
+    """Holm step-down adjusted p-values."""
+    return _adjusted(pvals, "holm")
 
 
 def benjamini_hochberg(pvals: Sequence[float]) -> np.ndarray:
-    """Benjamini-Hochberg step-up adjusted p-values (FDR). NaN entries stay NaN and do not count."""
-    p, valid = _pvalue_array(pvals)
-    out = np.full(p.shape, np.nan)
-    q = p[valid]
-    m = q.size
-    if m:
-        order = np.argsort(q, kind="stable")
-        scaled = q[order] * m / np.arange(1, m + 1)
-        adj = np.minimum.accumulate(scaled[::-1])[::-1]
-        res = np.empty(m)
-        res[order] = np.minimum(adj, 1.0)
-        out[valid] = res
-    return out
-
-
+    """Benjamini-Hochberg step-up adjusted p-values (FDR)."""
+    return _adjusted(pvals, "fdr_bh")

@@ -35,6 +35,7 @@ class ClaimSpec:
     rule: str | None = None                     # module of harness.audit.claims with its `judge`
     reads: tuple[str, ...] | None = (ONLINE_RL,)  # algorithm kinds of the pairs it reads; None: all
     metric: str | None = None                   # the metric a one-metric claim tests
+    axes: tuple[str, ...] = ("pair", "dataset", "alpha", "token_mode")  # its cells' grid arguments
 
     def describe(self) -> dict[str, str]:
         """What a report records of the claim: id, name, section, statement, direction."""
@@ -58,13 +59,14 @@ CLAIMS: tuple[ClaimSpec, ...] = (
               "metric_change", metric="kurtosis"),
     ClaimSpec("C4", "dpo_deviates", "§4.3, Table 1",
               "DPO's changes are weaker or inconsistent compared with online RL.", "weaker",
-              "preference", reads=PREFERENCE_KINDS),
+              "preference", reads=PREFERENCE_KINDS,
+              axes=("pair", "dataset", "alpha", "metric", "token_mode")),
     ClaimSpec("C5", "alpha_fade", "§4.3, Table 1",
               "Counter-examples (DeepSeek-Math, Mistral) fade as alpha grows.", "fades",
-              "alpha_fade"),
+              "alpha_fade", axes=("pair", "dataset", "metric", "token_mode")),
     ClaimSpec("C6", "diversity", "§4.3, Fig. 3a",
               "Inter-sample diversity rises after online RL in at least 95% of experiments.",
-              "proportion", "diversity"),
+              "proportion", "diversity", axes=("token_mode",)),
     ClaimSpec("C7", "node_entropy", "§4.3, Fig. 3b",
               "Per-node output-edge entropy rises after online RL.", "increase",
               "metric_change", metric="node_entropy"),
@@ -73,7 +75,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
               "fidelity", reads=None),
     ClaimSpec("C9", "accuracy", "Appendix C, Table 4",
               "Post-training improved task accuracy.", "increase",
-              "accuracy", reads=None),
+              "accuracy", reads=None, axes=("pair", "dataset")),
 )
 
 CLAIMS_BY_ID = {claim.id: claim for claim in CLAIMS}

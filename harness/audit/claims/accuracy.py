@@ -53,7 +53,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             ci_low=None, ci_high=None, ci_method="Wilson intervals per model in extra",
             p_value=finite(test.p_claimed), p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
             funnel=[{"stage": "questions", "n": table.n}],
-            extra={**family_extra(grid, claim_id), "accuracy": table.to_json()},
+            extra={**family_extra(grid, claim_id, decision), "accuracy": table.to_json()},
             provenance={"models": answers.models, "data": answers.data, "template": answers.template,
                         "decoding": answers.decoding, "audit_config": audit.config.as_dict(),
                         "cache_keys": {"answers": answers.key}})

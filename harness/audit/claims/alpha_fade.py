@@ -96,7 +96,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             p_value=finite(test.p_claimed), p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
             fidelity=finite(row.gate.worst), fidelity_threshold=audit.config.fidelity_threshold,
             funnel=[{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
-            extra={**family_extra(grid, claim_id), "alphas": list(row.levels), "hedges_dz": list(row.effects),
+            extra={**family_extra(grid, claim_id, decision), "alphas": list(row.levels), "hedges_dz": list(row.effects),
                    "counter_example_alphas": counter, "trend_method": trend.method if trend else None,
                    "fidelity": fidelity_extra(list(row.cells))},
             provenance={**(row.cells[0].provenance if row.cells else {}), "metric_config": METRIC_CONFIG.as_dict()})

@@ -1,8 +1,8 @@
 """What every claim's family rule shares: the grid cell a test stands for, the fidelity gate, the
 family record written into each cell, and the fixed statistics settings.
 
-A family is the claim's cells selected in this pytest session (after -k and deselection); its
-size and members are recorded in every cell's `extra`, so a report says what Holm corrected for.
+A family is every cell of the claim on the run's grid (harness.audit.grid), whatever -k selects; its
+members, hash and Holm's m are recorded in every cell's `extra`, so a report says what Holm corrected for.
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import benjamini_hochberg
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import (
-    CellResult,
-    Decision,
-    Verdict,
-    make_cell_id,
-    verdict_rule,
-)
+from harness.audit.verdicts import CORRECTION, CellResult, Decision, Verdict, make_cell_id, verdict_rule
 from harness.data.selection import SelectionError
+from harness.files import content_key
 
 METRIC_CONFIG = MetricConfig()
 STATS = StatsConfig(n_boot=1000, n_perm=2000, n_perm_pooled=500, seed=0)
@@ -101,9 +96,11 @@ def fidelity_extra(cells: list[CellData]) -> dict:
     return {f"{c.pair.name}/a{c.alpha}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
-def family_extra(cells: list[GridCell], claim_id: str) -> dict:
-    return {"family_size": len(cells), "family": [cell_id(claim_id, g) for g in cells],
-            "correction": "Holm within the family (BH reported)", "stats_config": STATS.as_dict()}
+def family_extra(cells: list[GridCell], claim_id: str, decision: Decision) -> dict:
+    """What a cell was corrected with: the family fixed by the grid, its hash, and Holm's m."""
+    ids = [cell_id(claim_id, g) for g in cells]
+    return {"family_size": len(cells), "family": ids, "family_hash": content_key(ids),
+            "holm_m": decision.holm_m, "p_holm_opposite": finite(decision.p_adjusted_opposite), "correction": f"{CORRECTION} (BH reported)", "stats_config": STATS.as_dict()}
 
 
 def bh_adjusted(tests: list, decisions: list[Decision]) -> np.ndarray:

@@ -95,7 +95,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             fidelity=float(min(fids)) if fids else None,
             fidelity_threshold=audit.config.fidelity_threshold,
             funnel=[{"stage": "experiments", "n": len(experiments)}, {"stage": "usable", "n": test.n}],
-            extra={**family_extra(grid, claim_id), "experiments": details,
+            extra={**family_extra(grid, claim_id, decision), "experiments": details,
                    "rises": int(sum(1 for d in details if "skipped" not in d and d["diff"] > 0)),
                    "caveat": rate.caveat if rate else None},
             provenance={"audit_config": audit.config.as_dict(), "metric_config": METRIC_CONFIG.as_dict(),

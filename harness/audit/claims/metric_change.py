@@ -61,7 +61,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     out: dict[GridCell, CellResult] = {}
     for row, decision, p_bh, test in zip(judged, decisions, bh, tests):
         g, cell, ct = row.grid, row.cell, row.test
-        extra = {**family_extra(grid, claim_id), "decisive": ct.decisive,
+        extra = {**family_extra(grid, claim_id, decision), "decisive": ct.decisive,
                  "pooled": {"base": ct.pooled.base, "post": ct.pooled.post, "diff": ct.pooled.diff,
                             "ci": [ct.pooled.ci_low, ct.pooled.ci_high], "p": ct.pooled.p_permutation},
                  "fidelity": fidelity_extra([cell]), "t_cut": cell.selection.t_cut, "t_bar": cell.selection.t_bar}

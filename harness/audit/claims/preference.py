@@ -96,7 +96,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     out = {}
     for row, decision, p_bh in zip(rows, decisions, bh):
         g, cell, test, comp = row.grid, row.cell, row.test, row.comparison
-        extra = {**family_extra(grid, claim_id), "compared_with": [c.pair.name for c in row.rl_cells],
+        extra = {**family_extra(grid, claim_id, decision), "compared_with": [c.pair.name for c in row.rl_cells],
                  "algorithm_kind": audit.pair(g.pair).algorithm_kind,
                  "fidelity": fidelity_extra([c for c in [cell, *row.rl_cells] if c is not None])}
         if comp is not None:
