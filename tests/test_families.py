@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_pairs
 import torch
 from scipy.stats import ttest_1samp
 
-import tiny_pairs
 from harness.analysis.stats.multiplicity import holm
 from harness.audit.claims.common import FamilyTest
 from harness.audit.verdicts import Verdict, family_verdicts

@@ -151,12 +151,14 @@ def test_bootstrap_is_fast_and_deterministic():
     assert first.ci_low != paired_test(base, post, +1, n_boot=2000, seed=12).ci_low
 
 
-def test_degenerate_cells_are_flagged_not_crashed():
+def test_degenerate_cells_are_flagged_and_no_change_is_not_invalid():
     x = np.arange(12.0)
-    assert paired_test(x, x, +1).invalid_reason == "all differences are zero"
+    unchanged = paired_test(x, x, +1)
+    assert unchanged.invalid_reason is None and unchanged.no_change
+    assert (unchanged.p_claimed, unchanged.p_opposite, unchanged.mean_diff) == (1.0, 1.0, 0.0)
     assert "zero variance" in paired_test(x, x + 1, +1).invalid_reason
     assert "only 2" in paired_test([1.0, 2.0], [2.0, 3.5], +1).invalid_reason
-    assert math.isnan(paired_test(x, x, +1).p_wilcoxon)
+    assert math.isnan(paired_test(x, x + 1, +1).p_wilcoxon)
 
 
 @pytest.mark.parametrize(
@@ -320,22 +322,26 @@ def test_decide_verdict_rules():
         assert "Holm" in v.rule and "0.05" in v.rule
     assert decide_verdict(base, 0.01, 0.99, min_n=30).label is Verdict.INVALID
     degenerate = paired_test(np.zeros(20), np.zeros(20), +1)
-    assert decide_verdict(degenerate, 0.0, 1.0).reason == "all differences are zero"
+    no_change = decide_verdict(degenerate, 1.0, 1.0)
+    assert no_change.label is Verdict.INCONCLUSIVE and no_change.reason.startswith("no change")
 
 
-def test_family_verdicts_apply_holm_and_skip_invalid():
+def test_family_verdicts_apply_holm_and_count_no_change_as_inconclusive():
     rng = np.random.default_rng(14)
     tests = [paired_test(np.zeros(30), rng.normal(mu, 1.0, 30), +1) for mu in (0.8, 0.45, 0.0)]
     tests.append(paired_test(np.zeros(30), np.zeros(30), +1))
+    tests.append(paired_test(np.zeros(2), np.ones(2), +1))   # too few questions: invalid
     verdicts = family_verdicts(tests, alpha=0.05)
-    # one Holm pass over both directions of the three usable cells (2m = 6 hypotheses)
-    both = holm([t.p_wilcoxon for t in tests[:3]] + [t.p_opposite for t in tests[:3]])
-    expected = both[:3]
-    assert [v.p_adjusted for v in verdicts[:3]] == pytest.approx(expected)
-    assert [v.p_adjusted_opposite for v in verdicts[:3]] == pytest.approx(both[3:])
-    assert {v.holm_m for v in verdicts} == {6}
-    assert verdicts[3].label is Verdict.INVALID
-    for v, p in zip(verdicts[:3], expected):
+    # one Holm pass over both directions of the four usable cells (2m = 8 hypotheses); the
+    # unchanged cell enters with p = 1 in both directions and is INCONCLUSIVE: no change
+    both = holm([t.p_wilcoxon for t in tests[:4]] + [t.p_opposite for t in tests[:4]])
+    expected = both[:4]
+    assert [v.p_adjusted for v in verdicts[:4]] == pytest.approx(expected)
+    assert [v.p_adjusted_opposite for v in verdicts[:4]] == pytest.approx(both[4:])
+    assert {v.holm_m for v in verdicts} == {8}
+    assert verdicts[3].label is Verdict.INCONCLUSIVE and verdicts[3].reason.startswith("no change")
+    assert verdicts[4].label is Verdict.INVALID
+    for v, p in zip(verdicts[:3], expected[:3]):
         assert (v.label is Verdict.SUPPORTED) == (p < 0.05)
 
 

@@ -176,8 +176,9 @@ def verdict_rule(alpha: float, min_n: int) -> str:
     return (
         f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}; REFUTED "
         f"if the one-sided p-value in the opposite direction, Holm-adjusted, is < {alpha}; the correction is "
-        f"{CORRECTION}; INVALID if n < {min_n}, the differences are degenerate (all zero, zero variance), a "
-        f"value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE"
+        f"{CORRECTION}; INVALID if n < {min_n}, the differences have zero variance without being zero, a "
+        f"value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE (no change, every "
+        f"difference exactly zero, is INCONCLUSIVE with that reason)"
     )
 
 
@@ -205,6 +206,8 @@ def decide_verdict(
         return make(Verdict.INVALID, f"n = {test.n} < {min_n}")
     if not (np.isfinite(p_adjusted) and np.isfinite(p_adjusted_opposite)):
         return make(Verdict.INVALID, "a p-value is NaN")
+    if getattr(test, "no_change", False):
+        return make(Verdict.INCONCLUSIVE, "no change: every paired difference is exactly zero")
     if p_adjusted < alpha:
         return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}")
     if p_adjusted_opposite < alpha:

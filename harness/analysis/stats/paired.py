@@ -95,6 +95,7 @@ class PairedTest:
     zero_method: str
     seed: int
     invalid_reason: str | None
+    no_change: bool = False   # every paired difference is exactly zero: evidence of no change, p = 1
 
     @property
     def p_claimed(self) -> float:
@@ -155,8 +156,9 @@ def paired_test(
 
     base, post: per-question values [n], paired by index. zero_method: 'wilcox' drops zero
     differences (their count is `n_zero`), 'pratt' ranks them and drops their ranks.
-    Degenerate data (n < 3, all differences zero, zero variance) gives NaN p-values and
-    `invalid_reason`.
+    Degenerate data (n < 3, zero variance of non-zero differences) gives NaN p-values and
+    `invalid_reason`. All differences exactly zero is no change, not invalid data: p = 1 in both
+    directions and `no_change` set.
     """
     direction = check_direction(direction)
     if zero_method not in ("wilcox", "pratt"):
@@ -178,7 +180,9 @@ def paired_test(
     if n < 3:
         reason = f"only {n} paired questions"
     elif n_zero == n:
-        reason = "all differences are zero"
+        return PairedTest(**common, ci_low=0.0, ci_high=0.0, hedges_dz=math.nan, p_wilcoxon=1.0,
+                          p_wilcoxon_opposite=1.0, wilcoxon_method="not run: every difference is exactly zero",
+                          p_permutation=1.0, permutation_method="not run", invalid_reason=None, no_change=True)
     elif d.std() == 0:
         reason = "all differences are identical (zero variance)"
     if reason is not None:

@@ -3,8 +3,6 @@ each (pair, dataset); Holm runs over C9's family."""
 
 from __future__ import annotations
 
-import math
-
 from scipy.stats import binom
 
 from harness.analysis.accuracy import accuracy_table
@@ -33,7 +31,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         table = accuracy_table(answers.base, answers.post, pair=g.pair, dataset=g.dataset, confidence=STATS.ci_level)
         m = table.fixed + table.broken
         if m == 0:
-            tests.append(FamilyTest(table.n, math.nan, math.nan, "no discordant question (accuracy unchanged)"))
+            tests.append(FamilyTest(table.n, 1.0, 1.0, no_change=True))   # accuracy unchanged: no change
         else:
             tests.append(FamilyTest(table.n, float(binom.sf(table.fixed - 1, m, 0.5)),
                                     float(binom.cdf(table.fixed, m, 0.5))))
@@ -42,7 +40,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     bh = bh_adjusted(tests, decisions)
     rule = (f"SUPPORTED if the exact one-sided McNemar p for 'post fixes more questions than it breaks' "
             f"(Holm within C9) < {STATS.alpha}; REFUTED if the opposite one-sided p < {STATS.alpha}; INVALID "
-            f"with n < {STATS.min_n} or no discordant question; otherwise INCONCLUSIVE")
+            f"with n < {STATS.min_n}; otherwise INCONCLUSIVE (no discordant question: no change, INCONCLUSIVE)")
     out = {}
     for g, test, (table, answers), decision, p_bh in zip(grid, tests, tables, decisions, bh):
         diff = table.post.accuracy - table.base.accuracy

@@ -44,6 +44,7 @@ class FamilyTest:
     p_claimed: float
     p_opposite: float
     invalid_reason: str | None = None
+    no_change: bool = False
 
 
 @dataclass(frozen=True)
