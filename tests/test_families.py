@@ -78,3 +78,38 @@ def test_k_selects_cells_but_not_their_family(pytester: pytest.Pytester, monkeyp
     for field in ("family", "family_hash", "holm_m", "p_holm_opposite"):
         assert cell["extra"][field] == same["extra"][field], field
     assert cell["extra"]["family_size"] == 2 and cell["extra"]["holm_m"] in (2, 4)
+
+
+def test_a_model_against_an_exact_copy_gets_no_directional_verdict(pytester: pytest.Pytester, monkeypatch) -> None:
+    """The null pair: the tiny llama base against an exact copy of itself (same weights) through the
+    real suites. No claim of C1-C7 may be SUPPORTED or REFUTED; unchanged cells say "no change"."""
+    from harness.models.tiny import tiny_model_folder
+
+    base = tiny_model_folder("llama")
+    copy = tiny_pairs.perturbed_copy(base, pytester.path / "copy", seed=0, scale=0.0)
+    (pytester.path / "pairs.toml").write_text(f'''[[pair]]
+name = "tiny-null"
+family = "llama"
+base = "{base}"
+post = "{copy}"
+algorithm = "grpo"
+algorithm_kind = "online-rl"
+prompt_template = "bare"
+max_new_tokens = 4
+datasets = ["sums.jsonl"]
+bundled = true
+''')
+    tiny_pairs.write_dataset(pytester.path / "sums.jsonl")
+    monkeypatch.setenv("HARNESS_CACHE", str(pytester.path / "cache"))
+    pytester.runpytest(
+        str(SUITES), "-p", "no:cacheprovider", "--registry", "pairs.toml", "--datasets", "sums.jsonl",
+        "--pairs", "tiny-null", "--alphas", "0.3,0.6,1.0", "--questions", "120", "--fidelity-edges", "6",
+        "--fidelity-threshold", "0", "--run-id", "null", "--reports-dir", str(pytester.path / "reports"))
+    cells = json.loads((pytester.path / "reports" / "null" / "claims.json").read_text())["cells"]
+    paper = [c for c in cells if c["claim_id"] in ("C1", "C2", "C3", "C5", "C6", "C7")]
+    assert paper and not [c["cell_id"] for c in paper if c["verdict"] in ("SUPPORTED", "REFUTED")]
+    paired = [c for c in paper if c["claim_id"] in ("C1", "C3", "C7")]
+    assert all(c["verdict"] == "INCONCLUSIVE" and c["reason"].startswith("no change") for c in paired), \
+        [(c["cell_id"], c["verdict"], c["reason"]) for c in paired]
+    (accuracy,) = [c for c in cells if c["claim_id"] == "C9"]
+    assert accuracy["verdict"] == "INCONCLUSIVE" and accuracy["effect"] == 0

@@ -20,15 +20,16 @@ QUESTIONS = 120
 PAIRS = (("tiny-rl", "llama", "grpo", "online-rl"), ("tiny-pref", "qwen2", "dpo", "offline-preference"))
 
 
-def perturbed_copy(source: Path, target: Path, seed: int) -> Path:
-    """`source` with every weight multiplied by 1 + 0.01·N(0, 1) (seeded), saved to `target`."""
+def perturbed_copy(source: Path, target: Path, seed: int, scale: float = 0.01) -> Path:
+    """`source` with every weight multiplied by 1 + scale·N(0, 1) (seeded), saved to `target`
+    (scale 0: an exact copy)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(1 + 0.01 * torch.randn(p.shape, generator=generator))
+            p.mul_(1 + scale * torch.randn(p.shape, generator=generator))
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
     return target

@@ -49,11 +49,12 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     rule = (f"An experiment counts when its pooled inter-sample diversity (1 - mean pairwise correlation) "
             f"is higher after post-training (as the paper counts). SUPPORTED if the exact binomial p for "
             f"rate > {C6_RATE} (Holm across token modes) < {STATS.alpha}; REFUTED if the p for rate < {C6_RATE} "
-            f"is < {STATS.alpha}; INVALID if no experiment passes selection and the fidelity gate; "
+            f"is < {STATS.alpha}; an exact tie counts as neither (INCONCLUSIVE, no change, when every experiment ties); "
+            f"INVALID if no experiment passes selection and the fidelity gate; "
             "otherwise INCONCLUSIVE. Experiments share models and questions, so the binomial p is optimistic")
     rows = []
     for g in grid:
-        details, rises = [], 0
+        details, rises, ties = [], 0, 0
         used = []
         for pair, dataset, a in experiments:
             cell = try_cell(audit, pair, dataset, a, g.token_mode)
@@ -67,13 +68,18 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
                      "post": pooled.post, "diff": pooled.diff, "p_rise": pooled.p_permutation, "fidelity": fidelity_gate.worst}
             if not fidelity_gate.ok or pooled.invalid_reason is not None:
                 entry["skipped"] = fidelity_gate.note or pooled.invalid_reason
+            elif pooled.diff == 0:   # an exact tie is neither a rise nor a fall
+                entry["skipped"] = "no change (exact tie)"
+                ties += 1
             else:
                 rises += pooled.diff > 0
                 used.append(cell)
             details.append(entry)
         n = len(used)
         if n == 0:
-            rows.append(DiversityRow(g, FamilyTest(0, math.nan, math.nan, "no usable experiment"), None, details, used))
+            test = (FamilyTest(ties, 1.0, 1.0, no_change=True) if ties
+                    else FamilyTest(0, math.nan, math.nan, "no usable experiment"))
+            rows.append(DiversityRow(g, test, None, details, used))
             continue
         rate = binomial_rate_test(int(rises), n, C6_RATE, ci_level=STATS.ci_level)
         rows.append(DiversityRow(g, FamilyTest(n, rate.p_above, rate.p_below), rate, details, used))
