@@ -1,11 +1,8 @@
 """The claim suites end to end on tiny trained models: real generation, answer checks, selection,
 EAP, fidelity, family-wise Holm, reports; then a second run that must read every stage back.
 
-The tiny base models answer `a+b=` strings, and only the sums they were trained on often enough
-for a sample of both-correct questions, so the run uses those sums as a test-only dataset (GSM8K
-format). Each "post-trained" model is its base with 1 % multiplicative weight noise (a stand-in with
-the base's accuracy; the tiny post-trained variants answer too few sums to select from). The qwen2
-pair is registered as a preference pair so that the DPO claim has cells: a label for the test.
+The pairs and the sums dataset are those of tests/tiny_pairs.py (each "post-trained" model is its
+base with 1 % weight noise; the qwen2 pair is labelled a preference pair so that C4 has cells).
 """
 
 from __future__ import annotations
@@ -14,54 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny_pairs
 import torch
-
-from harness.models.tiny import RECIPE, arithmetic_problems, tiny_model_folder
 
 pytest_plugins = ["pytester"]
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 ALPHAS = "0.3,0.6,1.0"
-QUESTIONS = 120
-
-
-def _perturbed_copy(source: Path, target: Path, seed: int) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1 + 0.01 * torch.randn(p.shape, generator=generator))
-    model.save_pretrained(target)
-    AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    return target
-
-
-def _registry(path: Path) -> None:
-    entries = []
-    for seed, (name, family, algorithm, kind) in enumerate((("tiny-rl", "llama", "grpo", "online-rl"),
-                                                            ("tiny-pref", "qwen2", "dpo", "offline-preference"))):
-        post = _perturbed_copy(tiny_model_folder(family), path.parent / f"{name}-post", seed)
-        entries.append(f'''[[pair]]
-name = "{name}"
-family = "{family}"
-base = "{tiny_model_folder(family)}"
-post = "{post}"
-algorithm = "{algorithm}"
-algorithm_kind = "{kind}"
-prompt_template = "bare"
-max_new_tokens = 4
-datasets = ["sums.jsonl"]
-bundled = true
-''')
-    path.write_text("\n".join(entries))
-
-
-def _dataset(path: Path) -> None:
-    rows = arithmetic_problems(RECIPE["n_train"], RECIPE["seed"])[:QUESTIONS]
-    path.write_text("".join(json.dumps({"id": f"s{i}", "question": q, "answer": f"#### {a}"}) + "\n"
-                            for i, (q, a) in enumerate(rows)))
+QUESTIONS = tiny_pairs.QUESTIONS
 
 
 def _run(pytester: pytest.Pytester, run_id: str):
@@ -81,8 +38,8 @@ def one_thread():
 
 def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.Pytester, monkeypatch,
                                                              one_thread) -> None:
-    _registry(pytester.path / "pairs.toml")
-    _dataset(pytester.path / "sums.jsonl")
+    tiny_pairs.write_registry(pytester.path / "pairs.toml")
+    tiny_pairs.write_dataset(pytester.path / "sums.jsonl")
     monkeypatch.setenv("HARNESS_CACHE", str(pytester.path / "cache"))
 
     first = _run(pytester, "first")

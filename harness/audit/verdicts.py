@@ -231,11 +231,11 @@ def family_verdicts(
     if len(fidelity) != len(tests):
         raise UserError(f"fidelity_ok has {len(fidelity)} entries for {len(tests)} tests")
     usable = [t.invalid_reason is None and t.n >= min_n and ok for t, ok in zip(tests, fidelity)]
-    both = holm([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]
-                + [t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
+    raw = ([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]
+           + [t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
+    both = holm(raw)
     claimed, opposite = both[:len(tests)], both[len(tests):]
-    m = int(np.isfinite([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]).sum()
-            + np.isfinite([t.p_opposite if u else math.nan for t, u in zip(tests, usable)]).sum())
+    m = int(np.isfinite(raw).sum())
     return [
         decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok, holm_m=m)
         for t, pc, po, ok in zip(tests, claimed, opposite, fidelity)
