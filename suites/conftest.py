@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.audit.claims.common import GridCell
-from harness.audit.config import AuditConfig
+from harness.audit.config import AuditConfig, parse_settings
 from harness.audit.grid import GRID_FIELDS, Families, RunGrid
 from harness.audit.stages import AuditPipeline
 from harness.errors import UserError
@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="edges sampled per model for the fidelity check")
     group.addoption("--fidelity-samples", type=int, default=AuditConfig.fidelity_samples,
                     help="questions per model for the fidelity check")
+    group.addoption("--set", action="append", dest="settings", metavar="KEY=VALUE",
+                    help="any audit setting, e.g. stats.sesoi_rel=0.1, metrics.range_policy=joint, decoding=sample "
+                         "(repeatable; `python -m harness audit --list-settings` lists them)")
 
 
 def _usage(fn):
@@ -92,7 +95,7 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
         variant=get("selection_variant"), max_new_tokens=get("max_new_tokens"),
         device=options.device or "cpu", dtype=options.dtype or "float32",
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
-        fidelity_samples=get("fidelity_samples")))
+        fidelity_samples=get("fidelity_samples")).with_settings(parse_settings(get("settings"))))
     return AuditPipeline(config, get("registry"), progress=get("capture") == "no")
 
 

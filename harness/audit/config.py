@@ -1,13 +1,21 @@
-"""The audit's one frozen configuration: budget and method choices of a run, recorded in every cell."""
+"""The audit's one frozen configuration: every budget and method choice of a run that can change a
+verdict, settable from `python -m harness audit --set KEY=VALUE` and `pytest suites --set KEY=VALUE`,
+printed in the rules and recorded in every cell's provenance."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import enum
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
+from harness.analysis.metrics import MetricConfig
+from harness.analysis.stats.config import StatsConfig
 from harness.data.selection import TOKEN_MODES, VARIANTS
 from harness.errors import UserError
+
+DECODING_MODES = ("greedy", "sample")
 
 
 @dataclass(frozen=True)
@@ -17,8 +25,11 @@ class AuditConfig:
     questions: problems drawn per dataset (both models answer all of them).
     n_select: questions kept at most after selection (the paper: 100).
     max_new_tokens: answer budget; None uses the pair's registry value.
+    decoding: greedy (the paper) or sample (temperature, top_p, seeded by `seed`).
     fidelity_samples / fidelity_edges: questions and sampled edges per model in the fidelity check;
     a cell is INVALID when a model's EAP-vs-ablation Spearman is below fidelity_threshold.
+    metrics: metric parameters (histogram range policy, bins, eps, structural zeros).
+    stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
     """
 
     questions: int = 100
@@ -30,6 +41,9 @@ class AuditConfig:
     selection_seed: int = 42
     data_seed: int = 0
     max_new_tokens: int | None = None
+    decoding: str = "greedy"
+    temperature: float = 1.0
+    top_p: float = 1.0
     generation_batch_size: int = 8
     eap_batch_size: int = 1
     layout: str = "paper"
@@ -40,10 +54,21 @@ class AuditConfig:
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
     seed: int = 0
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise UserError(f"unknown selection variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.decoding not in DECODING_MODES:
+            raise UserError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
+        if self.decoding == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise UserError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got temperature={self.temperature}, "
+                            f"top_p={self.top_p}")
+        if self.layout not in ("paper", "block"):
+            raise UserError(f"layout must be paper or block, got {self.layout!r}")
+        if self.positions not in ("all", "targets"):
+            raise UserError(f"positions must be all or targets, got {self.positions!r}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
                      "fidelity_samples", "fidelity_edges"):
             if getattr(self, name) < 1:
@@ -54,7 +79,71 @@ class AuditConfig:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["metrics"], out["stats"] = self.metrics.as_dict(), self.stats.as_dict()
+        return out
+
+    def with_settings(self, settings: dict[str, str]) -> AuditConfig:
+        """A copy with `KEY=VALUE` settings applied; KEY is a field name, or `metrics.NAME` / `stats.NAME`;
+        VALUE is text converted to the field's type (a tuple as comma-separated values)."""
+        nested: dict[str, dict[str, Any]] = {"metrics": {}, "stats": {}}
+        top: dict[str, Any] = {}
+        for key, text in settings.items():
+            head, _, tail = key.partition(".")
+            if tail and head in nested:
+                nested[head][tail] = _convert(getattr(self, head), tail, text, key)
+            elif not tail and head not in nested:
+                top[head] = _convert(self, head, text, key)
+            else:
+                raise UserError(f"--set {key}: unknown setting; settable: {', '.join(settable_keys())}")
+        changed = {name: dataclasses.replace(getattr(self, name), **values) for name, values in nested.items() if values}
+        return dataclasses.replace(self, **top, **changed)
+
+
+def settable_keys() -> list[str]:
+    """Every KEY that `--set KEY=VALUE` accepts."""
+    keys = [f.name for f in dataclasses.fields(AuditConfig) if f.name not in ("metrics", "stats")]
+    keys += [f"metrics.{f.name}" for f in dataclasses.fields(MetricConfig)]
+    keys += [f"stats.{f.name}" for f in dataclasses.fields(StatsConfig)]
+    return keys
+
+
+def _convert(owner: Any, name: str, text: str, key: str) -> Any:
+    """`text` as the type of field `name` of the dataclass instance `owner`."""
+    fields = {f.name: f for f in dataclasses.fields(owner)}
+    if name not in fields:
+        raise UserError(f"--set {key}: unknown setting; settable: {', '.join(settable_keys())}")
+    hint = typing.get_type_hints(type(owner))[name]
+    current = getattr(owner, name)
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if text.strip().lower() == "none" and type(None) in typing.get_args(hint):
+        return None
+    kind = type(current) if current is not None else options[0]
+    kind = typing.get_origin(kind) or kind
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if kind is tuple:
+            item = typing.get_args(next(o for o in options if (typing.get_origin(o) or o) is tuple))[0]
+            return tuple(item(v.strip()) for v in text.split(",") if v.strip())
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            return kind(text)
+        return kind(text)
+    except (ValueError, TypeError, StopIteration):
+        raise UserError(f"--set {key}={text}: not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def parse_settings(items: list[str] | None) -> dict[str, str]:
+    """['stats.sesoi_rel=0.1', ...] -> {'stats.sesoi_rel': '0.1', ...}; a malformed item is a UserError."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. stats.sesoi_rel=0.1")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def validate_alpha(alpha: float) -> float:

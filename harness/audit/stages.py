@@ -125,8 +125,9 @@ class AuditPipeline:
         if memo not in self._answers:
             spec = self.pair(pair_name)
             cfg = self.config
-            decoding = Decoding(max_new_tokens=cfg.max_new_tokens or spec.max_new_tokens,
-                                batch_size=cfg.generation_batch_size, seed=cfg.seed)
+            decoding = Decoding(mode=cfg.decoding, max_new_tokens=cfg.max_new_tokens or spec.max_new_tokens,
+                                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
+                                seed=cfg.seed)
             key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
                               decoding.cache_fields())
             raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json())

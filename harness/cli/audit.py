@@ -3,6 +3,8 @@ the report is.
 
     python -m harness audit                       # bundled pairs, default budget (see AUDIT_BUDGET)
     python -m harness audit -k "C1 or C9" --questions 200 --run-id nightly
+    python -m harness audit --set stats.sesoi_rel=0.1 --set metrics.range_policy=joint
+    python -m harness audit --vary metrics.bins=20,100,500   # one claim matrix per value + a comparison
 
 Runs pytest on suites/ in this process; stages are cached (HARNESS_CACHE), so a second audit with
 the same budget reads answers and edge scores back instead of recomputing them.
@@ -12,20 +14,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 
+from harness.audit.config import AuditConfig, parse_settings, settable_keys
 from harness.cli import COMMANDS
 from harness.errors import UserError
+from harness.files import atomic_write_text
+from harness.report.compare import sensitivity_table
+from harness.report.document import load_claims
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
 AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 24, "fidelity_samples": 2}
 
 
-def pytest_args(args) -> list[str]:
+def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
     """The pytest command line of an audit run."""
-    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", args.run_id, "--reports-dir", args.reports_dir,
+    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", args.reports_dir,
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
             "--device", args.device, "--dtype", args.dtype, "-q"] + ([] if args.no_progress else ["-s"])
@@ -33,12 +40,25 @@ def pytest_args(args) -> list[str]:
                         ("-k", args.k), ("--claims-baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
+    for item in settings:
+        argv += ["--set", item]
     return argv
 
 
-def run_audit(args) -> int:
-    from harness.pytest_plugin import run_suites
+def _vary(text: str | None) -> tuple[str, list[str]] | None:
+    """`KEY=V1,V2,...` -> (KEY, [V1, V2, ...]), each value checked against the configuration."""
+    if text is None:
+        return None
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or len(items) < 2:
+        raise UserError(f"--vary {text!r}: expected KEY=V1,V2[,...] with at least two values, e.g. metrics.bins=20,100")
+    for value in items:
+        AuditConfig().with_settings({key.strip(): value})
+    return key.strip(), items
 
+
+def run_audit(args) -> int:
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
     if args.threads is not None:
@@ -47,17 +67,47 @@ def run_audit(args) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.list_settings:
+        defaults = AuditConfig()
+        for key in settable_keys():
+            head, _, tail = key.partition(".")
+            value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
+            print(f"{key} = {getattr(value, 'value', value)}")
+        return 0
+    settings = list(args.set or [])
+    AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
+    vary = _vary(args.vary)
+    if vary is None:
+        code, _ = _run_once(args, args.run_id, settings)
+        return int(code) if args.strict else 0
+    key, values = vary
+    runs, worst = [], 0
+    for value in values:
+        run_id = f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
+        code, folder = _run_once(args, run_id, [*settings, f"{key}={value}"])
+        runs.append((value, load_claims(folder)))
+        worst = max(worst, int(code))
+    table = Path(args.reports_dir) / f"{args.run_id}-sensitivity-{key}.md"
+    atomic_write_text(table, sensitivity_table(key, runs))
+    print(f"sensitivity to {key}: {table.resolve()}")
+    return worst if args.strict else 0
+
+
+def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path]:
+    """One suite run; (pytest exit code, report folder). No report is a UserError."""
+    from harness.pytest_plugin import run_suites
+
     started = time.perf_counter()
-    code = run_suites(pytest_args(args))
+    code = run_suites(pytest_args(args, run_id, settings))
     seconds = time.perf_counter() - started
-    report = Path(args.reports_dir) / args.run_id / "claims.html"
+    report = Path(args.reports_dir) / run_id / "claims.html"
     if not report.is_file():
         raise UserError(f"the audit wrote no report (pytest exit code {int(code)}); see the output above")
     summary = json.loads((report.parent / "claims.json").read_text())["summary"]
     verdicts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
-    print(f"\naudit finished in {seconds / 60:.1f} min: {summary['cells']} cells ({verdicts})")
+    print(f"\naudit {' '.join(settings)} finished in {seconds / 60:.1f} min: {summary['cells']} cells ({verdicts})")
     print(f"report: {report.resolve()}")
-    return int(code) if args.strict else 0
+    return int(code), report.parent
 
 
 def register(subparsers) -> None:
@@ -82,4 +132,9 @@ def register(subparsers) -> None:
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any verdict-changing setting, e.g. stats.sesoi_rel=0.1 (repeatable; see --list-settings)")
+    a.add_argument("--vary", metavar="KEY=V1,V2,...",
+                   help="sensitivity run: one claim matrix per value of KEY, then a table comparing their verdicts")
+    a.add_argument("--list-settings", action="store_true", help="print every settable KEY with its default")
     a.set_defaults(run=run_audit)

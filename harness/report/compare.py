@@ -110,3 +110,24 @@ def _comparable(cell: CellResult) -> dict:
     data = cell.to_dict()
     data.pop("provenance")
     return data
+
+
+def sensitivity_table(setting: str, runs: list[tuple[str, ClaimsRun]]) -> str:
+    """Markdown table of every cell's verdict (and effect) under each value of one setting; cells whose
+    verdict differs between values are marked, and counted in the heading line."""
+    if not runs:
+        raise UserError("a sensitivity table needs at least one run")
+    by_value = [(value, {c.cell_id: c for c in run.cells}) for value, run in runs]
+    ids = sorted({cell_id for _, cells in by_value for cell_id in cells})
+    rows, changed = [], 0
+    for cell_id in ids:
+        found = [cells.get(cell_id) for _, cells in by_value]
+        verdicts = {c.verdict.value for c in found if c is not None}
+        changed += len(verdicts) > 1
+        entries = [f"{c.verdict.value} ({_num(c.effect)})" if c is not None else "–" for c in found]
+        rows.append(f"| `{cell_id}` | " + " | ".join(entries) + f" | {'**changes**' if len(verdicts) > 1 else ''} |")
+    header = "| cell | " + " | ".join(f"{setting}={value}" for value, _ in runs) + " | |"
+    rule = "|---|" + "---|" * len(runs) + "---|"
+    return "\n".join([f"# Sensitivity to `{setting}`", "",
+                      f"{len(ids)} cells; the verdict changes with `{setting}` in {changed} of them. "
+                      "Each entry: verdict (effect).", "", header, rule, *rows, ""])

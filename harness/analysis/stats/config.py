@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.errors import UserError
+
 DEPENDENCE_CAVEAT = (
     "cells share models, questions and alpha levels, so they are not independent trials; "
     "the p-value and interval treat them as independent and are therefore optimistic"
@@ -13,19 +15,48 @@ DEPENDENCE_CAVEAT = (
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """Decision parameters fixed before the data is seen; recorded with every verdict."""
+    """Decision parameters fixed before the data is seen; recorded with every verdict.
+
+    alpha: family-wise significance level. ci_level: level of every reported interval.
+    sesoi_rel: smallest effect of interest, a relative change (effect / |base value|). A verdict
+      needs its interval beyond it; an interval inside +-sesoi_rel is "no meaningful change". The
+      default 5 % lies between the change the paper calls no change (DPO intensity, -1.5 %) and the
+      smallest change it calls a rise (Mistral intensity, +9.6 %; Table 1).
+    sesoi_accuracy: the same for C9, in accuracy points (0.02 = two points).
+    tie_rel_tol: a per-question (or pooled) difference within tie_rel_tol * max(|base|, |post|) is a
+      tie, i.e. zero: below it a difference is float32 rounding, not an effect (a function-identical
+      model with other weights differs by ~1e-6 relative in these metrics; bfloat16 runs need ~1e-2).
+    claimed_rate: the share of experiments C6 claims (the paper: 95 %).
+    n_boot / n_perm / n_perm_pooled: bootstrap resamples, sign-flip permutations, swap permutations
+      of pooled metrics. zero_method: Wilcoxon's handling of zero differences (secondary test).
+    min_n: fewest questions a cell is judged on.
+    """
 
     alpha: float = 0.05
     ci_level: float = 0.95
-    n_boot: int = 2000
+    sesoi_rel: float = 0.05
+    sesoi_accuracy: float = 0.02
+    tie_rel_tol: float = 1e-4
+    claimed_rate: float = 0.95
+    n_boot: int = 1000
     n_perm: int = 10000
     n_perm_pooled: int = 2000
     zero_method: str = "wilcox"
     min_n: int = 10
-    equivalence_margin_rel: float = 0.05
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "ci_level", "claimed_rate"):
+            if not 0 < getattr(self, name) < 1:
+                raise UserError(f"stats.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+        for name in ("sesoi_rel", "sesoi_accuracy", "tie_rel_tol"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"stats.{name} must lie in [0, 1), got {getattr(self, name)!r}")
+        for name in ("n_boot", "n_perm", "n_perm_pooled", "min_n"):
+            if getattr(self, name) < 1:
+                raise UserError(f"stats.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.zero_method not in ("wilcox", "pratt"):
+            raise UserError(f"stats.zero_method must be wilcox or pratt, got {self.zero_method!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
