@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.analysis.metrics import MetricConfig, node_entropy_by_node
+from harness.analysis.metrics import node_entropy_by_node
 from harness.report.plots import causal_curve_png, fidelity_scatter
 
 
@@ -51,9 +51,9 @@ def test_diversity(claim_cell, judged, token_mode):
 
 
 @pytest.mark.claim("C7")
-def test_node_entropy(claim_cell, judged, figure_cell, pair, dataset, alpha, token_mode):
+def test_node_entropy(claim_cell, judged, audit, figure_cell, pair, dataset, alpha, token_mode):
     if figure_cell is not None:
-        config, mask = MetricConfig(), figure_cell.base.mask.numpy()
+        config, mask = audit.config.metrics, figure_cell.base.mask.numpy()
         base = np.nanmean(node_entropy_by_node(figure_cell.base.scores.numpy(), mask, config), axis=0)
         post = np.nanmean(node_entropy_by_node(figure_cell.post.scores.numpy(), mask, config), axis=0)
         claim_cell.add_node_entropy(pair, list(figure_cell.base.graph.sources), base, post)

@@ -75,7 +75,7 @@ def test_complexity_range_policies_by_hand():
     mask = np.ones((1, 4), bool)
     base = np.array([[[0.0, 1.0, -2.0, 3.0]]])
     post = np.array([[[0.0, 0.0, 0.0, -6.0]]])
-    joint = per_sample_values("complexity", base, post, mask, MetricConfig(bins=2, eps=0.0))
+    joint = per_sample_values("complexity", base, post, mask, MetricConfig(bins=2, eps=0.0, range_policy="joint"))
     # joint range [0, 6], edge 3: base 0 1 2 | 3, post 0 0 0 | 6
     assert joint.base == pytest.approx([h(3 / 4, 1 / 4)])
     assert joint.post == pytest.approx([h(3 / 4, 1 / 4)])

@@ -48,13 +48,15 @@ def synthetic_cell(claim_id="C1", name="intensity", pair="toy-grpo", alpha=0.1, 
 
 
 def synthetic_run(run_id="synthetic") -> ClaimsRun:
-    cells = []
+    cells, experiments = [], []
     for pair, sign in (("toy-grpo", 1.0), ("toy-dpo", -1.0)):
         for alpha, verdict in ((0.03, "INCONCLUSIVE"), (0.1, "SUPPORTED"), (0.3, "SUPPORTED")):
             cells.append(synthetic_cell(pair=pair, alpha=alpha, effect=sign * alpha,
                                         verdict=verdict if sign > 0 else "REFUTED"))
-            cells.append(synthetic_cell("C6", "diversity", pair=pair, alpha=alpha, base_value=0.3,
-                                        post_value=0.3 + sign * 0.05, effect=sign * 0.05))
+            experiments.append({"experiment": f"{pair}/toy/a{alpha}", "base": 0.3, "post": 0.3 + sign * 0.05,
+                                "outcome": "rise" if sign > 0 else "fall"})
+    cells.append(synthetic_cell("C6", "diversity", pair=None, dataset=None, alpha=None, base_value=0.95,
+                                post_value=0.5, effect=-0.45, extra={"experiments": experiments}))
     cells.append(synthetic_cell("C8", "eap_fidelity", pair="toy-grpo", alpha=None, verdict="INVALID",
                                 reason="fidelity 0.41 < 0.8", fidelity=0.41))
     base = np.abs(np.random.default_rng(0).normal(size=(5, 9)))
@@ -119,10 +121,10 @@ def test_write_reports_produces_every_file(tmp_path: Path) -> None:
     assert set(paths) == {"json", "markdown", "html", "junit"}
     document = json.loads(paths["json"].read_text())
     assert document["schema_version"] == CLAIMS_SCHEMA_VERSION
-    assert document["summary"]["verdicts"] == {"SUPPORTED": 8, "REFUTED": 3, "INCONCLUSIVE": 1, "INVALID": 1}
+    assert document["summary"]["verdicts"] == {"SUPPORTED": 3, "REFUTED": 3, "INCONCLUSIVE": 1, "INVALID": 1}
     assert [c["id"] for c in document["claims"]] == ["C1", "C6", "C7", "C8"]
     figure_names = {f["name"] for f in document["figures"]}
-    assert figure_names == {"heatmap-synthetic", "C1-alpha", "C6-alpha", "C6-fig3a"}
+    assert figure_names == {"heatmap-synthetic", "C1-alpha", "C6-diversity-toy-fig3a"}
     for name in figure_names:
         assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     reloaded = load_claims(tmp_path)
@@ -134,14 +136,14 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     html = write_reports(synthetic_run(), tmp_path)["html"].read_text()
     assert "<script" not in html
     assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 3
     assert "C8-eap_fidelity-toy_grpo-toy" in html and "fidelity 0.41 &lt; 0.8" in html
     assert "synthetic rule" in html and "git:synthetic" in html
 
 
 def test_markdown_has_matrix_and_cards(tmp_path: Path) -> None:
     md = write_reports(synthetic_run(), tmp_path)["markdown"].read_text()
-    assert "| toy-grpo · toy · a003 | **INCONCLUSIVE** | **SUPPORTED** |" in md
+    assert "| toy-grpo · toy · a003 | **INCONCLUSIVE** |  |  |" in md
     assert "## C8 eap_fidelity" in md and "0.41 (≥ 0.8)" in md
     assert "![synthetic heatmap](figures/heatmap-synthetic.png)" in md
 
@@ -149,7 +151,7 @@ def test_markdown_has_matrix_and_cards(tmp_path: Path) -> None:
 def test_junit_has_one_case_per_cell_with_properties(tmp_path: Path) -> None:
     root = ET.parse(write_reports(synthetic_run(), tmp_path)["junit"]).getroot()
     cases = root.findall(".//testcase")
-    assert len(cases) == 13
+    assert len(cases) == 8
     invalid = next(c for c in cases if c.get("name").startswith("C8-"))
     assert invalid.find("error").get("message") == "INVALID: fidelity 0.41 < 0.8"
     props = {p.get("name"): p.get("value") for p in invalid.iter("property")}
@@ -242,13 +244,13 @@ def test_report_cli_merge_then_diff(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert status == 0
     merged = load_claims(tmp_path / "merged")
     assert merged.run_id == "nightly" and len(merged.cells) == len(full.cells)
-    assert (tmp_path / "merged" / "claims.html").read_text().count("data:image/png;base64,") == 4
+    assert (tmp_path / "merged" / "claims.html").read_text().count("data:image/png;base64,") == 3
     capsys.readouterr()
     assert harness_main(["report", "diff", str(tmp_path / "merged"), str(tmp_path / "merged")]) == 0
     capsys.readouterr()
     assert harness_main(["report", "diff", str(tmp_path / "s1"), str(tmp_path / "merged")]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("shard-1 -> nightly: 7 change(s)")
+    assert out.startswith("shard-1 -> nightly: 4 change(s)")
     assert "+ C8-eap_fidelity-toy_grpo-toy: INVALID (new)" in out
 
 
@@ -283,7 +285,7 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == [], console
     assert "C1 intensity" in dom.stdout and "INVALID" in dom.stdout
-    assert dom.stdout.count("data:image/png;base64,") == 4
+    assert dom.stdout.count("data:image/png;base64,") == 3
     shot = subprocess.run([_chromium(), *flags, f"--screenshot={screenshot}", "--window-size=1280,2000",
                            "--hide-scrollbars", html.as_uri()], capture_output=True, text=True, timeout=120, env=env)
     assert shot.returncode == 0, shot.stderr[-2000:]

@@ -47,7 +47,7 @@ class MetricConfig:
     include_structural_zeros: bool = True
     bins: int = 100
     eps: float = 1e-12
-    range_policy: RangePolicy = RangePolicy.JOINT
+    range_policy: RangePolicy = RangePolicy.PER_MODEL
     fixed_range: tuple[float, float] | None = None
     bins_band: tuple[int, ...] = (10, 20, 50, 100, 200, 500, 1000)
 
@@ -358,7 +358,8 @@ class MetricSpec:
 
     independent_per_sample is False where a sample's value depends on the other samples
     (diversity): its per-question differences are then not independent, and a paired test on them
-    is anti-conservative.
+    is anti-conservative. decided_by: the form a claim on this metric is decided on, "paired" (per
+    question) or "pooled" (the paper's statistic where the paper defines it pooled: Eq. 15).
     """
 
     name: str
@@ -370,6 +371,7 @@ class MetricSpec:
     combine: Callable[[Any, np.ndarray], np.ndarray]
     per_sample: Callable[[np.ndarray, np.ndarray, MetricConfig], np.ndarray] | None
     independent_per_sample: bool = True
+    decided_by: str = "paired"
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -380,14 +382,14 @@ METRICS: dict[str, MetricSpec] = {
                    intensity_per_sample),
         MetricSpec("complexity", "Information Complexity", +1, True,
                    "-sum p_b log(p_b + eps) of one B-bin histogram of |W| (Eq. 15)",
-                   _complexity_state, _complexity_combine, None),
+                   _complexity_state, _complexity_combine, None, decided_by="pooled"),
         MetricSpec("kurtosis", "Distribution Kurtosis", -1, False,
                    "Fisher excess kurtosis of signed W per sample, averaged (Eq. 16)",
                    _mean_state(kurtosis_per_sample), _mean_combine, kurtosis_per_sample),
         MetricSpec("diversity", "Inter-sample diversity", +1, False,
                    "1 - mean pairwise Pearson correlation of per-sample W (Fig. 3a)",
                    _diversity_state, _diversity_combine, diversity_per_sample,
-                   independent_per_sample=False),
+                   independent_per_sample=False, decided_by="pooled"),
         MetricSpec("node_entropy", "Per-node output-edge entropy", +1, False,
                    "entropy of each source node's |W| row normalised to 1, mean over nodes (Fig. 3b)",
                    _node_entropy_state, _node_entropy_combine, node_entropy_per_sample),

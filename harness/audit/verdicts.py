@@ -17,8 +17,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.analysis.stats.multiplicity import holm
-from harness.analysis.stats.paired import PairedTest
-from harness.analysis.stats.pooled import PooledTest
 from harness.errors import UserError
 
 CLAIMS_SCHEMA_VERSION = 1
@@ -165,6 +163,8 @@ class Decision:
     p_adjusted: float
     p_adjusted_opposite: float
     holm_m: int = 1   # one-sided hypotheses Holm corrected over: 2 per usable cell of the family
+    equivalent: bool = False   # the effect's interval lies inside the smallest effect of interest
+    reachable: bool = True     # the smallest attainable p could pass Holm at this m
 
 
 CORRECTION = ("Holm over the family's 2m one-sided hypotheses (m usable cells, each tested in the claimed and "
@@ -172,18 +172,44 @@ CORRECTION = ("Holm over the family's 2m one-sided hypotheses (m usable cells, e
               "null is at most alpha")
 
 
-def verdict_rule(alpha: float, min_n: int) -> str:
+@dataclass(frozen=True)
+class Margin:
+    """The smallest effect of interest of one cell, in the units of its tested effect.
+
+    effect, ci_low, ci_high: the tested effect (post - base unless stated) and its interval;
+    direction: +1 if the claim is a rise, -1 a fall; size: the margin (>= 0); text: how it was set,
+    e.g. "5% of |base| = 0.0012".
+    """
+
+    effect: float
+    ci_low: float
+    ci_high: float
+    direction: int
+    size: float
+    text: str
+
+    def oriented(self) -> tuple[float, float]:
+        """The interval in the claimed direction (positive = toward the claim), low first."""
+        a, b = self.direction * self.ci_low, self.direction * self.ci_high
+        return min(a, b), max(a, b)
+
+
+def verdict_rule(alpha: float, min_n: int, sesoi: str | None = None) -> str:
+    margin = (f" and the {sesoi} excludes the smallest effect of interest (lies wholly beyond it, in the tested "
+              f"direction)" if sesoi else "")
+    no_change = (f"; no meaningful change (INCONCLUSIVE, equivalent) when the {sesoi} lies wholly inside it"
+                 if sesoi else "")
     return (
-        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}; REFUTED "
-        f"if the one-sided p-value in the opposite direction, Holm-adjusted, is < {alpha}; the correction is "
-        f"{CORRECTION}; INVALID if n < {min_n}, the differences have zero variance without being zero, a "
-        f"value is NaN, or the attribution-fidelity gate failed; otherwise INCONCLUSIVE (no change, every "
-        f"difference exactly zero, is INCONCLUSIVE with that reason)"
+        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}{margin}; "
+        f"REFUTED if the same holds in the opposite direction; the correction is {CORRECTION}; INVALID if n < "
+        f"{min_n}, the differences have zero variance without being zero, a value is NaN, or the "
+        f"attribution-fidelity gate failed; otherwise INCONCLUSIVE (no change, every difference a tie, is "
+        f"INCONCLUSIVE with that reason; so is a cell whose smallest attainable p cannot pass Holm){no_change}"
     )
 
 
 def decide_verdict(
-    test: PairedTest | PooledTest,
+    test: Any,
     p_adjusted: float,
     p_adjusted_opposite: float,
     *,
@@ -191,12 +217,19 @@ def decide_verdict(
     min_n: int = 10,
     fidelity_ok: bool = True,
     holm_m: int = 1,
+    margin: Margin | None = None,
+    rule: str | None = None,
 ) -> Decision:
-    """Apply the pre-registered rule to one cell (pure function of its arguments)."""
-    rule = verdict_rule(alpha, min_n)
+    """Apply the pre-registered rule to one cell (pure function of its arguments).
 
-    def make(label: Verdict, reason: str) -> Decision:
-        return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite), holm_m)
+    `test` provides n, p_claimed, p_opposite, invalid_reason and optionally no_change and min_p (the
+    smallest one-sided p its design can give). With a `margin`, significance alone does not decide:
+    the interval must also lie beyond the smallest effect of interest.
+    """
+    rule = rule or verdict_rule(alpha, min_n, "interval" if margin else None)
+
+    def make(label: Verdict, reason: str, **flags: bool) -> Decision:
+        return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite), holm_m, **flags)
 
     if not fidelity_ok:
         return make(Verdict.INVALID, "attribution-fidelity gate failed")
@@ -207,11 +240,35 @@ def decide_verdict(
     if not (np.isfinite(p_adjusted) and np.isfinite(p_adjusted_opposite)):
         return make(Verdict.INVALID, "a p-value is NaN")
     if getattr(test, "no_change", False):
-        return make(Verdict.INCONCLUSIVE, "no change: every paired difference is exactly zero")
+        return make(Verdict.INCONCLUSIVE, "no change: every paired difference is a tie (zero within numerical "
+                    "precision)", equivalent=True)
+    min_p = getattr(test, "min_p", None)
+    if min_p is not None and min_p * holm_m >= alpha:
+        return make(Verdict.INCONCLUSIVE, f"unreachable on this grid: the smallest attainable one-sided p is "
+                    f"{min_p:.3g}, and Holm over m = {holm_m} hypotheses needs p < {alpha}/{holm_m} = "
+                    f"{alpha / holm_m:.3g}", reachable=False)
+    within = ""
+    if margin is not None:
+        low, high = margin.oriented()
+        interval = f"interval [{margin.ci_low:.3g}, {margin.ci_high:.3g}]"
+        if not (np.isfinite(low) and np.isfinite(high)):
+            within = f"; its {interval} is undefined"
+            low, high = -math.inf, math.inf
+        if -margin.size < low and high < margin.size:
+            return make(Verdict.INCONCLUSIVE, f"no meaningful change: the {interval} lies inside +-{margin.text}",
+                        equivalent=True)
     if p_adjusted < alpha:
-        return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}")
+        if margin is None or low > margin.size:
+            return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}"
+                        + (f", {interval} beyond {margin.text}" if margin else ""))
+        return make(Verdict.INCONCLUSIVE, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}, but the "
+                    f"{interval} reaches inside the smallest effect of interest {margin.text}{within}")
     if p_adjusted_opposite < alpha:
-        return make(Verdict.REFUTED, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}")
+        if margin is None or high < -margin.size:
+            return make(Verdict.REFUTED, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}"
+                        + (f", {interval} beyond -{margin.text}" if margin else ""))
+        return make(Verdict.INCONCLUSIVE, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}, but "
+                    f"the {interval} reaches inside the smallest effect of interest {margin.text}{within}")
     return make(
         Verdict.INCONCLUSIVE,
         f"p_holm = {p_adjusted:.3g} (claimed), {p_adjusted_opposite:.3g} (opposite), both >= {alpha}",
@@ -219,17 +276,21 @@ def decide_verdict(
 
 
 def family_verdicts(
-    tests: Sequence[PairedTest | PooledTest],
+    tests: Sequence[Any],
     *,
     alpha: float = 0.05,
     min_n: int = 10,
     fidelity_ok: Sequence[bool] | None = None,
+    margins: Sequence[Margin | None] | None = None,
+    rule: str | None = None,
 ) -> list[Decision]:
     """Holm-adjust one claim's family over both directions of every usable cell (CORRECTION) and
-    decide every cell."""
+    decide every cell (with its smallest effect of interest where `margins` gives one)."""
     fidelity = [True] * len(tests) if fidelity_ok is None else list(fidelity_ok)
-    if len(fidelity) != len(tests):
-        raise UserError(f"fidelity_ok has {len(fidelity)} entries for {len(tests)} tests")
+    margins = [None] * len(tests) if margins is None else list(margins)
+    if len(fidelity) != len(tests) or len(margins) != len(tests):
+        raise UserError(f"fidelity_ok ({len(fidelity)}) and margins ({len(margins)}) need one entry per test "
+                        f"({len(tests)})")
     usable = [t.invalid_reason is None and t.n >= min_n and ok for t, ok in zip(tests, fidelity)]
     raw = ([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]
            + [t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
@@ -237,6 +298,6 @@ def family_verdicts(
     claimed, opposite = both[:len(tests)], both[len(tests):]
     m = int(np.isfinite(raw).sum())
     return [
-        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok, holm_m=m)
-        for t, pc, po, ok in zip(tests, claimed, opposite, fidelity)
+        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok, holm_m=m, margin=mg, rule=rule)
+        for t, pc, po, ok, mg in zip(tests, claimed, opposite, fidelity, margins)
     ]

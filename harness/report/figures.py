@@ -34,16 +34,21 @@ def alpha_figures(cells: list[CellResult]) -> list[Figure]:
 
 
 def diversity_figure(cells: list[CellResult]) -> list[Figure]:
-    """Fig. 3a analogue from the diversity claim's cells (one point per experiment)."""
-    points = [c for c in cells if c.claim_id == DIVERSITY_CLAIM
-              and c.base_value is not None and c.post_value is not None]
-    if not points:
-        return []
-    labels = [c.cell_id.split("-", 2)[-1] for c in points]
-    png = plots.diversity_scatter(labels, [c.base_value for c in points], [c.post_value for c in points])
-    return [Figure(f"{DIVERSITY_CLAIM}-fig3a", png,
-                   "Fig. 3a analogue: inter-sample diversity (1 − mean pairwise correlation of W), "
-                   "base vs post-trained, one point per experiment", DIVERSITY_CLAIM, derived=True)]
+    """Fig. 3a analogue: one point per experiment (base vs post pooled diversity), from each C6 cell."""
+    figures = []
+    for cell in cells:
+        if cell.claim_id != DIVERSITY_CLAIM:
+            continue
+        points = [x for x in cell.extra.get("experiments", []) if x.get("base") is not None and "skipped" not in x]
+        if not points:
+            continue
+        png = plots.diversity_scatter([f"{x['experiment']} ({x.get('outcome', '?')})" for x in points],
+                                      [x["base"] for x in points], [x["post"] for x in points])
+        figures.append(Figure(f"{cell.cell_id}-fig3a", png,
+                              f"Fig. 3a analogue ({cell.cell_id}): pooled inter-sample diversity (1 − mean pairwise "
+                              "correlation of W), base vs post-trained, one point per experiment, labelled with its "
+                              "own test's outcome", DIVERSITY_CLAIM, derived=True))
+    return figures
 
 
 def derived_figures(cells: list[CellResult]) -> list[Figure]:

@@ -26,6 +26,7 @@ from harness.analysis.stats.resampling import (
     bca_interval,
     bootstrap_weights,
     jackknife_weights,
+    ties_within_precision,
 )
 
 # --------------------------------------------------------------------------- pooled metrics
@@ -53,10 +54,16 @@ class PooledTest:
     seed: int
     config: dict[str, Any]
     invalid_reason: str | None
+    no_change: bool = False   # the pooled difference is a tie (within the precision tolerance)
 
     @property
     def p_claimed(self) -> float:
         return self.p_permutation
+
+    @property
+    def min_p(self) -> float:
+        """Smallest one-sided p the swap test can give: 1/(n_perm + 1), or 2^-n if fewer swaps exist."""
+        return max(1 / (self.n_perm + 1), 2.0 ** -self.n)
 
     @property
     def p_opposite(self) -> float:
@@ -129,6 +136,7 @@ def pooled_test(
     n_perm: int = 2000,
     seed: int = 0,
     ci_level: float = 0.95,
+    tie_rel_tol: float = 0.0,
 ) -> PooledTest:
     """Pooled metric of base and post W [n, n_src, n_dst], paired by question.
 
@@ -154,6 +162,10 @@ def pooled_test(
     if reason is not None:
         return PooledTest(metric, n, vb, vp, diff, math.nan, math.nan, ci_level, "not run", math.nan, math.nan,
                           "not run", spec.direction, n_boot, n_perm, seed, config.as_dict(), reason)
+    if abs(diff) <= tie_rel_tol * max(abs(vb), abs(vp)):
+        return PooledTest(metric, n, vb, vp, diff, 0.0, 0.0, ci_level, "not run: a tie", 1.0, 1.0,
+                          f"not run: |difference| within {tie_rel_tol:g} relative (a tie)", spec.direction, n_boot,
+                          n_perm, seed, config.as_dict(), None, no_change=True)
     rng = np.random.default_rng(seed)
     weights = bootstrap_weights(rng, n, n_boot)
     boot = _combine_chunked(spec, sp, weights) - _combine_chunked(spec, sb, weights)
@@ -190,20 +202,24 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
               stats_config: StatsConfig) -> MetricTest:
     """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
 
-    Metrics whose per-sample values are independent across questions are decided by the paired
-    Wilcoxon test on them; inter-sample diversity (each sample's value uses all the others) is
-    decided by the pooled swap-permutation test and gets no per-question test.
+    A metric is decided on the form the paper defines it by (`MetricSpec.decided_by`): per question
+    by the paired test, or pooled (Information Complexity, Eq. 15; inter-sample diversity) by the
+    swap-permutation test, with the per-question test kept as a named secondary where questions are
+    independent (diversity has none: each sample's value uses all the others). Per-question values
+    within `stats_config.tie_rel_tol` of each other are ties.
     """
     spec = get_metric(metric)
     seed = stats_config.seed
     pooled = pooled_test(base_W, post_W, mask, metric, metric_config, n_boot=stats_config.n_boot,
-                         n_perm=stats_config.n_perm_pooled, seed=seed, ci_level=stats_config.ci_level)
+                         n_perm=stats_config.n_perm_pooled, seed=seed, ci_level=stats_config.ci_level,
+                         tie_rel_tol=stats_config.tie_rel_tol)
     if not spec.independent_per_sample:
         return MetricTest(metric, None, pooled, "pooled")
     values = per_sample_values(metric, base_W, post_W, mask, metric_config)
-    paired = paired_test(values.base, values.post, spec.direction, n_boot=stats_config.n_boot,
+    post, _ = ties_within_precision(values.base, values.post, stats_config.tie_rel_tol)
+    paired = paired_test(values.base, post, spec.direction, n_boot=stats_config.n_boot,
                          n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
                          ci_level=stats_config.ci_level)
-    return MetricTest(metric, paired, pooled, "paired")
+    return MetricTest(metric, paired, pooled, spec.decided_by)
 
 

@@ -49,6 +49,13 @@ def alternative(direction: int) -> str:
     return "greater" if direction > 0 else "less"
 
 
+def ties_within_precision(base: np.ndarray, post: np.ndarray, rel_tol: float) -> tuple[np.ndarray, int]:
+    """`post` with every value within rel_tol * max(|base|, |post|) of its base set to the base value
+    (a tie: a difference that small is rounding, not an effect), and the number of such ties."""
+    tied = np.abs(post - base) <= rel_tol * np.maximum(np.abs(base), np.abs(post))
+    return np.where(tied, base, post), int(np.sum(tied & (post != base)))
+
+
 # --------------------------------------------------------------------------- resampling primitives
 
 

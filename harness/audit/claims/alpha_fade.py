@@ -1,103 +1,129 @@
-"""C5: counter-examples fade as alpha grows: each cell's oriented effect trends up over the grid's
-alpha levels (exact permutation Spearman trend); Holm runs over C5's family."""
+"""C5: counter-examples fade as alpha grows.
+
+Per question, the oriented relative change s(alpha) = direction * (post - base) / mean(|post|, |base|)
+(positive = the online-RL claim's direction) is compared between the grid's largest and smallest
+alpha on the same questions: the claim holds when s rises with alpha (the effect moves toward the
+claim as more answer tokens are read, so counter-examples at small alpha fade). Decided on the mean of
+the per-question differences s(alpha_max) - s(alpha_min), sign-flip test, BCa interval; Holm over C5.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from harness.analysis.metrics import METRICS
-from harness.analysis.stats.comparisons import Trend, alpha_trend
+import numpy as np
+
+from harness.analysis.metrics import METRICS, per_sample_values
+from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.paired import PairedTest, paired_test
+from harness.analysis.stats.resampling import ties_within_precision
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
-    METRIC_CONFIG,
-    STATS,
     FamilyContext,
     FamilyTest,
     Gate,
     GridCell,
     bh_adjusted,
     cell_id,
+    edge_arrays,
     family_extra,
     fidelity_extra,
     finite,
     gate,
-    metric_diffs,
     try_cell,
 )
 from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CellResult, Verdict, family_verdicts
-from harness.data.selection import SelectionError
+from harness.audit.verdicts import CellResult, Margin, Verdict, family_verdicts, verdict_rule
 
-MIN_ALPHAS = 3
+MIN_ALPHAS = 2
 
 
 @dataclass(frozen=True)
 class FadeRow:
-    """One C5 cell: the usable alpha levels, the standardised effect at each, and the trend test."""
+    """One C5 cell: the alpha levels used, the per-level mean oriented relative change, and the test."""
 
     grid: GridCell
-    test: FamilyTest
-    trend: Trend | None
+    test: PairedTest | FamilyTest
     levels: tuple[float, ...]
-    effects: tuple[float, ...]   # mean / sd (ddof 1) of post - base at each level
+    mean_changes: tuple[float, ...]   # mean oriented relative change at each level, in `levels` order
     cells: tuple[CellData, ...]
     gate: Gate = Gate()
 
 
-def rule_text() -> str:
-    return (f"SUPPORTED if the effect in the claimed direction (Hedges d_z of post - base, oriented) "
-            f"grows with alpha: exact permutation p of Spearman rho (Holm within C5) < {STATS.alpha}; "
-            f"REFUTED if it shrinks with Holm p < {STATS.alpha}; INVALID with fewer than {MIN_ALPHAS} usable "
-            "alpha levels or a failed fidelity gate; otherwise INCONCLUSIVE")
+def oriented_change(cell: CellData, metric: str, audit: AuditPipeline) -> dict[str, float]:
+    """question id -> direction * (post - base) / mean(|post|, |base|) of the metric (ties: 0)."""
+    values = per_sample_values(metric, *edge_arrays(cell), audit.config.metrics)
+    post, _ = ties_within_precision(values.base, values.post, audit.config.stats.tie_rel_tol)
+    scale = (np.abs(post) + np.abs(values.base)) / 2
+    change = np.divide(post - values.base, scale, out=np.zeros_like(scale), where=scale > 0)
+    return dict(zip(cell.selection.ids, (METRICS[metric].direction * change).tolist()))
+
+
+def rule_text(stats: StatsConfig) -> str:
+    return (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the mean difference')}. "
+            "Tested effect: mean over the questions kept at both levels of s(alpha_max) - s(alpha_min), with "
+            "s = direction x (post - base) / mean(|post|, |base|) the per-question relative change oriented toward "
+            "the online-RL claim; sign-flip permutation p, BCa bootstrap interval. The claim holds when the "
+            f"change moves toward the claim as alpha grows. Smallest effect of interest: {stats.sesoi_rel:g} in s. "
+            f"Needs at least {MIN_ALPHAS} alpha levels and {stats.min_n} shared questions")
 
 
 def _row(audit: AuditPipeline, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
-    direction = METRICS[g.metric].direction
-    levels, effects, cells = [], [], []
+    stats = audit.config.stats
+    levels, changes, cells = [], [], []
     for a in sorted(alphas):
         cell = try_cell(audit, g.pair, g.dataset, a, g.token_mode)
-        if isinstance(cell, SelectionError):
-            continue
-        d = metric_diffs(cell, g.metric)
-        if d.size >= 3 and d.std() > 0:
+        if isinstance(cell, CellData):
             levels.append(a)
-            effects.append(float(d.mean() / d.std(ddof=1)))
+            changes.append(oriented_change(cell, g.metric, audit))
             cells.append(cell)
+    means = tuple(float(np.mean(list(c.values()))) if c else math.nan for c in changes)
     if len(levels) < MIN_ALPHAS:
-        test = FamilyTest(len(levels), math.nan, math.nan,
-                          f"{len(levels)} usable alpha levels (< {MIN_ALPHAS}) in {sorted(alphas)}")
-        return FadeRow(g, test, None, tuple(levels), tuple(effects), tuple(cells))
-    trend = alpha_trend(levels, effects, direction, seed=STATS.seed)
-    back = alpha_trend(levels, effects, -direction, seed=STATS.seed)
-    test = FamilyTest(len(levels), trend.p_increasing, back.p_increasing, trend.invalid_reason)
-    return FadeRow(g, test, trend, tuple(levels), tuple(effects), tuple(cells), gate(audit, cells))
+        test = FamilyTest(0, math.nan, math.nan, f"{len(levels)} alpha levels with selected questions "
+                          f"(< {MIN_ALPHAS}) in {sorted(alphas)}")
+        return FadeRow(g, test, tuple(levels), means, tuple(cells))
+    low, high = changes[0], changes[-1]
+    shared = [q for q in low if q in high]
+    test = paired_test([low[q] for q in shared], [high[q] for q in shared], +1, n_boot=stats.n_boot,
+                       n_perm=stats.n_perm, seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
+    return FadeRow(g, test, tuple(levels), means, tuple(cells), gate(audit, cells))
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
           ) -> dict[GridCell, CellResult]:
     claim = CLAIMS_BY_ID[claim_id]
-    rule = rule_text()
+    stats = audit.config.stats
+    rule = rule_text(stats)
     rows = [_row(audit, g, context.alphas) for g in grid]
     tests = [r.test for r in rows]
-    decisions = family_verdicts(tests, alpha=STATS.alpha, min_n=MIN_ALPHAS, fidelity_ok=[r.gate.ok for r in rows])
+    margins = [Margin(r.test.mean_diff, r.test.ci_low, r.test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
+               if isinstance(r.test, PairedTest) else None for r in rows]
+    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n, fidelity_ok=[r.gate.ok for r in rows],
+                                margins=margins, rule=rule)
     bh = bh_adjusted(tests, decisions)
     out = {}
     for row, decision, p_bh in zip(rows, decisions, bh):
-        g, test, trend = row.grid, row.test, row.trend
-        direction = METRICS[g.metric].direction
-        counter = [a for a, e in zip(row.levels, row.effects) if direction * e < 0]
+        g, test = row.grid, row.test
+        paired = test if isinstance(test, PairedTest) else None
+        counter = [a for a, m in zip(row.levels, row.mean_changes) if m < 0]
         reason = (test.invalid_reason if decision.label is Verdict.INVALID and test.invalid_reason
                   else decision.reason) + (f"; {row.gate.note}" if row.gate.note else "")
         out[g] = CellResult(
             claim_id, claim.name, cell_id(claim_id, g), decision.label, rule, reason, g.pair, g.dataset, None,
-            g.metric, g.token_mode, n=test.n, effect=finite(trend.rho) if trend else None,
-            ci_method="Spearman rho of oriented d_z vs alpha (no interval: few alpha levels)",
-            p_value=finite(test.p_claimed), p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
+            g.metric, g.token_mode, n=test.n,
+            base_value=finite(paired.mean_base) if paired else None,
+            post_value=finite(paired.mean_post) if paired else None,
+            effect=finite(paired.mean_diff) if paired else None,
+            ci_low=finite(paired.ci_low) if paired else None, ci_high=finite(paired.ci_high) if paired else None,
+            ci_method=paired.ci_method if paired else None, p_value=finite(test.p_claimed),
+            p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
             fidelity=finite(row.gate.worst), fidelity_threshold=audit.config.fidelity_threshold,
             funnel=[{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
-            extra={**family_extra(grid, claim_id, decision), "alphas": list(row.levels), "hedges_dz": list(row.effects),
-                   "counter_example_alphas": counter, "trend_method": trend.method if trend else None,
+            extra={**family_extra(grid, claim_id, decision, stats), "alphas": list(row.levels),
+                   "compared": [row.levels[0], row.levels[-1]] if len(row.levels) >= MIN_ALPHAS else [],
+                   "mean_oriented_change": list(row.mean_changes), "counter_example_alphas": counter,
                    "fidelity": fidelity_extra(list(row.cells))},
-            provenance={**(row.cells[0].provenance if row.cells else {}), "metric_config": METRIC_CONFIG.as_dict()})
+            provenance={**(row.cells[0].provenance if row.cells else {}),
+                        "metric_config": audit.config.metrics.as_dict()})
     return out

@@ -1,5 +1,6 @@
 """What every claim's family rule shares: the grid cell a test stands for, the fidelity gate, the
-family record written into each cell, and the fixed statistics settings.
+family record written into each cell, and the smallest effect of interest of a cell. Metric and
+statistics settings come from the run's one configuration (`audit.config.metrics`, `.stats`).
 
 A family is every cell of the claim on the run's grid (harness.audit.grid), whatever -k selects; its
 members, hash and Holm's m are recorded in every cell's `extra`, so a report says what Holm corrected for.
@@ -16,14 +17,12 @@ import numpy as np
 from harness.analysis.metrics import MetricConfig, per_sample_values
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import benjamini_hochberg
+from harness.analysis.stats.resampling import ties_within_precision
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CORRECTION, CellResult, Decision, Verdict, make_cell_id, verdict_rule
+from harness.audit.verdicts import CORRECTION, CellResult, Decision, Margin, Verdict, make_cell_id, verdict_rule
 from harness.data.selection import SelectionError
 from harness.files import content_key
-
-METRIC_CONFIG = MetricConfig()
-STATS = StatsConfig(n_boot=1000, n_perm=2000, n_perm_pooled=500, seed=0)
 
 
 class GridCell(NamedTuple):
@@ -45,6 +44,7 @@ class FamilyTest:
     p_opposite: float
     invalid_reason: str | None = None
     no_change: bool = False
+    min_p: float | None = None   # the smallest one-sided p the test's design can give
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,18 @@ def edge_arrays(cell: CellData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cell.base.scores.numpy(), cell.post.scores.numpy(), cell.base.mask.numpy()
 
 
-def metric_diffs(cell: CellData, metric: str) -> np.ndarray:
-    """Per-question post - base of a metric, [n] float64."""
-    values = per_sample_values(metric, *edge_arrays(cell), METRIC_CONFIG)
-    return np.asarray(values.post - values.base, dtype=float)
+def metric_diffs(cell: CellData, metric: str, metrics: MetricConfig, stats: StatsConfig) -> np.ndarray:
+    """Per-question post - base of a metric, [n] float64, ties (stats.tie_rel_tol) set to 0."""
+    values = per_sample_values(metric, *edge_arrays(cell), metrics)
+    post, _ = ties_within_precision(values.base, values.post, stats.tie_rel_tol)
+    return np.asarray(post - values.base, dtype=float)
+
+
+def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, direction: int,
+                    stats: StatsConfig) -> Margin:
+    """The smallest effect of interest of a cell: stats.sesoi_rel of |base value|, in the effect's units."""
+    size = stats.sesoi_rel * abs(base_value)
+    return Margin(effect, ci_low, ci_high, direction, size, f"{stats.sesoi_rel:g} x |base| = {size:.3g}")
 
 
 def gate(audit: AuditPipeline, cells: list[CellData]) -> Gate:
@@ -97,11 +105,23 @@ def fidelity_extra(cells: list[CellData]) -> dict:
     return {f"{c.pair.name}/a{c.alpha}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
-def family_extra(cells: list[GridCell], claim_id: str, decision: Decision) -> dict:
-    """What a cell was corrected with: the family fixed by the grid, its hash, and Holm's m."""
+def metric_rule(stats: StatsConfig, metrics: MetricConfig, decided_on: str) -> str:
+    """The rule text of a metric claim cell, with every setting that can change its verdict."""
+    return (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the tested effect')}. "
+            f"Tested effect: {decided_on}. Smallest effect of interest: {stats.sesoi_rel:g} x |base value|. "
+            f"Ties: a difference within {stats.tie_rel_tol:g} x max(|base|, |post|) counts as zero. Metric "
+            f"settings: range {metrics.range_policy.value}, {metrics.bins} bins, eps {metrics.eps:g}, structural "
+            f"zeros {'included' if metrics.include_structural_zeros else 'excluded'}")
+
+
+def family_extra(cells: list[GridCell], claim_id: str, decision: Decision, stats: StatsConfig) -> dict:
+    """What a cell was corrected with: the family fixed by the grid, its hash, and Holm's m; whether the
+    interval lay inside the smallest effect of interest, and whether the grid could reach a verdict."""
     ids = [cell_id(claim_id, g) for g in cells]
     return {"family_size": len(cells), "family": ids, "family_hash": content_key(ids),
-            "holm_m": decision.holm_m, "p_holm_opposite": finite(decision.p_adjusted_opposite), "correction": f"{CORRECTION} (BH reported)", "stats_config": STATS.as_dict()}
+            "holm_m": decision.holm_m, "p_holm_opposite": finite(decision.p_adjusted_opposite),
+            "correction": f"{CORRECTION} (BH reported)", "equivalent": decision.equivalent,
+            "reachable": decision.reachable, "stats_config": stats.as_dict()}
 
 
 def bh_adjusted(tests: list, decisions: list[Decision]) -> np.ndarray:
@@ -119,7 +139,7 @@ def invalid_cell(audit: AuditPipeline, claim_id: str, g: GridCell, reason: str, 
                  rule: str | None = None) -> CellResult:
     claim = CLAIMS_BY_ID[claim_id]
     return CellResult(claim_id, claim.name, cell_id(claim_id, g), Verdict.INVALID,
-                      rule or verdict_rule(STATS.alpha, STATS.min_n), reason, g.pair, g.dataset, g.alpha,
+                      rule or verdict_rule(audit.config.stats.alpha, audit.config.stats.min_n), reason, g.pair, g.dataset, g.alpha,
                       g.metric, g.token_mode, fidelity_threshold=audit.config.fidelity_threshold,
                       funnel=funnel or [], provenance={"audit_config": audit.config.as_dict()})
 

@@ -1,109 +1,141 @@
-"""C6: inter-sample diversity rises after online RL in at least 95 % of experiments (pair x dataset
-x alpha), as the paper counts: the share of experiments whose pooled diversity rose."""
+"""C6: inter-sample diversity rises after online RL in at least 95 % of experiments (pair x dataset x
+alpha; Fig. 3a).
+
+Each experiment's rise is decided by its own test: the pooled diversity's swap-permutation test in
+both directions, Holm over the 2E hypotheses of the E experiments. The share of experiments with a
+significant rise (and with a significant fall) gets a cluster-bootstrap interval that resamples whole
+pair x dataset clusters, since experiments of one cluster share models and questions.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from harness.analysis.stats.comparisons import RateTest, binomial_rate_test
+import numpy as np
+
+from harness.analysis.stats.clustered import ClusteredShare, clustered_share
+from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.multiplicity import holm
 from harness.analysis.stats.pooled import cell_test
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
-    METRIC_CONFIG,
-    STATS,
     FamilyContext,
-    FamilyTest,
     GridCell,
-    bh_adjusted,
     cell_id,
     edge_arrays,
-    family_extra,
-    finite,
     gate,
     try_cell,
 )
 from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CellResult, Verdict, family_verdicts
-from harness.data.selection import SelectionError
+from harness.audit.verdicts import CORRECTION, CellResult, Verdict
 
-C6_RATE = 0.95
+MIN_CLUSTERS = 2
 
 
-@dataclass(frozen=True)
-class DiversityRow:
-    """One C6 cell (a token mode): the rate test over its usable experiments and each one's record."""
-
-    grid: GridCell
-    test: FamilyTest
-    rate: RateTest | None
-    experiments: list[dict]
-    used: list[CellData]
+def rule_text(stats: StatsConfig) -> str:
+    rate, majority = stats.claimed_rate, 0.5
+    return (f"Each experiment (online-RL pair x dataset x alpha) is tested on its pooled inter-sample diversity "
+            f"(1 - mean pairwise correlation of W): swap-permutation p in both directions ({stats.n_perm_pooled} "
+            f"draws), Holm over the 2E hypotheses of the E experiments at {stats.alpha}: a rise, a fall, or "
+            f"undecided. The shares of rises and of falls get {stats.ci_level:.0%} percentile cluster-bootstrap "
+            f"intervals (whole pair x dataset clusters resampled, {stats.n_boot} draws). SUPPORTED if the share "
+            f"of rises is credibly above {majority} (interval low > {majority}) and {rate} is not excluded "
+            f"(interval high >= {rate}); REFUTED if the share of falls is credibly above {1 - rate:.2g} (interval "
+            f"low > {1 - rate:.2g}), which a rise in >= {rate:.0%} of experiments cannot leave room for; "
+            f"INCONCLUSIVE otherwise, and with no change when every experiment ties (pooled difference within "
+            f"{stats.tie_rel_tol:g} relative); unreachable (INCONCLUSIVE, said so) with fewer than {MIN_CLUSTERS} "
+            f"clusters or when the smallest swap p cannot pass Holm; INVALID if no experiment is usable. Holm "
+            f"across token modes is not applied: each mode's cell is its own decision")
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
           ) -> dict[GridCell, CellResult]:
-    """Share of experiments (online-RL pair x dataset x alpha) whose pooled diversity rose, against 95%."""
     claim = CLAIMS_BY_ID[claim_id]
-    experiments = context.experiments
-    rule = (f"An experiment counts when its pooled inter-sample diversity (1 - mean pairwise correlation) "
-            f"is higher after post-training (as the paper counts). SUPPORTED if the exact binomial p for "
-            f"rate > {C6_RATE} (Holm across token modes) < {STATS.alpha}; REFUTED if the p for rate < {C6_RATE} "
-            f"is < {STATS.alpha}; an exact tie counts as neither (INCONCLUSIVE, no change, when every experiment ties); "
-            f"INVALID if no experiment passes selection and the fidelity gate; "
-            "otherwise INCONCLUSIVE. Experiments share models and questions, so the binomial p is optimistic")
-    rows = []
+    stats = audit.config.stats
+    rule = rule_text(stats)
+    out = {}
     for g in grid:
-        details, rises, ties = [], 0, 0
-        used = []
-        for pair, dataset, a in experiments:
+        details, usable = [], []
+        for pair, dataset, a in context.experiments:
+            label = f"{pair}/{dataset}/a{a}"
             cell = try_cell(audit, pair, dataset, a, g.token_mode)
-            if isinstance(cell, SelectionError):
-                details.append({"experiment": f"{pair}/{dataset}/a{a}", "skipped": "selection left no sample"})
+            if not isinstance(cell, CellData):
+                details.append({"experiment": label, "skipped": "selection left no sample"})
                 continue
             fidelity_gate = gate(audit, [cell])
-            ct = cell_test("diversity", *edge_arrays(cell), METRIC_CONFIG, STATS)
-            pooled = ct.pooled
-            entry = {"experiment": f"{pair}/{dataset}/a{a}", "n": pooled.n, "base": pooled.base,
-                     "post": pooled.post, "diff": pooled.diff, "p_rise": pooled.p_permutation, "fidelity": fidelity_gate.worst}
-            if not fidelity_gate.ok or pooled.invalid_reason is not None:
-                entry["skipped"] = fidelity_gate.note or pooled.invalid_reason
-            elif pooled.diff == 0:   # an exact tie is neither a rise nor a fall
-                entry["skipped"] = "no change (exact tie)"
-                ties += 1
+            pooled = cell_test("diversity", *edge_arrays(cell), audit.config.metrics, stats).pooled
+            entry = {"experiment": label, "cluster": f"{pair}/{dataset}", "n": pooled.n, "base": pooled.base,
+                     "post": pooled.post, "diff": pooled.diff, "p_rise": pooled.p_claimed,
+                     "p_fall": pooled.p_opposite, "tie": pooled.no_change, "fidelity": fidelity_gate.worst}
+            if pooled.invalid_reason is not None:
+                entry["skipped"] = pooled.invalid_reason
             else:
-                rises += pooled.diff > 0
-                used.append(cell)
+                usable.append((entry, cell, pooled.min_p))
             details.append(entry)
-        n = len(used)
-        if n == 0:
-            test = (FamilyTest(ties, 1.0, 1.0, no_change=True) if ties
-                    else FamilyTest(0, math.nan, math.nan, "no usable experiment"))
-            rows.append(DiversityRow(g, test, None, details, used))
-            continue
-        rate = binomial_rate_test(int(rises), n, C6_RATE, ci_level=STATS.ci_level)
-        rows.append(DiversityRow(g, FamilyTest(n, rate.p_above, rate.p_below), rate, details, used))
-    tests = [r.test for r in rows]
-    decisions = family_verdicts(tests, alpha=STATS.alpha, min_n=1)
-    bh = bh_adjusted(tests, decisions)
-    out = {}
-    for row, decision, p_bh in zip(rows, decisions, bh):
-        g, test, rate, details, used = row.grid, row.test, row.rate, row.experiments, row.used
-        reason = test.invalid_reason if decision.label is Verdict.INVALID and test.invalid_reason else decision.reason
-        fids = [f.get("spearman") for c in used for f in c.fidelity.values()]
-        out[g] = CellResult(
-            claim_id, claim.name, cell_id(claim_id, g), decision.label, rule, reason, None, None, None,
-            "diversity", g.token_mode, n=test.n, base_value=C6_RATE, post_value=finite(rate.rate) if rate else None,
-            effect=finite(rate.rate - C6_RATE) if rate else None, ci_low=finite(rate.ci_low - C6_RATE) if rate else None,
-            ci_high=finite(rate.ci_high - C6_RATE) if rate else None,
-            ci_method=f"{rate.ci_method}, shifted by the claimed rate" if rate else None,
-            p_value=finite(test.p_claimed), p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
-            fidelity=float(min(fids)) if fids else None,
-            fidelity_threshold=audit.config.fidelity_threshold,
-            funnel=[{"stage": "experiments", "n": len(experiments)}, {"stage": "usable", "n": test.n}],
-            extra={**family_extra(grid, claim_id, decision), "experiments": details,
-                   "rises": int(sum(1 for d in details if "skipped" not in d and d["diff"] > 0)),
-                   "caveat": rate.caveat if rate else None},
-            provenance={"audit_config": audit.config.as_dict(), "metric_config": METRIC_CONFIG.as_dict(),
-                        "cache_keys": [c.provenance["cache_keys"] for c in used]})
+        out[g] = _decide(audit, claim_id, claim.name, g, rule, details, usable, stats)
     return out
+
+
+def _decide(audit: AuditPipeline, claim_id: str, name: str, g: GridCell, rule: str, details: list[dict],
+            usable: list[tuple[dict, CellData, float]], stats: StatsConfig) -> CellResult:
+    entries = [u[0] for u in usable]
+    e = len(entries)
+    p = holm([x["p_rise"] for x in entries] + [x["p_fall"] for x in entries]) if e else np.array([])
+    for i, x in enumerate(entries):
+        x["p_holm_rise"], x["p_holm_fall"] = float(p[i]), float(p[e + i])
+        x["outcome"] = ("rise" if p[i] < stats.alpha else "fall" if p[e + i] < stats.alpha
+                        else "tie" if x["tie"] else "undecided")
+    clusters = [x["cluster"] for x in entries]
+    rises = falls = None
+    if e:
+        rises = clustered_share([x["outcome"] == "rise" for x in entries], clusters, n_boot=stats.n_boot,
+                                seed=stats.seed, ci_level=stats.ci_level)
+        falls = clustered_share([x["outcome"] == "fall" for x in entries], clusters, n_boot=stats.n_boot,
+                                seed=stats.seed, ci_level=stats.ci_level)
+    n_clusters = len(set(clusters))
+    min_p = max((u[2] for u in usable), default=math.nan)
+    label, reason, reachable = _label(e, n_clusters, min_p, entries, rises, falls, stats)
+    share = lambda s: None if s is None else {  # noqa: E731
+        "share": s.share, "hits": s.hits, "n": s.n, "ci": [_num(s.ci_low), _num(s.ci_high)]}
+    return CellResult(
+        claim_id, name, cell_id(claim_id, g), label, rule, reason, None, None, None, "diversity", g.token_mode,
+        n=e, base_value=stats.claimed_rate, post_value=rises.share if rises else None,
+        effect=rises.share - stats.claimed_rate if rises else None,
+        ci_low=_num(rises.ci_low) if rises else None, ci_high=_num(rises.ci_high) if rises else None,
+        ci_method=rises.ci_method if rises else None,
+        fidelity=min((u[1].fidelity[s]["spearman"] for u in usable for s in u[1].fidelity), default=None),
+        fidelity_threshold=audit.config.fidelity_threshold,
+        funnel=[{"stage": "experiments", "n": len(details)}, {"stage": "usable", "n": e},
+                {"stage": "clusters", "n": n_clusters}],
+        extra={"experiments": details, "share_rise": share(rises), "share_fall": share(falls),
+               "claimed_rate_inside_ci": bool(rises and rises.ci_high >= stats.claimed_rate >= rises.ci_low),
+               "correction": f"Holm over the 2E one-sided hypotheses of the experiments ({CORRECTION})",
+               "reachable": reachable, "stats_config": stats.as_dict()},
+        provenance={"audit_config": audit.config.as_dict(), "metric_config": audit.config.metrics.as_dict(),
+                    "cache_keys": [u[1].provenance["cache_keys"] for u in usable]})
+
+
+def _label(e: int, n_clusters: int, min_p: float, entries: list[dict], rises: ClusteredShare | None,
+           falls: ClusteredShare | None, stats: StatsConfig) -> tuple[Verdict, str, bool]:
+    if e == 0:
+        return Verdict.INVALID, "no usable experiment", True
+    if all(x["tie"] for x in entries):
+        return Verdict.INCONCLUSIVE, f"no change: all {e} experiments tie", True
+    if n_clusters < MIN_CLUSTERS:
+        return (Verdict.INCONCLUSIVE, f"unreachable on this grid: {n_clusters} pair x dataset cluster(s) < "
+                f"{MIN_CLUSTERS}, so the share's interval cannot be estimated", False)
+    if min_p * 2 * e >= stats.alpha:
+        return (Verdict.INCONCLUSIVE, f"unreachable on this grid: the smallest swap p {min_p:.3g} cannot pass Holm "
+                f"over {2 * e} hypotheses (needs < {stats.alpha / (2 * e):.3g}; raise stats.n_perm_pooled)", False)
+    counts = f"{rises.hits}/{e} rise [{rises.ci_low:.2f}, {rises.ci_high:.2f}], {falls.hits}/{e} fall " \
+             f"[{falls.ci_low:.2f}, {falls.ci_high:.2f}] over {n_clusters} clusters"
+    rate = stats.claimed_rate
+    if rises.ci_low > 0.5 and rises.ci_high >= rate:
+        return Verdict.SUPPORTED, f"{counts}: a majority rises and {rate} lies within reach", True
+    if falls.ci_low > 1 - rate:
+        return Verdict.REFUTED, f"{counts}: more than {1 - rate:.2g} of experiments credibly fall", True
+    return Verdict.INCONCLUSIVE, counts, True
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
