@@ -20,7 +20,7 @@ from harness.data.generation import (
     load_generations,
     save_generations,
 )
-from harness.data.grading import Check, CheckedGeneration, check_answers
+from harness.data.grading import GRADER_SETTINGS, GRADING_VERSION, Check, CheckedGeneration, check_answers
 from harness.data.selection import (
     TOKEN_MODES,
     VARIANTS,
@@ -53,8 +53,7 @@ def run_generate(args) -> int:
     generations = generate_answers(loaded, problem_set.problems, template, decoding,
                                    use_cache=not args.no_cache)
     seconds = time.perf_counter() - started
-    checked = check_answers(generations, problem_set.problems,
-                            fallback_last_number=not args.no_fallback_last_number)
+    checked = check_answers(generations, problem_set.problems, grader=args.grader)
     out = Path(args.out)
     save_generations(out, generations, [c.check for c in checked])
     n_tokens = sum(len(g.answer_ids) for g in generations)
@@ -62,7 +61,9 @@ def run_generate(args) -> int:
     atomic_write_json(provenance_path(out), {
         "model": dataclasses.asdict(loaded.info), "data": problem_set.provenance(),
         "template": dataclasses.asdict(template), "decoding": dataclasses.asdict(decoding),
-        "fallback_last_number": not args.no_fallback_last_number, "versions": library_versions(),
+        "grader": {"setting": args.grader, "resolved": sorted({c.check.grader for c in checked}),
+                   "version": GRADING_VERSION},
+        "versions": library_versions(),
         "summary": {"n": len(generations), "correct": correct, "answer_tokens": n_tokens,
                     "seconds": round(seconds, 2)}})
     print(f"{correct}/{len(checked)} correct; {n_tokens} answer tokens in {seconds:.1f} s "
@@ -129,8 +130,10 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="regenerate even if cached")
-    g.add_argument("--no-fallback-last-number", action="store_true",
-                   help="only \\boxed{}, '#### N' or 'the answer is' count as a final answer")
+    g.add_argument("--grader", default="auto", choices=GRADER_SETTINGS,
+                   help="auto (default): paper for GSM8K/MATH, the task's own scorer for reasoning-gym; "
+                        "paper: last \\boxed{} only (GSM8K: else '#### N'), math-verify equivalence; "
+                        "lenient: also 'the answer is X' and the last number")
     g.add_argument("--dtype", default="float32")
     g.add_argument("--device", default="cpu")
     g.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
