@@ -38,6 +38,7 @@ def test_alpha_outside_unit_interval_is_refused(alpha) -> None:
     ("variant", "codez", "unknown selection variant 'codez'; choose one of paper, paper-code"),
     ("questions", 0, "questions must be at least 1"),
     ("fidelity_threshold", 2.0, "Spearman correlation in"),
+    ("grader", "strict", "unknown grader 'strict'; choose one of auto, paper, lenient"),
 ])
 def test_audit_config_rejects_bad_values(field, value, message) -> None:
     with pytest.raises(UserError, match=message):

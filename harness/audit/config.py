@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from harness.data.grading import GRADER_SETTINGS
 from harness.data.selection import TOKEN_MODES, VARIANTS
 from harness.errors import UserError
 
@@ -19,6 +20,8 @@ class AuditConfig:
     max_new_tokens: answer budget; None uses the pair's registry value.
     fidelity_samples / fidelity_edges: questions and sampled edges per model in the fidelity check;
     a cell is INVALID when a model's EAP-vs-ablation Spearman is below fidelity_threshold.
+    grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
+    own scorer for reasoning-gym), paper or lenient.
     """
 
     questions: int = 100
@@ -40,10 +43,13 @@ class AuditConfig:
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
     seed: int = 0
+    grader: str = "auto"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise UserError(f"unknown selection variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.grader not in GRADER_SETTINGS:
+            raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
                      "fidelity_samples", "fidelity_edges"):
             if getattr(self, name) < 1:

@@ -140,7 +140,7 @@ class AuditPipeline:
         checked = {}
         for side, loaded in (("base", base), ("post", post)):
             generations = generate_answers(loaded, problems.problems, template, decoding, progress=self.progress)
-            checked[side] = tuple(check_answers(generations, problems.problems))
+            checked[side] = tuple(check_answers(generations, problems.problems, grader=self.config.grader))
         return PairAnswers(spec.name, dataset, checked["base"], checked["post"],
                            {"base": dataclasses.asdict(base.info), "post": dataclasses.asdict(post.info)},
                            problems.provenance(), template.name, dataclasses.asdict(decoding), key)
@@ -241,6 +241,8 @@ class AuditPipeline:
             "config_hash": content_key(self.config.as_dict()),
             "selection": {"variant": selection.params.variant, "t_bar": selection.t_bar,
                           "t_cut": selection.t_cut, "seed": selection.params.seed},
+            "grader": {"setting": self.config.grader,
+                       "resolved": sorted({c.check.grader for c in answers.base + answers.post})},
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
             "ledger": self.ledger.as_dict(),
         }
