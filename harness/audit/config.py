@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.data.grading import GRADER_SETTINGS
-from harness.data.selection import TOKEN_MODES, VARIANTS
+from harness.data.selection import SHORT_ANSWERS, TOKEN_MODES, VARIANTS
 from harness.errors import UserError
 
 
@@ -22,6 +22,8 @@ class AuditConfig:
     a cell is INVALID when a model's EAP-vs-ablation Spearman is below fidelity_threshold.
     grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
     own scorer for reasoning-gym), paper or lenient.
+    short_answers: a kept answer shorter than T_cut is sliced (all its tokens are targets; the
+    paper's code), dropped, or an error (harness.data.selection).
     """
 
     questions: int = 100
@@ -44,12 +46,16 @@ class AuditConfig:
     fidelity_threshold: float = 0.5
     seed: int = 0
     grader: str = "auto"
+    short_answers: str = "slice"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise UserError(f"unknown selection variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.grader not in GRADER_SETTINGS:
             raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
+        if self.short_answers not in SHORT_ANSWERS:
+            raise UserError(f"unknown short_answers policy {self.short_answers!r}; choose one of "
+                            f"{', '.join(SHORT_ANSWERS)}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
                      "fidelity_samples", "fidelity_edges"):
             if getattr(self, name) < 1:

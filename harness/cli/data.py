@@ -22,6 +22,7 @@ from harness.data.generation import (
 )
 from harness.data.grading import GRADER_SETTINGS, GRADING_VERSION, Check, CheckedGeneration, check_answers
 from harness.data.selection import (
+    SHORT_ANSWERS,
     TOKEN_MODES,
     VARIANTS,
     SelectionParams,
@@ -108,7 +109,8 @@ def run_select(args) -> int:
                        "versions": library_versions()}})
     if table:
         print(table.to_markdown())
-    print(f"selection ({params.variant}, alpha={params.alpha}): {len(selection.ids)} questions, "
+    print(f"selection ({params.variant}, alpha={params.alpha}, short answers: {params.short_answers}): "
+          f"{len(selection.ids)} questions, "
           f"T̄={selection.t_bar:.2f}, T_cut={selection.t_cut}\n{selection.funnel_table()}\n→ {out}")
     return 0
 
@@ -149,7 +151,9 @@ def register(subparsers) -> None:
     s.add_argument("--delta", type=float, default=0.5)
     s.add_argument("--n", type=int, default=100, help="questions kept at most")
     s.add_argument("--seed", type=int, default=42, help="subsample seed")
-    s.add_argument("--short-answers", default="error", choices=["error", "drop"])
+    s.add_argument("--short-answers", default="slice", choices=SHORT_ANSWERS,
+                   help="answers shorter than T_cut: slice (default, the paper's code: all their tokens "
+                        "are targets), drop the question, or error")
     s.add_argument("--token-mode", action="append", choices=TOKEN_MODES,
                    help="repeatable; default own. own -> base.jsonl/post.jsonl, others -> "
                         "base.<mode>.jsonl/post.<mode>.jsonl")
