@@ -1,6 +1,8 @@
 """`generate` (answers + checks for one model) and `select` (paired selection -> EAP input rows).
 
     python -m harness generate --model M --dataset rg:chain_sum --n 100 --out run/base.jsonl
+    python -m harness check --generations run/base.jsonl --dataset rg:chain_sum --n 100 --grader paper \
+        --out run/base.paper.jsonl
     python -m harness select --base run/base.jsonl --post run/post.jsonl --alpha 0.1 --out run/sel
     python -m harness eap --model M --input run/sel/base.jsonl --out run/eap-base
 """
@@ -72,6 +74,29 @@ def run_generate(args) -> int:
     return 0
 
 
+def run_check(args) -> int:
+    """Grade saved generations again (another grader, or newer grading code) without a model."""
+    from harness.data.problems import load_problems
+
+    source = Path(args.generations)
+    generations = [g for g, _ in load_generations(source)]
+    problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
+    checked = check_answers(generations, problem_set.problems, grader=args.grader)
+    out = Path(args.out)
+    save_generations(out, generations, [c.check for c in checked])
+    sidecar = provenance_path(source)
+    provenance = json.loads(sidecar.read_text()) if sidecar.is_file() else {"missing": str(sidecar)}
+    correct = sum(c.correct for c in checked)
+    atomic_write_json(provenance_path(out), {
+        **provenance, "regraded_from": str(source), "data": problem_set.provenance(),
+        "grader": {"setting": args.grader, "resolved": sorted({c.check.grader for c in checked}),
+                   "version": GRADING_VERSION},
+        "versions": library_versions(),
+        "summary": {**provenance.get("summary", {}), "n": len(checked), "correct": correct}})
+    print(f"{correct}/{len(checked)} correct under grader {args.grader} → {out}")
+    return 0
+
+
 def _read_checked(path: Path) -> tuple[list[CheckedGeneration], dict]:
     rows = load_generations(path)
     if any(check is None for _, check in rows):
@@ -140,6 +165,15 @@ def register(subparsers) -> None:
     g.add_argument("--device", default="cpu")
     g.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
     g.set_defaults(run=run_generate)
+
+    c = subparsers.add_parser("check", help=COMMANDS["check"][1])
+    c.add_argument("--generations", required=True, help="generations JSONL written by generate")
+    c.add_argument("--dataset", required=True, help="the dataset spec the generations answer")
+    c.add_argument("--n", type=int, default=None, help="number of problems, as given to generate")
+    c.add_argument("--data-seed", type=int, default=0, help="seed of reasoning-gym problems, as given to generate")
+    c.add_argument("--grader", default="auto", choices=GRADER_SETTINGS, help="as for generate")
+    c.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
+    c.set_defaults(run=run_check)
 
     s = subparsers.add_parser("select", help=COMMANDS["select"][1])
     s.add_argument("--base", required=True, help="generations JSONL of the base model")
