@@ -32,6 +32,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="edges sampled per model for the fidelity check")
     group.addoption("--fidelity-samples", type=int, default=AuditConfig.fidelity_samples,
                     help="questions per model for the fidelity check")
+    group.addoption("--grader", default=AuditConfig.grader,
+                    help="auto (paper for GSM8K/MATH, the task's scorer for reasoning-gym), paper or lenient")
+    group.addoption("--short-answers", default=AuditConfig.short_answers,
+                    help="answers shorter than T_cut: slice (the paper's code), drop or error")
 
 
 def _usage(fn):
@@ -92,7 +96,7 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
         variant=get("selection_variant"), max_new_tokens=get("max_new_tokens"),
         device=options.device or "cpu", dtype=options.dtype or "float32",
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
-        fidelity_samples=get("fidelity_samples")))
+        fidelity_samples=get("fidelity_samples"), grader=get("grader"), short_answers=get("short_answers")))
     return AuditPipeline(config, get("registry"), progress=get("capture") == "no")
 
 
