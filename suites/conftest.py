@@ -35,6 +35,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--set", action="append", dest="settings", metavar="KEY=VALUE",
                     help="any audit setting, e.g. stats.sesoi_rel=0.1, metrics.range_policy=joint, decoding=sample "
                          "(repeatable; `python -m harness audit --list-settings` lists them)")
+    group.addoption("--grader", default=AuditConfig.grader,
+                    help="auto (paper for GSM8K/MATH, the task's scorer for reasoning-gym), paper or lenient")
+    group.addoption("--short-answers", default=AuditConfig.short_answers,
+                    help="answers shorter than T_cut: slice (the paper's code), drop or error")
 
 
 def _usage(fn):
@@ -95,7 +99,8 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
         variant=get("selection_variant"), max_new_tokens=get("max_new_tokens"),
         device=options.device or "cpu", dtype=options.dtype or "float32",
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
-        fidelity_samples=get("fidelity_samples")).with_settings(parse_settings(get("settings"))))
+        fidelity_samples=get("fidelity_samples"), grader=get("grader"),
+        short_answers=get("short_answers")).with_settings(parse_settings(get("settings"))))
     return AuditPipeline(config, get("registry"), progress=get("capture") == "no")
 
 

@@ -38,6 +38,8 @@ def test_alpha_outside_unit_interval_is_refused(alpha) -> None:
     ("variant", "codez", "unknown selection variant 'codez'; choose one of paper, paper-code"),
     ("questions", 0, "questions must be at least 1"),
     ("fidelity_threshold", 2.0, "Spearman correlation in"),
+    ("grader", "strict", "unknown grader 'strict'; choose one of auto, paper, lenient"),
+    ("short_answers", "keep", "unknown short_answers policy 'keep'; choose one of slice, drop, error"),
 ])
 def test_audit_config_rejects_bad_values(field, value, message) -> None:
     with pytest.raises(UserError, match=message):

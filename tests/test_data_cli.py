@@ -68,3 +68,22 @@ def test_generate_rejects_unknown_dataset_before_loading_a_model(tmp_path):
                   "--out", str(tmp_path / "g.jsonl")])
     with pytest.raises(UserError, match="unknown reasoning-gym task"):
         args.run(args)
+
+
+def test_check_regrades_saved_generations(tmp_path, capsys):
+    from harness.data.problems import load_reasoning_gym
+
+    problems = load_reasoning_gym("chain_sum", n=2, seed=1).problems
+    texts = [f"It is {problems[0].gold}", f"\\boxed{{{problems[1].gold}}}"]
+    gens = [Generation(p.id, "p", (1,), (2,), t, "eos", "sha256:x", "bare") for p, t in zip(problems, texts)]
+    save_generations(tmp_path / "g.jsonl", gens, [Check(p.id, None, "none", p.gold, False) for p in problems])
+    for grader, expected in (("auto", [True, True]), ("paper", [False, True])):
+        out = tmp_path / f"g.{grader}.jsonl"
+        args = parse(["check", "--generations", str(tmp_path / "g.jsonl"), "--dataset", "rg:chain_sum",
+                      "--n", "2", "--data-seed", "1", "--grader", grader, "--out", str(out)])
+        assert args.run(args) == 0
+        checks = [json.loads(line)["check"] for line in out.read_text().splitlines()]
+        assert [c["correct"] for c in checks] == expected
+        provenance = json.loads((tmp_path / f"g.{grader}.provenance.json").read_text())
+        assert provenance["grader"]["setting"] == grader
+    assert {c["grader"] for c in checks} == {"paper"}

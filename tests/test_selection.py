@@ -72,8 +72,8 @@ def test_t_cut_is_floor_with_minimum_one(alpha, t_cut):
 
 
 def test_t_cut_beyond_answers_is_an_error_with_funnel():
-    with pytest.raises(SelectionError) as err:
-        select_samples(*pair(), variant="paper-code", alpha=0.6)  # T_cut 11 > answer a (10)
+    with pytest.raises(SelectionError) as err:  # T_cut 11 > answer a (10)
+        select_samples(*pair(), variant="paper-code", alpha=0.6, short_answers="error")
     message = str(err.value)
     assert "T_cut" in message and "11" in message and "both-correct" in message
     assert err.value.funnel[-1].step == "subsample"
@@ -114,6 +114,8 @@ def test_bad_parameters_are_user_errors():
         SelectionParams(variant="eqs")
     with pytest.raises(UserError, match="alpha"):
         SelectionParams(alpha=0)
+    with pytest.raises(UserError, match="short_answers must be one of slice, drop, error"):
+        SelectionParams(short_answers="keep")
 
 
 def test_shared_token_modes_feed_both_models_identical_ids():
@@ -155,3 +157,46 @@ def test_selection_json_names_variant_and_funnel():
     assert data["variant"] == "paper" and data["params"]["alpha"] == 0.1
     assert data["funnel"][1] == {"step": "both-correct", "count": 6, "rule": "both final answers correct"}
     assert data["answer_lengths"]["f"] == [18, 22]
+
+
+# Varied lengths, all both-correct, equal prompts, balanced: T̄ = min(mean base, mean post) = 20
+VARIED = {f"v{i}": (t, t + (1 if i % 2 else 0), True, True, 5, 5)
+          for i, t in enumerate([12, 14, 16, 18, 20, 21, 22, 24, 26, 27])}
+
+
+def test_slice_keeps_the_same_questions_for_every_alpha():
+    base, post = pair(VARIED)
+    selections = {a: select_samples(base, post, variant="paper-code", alpha=a) for a in (0.1, 0.5, 1.0)}
+    assert SelectionParams().short_answers == "slice"
+    ids = {a: sel.ids for a, sel in selections.items()}
+    assert ids[0.1] == ids[0.5] == ids[1.0] and len(ids[0.1]) == len(VARIED)
+    assert [sel.t_cut for sel in selections.values()] == [2, 10, 20]
+    full = selections[1.0]  # T_cut 20: v0..v4 (12..20 tokens on one side at least) are short
+    assert sorted(full.short_ids) == ["v0", "v1", "v2", "v3"]
+    assert full.funnel[-1].step == "short-sliced" and full.funnel[-1].count == len(VARIED)
+    assert "slice" in full.funnel[-1].rule
+    assert full.to_json()["short_answers"] == "slice" and full.to_json()["short_ids"] == list(full.short_ids)
+    assert selections[0.1].short_ids == () and selections[0.1].funnel[-1].step == "subsample"
+
+
+def test_slice_row_of_a_short_answer_has_all_its_tokens_as_targets():
+    base, post = pair(VARIED)
+    sel = select_samples(base, post, variant="paper-code", alpha=1.0)
+    base_rows, post_rows = build_eap_rows(sel, "own")
+    rows = {r["id"]: r for r in base_rows}
+    post_by_id = {r["id"]: r for r in post_rows}
+    assert rows["v0"]["target_ids"] == list(range(12))          # answer 12 < T_cut 20: the whole answer
+    assert len(post_by_id["v1"]["target_ids"]) == 15           # post answer of v1 is 15 tokens
+    assert len(rows["v9"]["target_ids"]) == sel.t_cut == 20    # long answers are cut at T_cut
+    assert all(len(r["target_ids"]) == min(sel.t_cut, n) for r, n in
+               ((rows[i], VARIED[i][0]) for i in VARIED))
+
+
+def test_drop_loses_the_short_questions_at_large_alpha():
+    base, post = pair(VARIED)
+    small = select_samples(base, post, variant="paper-code", alpha=0.1, short_answers="drop")
+    large = select_samples(base, post, variant="paper-code", alpha=1.0, short_answers="drop")
+    assert len(small.ids) == len(VARIED)
+    assert "v0" in small.ids and "v0" not in large.ids
+    assert sorted(large.ids) == [f"v{i}" for i in range(4, 10)]
+    assert large.funnel[-1].step == "long-enough" and large.short_ids == ()

@@ -12,7 +12,8 @@ from typing import Any
 
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
-from harness.data.selection import TOKEN_MODES, VARIANTS
+from harness.data.grading import GRADER_SETTINGS
+from harness.data.selection import SHORT_ANSWERS, TOKEN_MODES, VARIANTS
 from harness.errors import UserError
 
 DECODING_MODES = ("greedy", "sample")
@@ -30,6 +31,10 @@ class AuditConfig:
     a cell is INVALID when a model's EAP-vs-ablation Spearman is below fidelity_threshold.
     metrics: metric parameters (histogram range policy, bins, eps, structural zeros).
     stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
+    grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
+    own scorer for reasoning-gym), paper or lenient.
+    short_answers: a kept answer shorter than T_cut is sliced (all its tokens are targets; the
+    paper's code), dropped, or an error (harness.data.selection).
     """
 
     questions: int = 100
@@ -54,6 +59,8 @@ class AuditConfig:
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
     seed: int = 0
+    grader: str = "auto"
+    short_answers: str = "slice"
     metrics: MetricConfig = field(default_factory=MetricConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
@@ -69,6 +76,11 @@ class AuditConfig:
             raise UserError(f"layout must be paper or block, got {self.layout!r}")
         if self.positions not in ("all", "targets"):
             raise UserError(f"positions must be all or targets, got {self.positions!r}")
+        if self.grader not in GRADER_SETTINGS:
+            raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
+        if self.short_answers not in SHORT_ANSWERS:
+            raise UserError(f"unknown short_answers policy {self.short_answers!r}; choose one of "
+                            f"{', '.join(SHORT_ANSWERS)}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
                      "fidelity_samples", "fidelity_edges"):
             if getattr(self, name) < 1:

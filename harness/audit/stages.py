@@ -141,7 +141,7 @@ class AuditPipeline:
         checked = {}
         for side, loaded in (("base", base), ("post", post)):
             generations = generate_answers(loaded, problems.problems, template, decoding, progress=self.progress)
-            checked[side] = tuple(check_answers(generations, problems.problems))
+            checked[side] = tuple(check_answers(generations, problems.problems, grader=self.config.grader))
         return PairAnswers(spec.name, dataset, checked["base"], checked["post"],
                            {"base": dataclasses.asdict(base.info), "post": dataclasses.asdict(post.info)},
                            problems.provenance(), template.name, dataclasses.asdict(decoding), key)
@@ -154,7 +154,7 @@ class AuditPipeline:
         answers = self.answers(pair_name, dataset)
         params = SelectionParams(variant=cfg.variant, alpha=validate_alpha(alpha), beta=cfg.beta,
                                  gamma=cfg.gamma, delta=cfg.delta, n=cfg.n_select, seed=cfg.selection_seed,
-                                 short_answers="drop")
+                                 short_answers=cfg.short_answers)
         return select_samples(answers.base, answers.post, params)
 
     # ------------------------------------------------------------ stage 3: EAP
@@ -241,7 +241,11 @@ class AuditPipeline:
             "decoding": answers.decoding, "audit_config": self.config.as_dict(),
             "config_hash": content_key(self.config.as_dict()),
             "selection": {"variant": selection.params.variant, "t_bar": selection.t_bar,
-                          "t_cut": selection.t_cut, "seed": selection.params.seed},
+                          "t_cut": selection.t_cut, "seed": selection.params.seed,
+                          "short_answers": selection.params.short_answers,
+                          "n_short": len(selection.short_ids)},
+            "grader": {"setting": self.config.grader,
+                       "resolved": sorted({c.check.grader for c in answers.base + answers.post})},
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
             "ledger": self.ledger.as_dict(),
         }

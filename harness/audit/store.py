@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.audit.config import AuditConfig
+from harness.data.grading import GRADING_VERSION
 from harness.files import atomic_write_json, cache_root, content_key
 
 CACHE_VERSION = "audit-v1"
@@ -39,9 +40,10 @@ class Ledger:
 
 
 def answers_key(pair_identity: dict, dataset_spec: str, config: AuditConfig, template: str, decoding: dict) -> str:
-    """Both models' checked answers: the pair's weight files, the problem set, template, decoding."""
+    """Both models' checked answers: the pair's weight files, the problem set, template, decoding, and
+    the grader (the entry stores the checks, not only the generations) with the grading code's version."""
     return content_key(CACHE_VERSION, "answers", pair_identity, dataset_spec, config.questions, config.data_seed,
-                       template, decoding, config.dtype)
+                       template, decoding, config.dtype, config.grader, GRADING_VERSION)
 
 
 def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig) -> str:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("harness.cli.ablate", "exact loss change when each chosen edge is removed"),
     "fidelity": ("harness.cli.ablate", "compare EAP scores with exact ablation deltas"),
     "generate": ("harness.cli.data", "answer a dataset with one model and check the answers"),
+    "check": ("harness.cli.data", "grade saved generations again (e.g. another --grader) without a model"),
     "select": ("harness.cli.data", "select questions (Eqs. 10-12) and write EAP input rows"),
     "report": ("harness.cli.report", "compare and merge claim reports"),
     "posttrain": ("harness.cli.posttrain", "post-train a base model with GRPO, DPO or online DPO (LoRA)"),

@@ -1,6 +1,8 @@
 """`generate` (answers + checks for one model) and `select` (paired selection -> EAP input rows).
 
     python -m harness generate --model M --dataset rg:chain_sum --n 100 --out run/base.jsonl
+    python -m harness check --generations run/base.jsonl --dataset rg:chain_sum --n 100 --grader paper \
+        --out run/base.paper.jsonl
     python -m harness select --base run/base.jsonl --post run/post.jsonl --alpha 0.1 --out run/sel
     python -m harness eap --model M --input run/sel/base.jsonl --out run/eap-base
 """
@@ -20,8 +22,9 @@ from harness.data.generation import (
     load_generations,
     save_generations,
 )
-from harness.data.grading import Check, CheckedGeneration, check_answers
+from harness.data.grading import GRADER_SETTINGS, GRADING_VERSION, Check, CheckedGeneration, check_answers
 from harness.data.selection import (
+    SHORT_ANSWERS,
     TOKEN_MODES,
     VARIANTS,
     SelectionParams,
@@ -53,8 +56,7 @@ def run_generate(args) -> int:
     generations = generate_answers(loaded, problem_set.problems, template, decoding,
                                    use_cache=not args.no_cache)
     seconds = time.perf_counter() - started
-    checked = check_answers(generations, problem_set.problems,
-                            fallback_last_number=not args.no_fallback_last_number)
+    checked = check_answers(generations, problem_set.problems, grader=args.grader)
     out = Path(args.out)
     save_generations(out, generations, [c.check for c in checked])
     n_tokens = sum(len(g.answer_ids) for g in generations)
@@ -62,11 +64,36 @@ def run_generate(args) -> int:
     atomic_write_json(provenance_path(out), {
         "model": dataclasses.asdict(loaded.info), "data": problem_set.provenance(),
         "template": dataclasses.asdict(template), "decoding": dataclasses.asdict(decoding),
-        "fallback_last_number": not args.no_fallback_last_number, "versions": library_versions(),
+        "grader": {"setting": args.grader, "resolved": sorted({c.check.grader for c in checked}),
+                   "version": GRADING_VERSION},
+        "versions": library_versions(),
         "summary": {"n": len(generations), "correct": correct, "answer_tokens": n_tokens,
                     "seconds": round(seconds, 2)}})
     print(f"{correct}/{len(checked)} correct; {n_tokens} answer tokens in {seconds:.1f} s "
           f"→ {out}")
+    return 0
+
+
+def run_check(args) -> int:
+    """Grade saved generations again (another grader, or newer grading code) without a model."""
+    from harness.data.problems import load_problems
+
+    source = Path(args.generations)
+    generations = [g for g, _ in load_generations(source)]
+    problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
+    checked = check_answers(generations, problem_set.problems, grader=args.grader)
+    out = Path(args.out)
+    save_generations(out, generations, [c.check for c in checked])
+    sidecar = provenance_path(source)
+    provenance = json.loads(sidecar.read_text()) if sidecar.is_file() else {"missing": str(sidecar)}
+    correct = sum(c.correct for c in checked)
+    atomic_write_json(provenance_path(out), {
+        **provenance, "regraded_from": str(source), "data": problem_set.provenance(),
+        "grader": {"setting": args.grader, "resolved": sorted({c.check.grader for c in checked}),
+                   "version": GRADING_VERSION},
+        "versions": library_versions(),
+        "summary": {**provenance.get("summary", {}), "n": len(checked), "correct": correct}})
+    print(f"{correct}/{len(checked)} correct under grader {args.grader} → {out}")
     return 0
 
 
@@ -107,7 +134,8 @@ def run_select(args) -> int:
                        "versions": library_versions()}})
     if table:
         print(table.to_markdown())
-    print(f"selection ({params.variant}, alpha={params.alpha}): {len(selection.ids)} questions, "
+    print(f"selection ({params.variant}, alpha={params.alpha}, short answers: {params.short_answers}): "
+          f"{len(selection.ids)} questions, "
           f"T̄={selection.t_bar:.2f}, T_cut={selection.t_cut}\n{selection.funnel_table()}\n→ {out}")
     return 0
 
@@ -129,12 +157,23 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="regenerate even if cached")
-    g.add_argument("--no-fallback-last-number", action="store_true",
-                   help="only \\boxed{}, '#### N' or 'the answer is' count as a final answer")
+    g.add_argument("--grader", default="auto", choices=GRADER_SETTINGS,
+                   help="auto (default): paper for GSM8K/MATH, the task's own scorer for reasoning-gym; "
+                        "paper: last \\boxed{} only (GSM8K: else '#### N'), math-verify equivalence; "
+                        "lenient: also 'the answer is X' and the last number")
     g.add_argument("--dtype", default="float32")
     g.add_argument("--device", default="cpu")
     g.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
     g.set_defaults(run=run_generate)
+
+    c = subparsers.add_parser("check", help=COMMANDS["check"][1])
+    c.add_argument("--generations", required=True, help="generations JSONL written by generate")
+    c.add_argument("--dataset", required=True, help="the dataset spec the generations answer")
+    c.add_argument("--n", type=int, default=None, help="number of problems, as given to generate")
+    c.add_argument("--data-seed", type=int, default=0, help="seed of reasoning-gym problems, as given to generate")
+    c.add_argument("--grader", default="auto", choices=GRADER_SETTINGS, help="as for generate")
+    c.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
+    c.set_defaults(run=run_check)
 
     s = subparsers.add_parser("select", help=COMMANDS["select"][1])
     s.add_argument("--base", required=True, help="generations JSONL of the base model")
@@ -146,7 +185,9 @@ def register(subparsers) -> None:
     s.add_argument("--delta", type=float, default=0.5)
     s.add_argument("--n", type=int, default=100, help="questions kept at most")
     s.add_argument("--seed", type=int, default=42, help="subsample seed")
-    s.add_argument("--short-answers", default="error", choices=["error", "drop"])
+    s.add_argument("--short-answers", default="slice", choices=SHORT_ANSWERS,
+                   help="answers shorter than T_cut: slice (default, the paper's code: all their tokens "
+                        "are targets), drop the question, or error")
     s.add_argument("--token-mode", action="append", choices=TOKEN_MODES,
                    help="repeatable; default own. own -> base.jsonl/post.jsonl, others -> "
                         "base.<mode>.jsonl/post.<mode>.jsonl")

@@ -1,4 +1,4 @@
-"""LaTeX answer strings: the last `\\boxed{}`, presentation stripped, and a parser into sympy."""
+"""LaTeX answer strings: the last `\\boxed{}` and presentation stripped (math-verify parses them)."""
 
 from __future__ import annotations
 
@@ -53,58 +53,3 @@ def clean_latex(answer: str) -> str:
     s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)           # "x = 5" -> "5"
     s = re.sub(r"\s+", "", s)
     return s.rstrip(".")
-
-
-def braced(s: str, start: int) -> tuple[str, int]:
-    """The `{...}` group (or single character) at s[start]; returns (content, index after)."""
-    if start < len(s) and s[start] == "{":
-        depth = 0
-        for i in range(start, len(s)):
-            depth += {"{": 1, "}": -1}.get(s[i], 0)
-            if depth == 0:
-                return s[start + 1:i], i + 1
-        raise ValueError("unbalanced braces")
-    if start < len(s):
-        return s[start], start + 1
-    raise ValueError("missing argument")
-
-
-def latex_to_sympy(answer: str):
-    """Parse a cleaned LaTeX answer into a sympy expression (fractions, roots, powers, pi)."""
-    from sympy.parsing.sympy_parser import (
-        convert_xor,
-        implicit_multiplication_application,
-        parse_expr,
-        standard_transformations,
-    )
-
-    def convert(s: str) -> str:
-        out, i = [], 0
-        while i < len(s):
-            if s.startswith("\\frac", i):
-                num, i = braced(s, i + 5)
-                den, i = braced(s, i)
-                out.append(f"(({convert(num)})/({convert(den)}))")
-            elif s.startswith("\\sqrt", i):
-                i += 5
-                index = "2"
-                if i < len(s) and s[i] == "[":
-                    close = s.index("]", i)
-                    index, i = s[i + 1:close], close + 1
-                body, i = braced(s, i)
-                out.append(f"(({convert(body)})**(1/({convert(index)})))")
-            else:
-                out.append(s[i])
-                i += 1
-        return "".join(out)
-
-    s = convert(answer)
-    for latex, plain in (("\\pi", "pi"), ("\\infty", "oo"), ("\\cdot", "*"), ("\\times", "*"),
-                         ("\\div", "/"), ("\\ln", "log"), ("\\log", "log"), ("\\sin", "sin"),
-                         ("\\cos", "cos"), ("\\tan", "tan"), ("{", "("), ("}", ")")):
-        s = s.replace(latex, plain)
-    if "\\" in s:
-        raise ValueError(f"unsupported LaTeX in {answer!r}")
-    transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
-    return parse_expr(s, transformations=transformations, evaluate=True)
-

@@ -9,6 +9,11 @@ Two variants, always named in outputs:
   length with floored bounds floor(β·T̄) <= (T_b+T_p)/2 <= floor(γ·T̄); balance; `random.seed(seed)`
   then `random.sample`; T_cut = max(floor(α·T̄), 1) with that same T̄.
 Lengths T are answer tokens without EOS. Balance: |T_b − T_p| / ((T_b+T_p)/2) <= δ.
+
+Answers shorter than T_cut (`short_answers`): "slice" (default, the paper's code: the loss reads
+answer[:T_cut], which for a shorter answer is the whole answer, so the question stays with fewer
+targets and the question set is the same for every alpha), "drop" (remove such questions: the set
+then shrinks as alpha grows), or "error".
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from harness.errors import UserError
 
 Variant = Literal["paper", "paper-code"]
 TokenMode = Literal["own", "shared-base", "shared-post", "reference"]
-ShortAnswers = Literal["error", "drop"]
+ShortAnswers = Literal["slice", "drop", "error"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
+SHORT_ANSWERS: tuple[ShortAnswers, ...] = get_args(ShortAnswers)
 # own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
 # on the base's/post's answer; reference: both on the dataset's reference solution.
 TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
@@ -35,7 +41,8 @@ TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
 class SelectionParams:
     """alpha: T_cut fraction of T̄. beta, gamma: length window as fractions of T̄. delta: largest
     relative length gap between the two answers. n: questions kept at most. seed: subsample seed.
-    short_answers: "error" if a kept answer is shorter than T_cut, or "drop" such questions."""
+    short_answers: a kept answer shorter than T_cut is "slice"d (all its tokens are targets; the
+    paper's code), or such questions are "drop"ped, or it is an "error"."""
 
     variant: Variant = "paper-code"
     alpha: float = 0.1
@@ -44,7 +51,7 @@ class SelectionParams:
     delta: float = 0.5
     n: int = 100
     seed: int = 42
-    short_answers: ShortAnswers = "error"
+    short_answers: ShortAnswers = "slice"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -57,8 +64,9 @@ class SelectionParams:
             raise UserError(f"delta must be >= 0, got {self.delta}")
         if self.n < 1:
             raise UserError(f"n must be at least 1, got {self.n}")
-        if self.short_answers not in ("error", "drop"):
-            raise UserError(f"short_answers must be error or drop, got {self.short_answers!r}")
+        if self.short_answers not in SHORT_ANSWERS:
+            raise UserError(f"short_answers must be one of {', '.join(SHORT_ANSWERS)}, "
+                            f"got {self.short_answers!r}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,8 @@ class Selection:
     """The kept questions (ids in sampled order) with both models' checked generations.
 
     t_bar: the T̄ that defines T_cut (tokens). t_bar_window: the T̄ the length window used.
+    short_ids: kept questions with an answer shorter than T_cut (policy "slice": they keep all
+    their answer tokens as targets); empty under "drop" and "error".
     """
 
     params: SelectionParams
@@ -98,6 +108,7 @@ class Selection:
     t_cut: int
     base: tuple[CheckedGeneration, ...]
     post: tuple[CheckedGeneration, ...]
+    short_ids: tuple[str, ...] = ()
 
     def funnel_table(self) -> str:
         return format_funnel(self.funnel)
@@ -106,6 +117,7 @@ class Selection:
         from dataclasses import asdict
 
         return {"variant": self.params.variant, "params": asdict(self.params), "ids": list(self.ids),
+                "short_answers": self.params.short_answers, "short_ids": list(self.short_ids),
                 "funnel": [asdict(s) for s in self.funnel], "t_bar": self.t_bar,
                 "t_bar_window": self.t_bar_window, "t_cut": self.t_cut,
                 "answer_lengths": {i: [b.answer_len, p.answer_len]
@@ -176,24 +188,31 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
         shortest = min(min(tb[i], tp[i]) for i in kept)
         raise SelectionError(f"T_cut = max(floor({p.alpha}·{t_bar:.2f}), 1) = {t_cut} tokens, but "
                              f"{len(short)} kept answers are shorter (shortest: {shortest} tokens, "
-                             f"question {short[0]!r}); lower alpha, or drop such questions "
-                             "(short_answers='drop', CLI --short-answers drop)",
+                             f"question {short[0]!r}); lower alpha, slice them (short_answers='slice', "
+                             "CLI --short-answers slice) or drop such questions (short_answers='drop')",
                              funnel)
-    if short:
-        kept = [i for i in kept if i not in set(short)]
+    if short and p.short_answers == "slice":
+        funnel.append(FunnelStep("short-sliced", len(kept),
+                                 f"{len(short)} kept with fewer than T_cut={t_cut} answer tokens; "
+                                 "all their tokens are targets (short_answers=slice)"))
+    elif short:
+        dropped = set(short)
+        kept = [i for i in kept if i not in dropped]
+        short = []
         funnel.append(FunnelStep("long-enough", len(kept), f"both answers >= T_cut={t_cut} tokens"))
         if not kept:
-            raise SelectionError(f"every kept answer is shorter than T_cut={t_cut}; lower alpha",
-                                 funnel)
+            raise SelectionError(f"every kept answer is shorter than T_cut={t_cut}; lower alpha, or "
+                                 "slice them (short_answers='slice')", funnel)
     return Selection(params=p, ids=tuple(kept), funnel=tuple(funnel), t_bar=float(t_bar),
                      t_bar_window=float(t_bar_window), t_cut=t_cut,
-                     base=tuple(b[i] for i in kept), post=tuple(q[i] for i in kept))
+                     base=tuple(b[i] for i in kept), post=tuple(q[i] for i in kept), short_ids=tuple(short))
 
 
 def build_eap_rows(selection: Selection, token_mode: TokenMode = "own") -> tuple[list[dict], list[dict]]:
     """Rows {"id", "prompt_ids", "target_ids"} for the base and the post-trained model.
 
-    own: each model's own answer[:T_cut] (the paper). shared-base / shared-post: both models get
+    own: each model's own answer[:T_cut] (the paper; a shorter answer gives all its tokens, so the
+    row has min(T, T_cut) targets and input prompt + answer[:-1]). shared-base / shared-post: both models get
     the same prompt and the base's (post's) answer[:T_cut], so their ids are identical.
     reference: each model gets the dataset's reference solution, first T_cut tokens (or all of
     it when shorter).

@@ -128,13 +128,19 @@ def prompt_template(tokenizer) -> PromptTemplate:
     return get_template("chat-final-number" if getattr(tokenizer, "chat_template", None) else "qa-final-number")
 
 
+# reasoning-gym problems wrapped as GSM8K-style Problems, prompted for a bare final number
+POSTTRAIN_GRADER = "lenient"
+
+
 def _problem(index: int, question: str, answer: str) -> Problem:
     return Problem(id=f"p{index}", question=question, gold=str(answer), style="gsm8k")
 
 
 def is_correct(completion: str, answer: str) -> bool:
-    """Does the completion's final answer equal `answer`? The audit's own grading (harness.data.grading)."""
-    return check_answer(completion, _problem(0, "", answer)).correct
+    """Does the completion's final answer equal `answer`? The audit's own grading (harness.data.grading),
+    lenient: the prompts ask for "only the final number" (no \\boxed{}), so paper grading would
+    score nearly every completion wrong."""
+    return check_answer(completion, _problem(0, "", answer), grader=POSTTRAIN_GRADER).correct
 
 
 def exact_answer_reward(prompts, completions, answer, **_) -> list[float]:
@@ -165,7 +171,7 @@ def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostT
                                            batch_size=64), use_cache=False, progress=False)
                  for j in range(config.dpo_samples_per_problem)]
         for i, problem in enumerate(group):
-            checked = [check_answer(d[i].text, problem) for d in draws]
+            checked = [check_answer(d[i].text, problem, grader=POSTTRAIN_GRADER) for d in draws]
             good = [d[i].text for d, c in zip(draws, checked) if c.correct]
             bad = [d[i].text for d, c in zip(draws, checked) if not c.correct]
             if good and bad:
@@ -367,7 +373,7 @@ def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label:
                                    Decoding(max_new_tokens=max_new_tokens, batch_size=32), use_cache=False)
     return [{"question": p["question"], "answer": p["answer"], "completion": c.generation.text,
              "extracted": c.check.extracted, "correct": c.correct}
-            for p, c in zip(problems, check_answers(generations, rows))]
+            for p, c in zip(problems, check_answers(generations, rows, grader=POSTTRAIN_GRADER))]
 
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
