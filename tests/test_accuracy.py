@@ -45,3 +45,35 @@ def test_accuracy_table_refuses_unpaired_checks():
         accuracy_table(checks([1, 0]), checks([1]))
     with pytest.raises(UserError):
         accuracy_table([], [])
+
+
+PINNED_WILSON = {  # correct, n, confidence: interval of the hand-written Wilson formula at bbcf753
+    (0, 10, 0.95): (0.0, 0.2775327998628892), (0, 10, 0.9): (0.0, 0.21294197008340698),
+    (20, 100, 0.95): (0.13336693333103253, 0.28882916559315885), (20, 100, 0.9): (0.14250182366028782, 0.2733038088096168),
+    (7, 7, 0.95): (0.6456695649333126, 1.0), (7, 7, 0.9): (0.7212373045474579, 1.0),
+    (1, 3, 0.95): (0.06149194472039615, 0.7923403991979523), (1, 3, 0.9): (0.07826572633372836, 0.746466131718776),
+    (55, 80, 0.95): (0.5793222425531256, 0.7784959588710517), (55, 80, 0.9): (0.5973080188610146, 0.7654246196912137),
+}
+
+
+@pytest.mark.parametrize("k, n, confidence", sorted(PINNED_WILSON))
+def test_wilson_reproduces_pinned_numbers(k, n, confidence):
+    low, high = wilson_interval(k, n, confidence)
+    assert (low, high) == pytest.approx(PINNED_WILSON[(k, n, confidence)], rel=1e-12, abs=1e-15)
+    assert 0.0 <= low <= high <= 1.0
+
+
+PINNED_MCNEMAR = {  # fixed, broken: (two-sided, one-sided 'fixes more', one-sided 'breaks more') at bbcf753
+    (10, 4): (0.1795654296875, 0.08978271484375, 0.9713134765625),
+    (11, 6): (0.332305908203125, 0.1661529541015625, 0.9282684326171875),
+    (0, 5): (0.0625, 1.0, 0.03125),
+    (3, 3): (1.0, 0.65625, 0.65625),
+    (0, 0): (1.0, 1.0, 1.0),
+    (20, 3): (0.00048828125, 0.000244140625, 0.9999669790267944),
+    (1, 0): (1.0, 0.5, 1.0),
+}
+
+
+@pytest.mark.parametrize("fixed, broken", sorted(PINNED_MCNEMAR))
+def test_mcnemar_reproduces_pinned_numbers(fixed, broken):
+    assert mcnemar_exact(fixed, broken) == pytest.approx(PINNED_MCNEMAR[(fixed, broken)][0], rel=1e-12)

@@ -367,3 +367,156 @@ def test_swap_null_equals_recomputing_on_swapped_models(metric, policy):
         p = np.where(pattern[:, None, None], base, post)
         ref = pooled_values(metric, b, p, mask, config)
         assert value == pytest.approx(ref.post - ref.base, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- pinned numbers
+# Outputs of the hand-written implementations at bbcf753, recorded before they were replaced by
+# scipy/statsmodels calls: the library versions must give the same numbers (exactly for exact
+# tests, within Monte Carlo error where the random streams differ).
+
+
+def pinned_paired_inputs():
+    out = {}
+    rng = np.random.default_rng(100)
+    b = rng.normal(size=12)
+    out["exact12"] = (b, b + rng.normal(0.4, 1.0, 12))
+    rng = np.random.default_rng(101)
+    b = rng.normal(size=40)
+    p = b + np.round(rng.normal(0.2, 1.0, 40), 1)
+    p[:4] = b[:4]
+    out["ties40"] = (b, p)
+    rng = np.random.default_rng(102)
+    b = rng.gamma(2.0, size=40)
+    out["gamma40"] = (b, b + rng.gamma(1.0, size=40) - 0.9)
+    rng = np.random.default_rng(103)
+    b = rng.normal(size=15)
+    p = b + rng.normal(-0.3, 1.0, 15)
+    p[[1, 7]] = b[[1, 7]]
+    out["zeros15"] = (b, p)
+    return out
+
+
+PINNED_PAIRED = {  # key: (p_wilcoxon, p_wilcoxon_opposite, wilcoxon exact?, p_permutation, permutation exact?)
+    'exact12/wilcox/1': (0.574951171875, 0.454833984375, True, 0.48779296875, True),
+    'exact12/wilcox/-1': (0.454833984375, 0.574951171875, True, 0.512451171875, True),
+    'exact12/pratt/1': (0.574951171875, 0.454833984375, True, 0.48779296875, True),
+    'exact12/pratt/-1': (0.454833984375, 0.574951171875, True, 0.512451171875, True),
+    'ties40/wilcox/1': (0.3144103509492002, 0.6855896490507998, False, 0.3361663833616638, False),
+    'ties40/wilcox/-1': (0.6855896490507998, 0.3144103509492002, False, 0.6773322667733227, False),
+    'ties40/pratt/1': (0.38355381391243, 0.6164461860875701, False, 0.3361663833616638, False),
+    'ties40/pratt/-1': (0.6164461860875701, 0.38355381391243, False, 0.6773322667733227, False),
+    'gamma40/wilcox/1': (0.4080194908829071, 0.5971365080258693, True, 0.20087991200879912, False),
+    'gamma40/wilcox/-1': (0.5971365080258693, 0.4080194908829071, True, 0.7992200779922007, False),
+    'gamma40/pratt/1': (0.4080194908829071, 0.5971365080258693, True, 0.20087991200879912, False),
+    'gamma40/pratt/-1': (0.5971365080258693, 0.4080194908829071, True, 0.7992200779922007, False),
+    'zeros15/wilcox/1': (0.7291259765625, 0.2939453125, True, 0.6732177734375, True),
+    'zeros15/wilcox/-1': (0.2939453125, 0.7291259765625, True, 0.326904296875, True),
+    'zeros15/pratt/1': (0.743597714388077, 0.256402285611923, False, 0.6732177734375, True),
+    'zeros15/pratt/-1': (0.256402285611923, 0.743597714388077, False, 0.326904296875, True),
+}
+PINNED_CI = {  # (ci_low, ci_high, hedges_dz) at seed 7, n_boot 2000
+    'exact12': (-0.47061014700680326, 0.6320974078409425, 0.008182460361301094),
+    'ties40': (-0.2234386156303033, 0.375, 0.06926453180202694),
+    'gamma40': (-0.08688301016972347, 0.719120311565069, 0.14163365110266402),
+    'zeros15': (-0.7093568055949986, 0.3937248787263248, -0.11348519080631767),
+}
+
+
+def mc_tolerance(p, n_draws):
+    """Four standard errors of the difference of two independent Monte Carlo p-values."""
+    return 4 * math.sqrt(2 * p * (1 - p) / n_draws) + 1e-4
+
+
+@pytest.mark.parametrize("key", sorted(PINNED_PAIRED))
+def test_paired_test_reproduces_pinned_numbers(key):
+    name, zero_method, direction = key.split("/")
+    base, post = pinned_paired_inputs()[name]
+    r = paired_test(base, post, int(direction), zero_method=zero_method, seed=7)
+    p_w, p_w_opp, w_exact, p_perm, perm_exact = PINNED_PAIRED[key]
+    assert (r.p_wilcoxon, r.p_wilcoxon_opposite) == pytest.approx((p_w, p_w_opp), rel=1e-12)
+    assert r.wilcoxon_method.startswith("exact") == w_exact
+    assert r.permutation_method.startswith("exact") == perm_exact
+    if perm_exact:
+        assert r.p_permutation == pytest.approx(p_perm, rel=1e-12)
+    else:
+        assert abs(r.p_permutation - p_perm) < mc_tolerance(p_perm, 10000)
+    low, high, dz = PINNED_CI[name]
+    width = high - low
+    assert abs(r.ci_low - low) < 0.05 * width and abs(r.ci_high - high) < 0.05 * width
+    assert r.hedges_dz == pytest.approx(dz, rel=1e-12)
+
+
+PINNED_TOST = {  # seed, shift, margin_rel: (p_lower, p_upper, p_tost, ci_low, ci_high, equivalent)
+    (9, 0.1, 0.05): (4.7366313380475775e-07, 2.388947333459272e-08, 4.7366313380475775e-07,
+                     -0.16890219463828435, 0.08537448005886747, True),
+    (10, 0.0, 0.02): (0.08400028353340828, 0.0005866078526787498, 0.08400028353340828,
+                      -0.21672246795593875, 0.0470843080127817, False),
+    (11, 0.6, 0.05): (1.1051709614572942e-14, 0.9361723917419671, 0.9361723917419671,
+                      0.481979358446998, 0.7525958590216555, False),
+}
+
+
+@pytest.mark.parametrize("seed, shift, margin_rel", sorted(PINNED_TOST))
+def test_tost_reproduces_pinned_numbers(seed, shift, margin_rel):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(10.0, 1.0, 30)
+    post = base + rng.normal(shift, 0.5, 30)
+    r = tost_paired(base, post, margin_rel)
+    *numbers, equivalent = PINNED_TOST[(seed, shift, margin_rel)]
+    assert [r.p_lower, r.p_upper, r.p_tost, r.ci_low, r.ci_high] == pytest.approx(numbers, rel=1e-9)
+    assert r.equivalent is equivalent
+
+
+PINNED_RATE = {  # k, n, p0: (ci_low, ci_high, p_above, p_below)
+    (39, 41, 0.95): (0.8346666465821697, 0.9940368817589572, 0.6628521759673747, 0.6144635303046905),
+    (0, 10, 0.5): (0.0, 0.3084971078187607, 1.0, 0.0009765625),
+    (10, 10, 0.3): (0.6915028921812392, 1.0, 5.9048999999999975e-06, 1.0),
+    (7, 20, 0.5): (0.1539092047845412, 0.5921885345328282, 0.9423408508300781, 0.13158798217773438),
+    (30, 41, 0.9): (0.5705552947339179, 0.8577869966591287, 0.9995102769102149, 0.0018290556132852724),
+}
+
+
+@pytest.mark.parametrize("k, n, p0", sorted(PINNED_RATE))
+def test_binomial_rate_test_reproduces_pinned_numbers(k, n, p0):
+    r = binomial_rate_test(k, n, p0)
+    assert [r.ci_low, r.ci_high, r.p_above, r.p_below] == pytest.approx(PINNED_RATE[(k, n, p0)], rel=1e-9, abs=1e-15)
+
+
+PINNED_TREND = {  # name: (alphas, effects, direction, rho, p_increasing, p_two_sided)
+    "four": ([0.03, 0.1, 0.3, 0.5], [-0.2, 0.1, 0.05, 0.4], 1, 0.8, 1 / 6, 1 / 3),
+    "ties6": ([0.01, 0.03, 0.1, 0.3, 0.5, 1.0], [0.1, 0.3, 0.3, 0.2, 0.5, 0.5], 1, 0.7944613465542745, 1 / 30, 1 / 15),
+    "down5": ([0.01, 0.03, 0.1, 0.3, 0.5], [0.9, 0.7, 0.8, 0.2, 0.1], -1, 0.9, 1 / 24, 1 / 12),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_TREND))
+def test_alpha_trend_reproduces_pinned_exact_numbers(name):
+    alphas, effects, direction, rho, p_inc, p_two = PINNED_TREND[name]
+    r = alpha_trend(np.array(alphas), np.array(effects), direction)
+    assert r.method.startswith("exact")
+    assert (r.rho, r.p_increasing, r.p_two_sided) == pytest.approx((rho, p_inc, p_two), rel=1e-12)
+
+
+def test_alpha_trend_monte_carlo_reproduces_pinned_numbers():
+    rng = np.random.default_rng(10)
+    alphas = np.linspace(0.01, 1.0, 12)
+    effects = alphas + rng.normal(0, 0.3, 12)
+    r = alpha_trend(alphas, effects, n_perm=10000, seed=0)
+    assert r.method.startswith("Monte Carlo")
+    assert r.rho == pytest.approx(0.7902097902097902, rel=1e-12)
+    assert abs(r.p_increasing - 0.0018998100189981002) < mc_tolerance(0.0019, 10000)
+    assert abs(r.p_two_sided - 0.003999600039996) < mc_tolerance(0.004, 10000)
+
+
+def test_kurtosis_reproduces_pinned_numbers():
+    rng = np.random.default_rng(16)
+    mask = np.tril(np.ones((5, 9), bool), 3)
+    W = rng.standard_t(3, size=(6, 5, 9))
+    W[2] = 0.25   # constant on the real edges: undefined without structural zeros
+    with_zeros = per_sample_values("kurtosis", W, W, mask, MetricConfig(include_structural_zeros=True)).base
+    real_only = per_sample_values("kurtosis", W, W, mask, MetricConfig(include_structural_zeros=False)).base
+    assert with_zeros == pytest.approx([10.362246471692302, 3.167214633778226, -1.5, 7.1856006571265105,
+                                        0.5092778701732956, 0.9537815056407863], rel=1e-12)
+    assert np.isnan(real_only[2])
+    assert np.delete(real_only, 2) == pytest.approx([5.820656696464095, 1.18625993355937, 3.720662984415962,
+                                                     -0.6093426990270037, 0.09730734576921174], rel=1e-12)
