@@ -76,4 +76,12 @@ PINNED_MCNEMAR = {  # fixed, broken: (two-sided, one-sided 'fixes more', one-sid
 
 @pytest.mark.parametrize("fixed, broken", sorted(PINNED_MCNEMAR))
 def test_mcnemar_reproduces_pinned_numbers(fixed, broken):
-    assert mcnemar_exact(fixed, broken) == pytest.approx(PINNED_MCNEMAR[(fixed, broken)][0], rel=1e-12)
+    two, greater, less = PINNED_MCNEMAR[(fixed, broken)]
+    assert mcnemar_exact(fixed, broken) == pytest.approx(two, rel=1e-12)
+    assert mcnemar_exact(fixed, broken, "greater") == pytest.approx(greater, rel=1e-12)
+    assert mcnemar_exact(fixed, broken, "less") == pytest.approx(less, rel=1e-12)
+
+
+def test_mcnemar_refuses_unknown_alternative():
+    with pytest.raises(UserError, match="alternative"):
+        mcnemar_exact(3, 1, "bigger")

@@ -3,9 +3,7 @@ each (pair, dataset); Holm runs over C9's family."""
 
 from __future__ import annotations
 
-from scipy.stats import binom
-
-from harness.analysis.accuracy import accuracy_table
+from harness.analysis.accuracy import accuracy_table, mcnemar_exact
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     STATS,
@@ -33,8 +31,8 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         if m == 0:
             tests.append(FamilyTest(table.n, 1.0, 1.0, no_change=True))   # accuracy unchanged: no change
         else:
-            tests.append(FamilyTest(table.n, float(binom.sf(table.fixed - 1, m, 0.5)),
-                                    float(binom.cdf(table.fixed, m, 0.5))))
+            tests.append(FamilyTest(table.n, mcnemar_exact(table.fixed, table.broken, "greater"),
+                                    mcnemar_exact(table.fixed, table.broken, "less")))
         tables.append((table, answers))
     decisions = family_verdicts(tests, alpha=STATS.alpha, min_n=STATS.min_n)
     bh = bh_adjusted(tests, decisions)
