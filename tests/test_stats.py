@@ -28,6 +28,7 @@ from harness.analysis.stats.multiplicity import benjamini_hochberg, holm
 from harness.analysis.stats.paired import PairedTest, hedges_correction, paired_test
 from harness.analysis.stats.pooled import _swap_null, pooled_test
 from harness.analysis.stats.resampling import bca_interval, bootstrap_weights
+from harness.audit.claims.common import FamilyTest
 from harness.audit.verdicts import Verdict, decide_verdict, family_verdicts
 from harness.errors import UserError
 
@@ -346,7 +347,7 @@ def test_family_verdicts_apply_holm_and_count_no_change_as_inconclusive():
     verdicts = family_verdicts(tests, alpha=0.05)
     # one Holm pass over both directions of the four usable cells (2m = 8 hypotheses); the
     # unchanged cell enters with p = 1 in both directions and is INCONCLUSIVE: no change
-    both = holm([t.p_wilcoxon for t in tests[:4]] + [t.p_opposite for t in tests[:4]])
+    both = holm([t.p_permutation for t in tests[:4]] + [t.p_permutation_opposite for t in tests[:4]])
     expected = both[:4]
     assert [v.p_adjusted for v in verdicts[:4]] == pytest.approx(expected)
     assert [v.p_adjusted_opposite for v in verdicts[:4]] == pytest.approx(both[4:])
@@ -357,10 +358,44 @@ def test_family_verdicts_apply_holm_and_count_no_change_as_inconclusive():
         assert (v.label is Verdict.SUPPORTED) == (p < 0.05)
 
 
+def test_cell_is_decided_by_the_mean_when_the_pseudo_median_disagrees():
+    """Many small falls and a few large rises: the mean rises, the pseudo-median falls. The cell is
+    decided on the mean (the paper's statistic), so its p-value, its CI and its effect agree in sign;
+    the Wilcoxon test, which would have REFUTED the rise, is only reported."""
+    rng = np.random.default_rng(17)
+    d = np.concatenate([-rng.uniform(0.05, 0.15, 60), rng.uniform(1.2, 1.8, 12)])
+    base = rng.normal(5.0, 1.0, d.size)
+    r = paired_test(base, base + d, +1)
+    assert r.mean_diff > 0 and r.hodges_lehmann < 0
+    walsh = [(a + b) / 2 for i, a in enumerate(d) for b in d[i:]]
+    assert r.hodges_lehmann == pytest.approx(np.median(walsh))
+    assert r.p_claimed == r.p_permutation < 0.025 and r.p_opposite == r.p_permutation_opposite > 0.9
+    assert 0 < r.ci_low < r.mean_diff < r.ci_high
+    assert r.p_wilcoxon > 0.9 and r.p_wilcoxon_opposite < 0.025
+    (verdict,) = family_verdicts([r])
+    assert verdict.label is Verdict.SUPPORTED
+    (by_wilcoxon,) = family_verdicts([FamilyTest(r.n, r.p_wilcoxon, r.p_wilcoxon_opposite)])
+    assert by_wilcoxon.label is Verdict.REFUTED
+    falls = paired_test(base, base + d, -1)   # claimed fall: the same null, the tails swapped
+    assert (falls.p_claimed, falls.p_opposite) == (r.p_opposite, r.p_claimed)
+    assert family_verdicts([falls])[0].label is Verdict.REFUTED
+
+
+def test_no_change_and_invalid_cells_keep_their_p_values():
+    x = np.arange(12.0)
+    unchanged = paired_test(x, x, -1)
+    assert unchanged.no_change and (unchanged.p_permutation, unchanged.p_permutation_opposite) == (1.0, 1.0)
+    assert (unchanged.p_wilcoxon, unchanged.p_wilcoxon_opposite, unchanged.hodges_lehmann) == (1.0, 1.0, 0.0)
+    shifted = paired_test(x, x + 1, +1)
+    assert shifted.invalid_reason is not None
+    assert all(math.isnan(v) for v in (shifted.p_claimed, shifted.p_opposite, shifted.hodges_lehmann))
+
+
 def test_paired_test_fields_are_complete():
     fields = set(PairedTest.__dataclass_fields__)
     assert {"n", "n_zero", "mean_base", "mean_post", "mean_diff", "ci_low", "ci_high", "ci_method", "hedges_dz",
-            "p_wilcoxon", "p_permutation", "alternative", "zero_method"} <= fields
+            "p_permutation", "p_permutation_opposite", "p_wilcoxon", "p_wilcoxon_opposite", "hodges_lehmann",
+            "alternative", "zero_method"} <= fields
 
 
 @pytest.mark.parametrize("policy", ["joint", "per_model", "fixed"])

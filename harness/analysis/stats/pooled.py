@@ -191,7 +191,7 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
     """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
 
     Metrics whose per-sample values are independent across questions are decided by the paired
-    Wilcoxon test on them; inter-sample diversity (each sample's value uses all the others) is
+    sign-flip permutation test of their mean change (Wilcoxon as a secondary); inter-sample diversity (each sample's value uses all the others) is
     decided by the pooled swap-permutation test and gets no per-question test.
     """
     spec = get_metric(metric)
