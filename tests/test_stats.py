@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.weightstats import ttost_paired
 
 from harness.analysis.metrics import (
     METRICS,
@@ -76,10 +75,22 @@ def test_wilcoxon_large_n_matches_normal_approximation_by_hand():
     assert r.wilcoxon_method.startswith("normal")
 
 
+def normal_wilcoxon_by_hand(d, zero_method):
+    """One-sided p (greater) of the signed-rank sum by the normal approximation, tie- and (pratt)
+    zero-corrected, no continuity correction."""
+    d = d[d != 0] if zero_method == "wilcox" else d
+    n, n_zero = d.size, int(np.sum(d == 0))
+    t_plus = scipy.stats.rankdata(np.abs(d))[d > 0].sum()
+    _, ties = np.unique(np.abs(d[d != 0]), return_counts=True)
+    mean = (n * (n + 1) - n_zero * (n_zero + 1)) / 4
+    var = (n * (n + 1) * (2 * n + 1) - n_zero * (n_zero + 1) * (2 * n_zero + 1)) / 24 - np.sum(ties**3 - ties) / 48
+    return scipy.stats.norm.sf((t_plus - mean) / math.sqrt(var))
+
+
 @pytest.mark.parametrize("n", [9, 30, 70])
 @pytest.mark.parametrize("zero_method", ["wilcox", "pratt"])
 @pytest.mark.parametrize("with_ties", [False, True])
-def test_wilcoxon_matches_scipy_with_zeros_and_ties(n, zero_method, with_ties):
+def test_wilcoxon_with_zeros_and_ties_matches_independent_references(n, zero_method, with_ties):
     rng = np.random.default_rng(n)
     d = rng.normal(0.3, 1.0, n)
     if with_ties:
@@ -87,11 +98,16 @@ def test_wilcoxon_matches_scipy_with_zeros_and_ties(n, zero_method, with_ties):
         d[:3] = 0.0
         d[3:5] = 0.7
     r = paired_test(np.zeros(n), d, +1, zero_method=zero_method)
-    method = "exact" if r.wilcoxon_method.startswith("exact") else "asymptotic"
-    assert (method == "exact") == (not with_ties and n <= 50)
-    for alternative, ours in (("greater", r.p_wilcoxon), ("less", r.p_wilcoxon_opposite)):
-        ref = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative=alternative, method=method)
-        assert ours == pytest.approx(ref.pvalue, rel=1e-9), alternative
+    exact = r.wilcoxon_method.startswith("exact")
+    assert exact == (not with_ties and n <= 50)
+    if exact and n <= 12:
+        assert r.p_wilcoxon == pytest.approx(brute_force_wilcoxon(d), rel=1e-12)
+        assert r.p_wilcoxon_opposite == pytest.approx(brute_force_wilcoxon(-d), rel=1e-12)
+    elif not exact:
+        assert r.p_wilcoxon == pytest.approx(normal_wilcoxon_by_hand(d, zero_method), rel=1e-9)
+        assert r.p_wilcoxon_opposite == pytest.approx(normal_wilcoxon_by_hand(-d, zero_method), rel=1e-9)
+    else:   # exact at n = 30: 2^30 patterns are too many to list; the normal approximation is close
+        assert r.p_wilcoxon == pytest.approx(normal_wilcoxon_by_hand(d, zero_method), abs=0.01)
 
 
 def brute_force_sign_flip(d):
@@ -116,13 +132,13 @@ def test_sign_flip_monte_carlo_close_to_large_reference():
     rng = np.random.default_rng(4)
     base = rng.normal(size=40)
     post = base + rng.normal(0.3, 1.0, 40)
+    d = post - base
     r = paired_test(base, post, +1, n_perm=20000, seed=1)
-    ref = scipy.stats.permutation_test(
-        (post, base), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples", alternative="greater",
-        n_resamples=200000, vectorized=True, rng=np.random.default_rng(9),
-    ).pvalue
+    signs = np.random.default_rng(9).choice([-1.0, 1.0], size=(200000, 40))
+    ref = np.mean(signs @ d >= d.sum() - 1e-12)
     assert r.permutation_method.startswith("Monte Carlo")
     assert abs(r.p_permutation - ref) < 4 * math.sqrt(ref * (1 - ref) / 20000) + 1e-4
+    assert abs(r.p_permutation_opposite - np.mean(signs @ d <= d.sum() + 1e-12)) < 4 * math.sqrt(0.25 / 20000)
 
 
 def test_bca_interval_matches_the_hand_written_weight_bootstrap():
@@ -204,47 +220,52 @@ def test_multiplicity_skips_invalid_cells():
         holm([0.5, 1.5])
 
 
-def test_tost_matches_statsmodels():
+def test_tost_matches_the_t_distribution_by_hand():
     rng = np.random.default_rng(9)
     base = rng.normal(10.0, 1.0, 40)
     post = base + rng.normal(0.1, 0.5, 40)
     r = tost_paired(base, post, margin_rel=0.05)
+    d = post - base
     margin = 0.05 * abs(base.mean())
-    p_ref, lower, upper = ttost_paired(post, base, -margin, margin)
-    assert r.p_tost == pytest.approx(p_ref)
-    assert r.p_lower == pytest.approx(lower[1]) and r.p_upper == pytest.approx(upper[1])
-    assert r.equivalent == (p_ref < 0.05)
+    se = d.std(ddof=1) / math.sqrt(40)
+    t = scipy.stats.t(39)
+    assert r.p_lower == pytest.approx(t.sf((d.mean() + margin) / se), rel=1e-9)
+    assert r.p_upper == pytest.approx(t.cdf((d.mean() - margin) / se), rel=1e-9)
+    assert r.p_tost == max(r.p_lower, r.p_upper) and r.equivalent == (r.p_tost < 0.05)
+    half = t.ppf(0.95) * se
+    assert (r.ci_low, r.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
     assert r.margin_abs == pytest.approx(margin)
     far = tost_paired(base, base + 2.0, margin_rel=0.05)
-    assert not far.equivalent
+    assert not far.equivalent and (far.p_lower, far.p_upper) == (0.0, 1.0)
 
 
-def test_binomial_rate_test_matches_scipy():
+def test_binomial_rate_test_matches_closed_forms():
     r = binomial_rate_test(39, 41, 0.95)
-    assert r.p_above == pytest.approx(scipy.stats.binomtest(39, 41, 0.95, alternative="greater").pvalue)
-    assert r.p_below == pytest.approx(scipy.stats.binomtest(39, 41, 0.95, alternative="less").pvalue)
-    ci = scipy.stats.binomtest(39, 41).proportion_ci(0.95, method="exact")
-    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high))
+    assert r.p_above == pytest.approx(sum(math.comb(41, i) * 0.95**i * 0.05 ** (41 - i) for i in range(39, 42)))
+    assert r.p_below == pytest.approx(sum(math.comb(41, i) * 0.95**i * 0.05 ** (41 - i) for i in range(0, 40)))
+    # Clopper-Pearson limits are beta quantiles
+    assert (r.ci_low, r.ci_high) == pytest.approx((scipy.stats.beta.ppf(0.025, 39, 3), scipy.stats.beta.ppf(0.975, 40, 2)))
     assert "not independent" in r.caveat
     edge = binomial_rate_test(0, 10, 0.5)
     assert edge.ci_low == 0.0
-    assert edge.ci_high == pytest.approx(scipy.stats.binomtest(0, 10).proportion_ci(method="exact").high)
+    assert edge.ci_high == pytest.approx(1 - 0.025 ** (1 / 10))   # solves (1 - p)^10 = 0.025
     with pytest.raises(UserError):
         binomial_rate_test(5, 4)
 
 
-def test_alpha_trend_matches_exact_permutation_reference():
-    alphas = np.array([0.03, 0.1, 0.3, 0.5])
-    effects = np.array([-0.2, 0.1, 0.05, 0.4])
+def test_alpha_trend_matches_listing_every_ordering():
+    alphas = np.array([0.03, 0.1, 0.3, 0.5, 1.0])
+    effects = np.array([-0.2, 0.1, 0.05, 0.4, 0.1])   # a tie among the effects
     r = alpha_trend(alphas, effects, direction=+1)
-    rho_ref = scipy.stats.spearmanr(alphas, effects).statistic
-    ref = scipy.stats.permutation_test(
-        (effects,), lambda y: scipy.stats.spearmanr(alphas, y).statistic, permutation_type="pairings",
-        alternative="greater",
-    )
-    assert r.rho == pytest.approx(rho_ref)
-    assert r.p_increasing == pytest.approx(ref.pvalue)
-    perfect = alpha_trend(alphas, -np.arange(4.0), direction=-1)
+
+    def rho(y):
+        return np.corrcoef(scipy.stats.rankdata(alphas), scipy.stats.rankdata(y))[0, 1]
+
+    null = np.array([rho(effects[list(order)]) for order in itertools.permutations(range(5))])
+    assert r.rho == pytest.approx(rho(effects))
+    assert r.p_increasing == pytest.approx(np.mean(null >= rho(effects) - 1e-12))
+    assert r.method == "exact permutation over 120 orderings"
+    perfect = alpha_trend(alphas[:4], -np.arange(4.0), direction=-1)
     assert perfect.rho == pytest.approx(1.0) and perfect.p_increasing == pytest.approx(1 / 24)
 
 
@@ -253,16 +274,10 @@ def test_alpha_trend_monte_carlo_for_many_levels():
     alphas = np.linspace(0.01, 1.0, 12)
     effects = alphas + rng.normal(0, 0.3, 12)
     r = alpha_trend(alphas, effects, n_perm=20000, seed=1)
-    ranked_alphas = scipy.stats.rankdata(alphas) - 6.5
-
-    def spearman(y, axis):
-        ranked = scipy.stats.rankdata(y, axis=axis) - 6.5
-        return np.sum(ranked * ranked_alphas, axis=axis) / np.sum(ranked_alphas**2)
-
-    ref = scipy.stats.permutation_test(
-        (effects,), spearman, permutation_type="pairings", alternative="greater", n_resamples=20000,
-        vectorized=True, rng=np.random.default_rng(2),
-    ).pvalue
+    ranked_alphas = scipy.stats.rankdata(alphas)
+    orderings = np.random.default_rng(2).permuted(np.tile(scipy.stats.rankdata(effects), (20000, 1)), axis=1)
+    null = np.array([np.corrcoef(ranked_alphas, row)[0, 1] for row in orderings])
+    ref = (1 + np.sum(null >= r.rho - 1e-12)) / 20001
     assert abs(r.p_increasing - ref) < 4 * math.sqrt(max(ref, 1e-3) / 20000) + 2e-4
 
 
