@@ -135,6 +135,7 @@ def edge_values(W: np.ndarray, mask: np.ndarray, config: MetricConfig) -> np.nda
 
 def _entropy(p: np.ndarray, eps: float, axis: int = -1) -> np.ndarray:
     """-sum p log(p + eps) along `axis`; empty cells contribute 0."""
+    # hand-written: scipy.stats.entropy has no eps inside the log, and the paper's formula does
     return -np.sum(np.where(p > 0, p * np.log(p + eps), 0.0), axis=axis)
 
 
@@ -143,6 +144,7 @@ def _histogram_counts(x: np.ndarray, low: np.ndarray, high: np.ndarray, bins: in
 
     A row with high <= low puts all its mass in the first bin.
     """
+    # hand-written: np.histogram takes one range per call; this bins every row on its own range at once
     n, m = x.shape
     low = np.broadcast_to(np.asarray(low, float), (n,))[:, None]
     high = np.broadcast_to(np.asarray(high, float), (n,))[:, None]

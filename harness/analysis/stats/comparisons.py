@@ -113,6 +113,8 @@ def compare_effects(
         if g.size < 3 or g.std() == 0:
             raise UserError("every pair needs >= 3 differences with nonzero spread to compare effect sizes")
     rng = np.random.default_rng(seed)
+    # hand-written weight bootstrap (not scipy.stats.bootstrap): resamples whose d_z is undefined (a
+    # group of >= 3 values drawn all equal) are dropped, and p_weaker needs the resampled distribution
     point = np.array([direction * hedges_dz(g) for g in groups])
     boot = np.stack([direction * weighted_hedges_dz(bootstrap_weights(rng, g.size, n_boot), g) for g in groups])
     diff_boot = boot[0] - boot[1:].mean(axis=0)

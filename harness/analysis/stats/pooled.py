@@ -160,6 +160,8 @@ def pooled_test(
     jw = jackknife_weights(n)
     jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
     low, high = bca_interval(diff, boot, jack, ci_level)
+    # hand-written swap test: permutation_test(permutation_type='samples') would recompute the pooled
+    # histogram metric from raw W for every permutation; _swap_null recombines precomputed states
     swaps = np.vstack([np.zeros(n), rng.integers(0, 2, size=(n_perm, n))])
     null = _swap_null(spec, base, post, mask_, config, swaps)
     tol = 1e-12 * np.abs(null).max()
