@@ -72,7 +72,7 @@ def judge(claim_cell, metric, pair, dataset, alpha):
         effect=test.mean_diff, ci_low=test.ci_low, ci_high=test.ci_high, ci_method=test.ci_method,
         effect_size=test.hedges_dz, p_value=test.p_claimed, p_holm=verdict.p_adjusted,
         funnel=[{"stage": "random prompts", "n": N_QUESTIONS}, {"stage": "scored", "n": test.n}],
-        extra={"wilcoxon": test.wilcoxon_method, "p_permutation": test.p_permutation},
+        extra={"permutation": test.permutation_method, "wilcoxon": test.wilcoxon_method, "p_wilcoxon": test.p_wilcoxon},
         provenance={"base": "tiny llama, seed 0", "post": "tiny llama, seed 0, weights x1.15",
                     "metric_config": values.config})
 

@@ -1,16 +1,17 @@
 """Accuracy of a model pair on one dataset (the paper's Table 4), with uncertainty.
 
-Each model's accuracy gets a Wilson 95% interval; the paired outcomes (same questions) get an
-exact two-sided McNemar test on the discordant pairs.
+Each model's accuracy gets a Wilson 95% interval (statsmodels); the paired outcomes (same questions)
+get an exact McNemar test on the discordant pairs (statsmodels two-sided, scipy binomtest one-sided).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from scipy.stats import binom, norm
+from scipy.stats import binomtest
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
 
 from harness.data.grading import Check, CheckedGeneration
 from harness.errors import UserError
@@ -58,19 +59,28 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     """Wilson score interval for a binomial proportion."""
     if n <= 0 or not 0 <= correct <= n:
         raise UserError(f"need 0 <= correct <= n and n > 0, got correct={correct}, n={n}")
-    z = norm.ppf(0.5 + confidence / 2)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = proportion_confint(correct, n, alpha=1 - confidence, method="wilson")
+    return max(0.0, float(low)), min(1.0, float(high))
 
 
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Exact two-sided McNemar p-value: binomial test of the discordant counts against 1/2."""
-    discordant = fixed + broken
-    if discordant == 0:
+MCNEMAR_ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def mcnemar_exact(fixed: int, broken: int, alternative: str = "two-sided") -> float:
+    """Exact McNemar p-value: binomial test of the discordant counts against 1/2.
+
+    alternative: 'two-sided'; 'greater' = post fixes more questions than it breaks; 'less' = it
+    breaks more. No discordant question is no evidence either way: p = 1.
+    """
+    if alternative not in MCNEMAR_ALTERNATIVES:
+        raise UserError(f"McNemar alternative must be one of {MCNEMAR_ALTERNATIVES}, got {alternative!r}")
+    if fixed < 0 or broken < 0:
+        raise UserError(f"discordant counts must be >= 0, got fixed={fixed}, broken={broken}")
+    if fixed + broken == 0:
         return 1.0
-    return float(min(1.0, 2 * binom.cdf(min(fixed, broken), discordant, 0.5)))
+    if alternative == "two-sided":
+        return float(mcnemar([[0, broken], [fixed, 0]], exact=True).pvalue)
+    return float(binomtest(fixed, fixed + broken, 0.5, alternative=alternative).pvalue)
 
 
 def _checks(items: Sequence[Check | CheckedGeneration]) -> dict[str, bool]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import special, stats
+from statsmodels.stats.weightstats import DescrStatsW, ttost_paired
 
 from harness.analysis.stats.config import DEPENDENCE_CAVEAT
 from harness.analysis.stats.paired import hedges_dz, weighted_hedges_dz
@@ -43,7 +43,8 @@ class EquivalenceTest:
 
 
 def tost_paired(base: Any, post: Any, margin_rel: float, *, alpha: float = 0.05) -> EquivalenceTest:
-    """Two one-sided paired t-tests of post - base against -margin and +margin.
+    """Two one-sided paired t-tests of post - base against -margin and +margin (statsmodels
+    `ttost_paired`; the interval is `DescrStatsW.tconfint_mean`).
 
     margin_rel: margin as a fraction of |mean base| (fixed in config). Equivalent when
     p_tost = max(p_lower, p_upper) < alpha, i.e. the (1 - 2 alpha) t-interval lies inside the margin.
@@ -54,21 +55,17 @@ def tost_paired(base: Any, post: Any, margin_rel: float, *, alpha: float = 0.05)
     if not margin_rel > 0:
         raise UserError(f"equivalence margin must be > 0, got {margin_rel!r}")
     d = p - b
-    n = d.size
     margin = margin_rel * abs(b.mean())
-    se = d.std(ddof=1) / np.sqrt(n)
-    t_dist = stats.t(df=n - 1)
-    if se > 0:
-        p_lower = float(t_dist.sf((d.mean() + margin) / se))
-        p_upper = float(t_dist.cdf((d.mean() - margin) / se))
-    else:
+    if d.std() > 0:
+        p_tost, (_, p_lower, _), (_, p_upper, _) = ttost_paired(p, b, -margin, margin)
+        p_lower, p_upper = float(p_lower), float(p_upper)
+    else:   # every difference equal: the t statistics are +-inf (or 0/0), decided by the mean alone
         p_lower = float(d.mean() <= -margin)
         p_upper = float(d.mean() >= margin)
-    half = t_dist.ppf(1 - alpha) * se
     p_tost = max(p_lower, p_upper)
-    return EquivalenceTest(n, float(b.mean()), float(d.mean()), margin_rel, float(margin), p_lower, p_upper,
-                           p_tost, float(d.mean() - half), float(d.mean() + half), 1 - 2 * alpha, alpha,
-                           bool(p_tost < alpha))
+    low, high = DescrStatsW(d).tconfint_mean(alpha=2 * alpha)
+    return EquivalenceTest(d.size, float(b.mean()), float(d.mean()), margin_rel, float(margin), p_lower, p_upper,
+                           p_tost, float(low), float(high), 1 - 2 * alpha, alpha, bool(p_tost < alpha))
 
 
 @dataclass(frozen=True)
@@ -116,6 +113,8 @@ def compare_effects(
         if g.size < 3 or g.std() == 0:
             raise UserError("every pair needs >= 3 differences with nonzero spread to compare effect sizes")
     rng = np.random.default_rng(seed)
+    # hand-written weight bootstrap (not scipy.stats.bootstrap): resamples whose d_z is undefined (a
+    # group of >= 3 values drawn all equal) are dropped, and p_weaker needs the resampled distribution
     point = np.array([direction * hedges_dz(g) for g in groups])
     boot = np.stack([direction * weighted_hedges_dz(bootstrap_weights(rng, g.size, n_boot), g) for g in groups])
     diff_boot = boot[0] - boot[1:].mean(axis=0)
@@ -157,11 +156,10 @@ def binomial_rate_test(k: int, n: int, p0: float = 0.95, *, ci_level: float = 0.
     if not 0 < p0 < 1:
         raise UserError(f"claimed rate p0 must lie in (0, 1), got {p0!r}")
     k, n = int(k), int(n)
-    a = 1 - ci_level
-    low = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-    return RateTest(k, n, p0, k / n, low, high, ci_level, "Clopper-Pearson (exact)",
-                    float(stats.binom.sf(k - 1, n, p0)), float(stats.binom.cdf(k, n, p0)), DEPENDENCE_CAVEAT)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=ci_level, method="exact")
+    return RateTest(k, n, p0, k / n, float(ci.low), float(ci.high), ci_level, "Clopper-Pearson (exact)",
+                    float(stats.binomtest(k, n, p0, alternative="greater").pvalue),
+                    float(stats.binomtest(k, n, p0, alternative="less").pvalue), DEPENDENCE_CAVEAT)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -181,10 +179,11 @@ class Trend:
 
 
 def alpha_trend(alphas: Any, effects: Any, direction: int = 1, *, n_perm: int = 10000, seed: int = 0) -> Trend:
-    """Spearman rho between alpha and direction * effect, with a permutation p-value.
+    """Spearman rho between alpha and direction * effect, with a permutation p-value
+    (scipy `spearmanr` and `permutation_test` over pairings).
 
     Exact over all n! orderings for n <= 8 (with 4 alpha levels the smallest one-sided p is 1/24),
-    Monte Carlo with n_perm orderings otherwise.
+    Monte Carlo with n_perm orderings otherwise, p = (1 + #{null >= rho}) / (n_perm + 1).
     """
     direction = check_direction(direction)
     a, e = paired_vectors(alphas, effects)
@@ -193,26 +192,25 @@ def alpha_trend(alphas: Any, effects: Any, direction: int = 1, *, n_perm: int = 
         raise UserError(f"a trend over alpha needs at least 3 alpha levels, got {n}")
     if np.ptp(a) == 0 or np.ptp(e) == 0:
         return Trend(n, math.nan, math.nan, math.nan, "not run", "alpha or effect is constant")
-    ra, re = _ranks(a), _ranks(direction * e)
-    ra, re = ra - ra.mean(), re - re.mean()
-    scale = np.sqrt(np.sum(ra**2) * np.sum(re**2))
-    rho = float(ra @ re / scale)
-    if n <= 8:
-        perms = np.array(list(itertools.permutations(range(n))))
-        method = f"exact permutation over {perms.shape[0]} orderings"
-    else:
-        rng = np.random.default_rng(seed)
-        perms = rng.permuted(np.tile(np.arange(n), (n_perm, 1)), axis=1)
-        method = f"Monte Carlo permutation, {n_perm} orderings"
-    null = (re[perms] @ ra) / scale
-    tol = 1e-12
-    if n <= 8:
-        p_inc = float(np.mean(null >= rho - tol))
-        p_two = float(np.mean(np.abs(null) >= abs(rho) - tol))
-    else:
-        p_inc = float((1 + np.sum(null >= rho - tol)) / (n_perm + 1))
-        p_two = float((1 + np.sum(np.abs(null) >= abs(rho) - tol)) / (n_perm + 1))
-    return Trend(n, rho, p_inc, p_two, method, None)
+    oriented = direction * e
+    rho = float(stats.spearmanr(a, oriented).statistic)
+    ranked_alphas = _ranks(a)
+
+    def spearman(ranked_effects: np.ndarray, axis: int) -> np.ndarray:
+        # Spearman rho = Pearson r of the ranks; the effects are ranked once, a permutation of
+        # them permutes their ranks, so each ordering only needs the (vectorised) Pearson r
+        return stats.pearsonr(np.broadcast_to(ranked_alphas, ranked_effects.shape), ranked_effects,
+                              axis=axis).statistic
+
+    exact = n <= 8
+    n_resamples = math.factorial(n) if exact else n_perm
+    method = (f"exact permutation over {n_resamples} orderings" if exact
+              else f"Monte Carlo permutation, {n_perm} orderings")
+    p = {alt: float(stats.permutation_test((_ranks(oriented),), spearman, permutation_type="pairings",
+                                           vectorized=True, n_resamples=n_resamples, alternative=alt,
+                                           rng=np.random.default_rng(seed)).pvalue)
+         for alt in ("greater", "two-sided")}   # same seed: the same orderings for both
+    return Trend(n, rho, p["greater"], p["two-sided"], method, None)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ def pooled_test(
     jw = jackknife_weights(n)
     jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
     low, high = bca_interval(diff, boot, jack, ci_level)
+    # hand-written swap test: permutation_test(permutation_type='samples') would recompute the pooled
+    # histogram metric from raw W for every permutation; _swap_null recombines precomputed states
     swaps = np.vstack([np.zeros(n), rng.integers(0, 2, size=(n_perm, n))])
     null = _swap_null(spec, base, post, mask_, config, swaps)
     tol = 1e-12 * np.abs(null).max()
@@ -203,7 +205,7 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
     """The full per-cell procedure for one metric on one (pair, dataset, alpha, token mode) cell.
 
     A metric is decided on the form the paper defines it by (`MetricSpec.decided_by`): per question
-    by the paired test, or pooled (Information Complexity, Eq. 15; inter-sample diversity) by the
+    by the paired sign-flip test of the mean change (Wilcoxon as a secondary), or pooled (Information Complexity, Eq. 15; inter-sample diversity) by the
     swap-permutation test, with the per-question test kept as a named secondary where questions are
     independent (diversity has none: each sample's value uses all the others). Per-question values
     within `stats_config.tie_rel_tol` of each other are ties.

@@ -1,5 +1,9 @@
-"""Input checks and resampling primitives shared by the tests: multiplicity-weight bootstrap,
-jackknife, BCa interval. Unit = one question; `direction` is +1 (claimed rise) or -1 (fall)."""
+"""Input checks and resampling primitives for the pooled metrics: multiplicity-weight bootstrap,
+jackknife, BCa interval. Unit = one question; `direction` is +1 (claimed rise) or -1 (fall).
+
+Per-question statistics use scipy.stats.bootstrap / permutation_test instead (stats.paired); these
+primitives stay hand-written because a pooled metric is combined from precomputed per-question
+states with weights, which scipy's resamplers (that call the statistic on resampled raw data) cannot do."""
 
 from __future__ import annotations
 
@@ -61,6 +65,7 @@ def ties_within_precision(base: np.ndarray, post: np.ndarray, rel_tol: float) ->
 
 def bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     """Multiplicities [n_boot, n] of n questions drawn with replacement (each row sums to n)."""
+    # hand-written: scipy.stats.bootstrap cannot resample the histogram states without recomputing them per resample
     idx = rng.integers(0, n, size=(n_boot, n))
     flat = idx + (np.arange(n_boot) * n)[:, None]
     return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
@@ -73,6 +78,7 @@ def jackknife_weights(n: int) -> np.ndarray:
 
 def bca_interval(theta: float, boot: np.ndarray, jack: np.ndarray, level: float) -> tuple[float, float]:
     """BCa interval from bootstrap replicates [B] and leave-one-out replicates [n]; NaN if degenerate."""
+    # hand-written: scipy's BCa recomputes the statistic on resampled data; here the replicates come from weights
     boot = boot[np.isfinite(boot)]
     if boot.size == 0 or not np.isfinite(jack).all() or not np.isfinite(theta):
         return math.nan, math.nan

@@ -4,9 +4,9 @@ each (pair, dataset); Holm runs over C9's family."""
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binom, bootstrap
+from scipy.stats import bootstrap
 
-from harness.analysis.accuracy import accuracy_table
+from harness.analysis.accuracy import accuracy_table, mcnemar_exact
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     FamilyContext,
@@ -35,8 +35,8 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         if m == 0:
             tests.append(FamilyTest(table.n, 1.0, 1.0, no_change=True))   # accuracy unchanged: no change
         else:
-            tests.append(FamilyTest(table.n, float(binom.sf(table.fixed - 1, m, 0.5)),
-                                    float(binom.cdf(table.fixed, m, 0.5)), min_p=0.5 ** m))
+            tests.append(FamilyTest(table.n, mcnemar_exact(table.fixed, table.broken, "greater"),
+                                    mcnemar_exact(table.fixed, table.broken, "less"), min_p=0.5 ** m))
         tables.append((table, answers))
     rule = (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the accuracy change')}. "
             "Tested effect: post - base accuracy on every answered question; p: exact one-sided McNemar (binomial "

@@ -75,7 +75,11 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
                             "ci": [ct.pooled.ci_low, ct.pooled.ci_high], "p": ct.pooled.p_permutation},
                  "fidelity": fidelity_extra([cell]), "t_cut": cell.selection.t_cut, "t_bar": cell.selection.t_bar}
         if ct.paired is not None:
-            extra.update(wilcoxon=ct.paired.wilcoxon_method, p_permutation=ct.paired.p_permutation,
+            extra.update(decided_by=ct.paired.decided_by, permutation=ct.paired.permutation_method,
+                         p_opposite=ct.paired.p_permutation_opposite,
+                         wilcoxon={"method": ct.paired.wilcoxon_method, "p": ct.paired.p_wilcoxon,
+                                   "p_opposite": ct.paired.p_wilcoxon_opposite,
+                                   "hodges_lehmann": ct.paired.hodges_lehmann, "zero_method": ct.paired.zero_method},
                          relative_change=ct.paired.relative_change, n_zero=ct.paired.n_zero)
         if metric == "complexity":   # sensitivity to the bin count B, reported as a band
             band = complexity_band(*edge_arrays(cell), metrics)
