@@ -12,8 +12,8 @@ import pytest
 import scipy.stats
 
 from harness.analysis.metrics import METRICS, MetricConfig, per_sample_values
-from harness.analysis.stats.comparisons import tost_paired
 from harness.analysis.stats.config import StatsConfig
+from harness.analysis.stats.magnitudes import PairValues, compare_magnitudes
 from harness.analysis.stats.paired import paired_test
 from harness.analysis.stats.pooled import cell_test
 from harness.audit.verdicts import Verdict, decide_verdict
@@ -157,12 +157,18 @@ def test_wilcoxon_power_formula_is_the_size_at_zero_effect():
     assert 0.04 < size <= 0.055
 
 
-def test_equivalence_test_holds_its_level_at_the_margin():
+def test_c4_equivalence_holds_its_level_at_the_margin():
+    """C4's "no change" (the (1 - 2 alpha) bootstrap interval of R inside +-margin) is declared at most
+    alpha of the time when the true relative change sits exactly at the margin."""
     rng = np.random.default_rng(11)
-    n, margin_rel = 40, 0.05
+    n, margin = 40, 0.05
+    ids = tuple(f"q{i}" for i in range(n))
+    reference = PairValues("rl", ids, np.full(n, 10.0), np.full(n, 11.0))
     declared = 0
     for _ in range(R):
         base = 10.0 + rng.normal(0.0, 0.01, n)
-        post = base + rng.normal(margin_rel * 10.0, 0.6, n)
-        declared += tost_paired(base, post, margin_rel, alpha=ALPHA).equivalent
+        post = base * (1 + margin) + rng.normal(0.0, 0.6, n)
+        low, high = compare_magnitudes(PairValues("dpo", ids, base, post), [reference], +1, alpha=ALPHA,
+                                       n_boot=400, seed=int(rng.integers(1 << 30))).focal_ci_tost
+        declared += -margin < low and high < margin
     assert declared <= upper_bound(ALPHA, R), declared / R

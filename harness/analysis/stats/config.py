@@ -7,11 +7,6 @@ from typing import Any
 
 from harness.errors import UserError
 
-DEPENDENCE_CAVEAT = (
-    "cells share models, questions and alpha levels, so they are not independent trials; "
-    "the p-value and interval treat them as independent and are therefore optimistic"
-)
-
 
 @dataclass(frozen=True)
 class StatsConfig:

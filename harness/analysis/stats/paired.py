@@ -28,17 +28,6 @@ def hedges_dz(diffs: np.ndarray) -> float:
     return float(diffs.mean() / sd * hedges_correction(n - 1)) if sd > 0 else math.nan
 
 
-def weighted_hedges_dz(weights: np.ndarray, diffs: np.ndarray) -> np.ndarray:
-    n = diffs.size
-    mean = weights @ diffs / n
-    var = (weights @ diffs**2 / n - mean**2) * n / (n - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return mean / np.sqrt(np.where(var > 0, var, np.nan)) * hedges_correction(n - 1)
-
-
-SIGN_FLIP_BATCH = 2500   # permutations per vectorised call: faster than all at once (cache), same test
-
-
 def sign_flip_pvalues(base: np.ndarray, post: np.ndarray, n_perm: int, rng: np.random.Generator
                       ) -> tuple[float, float, str]:
     """(p greater, p less, method) of the sign-flip permutation test of the mean of post - base

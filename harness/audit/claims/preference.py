@@ -35,7 +35,7 @@ from harness.audit.claims.common import (
     try_cell,
 )
 from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import Decision, CellResult, Margin, Verdict, family_verdicts, verdict_rule
+from harness.audit.verdicts import CellResult, Decision, Margin, Verdict, family_verdicts, verdict_rule
 from harness.errors import UserError
 
 OFFLINE = "offline-preference"
