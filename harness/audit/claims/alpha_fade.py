@@ -35,6 +35,7 @@ from harness.audit.claims.common import (
 )
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Margin, Verdict, family_verdicts, verdict_rule
+from harness.data.selection import SelectionError
 
 MIN_ALPHAS = 2
 
@@ -74,7 +75,7 @@ def _row(audit: AuditPipeline, g: GridCell, alphas: tuple[float, ...]) -> FadeRo
     levels, changes, cells = [], [], []
     for a in sorted(alphas):
         cell = try_cell(audit, g.pair, g.dataset, a, g.token_mode)
-        if isinstance(cell, CellData):
+        if not isinstance(cell, SelectionError):
             levels.append(a)
             changes.append(oriented_change(cell, g.metric, audit))
             cells.append(cell)

@@ -28,6 +28,7 @@ from harness.audit.claims.common import (
 )
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CORRECTION, CellResult, Verdict
+from harness.data.selection import SelectionError
 
 MIN_CLUSTERS = 2
 
@@ -59,7 +60,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         for pair, dataset, a in context.experiments:
             label = f"{pair}/{dataset}/a{a}"
             cell = try_cell(audit, pair, dataset, a, g.token_mode)
-            if not isinstance(cell, CellData):
+            if isinstance(cell, SelectionError):
                 details.append({"experiment": label, "skipped": "selection left no sample"})
                 continue
             fidelity_gate = gate(audit, [cell])

@@ -36,6 +36,7 @@ from harness.audit.claims.common import (
 )
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Decision, Margin, Verdict, family_verdicts, verdict_rule
+from harness.data.selection import SelectionError
 from harness.errors import UserError
 
 OFFLINE = "offline-preference"
@@ -81,10 +82,10 @@ def _row(audit: AuditPipeline, g: GridCell, rl_pairs: tuple[str, ...]) -> Prefer
     online = audit.pair(g.pair).algorithm_kind != OFFLINE
     direction = METRICS[g.metric].direction
     cell = try_cell(audit, g.pair, g.dataset, g.alpha, g.token_mode)
-    if not isinstance(cell, CellData):
+    if isinstance(cell, SelectionError):
         return PreferenceRow(g, online, None, FamilyTest(0, math.nan, math.nan, f"selection: {str(cell).splitlines()[0]}"))
     rl_cells = tuple(c for c in (try_cell(audit, p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs)
-                     if isinstance(c, CellData))
+                     if not isinstance(c, SelectionError))
     fidelity_gate = gate(audit, [cell, *rl_cells])
     if not rl_cells:
         return PreferenceRow(g, online, cell, FamilyTest(cell.n, math.nan, math.nan,

@@ -1,0 +1,246 @@
+"""Every claim's verdict is reachable: on a synthetic grid of the smallest size the README states, a
+planted effect reaches SUPPORTED, its reverse REFUTED, and a null stays INCONCLUSIVE, through each
+claim's real family rule (`harness.audit.claims.<rule>.judge`). The grid's cells are planted in the
+score tensors the rules receive, so the truth is known by construction.
+
+Smallest grids (README, "Reachable verdicts"), with the default statistics settings:
+  C1, C3, C7  n >= 10 questions per cell (min_n; the sign-flip p can reach 2^-n, Holm needs < 0.05 / 2m)
+  C2          n >= 10; m <= 49 cells (swap p >= 1 / 2001)
+  C4          n >= 10 per pair, one online-RL pair to compare with; m <= 24 cells (bootstrap p >= 1 / 1001)
+  C5          2 alpha levels, n >= 10 questions kept at both
+  C6          2 experiments in 2 pair x dataset clusters, n >= 10 questions each; E <= 49 (swap p)
+  C9          6 discordant questions in a one-cell family (0.5^6 x 2 < 0.05), n >= 10
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from harness.audit.claims import family_rule
+from harness.audit.claims.common import FamilyContext, GridCell
+from harness.audit.config import AuditConfig
+from harness.audit.verdicts import Verdict
+
+N = 12
+SHAPE = (5, 9)
+MASK = torch.from_numpy(np.tril(np.ones(SHAPE, bool), 4))
+KINDS = {"rl": "online-rl", "rl2": "online-rl", "dpo": "offline-preference", "odpo": "online-preference"}
+
+
+def heavy(rng: np.random.Generator, df: float, n: int = N) -> np.ndarray:
+    """[n, *SHAPE] scores: a shared pattern plus Student-t(df) noise, a question scale each."""
+    pattern = np.random.default_rng(0).normal(size=SHAPE)
+    scale = rng.lognormal(0.0, 0.2, (n, 1, 1))
+    return scale * (pattern + rng.standard_t(df, (n, *SHAPE)))
+
+
+class FakeAudit:
+    """The parts of AuditPipeline the family rules read, serving planted (base, post) score tensors."""
+
+    def __init__(self, cells: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray]],
+                 answers: dict[tuple[str, str], tuple[list[bool], list[bool]]] | None = None) -> None:
+        self.config = AuditConfig(fidelity_threshold=-1.0)
+        self.cells, self.answer_table = cells, answers or {}
+
+    def pair(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, algorithm_kind=KINDS[name])
+
+    def cell(self, pair: str, dataset: str, alpha: float, mode: str = "own") -> SimpleNamespace:
+        base, post = self.cells[(pair, dataset, alpha)]
+        ids = tuple(f"q{i}" for i in range(base.shape[0]))
+
+        def scores(w):
+            return SimpleNamespace(scores=torch.from_numpy(w.astype(np.float32)), mask=MASK)
+
+        return SimpleNamespace(
+            pair=self.pair(pair), dataset=dataset, alpha=alpha, token_mode=mode, base=scores(base), post=scores(post),
+            selection=SimpleNamespace(ids=ids, t_cut=4, t_bar=10.0), n=len(ids), funnel=[],
+            fidelity={"base": {"spearman": 1.0}, "post": {"spearman": 1.0}},
+            provenance={"cache_keys": {"eap_base": pair, "eap_post": pair}})
+
+    def answers(self, pair: str, dataset: str) -> SimpleNamespace:
+        base, post = self.answer_table[(pair, dataset)]
+
+        def checked(outcomes):
+            return [SimpleNamespace(problem_id=f"q{i}", correct=c)
+                    for i, c in enumerate(outcomes)]
+
+        return SimpleNamespace(base=checked(base), post=checked(post), models={}, data={}, template="t",
+                               decoding={}, key="k")
+
+
+def judge(claim_id: str, audit: FakeAudit, grid: list[GridCell], context: FamilyContext = FamilyContext()):
+    return family_rule(claim_id)(audit, claim_id, grid, context)
+
+
+def verdicts(results: dict) -> list[Verdict]:
+    return [r.verdict for r in results.values()]
+
+
+# ---------------------------------------------------------------- C1, C2, C3, C7: one metric moves
+
+METRIC_PLANTS = {
+    # claim: (post for the planted effect, given base) -- the reverse swaps base and post
+    "C1": lambda rng, base: 1.3 * base * (1 + 0.01 * rng.normal(size=base.shape)),
+    "C2": lambda rng, base: heavy(rng, 30),
+    "C3": lambda rng, base: heavy(rng, 30),
+    "C7": lambda rng, base: heavy(rng, 30),
+}
+BASES = {"C1": lambda rng: heavy(rng, 4), "C2": lambda rng: heavy(rng, 2), "C3": lambda rng: heavy(rng, 2.5),
+         "C7": lambda rng: heavy(rng, 1.2)}
+DF = {"C1": 4, "C2": 2, "C3": 2.5, "C7": 1.2}
+
+
+@pytest.mark.parametrize("claim_id", sorted(METRIC_PLANTS))
+def test_metric_claims_reach_every_verdict(claim_id: str) -> None:
+    rng = np.random.default_rng(1)
+    base = BASES[claim_id](rng)
+    planted = METRIC_PLANTS[claim_id](rng, base)
+    g = GridCell("rl", "d", 0.5, None, "own")
+    null = heavy(rng, DF[claim_id])   # another draw from the base's distribution: no systematic change
+    outcome = {}
+    for name, (b, p) in {"planted": (base, planted), "reverse": (planted, base), "null": (base, null)}.items():
+        outcome[name] = verdicts(judge(claim_id, FakeAudit({("rl", "d", 0.5): (b, p)}), [g]))[0]
+    assert outcome == {"planted": Verdict.SUPPORTED, "reverse": Verdict.REFUTED, "null": Verdict.INCONCLUSIVE}
+
+
+def test_pure_rescaling_supports_c1_and_leaves_c2_c3_c7_without_change() -> None:
+    """W_post = 1.3 W_base: intensity rises by 30 %; the per-model-range histogram (C2), kurtosis (C3)
+    and node entropy (C7) are scale-free, so their cells are ties: no change."""
+    base = heavy(np.random.default_rng(2), 4)
+    audit = FakeAudit({("rl", "d", 0.5): (base, 1.3 * base)})
+    g = GridCell("rl", "d", 0.5, None, "own")
+    results = {c: judge(c, audit, [g])[g] for c in ("C1", "C2", "C3", "C7")}
+    assert results["C1"].verdict is Verdict.SUPPORTED
+    assert results["C1"].extra["relative_change"] == pytest.approx(0.3, rel=1e-5)
+    for claim_id in ("C2", "C3", "C7"):
+        assert results[claim_id].verdict is Verdict.INCONCLUSIVE
+        assert results[claim_id].reason.startswith("no change"), results[claim_id].reason
+
+
+def test_a_significant_effect_smaller_than_the_smallest_effect_of_interest_decides_nothing() -> None:
+    """Intensity up by 1 % with tiny noise: the sign-flip p is tiny, but the interval lies inside the
+    5 % margin: no meaningful change. With the margin set to 0.5 % the same data are SUPPORTED."""
+    rng = np.random.default_rng(3)
+    base = heavy(rng, 4)
+    post = 1.01 * base * (1 + 1e-4 * rng.normal(size=base.shape))
+    g = GridCell("rl", "d", 0.5, None, "own")
+    audit = FakeAudit({("rl", "d", 0.5): (base, post)})
+    cell = judge("C1", audit, [g])[g]
+    assert cell.verdict is Verdict.INCONCLUSIVE and cell.p_holm < 0.01
+    assert cell.reason.startswith("no meaningful change") and cell.extra["equivalent"]
+    audit.config = audit.config.with_settings({"stats.sesoi_rel": "0.005"})
+    assert judge("C1", audit, [g])[g].verdict is Verdict.SUPPORTED
+
+
+def test_differences_below_numerical_precision_are_ties() -> None:
+    """A post model whose scores equal the base's within float32 rounding (1e-6 relative) decides
+    nothing in any metric claim, although the rounding is consistent in sign."""
+    base = heavy(np.random.default_rng(4), 4)
+    post = base * (1 + 1e-6)
+    g = GridCell("rl", "d", 0.5, None, "own")
+    for claim_id in ("C1", "C2", "C3", "C7"):
+        cell = judge(claim_id, FakeAudit({("rl", "d", 0.5): (base, post)}), [g])[g]
+        assert cell.verdict is Verdict.INCONCLUSIVE and cell.reason.startswith("no change"), (claim_id, cell.reason)
+
+
+def test_an_unreachable_grid_says_so_with_its_numbers() -> None:
+    """With 30 sign flips the smallest p is 1/31: Holm over 2 hypotheses cannot pass 0.05 / 2."""
+    rng = np.random.default_rng(5)
+    base = heavy(rng, 4)
+    audit = FakeAudit({("rl", "d", 0.5): (base, 1.5 * base)})
+    audit.config = audit.config.with_settings({"stats.n_perm": "30"})
+    cell = judge("C1", audit, [GridCell("rl", "d", 0.5, None, "own")])[GridCell("rl", "d", 0.5, None, "own")]
+    assert cell.verdict is Verdict.INCONCLUSIVE and not cell.extra["reachable"]
+    assert "unreachable on this grid" in cell.reason and "0.0323" in cell.reason
+
+
+# ---------------------------------------------------------------- C4: magnitudes against online RL
+
+@pytest.mark.parametrize("dpo_gain, online, expected", [
+    (1.0, False, Verdict.SUPPORTED),     # offline DPO does not change: no or weak change
+    (1.9, False, Verdict.REFUTED),       # offline DPO changes more than online RL
+    (1.3, False, Verdict.INCONCLUSIVE),  # the same change as online RL
+    (1.3, True, Verdict.SUPPORTED),      # online DPO moves like online RL: the explanation holds
+    (1.0, True, Verdict.REFUTED),        # online DPO does not move although online RL does
+])
+def test_c4_reaches_every_verdict(dpo_gain: float, online: bool, expected: Verdict) -> None:
+    rng = np.random.default_rng(6)
+    base = heavy(rng, 4)
+    noise = lambda: 1 + 0.01 * rng.normal(size=base.shape)  # noqa: E731
+    pref = "odpo" if online else "dpo"
+    audit = FakeAudit({("rl", "d", 0.5): (base, 1.3 * base * noise()),
+                       (pref, "d", 0.5): (base, dpo_gain * base * noise())})
+    g = GridCell(pref, "d", 0.5, "intensity", "own")
+    cell = judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
+    assert cell.verdict is expected, cell.reason
+    assert cell.extra["relative_change_rl"] == pytest.approx(0.3, abs=0.01)
+
+
+# ---------------------------------------------------------------- C5: the change moves toward the claim with alpha
+
+@pytest.mark.parametrize("low_gain, high_gain, expected", [
+    (0.8, 1.3, Verdict.SUPPORTED),      # a counter-example at small alpha, a rise at large alpha
+    (1.3, 0.8, Verdict.REFUTED),
+    (1.3, 1.3, Verdict.INCONCLUSIVE),
+])
+def test_c5_reaches_every_verdict(low_gain: float, high_gain: float, expected: Verdict) -> None:
+    rng = np.random.default_rng(7)
+    base_low, base_high = heavy(rng, 4), heavy(rng, 4)
+    audit = FakeAudit({("rl", "d", 0.1): (base_low, low_gain * base_low * (1 + 0.01 * rng.normal(size=base_low.shape))),
+                       ("rl", "d", 0.5): (base_high, high_gain * base_high)})
+    g = GridCell("rl", "d", None, "intensity", "own")
+    cell = judge("C5", audit, [g], FamilyContext(alphas=(0.1, 0.5)))[g]
+    assert cell.verdict is expected, cell.reason
+    if expected is Verdict.SUPPORTED:
+        assert cell.extra["counter_example_alphas"] == [0.1]
+
+
+# ---------------------------------------------------------------- C6: the share of experiments
+
+def _diversity_cells(kind: str) -> dict:
+    """4 experiments (2 pairs x 2 datasets); post's samples share more (fall) or less (rise) of the pattern."""
+    rng = np.random.default_rng(8)
+    pattern = rng.normal(size=SHAPE)
+    cells = {}
+    for pair in ("rl", "rl2"):
+        for dataset in ("d1", "d2"):
+            shared = pattern + rng.normal(size=(N, *SHAPE))
+            diverse = 0.2 * pattern + rng.normal(size=(N, *SHAPE))
+            base, post = {"rise": (shared, diverse), "fall": (diverse, shared), "null": (shared, shared)}[kind]
+            cells[(pair, dataset, 0.5)] = (base, post)
+    return cells
+
+
+@pytest.mark.parametrize("kind, expected", [("rise", Verdict.SUPPORTED), ("fall", Verdict.REFUTED),
+                                            ("null", Verdict.INCONCLUSIVE)])
+def test_c6_reaches_every_verdict(kind: str, expected: Verdict) -> None:
+    experiments = tuple((p, d, 0.5) for p in ("rl", "rl2") for d in ("d1", "d2"))
+    g = GridCell(token_mode="own")
+    cell = judge("C6", FakeAudit(_diversity_cells(kind)), [g], FamilyContext(experiments=experiments))[g]
+    assert cell.verdict is expected, cell.reason
+    assert cell.extra["share_rise"]["n"] == 4 and len(cell.extra["experiments"]) == 4
+
+
+def test_c6_with_one_cluster_is_unreachable_and_says_so() -> None:
+    cells = {k: v for k, v in _diversity_cells("rise").items() if k[:2] == ("rl", "d1")}
+    g = GridCell(token_mode="own")
+    cell = judge("C6", FakeAudit(cells), [g], FamilyContext(experiments=(("rl", "d1", 0.5),)))[g]
+    assert cell.verdict is Verdict.INCONCLUSIVE and "1 pair x dataset cluster" in cell.reason
+
+
+# ---------------------------------------------------------------- C9: accuracy
+
+@pytest.mark.parametrize("fixed, broken, expected", [(8, 0, Verdict.SUPPORTED), (0, 8, Verdict.REFUTED),
+                                                     (0, 0, Verdict.INCONCLUSIVE), (4, 4, Verdict.INCONCLUSIVE)])
+def test_c9_reaches_every_verdict(fixed: int, broken: int, expected: Verdict) -> None:
+    both, neither = 10, 12
+    base = [True] * both + [False] * neither + [False] * fixed + [True] * broken
+    post = [True] * both + [False] * neither + [True] * fixed + [False] * broken
+    g = GridCell("rl", "d")
+    cell = judge("C9", FakeAudit({}, {("rl", "d"): (base, post)}), [g])[g]
+    assert cell.verdict is expected, cell.reason
