@@ -51,7 +51,7 @@ def test_directional_error_rate_under_the_global_null_is_at_most_alpha(monkeypat
 
 
 def _audit(pytester: pytest.Pytester, run_id: str, *extra: str) -> dict:
-    pytester.runpytest(
+    pytester.runpytest_subprocess(  # fresh interpreter: torch modules cannot be registered twice
         str(SUITES), "-p", "no:cacheprovider", "--registry", "pairs.toml", "--datasets", "sums.jsonl",
         "--grader", "lenient",  # the tiny models print a bare sum, no \boxed{} or ####
         "--pairs", "tiny-rl,tiny-pref", "--alphas", "0.3,1.0", "--questions", "120", "--fidelity-edges", "6",
@@ -102,7 +102,7 @@ bundled = true
 ''')
     tiny_pairs.write_dataset(pytester.path / "sums.jsonl")
     monkeypatch.setenv("HARNESS_CACHE", str(pytester.path / "cache"))
-    pytester.runpytest(
+    pytester.runpytest_subprocess(  # fresh interpreter: torch modules cannot be registered twice
         str(SUITES), "-p", "no:cacheprovider", "--registry", "pairs.toml", "--datasets", "sums.jsonl",
         "--grader", "lenient",  # the tiny models print a bare sum, no \boxed{} or ####
         "--pairs", "tiny-null", "--alphas", "0.3,0.6,1.0", "--questions", "120", "--fidelity-edges", "6",
