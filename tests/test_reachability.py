@@ -181,6 +181,16 @@ def test_c4_reaches_every_verdict(dpo_gain: float, online: bool, expected: Verdi
     assert cell.extra["relative_change_rl"] == pytest.approx(0.3, abs=0.01)
 
 
+def test_c4_no_change_in_dpo_is_no_deviation_when_online_rl_does_not_change_either() -> None:
+    rng = np.random.default_rng(6)
+    base = heavy(rng, 4)
+    audit = FakeAudit({("rl", "d", 0.5): (base, base * (1 + 0.01 * rng.normal(size=base.shape))),
+                       ("dpo", "d", 0.5): (base, base * (1 + 0.01 * rng.normal(size=base.shape)))})
+    g = GridCell("dpo", "d", 0.5, "intensity", "own")
+    cell = judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
+    assert cell.verdict is Verdict.INCONCLUSIVE and not cell.extra["equivalence"]["equivalent_to_none"], cell.reason
+
+
 # ---------------------------------------------------------------- C5: the change moves toward the claim with alpha
 
 @pytest.mark.parametrize("low_gain, high_gain, expected", [

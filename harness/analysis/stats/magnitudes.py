@@ -40,6 +40,7 @@ class MagnitudeComparison:
     ci_low: float
     ci_high: float
     focal_ci_tost: tuple[float, float]   # (1 - 2 alpha) interval of R_focal, for the equivalence test
+    reference_ci: tuple[float, float]    # ci_level interval of mean R_ref
     p_weaker: float
     p_stronger: float
     n_focal: int
@@ -91,9 +92,12 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
     tail = (1 - ci_level) / 2
     low, high = np.quantile(diff, [tail, 1 - tail]) if diff.size else (math.nan, math.nan)
     tost = tuple(float(x) for x in np.quantile(boot[0], [alpha, 1 - alpha])) if diff.size else (math.nan, math.nan)
+    ref = (tuple(float(x) for x in np.quantile(boot[1:].mean(axis=0), [tail, 1 - tail])) if diff.size
+           else (math.nan, math.nan))
     return MagnitudeComparison(
         focal=float(point[0]), reference=float(point[1:].mean()), reference_each=tuple(float(x) for x in point[1:]),
         difference=float(point[0] - point[1:].mean()), ci_low=float(low), ci_high=float(high), focal_ci_tost=tost,
+        reference_ci=ref,
         p_weaker=float((1 + np.sum(diff >= 0)) / (diff.size + 1)),
         p_stronger=float((1 + np.sum(diff <= 0)) / (diff.size + 1)),
         n_focal=len(focal.ids), n_reference=tuple(len(p.ids) for p in references), n_pool=len(pool),

@@ -67,8 +67,10 @@ def rule_text(stats: StatsConfig, online: bool) -> str:
                 f"explanation: online data, like online RL). Also SUPPORTED when the difference's interval lies "
                 f"inside +-{stats.sesoi_rel:g} (online DPO moves like online RL). {tested}")
     return (f"{base}, with 'claimed' = the offline-preference pair's change is weaker (difference < 0). Also "
-            f"SUPPORTED when its own change is equivalent to none: its {1 - 2 * stats.alpha:.0%} bootstrap interval "
-            f"of R lies inside +-{stats.sesoi_rel:g} (TOST at {stats.alpha}; 'no or weak change'). {tested}")
+            f"SUPPORTED when its own change is equivalent to none while online RL's is not: its "
+            f"{1 - 2 * stats.alpha:.0%} bootstrap interval of R lies inside +-{stats.sesoi_rel:g} (TOST at "
+            f"{stats.alpha}; 'no or weak change') and the online-RL pairs' mean R has its {stats.ci_level:.0%} "
+            f"interval beyond +{stats.sesoi_rel:g}. {tested}")
 
 
 def _values(cell: CellData, metric: str, audit: AuditPipeline) -> PairValues:
@@ -118,15 +120,17 @@ def _decide(rows: list[PreferenceRow], stats: StatsConfig, online: bool) -> list
             elif not online and _equivalent_to_none(row.comparison, stats):
                 low, high = row.comparison.focal_ci_tost
                 d = Decision(Verdict.SUPPORTED, rule, f"no meaningful change in the preference pair (TOST): its R "
-                             f"interval [{low:.3g}, {high:.3g}] lies inside +-{stats.sesoi_rel:g}; {d.reason}",
+                             f"interval [{low:.3g}, {high:.3g}] lies inside +-{stats.sesoi_rel:g}, while online RL's "
+                             f"R is {row.comparison.reference:.3g}; {d.reason}",
                              d.p_adjusted, d.p_adjusted_opposite, d.holm_m, True)
         out.append(d)
     return out
 
 
 def _equivalent_to_none(comparison: MagnitudeComparison, stats: StatsConfig) -> bool:
+    """The preference pair does not change (TOST) while online RL does (its interval beyond the margin)."""
     low, high = comparison.focal_ci_tost
-    return -stats.sesoi_rel < low and high < stats.sesoi_rel
+    return -stats.sesoi_rel < low and high < stats.sesoi_rel and comparison.reference_ci[0] > stats.sesoi_rel
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
@@ -161,6 +165,7 @@ def _result(audit: AuditPipeline, claim_id: str, name: str, row: PreferenceRow, 
         extra.update(relative_change=comp.focal, relative_change_rl=comp.reference,
                      relative_change_rl_each=list(comp.reference_each), n_rl=list(comp.n_reference),
                      n_pool=comp.n_pool, p_weaker=comp.p_weaker, p_stronger=comp.p_stronger,
+                     relative_change_rl_ci=list(comp.reference_ci),
                      equivalence={"interval": list(comp.focal_ci_tost), "margin": stats.sesoi_rel,
                                   "equivalent_to_none": _equivalent_to_none(comp, stats)})
     reason = (decision.reason if test.invalid_reason is None or decision.label is not Verdict.INVALID
