@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,8 +128,9 @@ def _convert(owner: Any, name: str, text: str, key: str) -> Any:
         raise UserError(f"--set {key}: unknown setting; settable: {', '.join(settable_keys())}")
     hint = typing.get_type_hints(type(owner))[name]
     current = getattr(owner, name)
-    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    if text.strip().lower() == "none" and type(None) in typing.get_args(hint):
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    if text.strip().lower() == "none" and union and type(None) in typing.get_args(hint):
         return None
     kind = type(current) if current is not None else options[0]
     kind = typing.get_origin(kind) or kind
