@@ -71,8 +71,11 @@ def make_cell_id(claim_id: str, claim_name: str, *parts: Any, alpha: float | Non
 class CellResult:
     """One judged cell. Values are per-question paired statistics unless `extra` says otherwise.
 
-    effect = mean(post - base) over the n paired questions; ci_low/ci_high bound `effect`
-    (method in ci_method); effect_size is Hedges' d_z; p_value is the raw one-sided p in the
+    effect is the effect the cell's test decides on (its rule says which: the mean of post - base
+    over the n paired questions for C1, C3, C7; the pooled difference for C2; a difference of
+    relative changes for C4 and C5; the share of rising experiments minus the claimed rate for C6;
+    the accuracy change for C9); ci_low/ci_high bound `effect` (method in ci_method); effect_size is
+    Hedges' d_z where the effect is a per-question mean; p_value is the raw one-sided p in the
     claimed direction, p_holm / p_bh the family-adjusted ones. fidelity is the Spearman
     correlation between EAP scores and exact ablation (None when not measured).
     funnel lists the sample counts after each selection stage: [{"stage": str, "n": int}].
