@@ -27,7 +27,7 @@ from harness.errors import UserError
 from harness.report import plots
 from harness.report.compare import DriftLimit, baseline_problems
 from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
-from harness.report.matrix import SEVERITY, build_matrix, claim_label
+from harness.report.matrix import SEVERITY, build_matrix, claim_answer, claim_label
 from harness.report.writers import cell_properties, write_reports
 
 # Test arguments the plugin parametrises from the command line, in id order.
@@ -297,7 +297,9 @@ class CellRecorder:
         lines = [f"{c.verdict.value} {c.cell_id}" + (f": {c.reason}" if c.reason else ""),
                  f"  rule: {c.rule}",
                  f"  n={_n(c.n)} effect={_n(c.effect)} CI=[{_n(c.ci_low)}, {_n(c.ci_high)}] d_z={_n(c.effect_size)} "
-                 f"p={_n(c.p_value)} p_holm={_n(c.p_holm)} p_bh={_n(c.p_bh)} fidelity={_n(c.fidelity)}"]
+                 f"p={_n(c.p_value)} p_holm={_n(c.p_holm)} p_bh={_n(c.p_bh)} "
+                 f"fidelity={_n((c.fidelity or {}).get('spearman'))} {(c.fidelity or {}).get('status', '')} "
+                 f"exact={(c.robustness or {}).get('verdict') or '–'}"]
         lines += [f"  BASELINE: {problem} ({self._session.options.baseline_path})" for problem in self.problems]
         return "\n".join(lines)
 
@@ -408,6 +410,8 @@ def write_terminal_matrix(tr, state: ClaimSession) -> None:
         tr.write_line("")
     counts = {v: sum(c.verdict is v for c in cells) for v in Verdict}
     tr.write_line(", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(cells)} cells)")
+    for claim_id in matrix.claims:
+        tr.write_line(f"{claim_label(claim_id)}: " + claim_answer([c for c in cells if c.claim_id == claim_id]))
     for verdict in SEVERITY[:-1]:
         for cell in sorted((c for c in cells if c.verdict is verdict), key=lambda c: c.cell_id):
             tr.write(f"{verdict.value:<12} ", **{TERMINAL_COLOURS[verdict]: True})

@@ -43,7 +43,7 @@ class FakeAudit:
 
     def __init__(self, cells: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray]],
                  answers: dict[tuple[str, str], tuple[list[bool], list[bool]]] | None = None) -> None:
-        self.config = AuditConfig(fidelity_threshold=-1.0)
+        self.config = AuditConfig()
         self.cells, self.answer_table = cells, answers or {}
 
     def pair(self, name: str) -> SimpleNamespace:
@@ -59,8 +59,8 @@ class FakeAudit:
         return SimpleNamespace(
             pair=self.pair(pair), dataset=dataset, alpha=alpha, token_mode=mode, base=scores(base), post=scores(post),
             selection=SimpleNamespace(ids=ids, t_cut=4, t_bar=10.0), n=len(ids), funnel=[],
-            fidelity={"base": {"spearman": 1.0}, "post": {"spearman": 1.0}},
-            provenance={"cache_keys": {"eap_base": pair, "eap_post": pair}})
+            fidelity={side: {"spearman": 1.0, "ci": [1.0, 1.0], "status": "FAITHFUL"} for side in ("base", "post")},
+            provenance={"cache_keys": {"eap_base": pair, "eap_post": pair}}, measured_at=alpha)
 
     def answers(self, pair: str, dataset: str) -> SimpleNamespace:
         base, post = self.answer_table[(pair, dataset)]

@@ -40,7 +40,11 @@ def synthetic_cell(claim_id="C1", name="intensity", pair="toy-grpo", alpha=0.1, 
         verdict=verdict, rule="synthetic rule", reason=f"synthetic {verdict.lower()}", pair=pair,
         dataset="toy", alpha=alpha, metric=name, token_mode="own", n=30, base_value=1.0,
         post_value=1.0 + effect, effect=effect, ci_low=effect - 0.1, ci_high=effect + 0.1, ci_method="BCa",
-        effect_size=0.8, p_value=0.004, p_holm=0.012, p_bh=0.008, fidelity=0.91, fidelity_threshold=0.8,
+        effect_size=0.8, p_value=0.004, p_holm=0.012, p_bh=0.008,
+        fidelity={"spearman": 0.91, "ci": [0.85, 0.95], "status": "FAITHFUL", "threshold": 0.8, "n_questions": 8,
+                  "n_edges": 32, "sampling": "uniform", "by_destination": {}},
+        robustness={"estimator": "exact", "verdict": "INCONCLUSIVE", "effect": 0.1, "ci": [-0.1, 0.3],
+                    "p_value": 0.2, "n": 8, "n_edges": 32},
         funnel=[{"stage": "both correct", "n": 41}, {"stage": "balanced", "n": 30}],
         extra={"test": "synthetic"}, provenance={"base": "sha256:aa", "post": "sha256:bb", "seed": 0})
     values.update(fields)
@@ -58,7 +62,9 @@ def synthetic_run(run_id="synthetic") -> ClaimsRun:
     cells.append(synthetic_cell("C6", "diversity", pair=None, dataset=None, alpha=None, base_value=0.95,
                                 post_value=0.5, effect=-0.45, extra={"experiments": experiments}))
     cells.append(synthetic_cell("C8", "eap_fidelity", pair="toy-grpo", alpha=None, verdict="INVALID",
-                                reason="fidelity 0.41 < 0.8", fidelity=0.41))
+                                reason="fidelity 0.41 < 0.8",
+                                fidelity={"spearman": 0.41, "ci": [0.2, 0.6], "status": "UNCERTAIN", "threshold": 0.8},
+                                robustness=None))
     base = np.abs(np.random.default_rng(0).normal(size=(5, 9)))
     heatmap = plots.edge_change_heatmap(base, base * 1.1, [f"s{i}" for i in range(5)],
                                         [f"d{i}" for i in range(9)], "synthetic pair")

@@ -72,7 +72,7 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
             assert c["p_value"] <= c["p_holm"] <= min(1.0, c["extra"]["holm_m"] * c["p_value"]) + 1e-12
     # Every EAP cell carries fidelity, its threshold, the funnel and the provenance of its inputs.
     for c in by_claim["C1"] + by_claim["C8"]:
-        assert c["fidelity"] is not None and c["fidelity_threshold"] == 0
+        assert c["fidelity"]["threshold"] == 0 and c["fidelity"]["status"] in ("FAITHFUL", "UNFAITHFUL", "UNCERTAIN")
         assert c["funnel"][0]["stage"] == "questions" and c["funnel"][0]["n"] == QUESTIONS
         prov = c["provenance"]
         assert prov["models"]["base"]["fingerprint"].startswith("sha256:")

@@ -28,8 +28,11 @@ class AuditConfig:
     n_select: questions kept at most after selection (the paper: 100).
     max_new_tokens: answer budget; None uses the pair's registry value.
     decoding: greedy (the paper) or sample (temperature, top_p, seeded by `seed`).
-    fidelity_samples / fidelity_edges: questions and sampled edges per model in the fidelity check;
-    a cell is INVALID when a model's EAP-vs-ablation Spearman is below fidelity_threshold.
+    fidelity_samples / fidelity_edges: questions (at most) and uniform random edges per model in the
+    fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
+    fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
+    below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity at this alpha only and
+    share it with the pair's cells at every other alpha (None: at every alpha).
     metrics: metric parameters (histogram range policy, bins, eps, structural zeros).
     stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
     grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
@@ -56,9 +59,10 @@ class AuditConfig:
     positions: str = "all"
     device: str = "cpu"
     dtype: str = "float32"
-    fidelity_samples: int = 2
+    fidelity_samples: int = 16
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
+    fidelity_alpha: float | None = None
     seed: int = 0
     grader: str = "auto"
     short_answers: str = "slice"
@@ -88,6 +92,8 @@ class AuditConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:
+            raise UserError(f"fidelity_alpha must be in (0, 1] or none, got {self.fidelity_alpha}")
         if not -1 <= self.fidelity_threshold <= 1:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
 

@@ -80,7 +80,8 @@ class CellData:
     """Everything a claim needs for one (pair, dataset, alpha, token mode).
 
     base/post: EdgeScores of each model on its rows (same question order). fidelity: per model the
-    fidelity record (the fields of `harness.circuit.fidelity.Fidelity` plus "samples").
+    fidelity record (the fields of `harness.circuit.fidelity.Fidelity` plus "samples", the measured
+    "ids", "edges" and exact "deltas" [questions][edges]), measured at alpha `measured_at`.
     """
 
     pair: PairSpec
@@ -92,6 +93,7 @@ class CellData:
     post: EdgeScores
     fidelity: dict[str, dict]
     provenance: dict[str, Any]
+    measured_at: float
 
     @property
     def n(self) -> int:
@@ -179,19 +181,23 @@ class AuditPipeline:
     # ------------------------------------------------------------ stage 4: fidelity
 
     def fidelity(self, spec: PairSpec, side: str, eap: str, scores: EdgeScores, rows: list[dict]) -> dict:
-        """Fidelity of a model's EAP scores against exact edge ablation on its first
-        `fidelity_samples` questions and `fidelity_edges` edges sampled by |EAP| stratum."""
+        """Fidelity of a model's EAP scores against exact single-edge zero ablation (float32) of
+        `fidelity_edges` uniform random real edges on its first `fidelity_samples` questions, with a
+        bootstrap CI over questions and edges; the exact deltas are kept for the robustness checks."""
         cfg = self.config
         k = min(cfg.fidelity_samples, len(rows))
 
         def compute() -> dict:
             loaded = self.session.model(spec, side)
             samples, subset = first_questions(scores, rows, k)
-            measured, ablation = fidelity_for_model(loaded.model, samples, subset, n_edges=cfg.fidelity_edges,
-                                                    seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
-                                                    progress=self.progress)
+            measured, ablation = fidelity_for_model(
+                loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.seed,
+                threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot, pad_id=scoring_pad_id(loaded.tokenizer),
+                progress=self.progress)
             eap_values, exact_values = fidelity_points(subset, ablation)
-            return {"status": "measured", "samples": k, **measured.as_dict(),
+            us, vs = [u for u, _ in ablation.edges], [v for _, v in ablation.edges]
+            return {**measured.as_dict(), "samples": k, "ids": list(ablation.ids),
+                    "edges": [list(e) for e in ablation.edges], "deltas": ablation.delta[:, us, vs].tolist(),
                     "points": {"eap": eap_values, "exact": exact_values}}
 
         return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg), compute)
@@ -220,7 +226,10 @@ class AuditPipeline:
     # ------------------------------------------------------------ a whole cell
 
     def cell(self, pair_name: str, dataset: str, alpha: float, token_mode: str = "own") -> CellData:
-        """Selection, EAP of both models and their fidelity for one (pair, dataset, alpha, mode)."""
+        """Selection, EAP of both models and their fidelity for one (pair, dataset, alpha, mode).
+
+        With `fidelity_alpha` set, fidelity (and the exact deltas robustness reads) is measured at
+        that alpha only and shared by the pair's cells at every other alpha (`CellData.measured_at`)."""
         memo = (pair_name, dataset, float(alpha), token_mode)
         if memo in self._cells:
             return self._cells[memo]
@@ -229,11 +238,15 @@ class AuditPipeline:
         answers = self.answers(pair_name, dataset)
         selection = self.selection(pair_name, dataset, alpha)
         rows = dict(zip(SIDES, build_eap_rows(selection, token_mode)))
+        measured_at = float(alpha if self.config.fidelity_alpha is None else self.config.fidelity_alpha)
         scores, fidelity, eap_keys = {}, {}, {}
         for side in SIDES:
             fingerprint = answers.models[side]["fingerprint"]
             eap_keys[side], scores[side] = self.edge_scores(spec, side, fingerprint, rows[side])
-            fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side])
+            if measured_at == float(alpha):
+                fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side])
+        if measured_at != float(alpha):
+            fidelity = self.cell(pair_name, dataset, measured_at, token_mode).fidelity
         provenance = {
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
                      "base": spec.base, "post": spec.post or spec.post_adapter},
@@ -250,7 +263,7 @@ class AuditPipeline:
             "ledger": self.ledger.as_dict(),
         }
         result = CellData(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
-                      fidelity, provenance)
+                          fidelity, provenance, measured_at)
         self._cells[memo] = result
         return result
 

@@ -53,13 +53,15 @@ def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig) -> str:
 
 
 def fidelity_key(eap: str, n_questions: int, config: AuditConfig) -> str:
-    """Fidelity of one model's scores: the scores' key, the questions and edges it ablates, the seed."""
-    return content_key(CACHE_VERSION, "fidelity+points", eap, n_questions, config.fidelity_edges, config.seed)
+    """Fidelity of one model's scores: the scores' key, the questions and uniform edges it ablates, the
+    seed, and what turns the correlation into a status (threshold, bootstrap resamples)."""
+    return content_key(CACHE_VERSION, "fidelity-uniform-f32+deltas", eap, n_questions, config.fidelity_edges,
+                       config.seed, config.fidelity_threshold, config.stats.n_boot)
 
 
 def causal_key(eap: str, n_questions: int, config: AuditConfig) -> str:
     """Top-k vs random edges removed: the scores' key, the questions, the seed."""
-    return content_key(CACHE_VERSION, "causal", eap, n_questions, config.seed)
+    return content_key(CACHE_VERSION, "causal-per-question", eap, n_questions, config.seed)
 
 
 # ---------------------------------------------------------------- entries

@@ -19,7 +19,7 @@ import numpy as np
 from harness.analysis.stats.multiplicity import holm
 from harness.errors import UserError
 
-CLAIMS_SCHEMA_VERSION = 1
+CLAIMS_SCHEMA_VERSION = 2   # 2: fidelity is a record (spearman, ci, status, ...), robustness added
 
 
 class Verdict(str, enum.Enum):
@@ -76,8 +76,13 @@ class CellResult:
     relative changes for C4 and C5; the share of rising experiments minus the claimed rate for C6;
     the accuracy change for C9); ci_low/ci_high bound `effect` (method in ci_method); effect_size is
     Hedges' d_z where the effect is a per-question mean; p_value is the raw one-sided p in the
-    claimed direction, p_holm / p_bh the family-adjusted ones. fidelity is the Spearman
-    correlation between EAP scores and exact ablation (None when not measured).
+    claimed direction, p_holm / p_bh the family-adjusted ones.
+    fidelity: the method's validity beside the verdict: {spearman, ci: [lo, hi], status (FAITHFUL,
+    UNFAITHFUL or UNCERTAIN by where the CI lies against the threshold), n_questions, n_edges,
+    sampling, threshold, by_destination, ...} of EAP against exact ablation, or None when not measured.
+    robustness: the same claim decided on a more faithful estimate of the edge effects: {estimator,
+    verdict, effect, ci, p_value, n, n_edges, ...}, or {applicable: false, reason} where the claim has
+    no such version; None when not measured.
     funnel lists the sample counts after each selection stage: [{"stage": str, "n": int}].
     """
 
@@ -103,8 +108,8 @@ class CellResult:
     p_value: float | None = None
     p_holm: float | None = None
     p_bh: float | None = None
-    fidelity: float | None = None
-    fidelity_threshold: float | None = None
+    fidelity: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
     funnel: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -205,8 +210,8 @@ def verdict_rule(alpha: float, min_n: int, sesoi: str | None = None) -> str:
     return (
         f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}{margin}; "
         f"REFUTED if the same holds in the opposite direction; the correction is {CORRECTION}; INVALID if n < "
-        f"{min_n}, the differences have zero variance without being zero, a value is NaN, or the "
-        f"attribution-fidelity gate failed; otherwise INCONCLUSIVE (no change, every difference a tie, is "
+        f"{min_n}, a value is NaN or a stage failed; the verdict is on the EAP scores whatever their fidelity, "
+        f"which is reported beside it; otherwise INCONCLUSIVE (no change, every difference a tie, is "
         f"INCONCLUSIVE with that reason; so is a cell whose smallest attainable p cannot pass Holm){no_change}"
     )
 
@@ -218,7 +223,6 @@ def decide_verdict(
     *,
     alpha: float = 0.05,
     min_n: int = 10,
-    fidelity_ok: bool = True,
     holm_m: int = 1,
     margin: Margin | None = None,
     rule: str | None = None,
@@ -234,8 +238,6 @@ def decide_verdict(
     def make(label: Verdict, reason: str, **flags: bool) -> Decision:
         return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite), holm_m, **flags)
 
-    if not fidelity_ok:
-        return make(Verdict.INVALID, "attribution-fidelity gate failed")
     if test.invalid_reason is not None:
         return make(Verdict.INVALID, test.invalid_reason)
     if test.n < min_n:
@@ -283,24 +285,21 @@ def family_verdicts(
     *,
     alpha: float = 0.05,
     min_n: int = 10,
-    fidelity_ok: Sequence[bool] | None = None,
     margins: Sequence[Margin | None] | None = None,
     rule: str | None = None,
 ) -> list[Decision]:
     """Holm-adjust one claim's family over both directions of every usable cell (CORRECTION) and
     decide every cell (with its smallest effect of interest where `margins` gives one)."""
-    fidelity = [True] * len(tests) if fidelity_ok is None else list(fidelity_ok)
     margins = [None] * len(tests) if margins is None else list(margins)
-    if len(fidelity) != len(tests) or len(margins) != len(tests):
-        raise UserError(f"fidelity_ok ({len(fidelity)}) and margins ({len(margins)}) need one entry per test "
-                        f"({len(tests)})")
-    usable = [t.invalid_reason is None and t.n >= min_n and ok for t, ok in zip(tests, fidelity)]
+    if len(margins) != len(tests):
+        raise UserError(f"margins ({len(margins)}) need one entry per test ({len(tests)})")
+    usable = [t.invalid_reason is None and t.n >= min_n for t in tests]
     raw = ([t.p_claimed if u else math.nan for t, u in zip(tests, usable)]
            + [t.p_opposite if u else math.nan for t, u in zip(tests, usable)])
     both = holm(raw)
     claimed, opposite = both[:len(tests)], both[len(tests):]
     m = int(np.isfinite(raw).sum())
     return [
-        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, fidelity_ok=ok, holm_m=m, margin=mg, rule=rule)
-        for t, pc, po, ok, mg in zip(tests, claimed, opposite, fidelity, margins)
+        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, holm_m=m, margin=mg, rule=rule)
+        for t, pc, po, mg in zip(tests, claimed, opposite, margins)
     ]

@@ -28,14 +28,20 @@ from harness.circuit.eap import EdgeScores, score_batch
 from harness.circuit.intervention import InstrumentedModel, RunState
 
 
-def _dataset_loss(im: InstrumentedModel, samples: Sequence[Sample], removed: torch.Tensor,
-                  pad_id: int, loss_fn: LossFn) -> float:
-    """Mean loss over samples with edges removed; removed: float [n_src, n_dst] m."""
+def _sample_losses(im: InstrumentedModel, samples: Sequence[Sample], removed: torch.Tensor,
+                   pad_id: int, loss_fn: LossFn) -> list[float]:
+    """Each sample's loss with edges removed; removed: float [n_src, n_dst] m."""
     device = next(im.model.parameters()).device
     batch = make_batch(samples, pad_id, Positions.ALL).to(device)
     m = removed.to(device=device, dtype=next(im.model.parameters()).dtype)[None]
     with torch.no_grad(), im.run_state(RunState(edge_mask=m)):
-        return float(loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float().mean())
+        return loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float().cpu().tolist()
+
+
+def _dataset_loss(im: InstrumentedModel, samples: Sequence[Sample], removed: torch.Tensor,
+                  pad_id: int, loss_fn: LossFn) -> float:
+    """Mean loss over samples with edges removed; removed: float [n_src, n_dst] m."""
+    return float(np.mean(_sample_losses(im, samples, removed, pad_id, loss_fn)))
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,10 @@ class CausalCurve:
     """Loss (nats, mean over samples) when removing k edges, and circuit faithfulness.
 
     loss_removed_top [K], loss_removed_random [K, R]: the top-k EAP edges / k random edges removed.
-    faithfulness_top [K], faithfulness_random [K, R]: (L_full_ablation − L_circuit) /
-    (L_full_ablation − L_clean) for the circuit that keeps only those k edges (1 = as good as the
-    model, 0 = as bad as removing every edge).
+    question_loss_top [K, n], question_loss_random [K, R, n]: the same per question (what a paired
+    test over questions reads). faithfulness_top [K], faithfulness_random [K, R]: (L_full_ablation −
+    L_circuit) / (L_full_ablation − L_clean) for the circuit that keeps only those k edges (1 = as
+    good as the model, 0 = as bad as removing every edge).
     """
 
     ks: list[int]
@@ -55,6 +62,8 @@ class CausalCurve:
     loss_removed_random: list[list[float]]
     faithfulness_top: list[float]
     faithfulness_random: list[list[float]]
+    question_loss_top: list[list[float]]
+    question_loss_random: list[list[list[float]]]
 
 
 def log_spaced(n_edges: int, points: int = 8) -> list[int]:
@@ -85,15 +94,16 @@ def causal_curve(model: torch.nn.Module, samples: Sequence[Sample], eap: EdgeSco
         def faith(loss: float) -> float:
             return (empty - loss) / (empty - clean) if empty != clean else float("nan")
 
-        top_loss, top_faith, rand_loss, rand_faith = [], [], [], []
+        top_q, top_faith, rand_q, rand_faith = [], [], [], []
         for k in tqdm(ks, desc="causal curve", unit="k", disable=not progress):
-            top_loss.append(_dataset_loss(im, samples, removed(ranked[:k], False), pad_id, loss_fn))
+            top_q.append(_sample_losses(im, samples, removed(ranked[:k], False), pad_id, loss_fn))
             top_faith.append(faith(_dataset_loss(im, samples, removed(ranked[:k], True), pad_id, loss_fn)))
-            rand_loss.append([_dataset_loss(im, samples, removed(d[:k], False), pad_id, loss_fn)
-                              for d in draws])
+            rand_q.append([_sample_losses(im, samples, removed(d[:k], False), pad_id, loss_fn) for d in draws])
             rand_faith.append([faith(_dataset_loss(im, samples, removed(d[:k], True), pad_id, loss_fn))
                                for d in draws])
-    return CausalCurve(ks, clean, empty, top_loss, rand_loss, top_faith, rand_faith)
+    top_loss = [float(np.mean(q)) for q in top_q]
+    rand_loss = [[float(np.mean(q)) for q in per_draw] for per_draw in rand_q]
+    return CausalCurve(ks, clean, empty, top_loss, rand_loss, top_faith, rand_faith, top_q, rand_q)
 
 
 def kl_to_clean(clean_logits: torch.Tensor) -> LossFn:

@@ -27,7 +27,9 @@ from harness.report.document import load_claims
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
-AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 24, "fidelity_samples": 2}
+# Fidelity and robustness (exact ablation) run at one alpha per pair and dataset, the grid's middle
+# one unless --set fidelity_alpha=... says otherwise; every cell names the alpha it carries.
+AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 32, "fidelity_samples": 16}
 
 
 def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
@@ -40,6 +42,9 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
                         ("-k", args.k), ("--claims-baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
+    if not any(item.startswith("fidelity_alpha=") for item in settings):
+        alphas = sorted(float(a) for a in args.alphas.split(",") if a.strip())
+        argv += ["--set", f"fidelity_alpha={alphas[len(alphas) // 2]}"] if alphas else []
     for item in settings:
         argv += ["--set", item]
     return argv

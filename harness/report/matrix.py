@@ -28,17 +28,40 @@ class Matrix:
     entries: dict[tuple[str, str], list[CellResult]]
 
     def entry_text(self, experiment: str, claim_id: str) -> str:
-        """'SUPPORTED' for one cell; '2 SUP 1 INC' for several; '' for none."""
+        """'SUPPORTED · exact: INCONCLUSIVE' for one cell (the exact part where it has a robustness
+        verdict); '2 SUP 1 INC · exact: 3 INC' for several; '' for none."""
         cells = self.entries.get((experiment, claim_id), [])
+        exact = [Verdict.parse(v) for v in (robustness_verdict(c) for c in cells) if v is not None]
         if len(cells) == 1:
-            return cells[0].verdict.value
-        counts = Counter(c.verdict for c in cells)
-        return " ".join(f"{counts[v]} {SHORT[v]}" for v in reversed(SEVERITY) if counts[v])
+            return cells[0].verdict.value + (f" · exact: {exact[0].value}" if exact else "")
+        text = _counts([c.verdict for c in cells])
+        return text + (f" · exact: {_counts(exact)}" if exact else "")
 
     def entry_verdict(self, experiment: str, claim_id: str) -> Verdict | None:
         """Worst verdict of the entry, or None when empty."""
         verdicts = {c.verdict for c in self.entries.get((experiment, claim_id), [])}
         return next((v for v in SEVERITY if v in verdicts), None)
+
+
+def _counts(verdicts: list[Verdict]) -> str:
+    counts = Counter(verdicts)
+    return " ".join(f"{counts[v]} {SHORT[v]}" for v in reversed(SEVERITY) if counts[v])
+
+
+def robustness_verdict(cell: CellResult) -> str | None:
+    """The cell's verdict on exact ablation, or None where it has none."""
+    return (cell.robustness or {}).get("verdict")
+
+
+def claim_answer(cells: list[CellResult]) -> str:
+    """One line per claim: does it hold on the paper's estimator (EAP), and does it survive exact ablation."""
+    on_eap = _counts([c.verdict for c in cells]) or "no cells"
+    exact = [Verdict.parse(v) for v in (robustness_verdict(c) for c in cells) if v is not None]
+    statuses = Counter((c.fidelity or {}).get("status") for c in cells if c.fidelity)
+    fidelity = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda x: str(x[0])) if s)
+    survives = (f"on exact ablation {_counts(exact)} of {len(exact)} measured" if exact
+                else "no exact-ablation version")
+    return f"on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}"
 
 
 def build_matrix(cells: list[CellResult]) -> Matrix:

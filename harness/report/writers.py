@@ -15,13 +15,13 @@ from harness.audit.verdicts import CellResult, Verdict
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.report.document import ClaimsRun, Figure
 from harness.report.figures import derived_figures
-from harness.report.matrix import Matrix, build_matrix, claim_label
+from harness.report.matrix import Matrix, build_matrix, claim_answer, claim_label
 
 COLOURS = {Verdict.SUPPORTED: "#1a7f37", Verdict.REFUTED: "#cf222e",
            Verdict.INCONCLUSIVE: "#bf8700", Verdict.INVALID: "#8250df"}
 # Scalar fields shown per cell and exported as JUnit properties.
 NUMBER_FIELDS = ("n", "base_value", "post_value", "effect", "ci_low", "ci_high", "effect_size",
-                 "p_value", "p_holm", "p_bh", "fidelity", "fidelity_threshold")
+                 "p_value", "p_holm", "p_bh")
 PROPERTY_FIELDS = ("claim_id", "claim_name", "cell_id", "verdict", "rule", "reason", "pair", "dataset",
                    "alpha", "metric", "token_mode", "ci_method") + NUMBER_FIELDS
 
@@ -50,6 +50,8 @@ def cell_properties(cell: CellResult) -> list[tuple[str, str]]:
     """(name, value) pairs of a cell's verdict fields, for JUnit properties."""
     data = cell.to_dict()
     props = [(name, "" if data[name] is None else str(data[name])) for name in PROPERTY_FIELDS]
+    props.append(("fidelity", json.dumps(data["fidelity"], sort_keys=True)))
+    props.append(("robustness", json.dumps(data["robustness"], sort_keys=True)))
     props.append(("funnel", json.dumps(data["funnel"])))
     props.append(("provenance", json.dumps(data["provenance"], sort_keys=True)))
     return props
@@ -85,13 +87,15 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
         for rule in sorted({c.rule for c in cells}):
             lines += [f"Rule: {_md_escape(rule)}", ""]
         if cells:
-            lines += ["| cell | verdict | n | base | post | effect | CI | d_z | p | p Holm | p BH | fidelity | reason |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [f"**Answer:** {_md_escape(claim_answer(cells))}", "",
+                      "| cell | verdict | n | base | post | effect | CI | d_z | p | p Holm | p BH | fidelity | "
+                      "exact ablation | reason |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for c in cells:
                 lines.append("| " + " | ".join(_md_escape(x) for x in (
                     f"`{c.cell_id}`", f"**{c.verdict.value}**", fmt(c.n), fmt(c.base_value), fmt(c.post_value),
                     fmt(c.effect), ci_text(c), fmt(c.effect_size), fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh),
-                    _fidelity_text(c), c.reason)) + " |")
+                    _fidelity_text(c), _robust_text(c), c.reason)) + " |")
             lines.append("")
         for fig in (f for f in figures if f.claim_id == claim_id):
             lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -106,11 +110,23 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
 
 
 def _fidelity_text(cell: CellResult) -> str:
-    if cell.fidelity is None:
+    """'0.42 [0.31, 0.52] UNCERTAIN (vs 0.5, at α 0.3)' from the cell's fidelity record."""
+    f = cell.fidelity
+    if not f:
         return "–"
-    if cell.fidelity_threshold is None:
-        return fmt(cell.fidelity)
-    return f"{fmt(cell.fidelity)} (≥ {fmt(cell.fidelity_threshold)})"
+    low, high = (f.get("ci") or [None, None])[:2]
+    where = f", at α {fmt(f['measured_at'])}" if f.get("measured_at") is not None else ""
+    return f"{fmt(f.get('spearman'))} [{fmt(low)}, {fmt(high)}] {f.get('status', '')} (vs {fmt(f.get('threshold'))}{where})"
+
+
+def _robust_text(cell: CellResult) -> str:
+    r = cell.robustness
+    if not r:
+        return "–"
+    if r.get("verdict") is None:
+        return f"n/a: {r.get('reason', '')}"
+    low, high = (r.get("ci") or [None, None])[:2]
+    return f"{r['verdict']} (effect {fmt(r.get('effect'))} [{fmt(low)}, {fmt(high)}], p {fmt(r.get('p_value'))})"
 
 
 # ---------------------------------------------------------------- HTML
@@ -165,12 +181,13 @@ def _html_figure(fig: Figure) -> str:
 
 def _html_cell_rows(cells: list[CellResult]) -> str:
     head = ("<tr><th>cell</th><th>verdict</th><th>n</th><th>base</th><th>post</th><th>effect</th><th>CI</th>"
-            "<th>d<sub>z</sub></th><th>p</th><th>p Holm</th><th>p BH</th><th>fidelity</th><th>reason</th></tr>")
+            "<th>d<sub>z</sub></th><th>p</th><th>p Holm</th><th>p BH</th><th>fidelity</th><th>exact ablation</th>"
+            "<th>reason</th></tr>")
     rows = []
     for c in cells:
         numbers = "".join(f"<td>{_e(x)}</td>" for x in (
             fmt(c.n), fmt(c.base_value), fmt(c.post_value), fmt(c.effect), ci_text(c), fmt(c.effect_size),
-            fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh), _fidelity_text(c)))
+            fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh), _fidelity_text(c), _robust_text(c)))
         details = json.dumps({"funnel": c.funnel, "extra": c.extra, "provenance": c.provenance},
                              indent=1, sort_keys=True, default=str)
         rows.append(f"<tr><td><code>{_e(c.cell_id)}</code><details><summary>funnel, details, provenance"
@@ -192,6 +209,8 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
         if spec:
             parts.append(f'<p class="statement">{_e(spec.statement)}</p>'
                          f'<p class="meta">{_e(spec.section)} · expected direction: {_e(spec.direction)}</p>')
+        if cells:
+            parts.append(f'<p><b>Answer:</b> {_e(claim_answer(cells))}</p>')
         parts += [f'<div class="rule">Rule: {_e(rule)}</div>' for rule in sorted({c.rule for c in cells})]
         if cells:
             parts.append(_html_cell_rows(cells))

@@ -22,17 +22,17 @@ from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
-    Gate,
     GridCell,
     bh_adjusted,
+    cell_fidelity,
     cell_id,
     edge_arrays,
     family_extra,
     fidelity_extra,
     finite,
-    gate,
     try_cell,
 )
+from harness.audit.claims.robust import not_applicable
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Margin, Verdict, family_verdicts, verdict_rule
 from harness.data.selection import SelectionError
@@ -49,7 +49,6 @@ class FadeRow:
     levels: tuple[float, ...]
     mean_changes: tuple[float, ...]   # mean oriented relative change at each level, in `levels` order
     cells: tuple[CellData, ...]
-    gate: Gate = Gate()
 
 
 def oriented_change(cell: CellData, metric: str, audit: AuditPipeline) -> dict[str, float]:
@@ -88,7 +87,7 @@ def _row(audit: AuditPipeline, g: GridCell, alphas: tuple[float, ...]) -> FadeRo
     shared = [q for q in low if q in high]
     test = paired_test([low[q] for q in shared], [high[q] for q in shared], +1, n_boot=stats.n_boot,
                        n_perm=stats.n_perm, seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
-    return FadeRow(g, test, tuple(levels), means, tuple(cells), gate(audit, cells))
+    return FadeRow(g, test, tuple(levels), means, tuple(cells))
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
@@ -100,7 +99,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     tests = [r.test for r in rows]
     margins = [Margin(r.test.mean_diff, r.test.ci_low, r.test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
                if isinstance(r.test, PairedTest) else None for r in rows]
-    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n, fidelity_ok=[r.gate.ok for r in rows],
+    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n,
                                 margins=margins, rule=rule)
     bh = bh_adjusted(tests, decisions)
     out = {}
@@ -109,7 +108,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         paired = test if isinstance(test, PairedTest) else None
         counter = [a for a, m in zip(row.levels, row.mean_changes) if m < 0]
         reason = (test.invalid_reason if decision.label is Verdict.INVALID and test.invalid_reason
-                  else decision.reason) + (f"; {row.gate.note}" if row.gate.note else "")
+                  else decision.reason)
         out[g] = CellResult(
             claim_id, claim.name, cell_id(claim_id, g), decision.label, rule, reason, g.pair, g.dataset, None,
             g.metric, g.token_mode, n=test.n,
@@ -119,7 +118,8 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             ci_low=finite(paired.ci_low) if paired else None, ci_high=finite(paired.ci_high) if paired else None,
             ci_method=paired.ci_method if paired else None, p_value=finite(test.p_claimed),
             p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
-            fidelity=finite(row.gate.worst), fidelity_threshold=audit.config.fidelity_threshold,
+            fidelity=cell_fidelity(list(row.cells)),
+            robustness=not_applicable(audit, "C5 compares two alpha levels; exact deltas are measured at one"),
             funnel=[{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
             extra={**family_extra(grid, claim_id, decision, stats), "alphas": list(row.levels),
                    "compared": [row.levels[0], row.levels[-1]] if len(row.levels) >= MIN_ALPHAS else [],

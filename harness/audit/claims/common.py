@@ -1,4 +1,4 @@
-"""What every claim's family rule shares: the grid cell a test stands for, the fidelity gate, the
+"""What every claim's family rule shares: the grid cell a test stands for, the fidelity it carries, the
 family record written into each cell, and the smallest effect of interest of a cell. Metric and
 statistics settings come from the run's one configuration (`audit.config.metrics`, `.stats`).
 
@@ -48,15 +48,6 @@ class FamilyTest:
 
 
 @dataclass(frozen=True)
-class Gate:
-    """Fidelity gate over the cells a verdict reads: passes, the smallest Spearman, and why not."""
-
-    ok: bool = True
-    worst: float | None = None
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class FamilyContext:
     """What a family rule reads beyond its own cells, fixed by the run's grid.
 
@@ -93,16 +84,30 @@ def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: fl
     return Margin(effect, ci_low, ci_high, direction, size, f"{stats.sesoi_rel:g} x |base| = {size:.3g}")
 
 
-def gate(audit: AuditPipeline, cells: list[CellData]) -> Gate:
-    threshold = audit.config.fidelity_threshold
-    worst = min(float(r["spearman"]) for c in cells for r in c.fidelity.values())
-    if not worst >= threshold:  # NaN fails too
-        return Gate(False, worst, f"EAP-vs-ablation Spearman {worst:.3g} < threshold {threshold}")
-    return Gate(True, worst, "")
+FIDELITY_FIELDS = ("spearman", "ci", "status", "n_questions", "n_edges", "sampling", "threshold", "by_destination")
+
+
+def cell_fidelity(cells: list[CellData]) -> dict | None:
+    """The fidelity a cell carries beside its verdict: the record of the least faithful model among
+    the cells it reads (lowest Spearman; NaN first), where and on which model it was measured, and a
+    summary of every model's record in `by_model`. None when nothing was measured."""
+    records = {f"{c.pair.name}/{side}": (c, rec) for c in cells for side, rec in c.fidelity.items()}
+    if not records:
+        return None
+
+    def rank(item: tuple[str, tuple]) -> float:
+        value = item[1][1].get("spearman")
+        return -math.inf if value is None or not np.isfinite(value) else float(value)
+
+    model, (cell, worst) = min(records.items(), key=rank)
+    return {**{k: worst.get(k) for k in FIDELITY_FIELDS}, "model": model, "measured_at": cell.measured_at,
+            "by_model": {k: {"spearman": r.get("spearman"), "ci": r.get("ci"), "status": r.get("status")}
+                         for k, (_, r) in records.items()}}
 
 
 def fidelity_extra(cells: list[CellData]) -> dict:
-    return {f"{c.pair.name}/a{c.alpha}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
+    """Every fidelity record the cell reads, by pair / measured alpha / model (points for the scatter)."""
+    return {f"{c.pair.name}/a{c.measured_at}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
 def metric_rule(stats: StatsConfig, metrics: MetricConfig, decided_on: str) -> str:
@@ -140,8 +145,7 @@ def invalid_cell(audit: AuditPipeline, claim_id: str, g: GridCell, reason: str, 
     claim = CLAIMS_BY_ID[claim_id]
     return CellResult(claim_id, claim.name, cell_id(claim_id, g), Verdict.INVALID,
                       rule or verdict_rule(audit.config.stats.alpha, audit.config.stats.min_n), reason, g.pair, g.dataset, g.alpha,
-                      g.metric, g.token_mode, fidelity_threshold=audit.config.fidelity_threshold,
-                      funnel=funnel or [], provenance={"audit_config": audit.config.as_dict()})
+                      g.metric, g.token_mode, funnel=funnel or [], provenance={"audit_config": audit.config.as_dict()})
 
 
 def try_cell(audit: AuditPipeline, pair: str, dataset: str, alpha: float, mode: str) -> CellData | SelectionError:

@@ -21,11 +21,12 @@ from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     FamilyContext,
     GridCell,
+    cell_fidelity,
     cell_id,
     edge_arrays,
-    gate,
     try_cell,
 )
+from harness.audit.claims.robust import NOT_APPLICABLE, not_applicable
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CORRECTION, CellResult, Verdict
 from harness.data.selection import SelectionError
@@ -63,11 +64,11 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             if isinstance(cell, SelectionError):
                 details.append({"experiment": label, "skipped": "selection left no sample"})
                 continue
-            fidelity_gate = gate(audit, [cell])
             pooled = cell_test("diversity", *edge_arrays(cell), audit.config.metrics, stats).pooled
             entry = {"experiment": label, "cluster": f"{pair}/{dataset}", "n": pooled.n, "base": pooled.base,
                      "post": pooled.post, "diff": pooled.diff, "p_rise": pooled.p_claimed,
-                     "p_fall": pooled.p_opposite, "tie": pooled.no_change, "fidelity": fidelity_gate.worst}
+                     "p_fall": pooled.p_opposite, "tie": pooled.no_change,
+                     "fidelity": (cell_fidelity([cell]) or {}).get("spearman")}
             if pooled.invalid_reason is not None:
                 entry["skipped"] = pooled.invalid_reason
             else:
@@ -104,8 +105,8 @@ def _decide(audit: AuditPipeline, claim_id: str, name: str, g: GridCell, rule: s
         effect=rises.share - stats.claimed_rate if rises else None,
         ci_low=_num(rises.ci_low) if rises else None, ci_high=_num(rises.ci_high) if rises else None,
         ci_method=rises.ci_method if rises else None,
-        fidelity=min((u[1].fidelity[s]["spearman"] for u in usable for s in u[1].fidelity), default=None),
-        fidelity_threshold=audit.config.fidelity_threshold,
+        fidelity=cell_fidelity([u[1] for u in usable]),
+        robustness=not_applicable(audit, NOT_APPLICABLE["diversity"]),
         funnel=[{"stage": "experiments", "n": len(details)}, {"stage": "usable", "n": e},
                 {"stage": "clusters", "n": n_clusters}],
         extra={"experiments": details, "share_rise": share(rises), "share_fall": share(falls),

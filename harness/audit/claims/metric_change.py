@@ -15,21 +15,21 @@ from harness.analysis.stats.pooled import MetricTest, cell_test
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     FamilyContext,
-    Gate,
     GridCell,
     bh_adjusted,
+    cell_fidelity,
     cell_id,
     edge_arrays,
     family_extra,
     fidelity_extra,
     finite,
     funnel_of,
-    gate,
     invalid_cell,
     metric_rule,
     relative_margin,
     try_cell,
 )
+from harness.audit.claims.robust import robustness
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Margin, family_verdicts
 from harness.data.selection import SelectionError
@@ -37,12 +37,11 @@ from harness.data.selection import SelectionError
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One judged cell: its grid values, data, deciding test and fidelity gate."""
+    """One judged cell: its grid values, data and deciding test."""
 
     grid: GridCell
     cell: CellData
     test: MetricTest
-    gate: Gate
 
 
 def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext) -> dict[GridCell, CellResult]:
@@ -57,16 +56,17 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         if isinstance(cell, SelectionError):
             failed.append((g, cell))
             continue
-        judged.append(MetricRow(g, cell, cell_test(metric, *edge_arrays(cell), metrics, stats), gate(audit, [cell])))
+        judged.append(MetricRow(g, cell, cell_test(metric, *edge_arrays(cell), metrics, stats)))
     tests = [r.test.decisive_test for r in judged]
     margins = [_margin(r.test, stats) for r in judged]
     decided_on = ("the paper's pooled statistic, post - base, BCa bootstrap interval over questions, swap-permutation "
                   "p" if METRICS[metric].decided_by == "pooled" else
                   "mean over questions of post - base, BCa bootstrap interval, sign-flip permutation p")
     rule = metric_rule(stats, metrics, decided_on)
-    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n, fidelity_ok=[r.gate.ok for r in judged],
+    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n,
                                 margins=margins, rule=rule)
     bh = bh_adjusted(tests, decisions)
+    robust = robustness(audit, metric, [(r.grid, r.cell) for r in judged])
     out: dict[GridCell, CellResult] = {}
     for row, decision, p_bh, test in zip(judged, decisions, bh, tests):
         g, cell, ct = row.grid, row.cell, row.test
@@ -90,7 +90,7 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         paired = ct.paired
         base_value, post_value, effect = _values(ct)
         extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
-        reason = decision.reason + (f"; {row.gate.note}" if row.gate.note else "")
+        reason = decision.reason
         out[g] = CellResult(
             claim.id, claim.name, cell_id(claim_id, g), decision.label, decision.rule, reason,
             g.pair, g.dataset, g.alpha, metric, g.token_mode, n=test.n,
@@ -98,8 +98,8 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             ci_low=finite(test.ci_low), ci_high=finite(test.ci_high), ci_method=test.ci_method,
             effect_size=finite(paired.hedges_dz) if paired and ct.decisive == "paired" else None,
             p_value=finite(test.p_claimed),
-            p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh), fidelity=finite(row.gate.worst),
-            fidelity_threshold=audit.config.fidelity_threshold, funnel=cell.funnel, extra=extra,
+            p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh), fidelity=cell_fidelity([cell]),
+            robustness=robust[g], funnel=cell.funnel, extra=extra,
             provenance={**cell.provenance, "metric_config": metrics.as_dict()})
     for g, err in failed:
         out[g] = invalid_cell(audit, claim_id, g, f"selection left no sample: {str(err).splitlines()[0]}",

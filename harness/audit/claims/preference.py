@@ -23,17 +23,17 @@ from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
-    Gate,
     GridCell,
     bh_adjusted,
+    cell_fidelity,
     cell_id,
     edge_arrays,
     family_extra,
     fidelity_extra,
     finite,
-    gate,
     try_cell,
 )
+from harness.audit.claims.robust import not_applicable
 from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Decision, Margin, Verdict, family_verdicts, verdict_rule
 from harness.data.selection import SelectionError
@@ -51,7 +51,6 @@ class PreferenceRow:
     cell: CellData | None
     test: FamilyTest
     comparison: MagnitudeComparison | None = None
-    gate: Gate = Gate()
     rl_cells: tuple[CellData, ...] = ()
 
 
@@ -88,21 +87,19 @@ def _row(audit: AuditPipeline, g: GridCell, rl_pairs: tuple[str, ...]) -> Prefer
         return PreferenceRow(g, online, None, FamilyTest(0, math.nan, math.nan, f"selection: {str(cell).splitlines()[0]}"))
     rl_cells = tuple(c for c in (try_cell(audit, p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs)
                      if not isinstance(c, SelectionError))
-    fidelity_gate = gate(audit, [cell, *rl_cells])
     if not rl_cells:
         return PreferenceRow(g, online, cell, FamilyTest(cell.n, math.nan, math.nan,
-                             "no online-RL pair with selected questions on this dataset and alpha"), None, fidelity_gate)
+                             "no online-RL pair with selected questions on this dataset and alpha"))
     try:
         comparison = compare_magnitudes(_values(cell, g.metric, audit), [_values(c, g.metric, audit) for c in rl_cells],
                                         direction, alpha=stats.alpha, n_boot=stats.n_boot, seed=stats.seed,
                                         ci_level=stats.ci_level)
     except UserError as err:
-        return PreferenceRow(g, online, cell, FamilyTest(cell.n, math.nan, math.nan, str(err)), None, fidelity_gate,
-                             rl_cells)
+        return PreferenceRow(g, online, cell, FamilyTest(cell.n, math.nan, math.nan, str(err)), None, rl_cells)
     p_claim, p_opp = ((comparison.p_stronger, comparison.p_weaker) if online
                       else (comparison.p_weaker, comparison.p_stronger))
     test = FamilyTest(cell.n, p_claim, p_opp, min_p=comparison.min_p)
-    return PreferenceRow(g, online, cell, test, comparison, fidelity_gate, rl_cells)
+    return PreferenceRow(g, online, cell, test, comparison, rl_cells)
 
 
 def _decide(rows: list[PreferenceRow], stats: StatsConfig, online: bool) -> list[Decision]:
@@ -110,7 +107,7 @@ def _decide(rows: list[PreferenceRow], stats: StatsConfig, online: bool) -> list
     margins = [Margin(r.comparison.difference, r.comparison.ci_low, r.comparison.ci_high, +1 if online else -1,
                       stats.sesoi_rel, f"{stats.sesoi_rel:g}") if r.comparison else None for r in rows]
     decisions = family_verdicts([r.test for r in rows], alpha=stats.alpha, min_n=stats.min_n,
-                                fidelity_ok=[r.gate.ok for r in rows], margins=margins, rule=rule)
+                                margins=margins, rule=rule)
     out = []
     for row, d in zip(rows, decisions):
         if d.label is Verdict.INCONCLUSIVE and d.reachable and row.comparison is not None:
@@ -169,7 +166,7 @@ def _result(audit: AuditPipeline, claim_id: str, name: str, row: PreferenceRow, 
                      equivalence={"interval": list(comp.focal_ci_tost), "margin": stats.sesoi_rel,
                                   "equivalent_to_none": _equivalent_to_none(comp, stats)})
     reason = (decision.reason if test.invalid_reason is None or decision.label is not Verdict.INVALID
-              else test.invalid_reason) + (f"; {row.gate.note}" if row.gate.note else "")
+              else test.invalid_reason)
     return CellResult(
         claim_id, name, cell_id(claim_id, g), decision.label, decision.rule, reason, g.pair, g.dataset, g.alpha,
         g.metric, g.token_mode, n=test.n,
@@ -177,6 +174,8 @@ def _result(audit: AuditPipeline, claim_id: str, name: str, row: PreferenceRow, 
         effect=finite(comp.difference) if comp else None, ci_low=finite(comp.ci_low) if comp else None,
         ci_high=finite(comp.ci_high) if comp else None, ci_method=comp.ci_method if comp else None,
         p_value=finite(test.p_claimed), p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
-        fidelity=finite(row.gate.worst), fidelity_threshold=audit.config.fidelity_threshold,
+        fidelity=cell_fidelity([c for c in [cell, *row.rl_cells] if c is not None]),
+        robustness=not_applicable(audit, "C4 compares relative changes of whole-W metrics across pairs; its exact "
+                                         "version would need exact deltas of every pair on shared edges"),
         funnel=cell.funnel if cell else [],
         extra=extra, provenance={**(cell.provenance if cell else {}), "metric_config": audit.config.metrics.as_dict()})
