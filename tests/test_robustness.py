@@ -1,0 +1,103 @@
+"""Robustness beside the verdict: a claim is decided on the EAP scores whatever their fidelity, and
+re-tested on exact single-edge ablation. Where EAP is exact (a linear model with a linear loss) the two
+verdicts agree; an effect planted in the EAP scores alone is caught by the exact version disagreeing."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from model_factories import VOCAB
+from test_eap_engine import _linearised_gpt2
+from test_reachability import FakeAudit
+
+from harness.audit.claims import family_rule
+from harness.audit.claims.common import GridCell
+from harness.audit.verdicts import Verdict
+from harness.circuit.ablation import ablate_edges
+from harness.circuit.batches import Sample
+from harness.circuit.eap import run_eap
+
+N = 12
+
+
+def _linear_loss(readout: torch.Tensor):
+    def loss(logits, batch):
+        return (logits.double() @ readout * batch.target_mask).sum(-1)
+    return loss
+
+
+def _measure(model, samples, loss) -> tuple[np.ndarray, dict, object]:
+    """EAP scores [n, n_src, n_dst] and the exact deltas on every real edge, as the fidelity stage keeps them."""
+    eap = run_eap(model, samples, loss_fn=loss, progress=False)
+    edges = [tuple(e) for e in eap.graph.mask().nonzero().tolist()]
+    exact = ablate_edges(model, samples, edges, loss_fn=loss, progress=False)
+    us, vs = [u for u, _ in edges], [v for _, v in edges]
+    record = {"spearman": 1.0, "ci": [1.0, 1.0], "status": "FAITHFUL", "samples": len(samples),
+              "ids": [s.id for s in samples], "edges": [list(e) for e in edges],
+              "deltas": exact.delta[:, us, vs].tolist()}
+    return eap.scores.double().numpy(), record, eap.graph
+
+
+class MeasuredAudit(FakeAudit):
+    """FakeAudit whose cells carry real EAP scores, a graph and the exact deltas of the fidelity stage."""
+
+    def __init__(self, base, post, graph, records):
+        super().__init__({("rl", "d", 0.5): (base, post)})
+        self.graph, self.records = graph, records
+
+    def cell(self, pair, dataset, alpha, mode="own"):
+        cell = super().cell(pair, dataset, alpha, mode)
+        cell.base.graph = cell.post.graph = self.graph
+        cell.base.mask = cell.post.mask = self.graph.mask()
+        cell.fidelity = self.records
+        return cell
+
+
+@pytest.fixture(scope="module")
+def linear_pair():
+    rng = np.random.default_rng(0)
+    samples = [Sample(f"q{i}", tuple(int(t) for t in rng.integers(1, VOCAB, 5)),
+                      tuple(int(t) for t in rng.integers(1, VOCAB, 3))) for i in range(N)]
+    loss = _linear_loss(torch.randn(VOCAB, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    base = _linearised_gpt2()
+    post = _linearised_gpt2()
+    with torch.no_grad():
+        for p in post.parameters():
+            p.mul_(1.25)
+    (wb, rb, graph), (wp, rp, _) = _measure(base, samples, loss), _measure(post, samples, loss)
+    return wb, wp, graph, {"base": rb, "post": rp}
+
+
+def _judge(audit, claim_id="C1"):
+    g = GridCell("rl", "d", 0.5, None, "own")
+    return family_rule(claim_id)(audit, claim_id, [g], SimpleNamespace(rl_pairs=(), alphas=(), experiments=()))[g]
+
+
+def test_on_a_linear_model_the_robustness_verdict_equals_the_eap_verdict(linear_pair) -> None:
+    wb, wp, graph, records = linear_pair
+    cell = _judge(MeasuredAudit(wb, wp, graph, records))
+    assert cell.verdict is not Verdict.INVALID
+    assert cell.robustness["verdict"] == cell.verdict.value, (cell.reason, cell.robustness["reason"])
+    assert cell.robustness["effect"] == pytest.approx(cell.effect, rel=1e-6)
+    assert cell.robustness["n"] == N and cell.robustness["n_edges"] >= 1
+
+
+def test_an_effect_only_in_the_eap_scores_is_caught_by_exact_ablation(linear_pair) -> None:
+    """The post model is the base; its EAP scores alone are planted x 1.4. EAP says the intensity rose;
+    exact ablation (unchanged) says no change: the robustness verdict disagrees."""
+    wb, _, graph, records = linear_pair
+    same = {"base": records["base"], "post": records["base"]}
+    cell = _judge(MeasuredAudit(wb, 1.4 * wb, graph, same))
+    assert cell.verdict is Verdict.SUPPORTED
+    assert cell.robustness["verdict"] == "INCONCLUSIVE" and cell.robustness["reason"].startswith("no change")
+
+
+def test_claims_without_a_sampled_version_say_why(linear_pair) -> None:
+    wb, wp, graph, records = linear_pair
+    for claim_id in ("C2", "C7"):
+        cell = _judge(MeasuredAudit(wb, wp, graph, records), claim_id)
+        assert cell.robustness["applicable"] is False and cell.robustness["verdict"] is None
+        assert cell.robustness["reason"]
