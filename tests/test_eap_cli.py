@@ -102,9 +102,12 @@ def test_ablate_and_fidelity_commands(model_dir, tmp_path, capsys):
     assert meta["kind"] == "zero" and len(meta["edges"]) == 8
     assert main(["fidelity", "--eap", str(eap_dir), "--ablation", str(abl_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "spearman" in printed and (abl_dir / "fidelity.png").stat().st_size > 1000
+    assert "spearman" in printed and "status" in printed and "by destination" in printed
+    assert (abl_dir / "fidelity.png").stat().st_size > 1000
     fidelity = json.loads((abl_dir / "fidelity.json").read_text())
-    assert fidelity["n_edges"] == 8 and fidelity["n_samples"] == 2 and -1 <= fidelity["spearman"] <= 1
+    assert fidelity["n_edges"] == 8 and fidelity["n_questions"] == 2 and -1 <= fidelity["spearman"] <= 1
+    assert fidelity["sampling"] == "uniform" and fidelity["status"] in ("FAITHFUL", "UNFAITHFUL", "UNCERTAIN")
+    assert len(fidelity["ci"]) == 2 and set(fidelity["band"]) == {"0.3", "0.5", "0.7"}
     edges_file = tmp_path / "edges.json"
     edges_file.write_text(json.dumps([["embed", "sink"], ["mlp.0", "attn.1.q"]]))
     assert main(["ablate", "--model", str(model_dir), "--input", str(data), "--out", str(tmp_path / "a2"),
