@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from harness.circuit.ablation import AblationResult, Edge, ablate_edges
+from harness.circuit.ablation import AblationKind, AblationResult, Edge, ablate_edges
 from harness.circuit.batches import LossFn, Sample, target_nll
 from harness.circuit.eap import EdgeScores
 from harness.circuit.graph import Graph
@@ -101,7 +101,7 @@ def sample_edges(graph: Graph, n_edges: int, seed: int = 0, *, sampling: str = "
         raise UserError("stratified edge sampling needs the EAP scores (their mean |score| per edge)")
     if not 1 <= n_strata <= n_edges:
         raise UserError(f"n_strata must be between 1 and the number of edges ({n_edges}), got {n_strata}")
-    values = np.array([float(importance[u, v]) for u, v in real])
+    values = importance[graph.mask()].double().numpy()               # the order of `real`
     order = np.argsort(-values, kind="stable")                      # largest |EAP| first
     strata = np.array_split(order, n_strata)
     sizes = [n_edges // n_strata + (h < n_edges % n_strata) for h in range(n_strata)]
@@ -352,7 +352,7 @@ def measure_fidelity(eap: EdgeScores, ablation: AblationResult, top_k: int | Non
         bootstrap="questions" if census else ("questions x edges within strata" if strata is not None
                                               else "questions x edges"),
         n_boot=n_boot, n_boot_finite=n_finite, seed=seed, band=status_band(rho, (lo, hi)),
-        positions=ablation.positions, ablation=ablation.kind.value, ablation_dtype=ablation.dtype,
+        positions=ablation.positions, ablation=AblationKind(ablation.kind).value, ablation_dtype=ablation.dtype,
         control=ablation.control,
         pearson=float(_pearson_rows(est_flat[None], exact_flat[None])[0]),
         sign_agreement=float(np.mean(np.sign(est_flat[nonzero]) == np.sign(exact_flat[nonzero])))
@@ -373,12 +373,13 @@ def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: E
                        n_edges: int = 64, seed: int = 0, pad_id: int = 0, progress: bool = True,
                        sampling: str = "uniform", n_strata: int = 4,
                        threshold: float = DEFAULT_THRESHOLD, n_boot: int = 1000, level: float = 0.95,
-                       loss_fn: LossFn = target_nll, upcast: bool = True, fast: bool = True
-                       ) -> tuple[FidelityRecord, AblationResult]:
-    """Sample edges (uniform by default, seeded), ablate them exactly (zero ablation, float32,
-    at the EAP scores' own positions) and measure fidelity with a bootstrap interval."""
+                       loss_fn: LossFn = target_nll, upcast: bool = True, fast: bool = True,
+                       all_below: int = 400) -> tuple[FidelityRecord, AblationResult]:
+    """Sample edges (uniform by default, seeded; graphs of at most max(all_below, n_edges) edges
+    whole), ablate them exactly (zero ablation, float32, at the EAP scores' own positions) and
+    measure fidelity with a bootstrap interval. The EAP scores must come from the same loss_fn."""
     chosen = sample_edges(eap.graph, n_edges, seed, sampling=sampling,
-                          importance=eap.scores.abs().mean(0), n_strata=n_strata)
+                          importance=eap.scores.abs().mean(0), n_strata=n_strata, all_below=all_below)
     result = ablate_edges(model, samples, chosen.edges, layout=eap.graph.layout.value, pad_id=pad_id,
                           positions=eap.positions, loss_fn=loss_fn, upcast=upcast, fast=fast,
                           progress=progress)
