@@ -8,7 +8,7 @@ import torch
 from harness.circuit.ablation import ablate_edges
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
 from harness.circuit.eap import run_eap
-from harness.circuit.fidelity import measure_fidelity, sample_edges
+from harness.circuit.fidelity import measure_fidelity, sample_edges, with_sample
 from harness.models.loading import load_model, smollm2_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -50,9 +50,11 @@ def test_eap_on_a_gsm8k_prompt_and_its_fidelity(smollm2, sample):
     assert eap.scores.shape == (1, 61, 121) and eap.scores.dtype == torch.float32
     assert torch.isfinite(eap.scores).all() and eap.scores[0][eap.mask].abs().mean() > 0
     assert 0 < float(eap.loss[0]) < 5, "a pretrained model finds this worked answer plausible"
-    edges = sample_edges(eap.graph, eap.scores.abs().mean(0), 24, seed=0)
-    exact = ablate_edges(smollm2.model, [sample], edges, progress=False)
+    chosen = sample_edges(eap.graph, 24, seed=0)
+    exact = with_sample(ablate_edges(smollm2.model, [sample], chosen.edges, positions=eap.positions,
+                                     progress=False), chosen)
     fidelity = measure_fidelity(eap, exact)
-    print(f"SmolLM2 fidelity on 24 stratified edges: Spearman {fidelity.spearman:.3f}, "
+    print(f"SmolLM2 fidelity on 24 uniform edges: Spearman {fidelity.spearman:.3f} "
+          f"CI [{fidelity.ci[0]:.3f}, {fidelity.ci[1]:.3f}] {fidelity.status}, "
           f"sign agreement {fidelity.sign_agreement:.3f}, top-k recall {fidelity.topk_recall:.2f}")
     assert fidelity.n_edges == 24 and torch.isfinite(torch.tensor(fidelity.spearman))

@@ -3,14 +3,17 @@
 Ablated values z̃: `zero` (the paper's), `mean` (each source's mean over the dataset, per position
 or over all tokens), `patch` (the source's value on a corrupted input of the same length).
 
-Fast path: one clean batch-1 run records each layer's inputs; the edges whose destination sits in
-layer l are then stacked along the batch dimension (one variant per edge) and only layers l…L−1
-run again. The naive path (one full forward per edge) is kept as the reference.
+Fast path: one clean batch-1 run records each layer's inputs (and the sink's residual); the edges
+whose destination sits in layer l are then stacked along the batch dimension (variant 0 an
+all-zero-mask control, then one variant per edge) and only layers l…L−1 run again; each delta is
+its variant's loss minus the control's. The naive path (one full forward per edge) is kept as the
+reference. A float16/bfloat16 model is ablated on a float32 copy (`upcast`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Sequence
 
@@ -47,13 +50,28 @@ class MeanOver(str, Enum):
 @dataclass
 class AblationResult:
     """delta: float32 [n, n_src, n_dst], L(edges removed) − L(clean), NaN where not ablated.
-    clean_loss: float32 [n]."""
+    clean_loss: float32 [n].
+
+    positions: where each edge was removed (`all`, or `targets`: only at positions that predict a
+    target, matching EAP with positions=targets). dtype: the dtype the ablation ran in (float32
+    for a float16/bfloat16 model unless upcast was refused). control: whether each delta was taken
+    against a zero-mask control in the same stacked run (fast path) or a separate clean run.
+    sampling / edge_weights / edge_strata: how `edges` were drawn (`given` for an explicit list;
+    see harness.circuit.fidelity.sample_edges): weights are inverse inclusion probabilities.
+    """
 
     delta: torch.Tensor
     clean_loss: torch.Tensor
     ids: list[str]
     kind: AblationKind
     edges: list[Edge]
+    positions: str = "all"
+    dtype: str = ""
+    control: bool = False
+    sampling: str = "given"
+    edge_weights: list[float] | None = None
+    edge_strata: list[int] | None = None
+    meta: dict = field(default_factory=dict)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -127,69 +145,138 @@ def one_hot_masks(graph: Graph, edges: Sequence[Edge], dtype: torch.dtype,
 
 
 def naive_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
-                      ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll) -> torch.Tensor:
-    """Reference path: one full forward per edge. batch of one sample → float32 [k] deltas."""
+                      ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
+                      ablate_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference path: one full batch-1 forward per edge. batch of one sample → float32 [k] deltas.
+
+    ablate_positions: float [1, t] 0/1 where the edge is removed (None: every position).
+    """
     dtype = next(im.model.parameters()).dtype
     clean = _loss_for(im, batch, loss_fn, RunState(ablated=ablated))
     masks = one_hot_masks(im.graph, edges, dtype, batch.input_ids.device)
-    deltas = [_loss_for(im, batch, loss_fn, RunState(ablated=ablated, edge_mask=masks[i : i + 1])) - clean
+    deltas = [_loss_for(im, batch, loss_fn, RunState(ablated=ablated, edge_mask=masks[i : i + 1],
+                                                     ablate_positions=ablate_positions)) - clean
               for i in range(len(edges))]
     return torch.cat(deltas)
 
 
-def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
-                     ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
-                     chunk: int = 32) -> torch.Tensor:
-    """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas.
+@dataclass
+class CleanRun:
+    """A recorded clean batch-1 run: what the fast path restarts from.
 
-    With the built-in target loss, the head runs only over the span of target positions.
+    loss: float32 [1]; state.layer_calls: each layer's (args, kwargs) (residual input, masks, rotary
+    tables); state.recorded_inputs[v]: destination v's residual before the intervention (for the
+    sink: the last layer's output before the final norm, exactly as the model computed it);
+    state.live[u]: source outputs. span: the positions whose logits the loss reads.
     """
+
+    loss: torch.Tensor
+    state: RunState
+    span: slice
+
+
+def record_clean(im: InstrumentedModel, batch: Batch, ablated: torch.Tensor | None = None,
+                 loss_fn: LossFn = target_nll) -> CleanRun:
+    """One clean batch-1 run with every layer call and destination input recorded."""
     if batch.input_ids.shape[0] != 1:
-        raise ValueError("fast_edge_deltas takes a batch of one sample")
+        raise ValueError("the fast path takes a batch of one sample")
     span = slice(None)
-    if loss_fn is target_nll:
+    if loss_fn is target_nll:                   # the head runs only over the target span
         predicting = batch.target_mask[0].nonzero()[:, 0]
         span = slice(int(predicting[0]), int(predicting[-1]) + 1)
+    with torch.no_grad(), im.run_state(RunState(ablated=ablated, record=True)) as state:
+        loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
+    return CleanRun(loss, state, span)
+
+
+def stacked_variant_losses(im: InstrumentedModel, batch: Batch, clean: CleanRun, layer: int,
+                           masks: torch.Tensor, ablated: torch.Tensor | None = None,
+                           loss_fn: LossFn = target_nll,
+                           ablate_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Losses of k stacked variants (masks [k, n_src, n_dst], only edges into destinations of
+    `layer` set; layer = n_layers for the sink), restarted at that layer from the clean run's
+    recorded residual: float32 [k]. Variants with an all-zero mask are controls."""
+    graph = im.graph
+    k = masks.shape[0]
+    n_upstream = 1 + 2 * layer                    # sources computed before this layer runs
+    live = clean.state.live
+    state = RunState(ablated=ablated, edge_mask=masks, ablate_positions=ablate_positions,
+                     live={u: live[u] for u in range(n_upstream)})   # batch 1, shared
+    span = clean.span
+    expanded = Batch(*(t[:, span].expand(k, -1) for t in (
+        batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask, batch.position_mask)))
+    if layer < graph.n_layers:
+        hidden = clean.state.layer_calls[layer][0][0]
+    else:                                         # sink: the recorded residual, not a re-sum of sources
+        hidden = clean.state.recorded_inputs[graph.n_dst - 1]
+    with torch.no_grad(), im.run_state(state):
+        logits = im.logits_from_layer(layer, hidden.expand(k, *hidden.shape[1:]),
+                                      clean.state.layer_calls, span)
+        return loss_fn(logits, expanded).float()
+
+
+def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
+                     ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
+                     chunk: int = 32, *, control: bool = True,
+                     ablate_positions: torch.Tensor | None = None,
+                     clean: CleanRun | None = None) -> torch.Tensor:
+    """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas.
+
+    control (default): variant 0 of every stacked run has an all-zero mask and each edge's delta
+    is its variant's loss minus that control's, from the same run, so the restart's rounding (a
+    batch-k run is not bit-identical to the batch-1 clean run) cancels. control=False subtracts
+    the batch-1 clean loss instead (the former behaviour). Each run holds chunk edges (+1 control).
+    """
     graph = im.graph
     dtype = next(im.model.parameters()).dtype
-    with torch.no_grad(), im.run_state(RunState(ablated=ablated, record=True)) as clean_state:
-        clean_loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
-    layer_calls, live = clean_state.layer_calls, clean_state.live
+    clean = clean or record_clean(im, batch, ablated, loss_fn)
+    device = batch.input_ids.device
     deltas = torch.empty(len(edges), dtype=torch.float32)
     by_layer: dict[int, list[int]] = {}
     for i, (_, v) in enumerate(edges):
         by_layer.setdefault(graph.destinations[v].layer, []).append(i)
     for layer, indices in sorted(by_layer.items()):
-        n_upstream = 1 + 2 * layer               # sources computed before this layer runs
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
-            k = len(part)
-            masks = one_hot_masks(graph, [edges[i] for i in part], dtype, batch.input_ids.device)
-            state = RunState(ablated=ablated, edge_mask=masks,
-                             live={u: live[u] for u in range(n_upstream)})   # batch 1, shared
-            expanded = Batch(*(t[:, span].expand(k, -1) for t in (
-                batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask,
-                batch.position_mask)))
-            if layer < graph.n_layers:
-                hidden = layer_calls[layer][0][0]
-            else:                                # sink: the residual after the last layer
-                hidden = sum(live[u] for u in range(graph.n_src))
-            with torch.no_grad(), im.run_state(state):
-                logits = im.logits_from_layer(layer, hidden.expand(k, *hidden.shape[1:]), layer_calls, span)
-                deltas[part] = (loss_fn(logits, expanded).float() - clean_loss).cpu()
+            masks = one_hot_masks(graph, [edges[i] for i in part], dtype, device)
+            if control:
+                masks = torch.cat([torch.zeros_like(masks[:1]), masks])
+            losses = stacked_variant_losses(im, batch, clean, layer, masks, ablated, loss_fn, ablate_positions)
+            reference = losses[0] if control else clean.loss[0]
+            deltas[part] = (losses[int(control):] - reference).cpu()
     return deltas
+
+
+def compute_model(model: torch.nn.Module, upcast: bool = True) -> torch.nn.Module:
+    """The model exact ablation runs on: a float32 copy of a float16/bfloat16 model when `upcast`
+    (per-edge deltas of ~1e-3 nats sit at bf16's forward-noise level), else the model itself."""
+    dtype = next(model.parameters()).dtype
+    if not upcast or dtype in (torch.float32, torch.float64):
+        return model
+    work = copy.deepcopy(model).float()
+    work.requires_grad_(False)
+    return work.eval()
 
 
 def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Sequence[Edge], *,
                  layout: str = "paper", kind: AblationKind | str = AblationKind.ZERO,
                  corrupted: Sequence[Sample] | None = None, mean_over: MeanOver | str = MeanOver.POSITIONS,
                  loss_fn: LossFn = target_nll, pad_id: int = 0, fast: bool = True,
-                 chunk: int = 32, progress: bool = True) -> AblationResult:
-    """Exact L(edge removed) − L(clean) for each edge and sample, one edge at a time."""
+                 chunk: int = 32, positions: Positions | str = Positions.ALL, upcast: bool = True,
+                 control: bool = True, progress: bool = True) -> AblationResult:
+    """Exact L(edge removed) − L(clean) for each edge and sample, one edge at a time.
+
+    positions: `all` removes the edge at every position; `targets` only at the positions whose
+    logits predict a target token (x_v = residual − mask(t)·(z_u − z̃_u)), which is what EAP with
+    positions=targets estimates. upcast: run a float16/bfloat16 model as a float32 copy (the
+    EAP scores are not touched). control: see `fast_edge_deltas` (fast path only).
+    """
     kind = AblationKind(kind)
+    positions = Positions(positions)
     validate_samples(samples, None)
     device = _device(model)
-    with InstrumentedModel(model, layout) as im:
+    work = compute_model(model, upcast)
+    with InstrumentedModel(work, layout) as im:
         graph = im.graph
         mask = graph.mask()
         for u, v in edges:
@@ -203,14 +290,20 @@ def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Seque
         clean_loss = torch.zeros(len(samples))
         for n, sample in enumerate(tqdm(samples, desc=f"ablate ({kind.value})", unit="sample",
                                         disable=not progress)):
-            batch = make_batch([sample], pad_id, Positions.ALL).to(device)
+            batch = make_batch([sample], pad_id, positions).to(device)
+            where = batch.position_mask if positions is Positions.TARGETS else None
             ablated = patched[n] if patched is not None else _ablated_for(shared, sample.input_length)
-            clean_loss[n] = _loss_for(im, batch, loss_fn, RunState()).cpu()[0]
             if fast:
-                values = fast_edge_deltas(im, batch, edges, ablated, loss_fn, chunk)
+                clean = record_clean(im, batch, ablated, loss_fn)
+                clean_loss[n] = clean.loss.cpu()[0]
+                values = fast_edge_deltas(im, batch, edges, ablated, loss_fn, chunk, control=control,
+                                          ablate_positions=where, clean=clean)
             else:
-                values = naive_edge_deltas(im, batch, edges, ablated, loss_fn).cpu()
+                clean_loss[n] = _loss_for(im, batch, loss_fn, RunState()).cpu()[0]
+                values = naive_edge_deltas(im, batch, edges, ablated, loss_fn, where).cpu()
             for (u, v), value in zip(edges, values.tolist()):
                 delta[n, u, v] = value
+    dtype = str(next(work.parameters()).dtype).removeprefix("torch.")
     return AblationResult(delta=delta, clean_loss=clean_loss, ids=[s.id for s in samples],
-                          kind=kind, edges=list(edges))
+                          kind=kind, edges=list(edges), positions=positions.value, dtype=dtype,
+                          control=bool(fast and control))

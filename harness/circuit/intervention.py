@@ -97,12 +97,19 @@ class RunState:
     ablated: z̃ as [n_src, b or 1, t or 1, h], or None for zero ablation.
     scores: float32 [b, n_src, n_dst] accumulator, or None when not scoring.
     position_mask: float32 [b, t]: positions whose gradient contributes to scores.
+    ablate_positions: float [b or 1, t] 0/1, or None (every position): positions where the edge
+    mask acts, so x_v(t) = residual(t) − ablate_positions(t) Σ_u m[u, v](z_u(t) − z̃_u(t)). EAP with
+    positions=targets estimates removing the edges at the target positions only; exact ablation
+    matched to it passes the batch's target mask here.
+    record: keep each destination's residual before the intervention (`recorded_inputs`, detached,
+    in the model's dtype) and each layer's call (`layer_calls`), for restarts.
     """
 
     edge_mask: torch.Tensor | None = None
     ablated: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     position_mask: torch.Tensor | None = None
+    ablate_positions: torch.Tensor | None = None
     live: dict[int, torch.Tensor] = field(default_factory=dict)
     delta: torch.Tensor | None = None
     record: bool = False
@@ -251,6 +258,8 @@ class InstrumentedModel:
                     term = torch.einsum("bu,uth->bth", weights.to(z.dtype), z[:, 0])
                 else:
                     term = torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
+                if state.ablate_positions is not None:
+                    term = term * state.ablate_positions[..., None].to(term.dtype)
                 x = residual - term
         if state.scores is not None and x.requires_grad:
             x = x.view_as(x)

@@ -13,7 +13,15 @@ from harness.circuit.ablation import (
 )
 from harness.circuit.batches import read_samples
 from harness.circuit.eap import SIGN_CONVENTION, EdgeScores
-from harness.circuit.fidelity import fidelity_points, measure_fidelity, sample_edges
+from harness.circuit.fidelity import (
+    DEFAULT_THRESHOLD,
+    SAMPLINGS,
+    EdgeSample,
+    fidelity_points,
+    measure_fidelity,
+    sample_edges,
+    with_sample,
+)
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import family_of
 from harness.cli import COMMANDS
@@ -28,18 +36,22 @@ def scatter_png(eap: EdgeScores, ablation: AblationResult, path: Path, title: st
     atomic_write_bytes(Path(path), png)
 
 
-def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int) -> list[tuple[int, int]]:
-    """`all`, `sample:N` (stratified by |EAP| when --eap is given, else uniform), or a JSON file
+def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str = "uniform") -> EdgeSample:
+    """`all`, `sample:N` (uniform random by default; `sampling="stratified"` stratifies by mean
+    |EAP| from --eap and weights each edge by its inverse inclusion probability), or a JSON file
     holding [[source, destination], ...] by name or index."""
     if spec == "all":
-        return [tuple(e) for e in graph.mask().nonzero().tolist()]
+        real = [tuple(e) for e in graph.mask().nonzero().tolist()]
+        return EdgeSample(real, [1.0] * len(real), [0] * len(real), "all", len(real))
     if spec.startswith("sample:"):
         try:
             n = int(spec.split(":", 1)[1])
         except ValueError:
             raise UserError(f"--edges {spec!r}: write sample:N with a whole number N") from None
+        if sampling == "stratified" and eap_dir is None:
+            raise UserError("--sampling stratified needs --eap (the scores to stratify by)")
         importance = EdgeScores.load(eap_dir).scores.abs().mean(0) if eap_dir else None
-        return sample_edges(graph, importance, n, seed, all_below=0)
+        return sample_edges(graph, n, seed, sampling=sampling, importance=importance, all_below=0)
     path = Path(spec)
     if not path.is_file():
         raise UserError(f"--edges {spec!r}: use all, sample:N, or a JSON file of [source, destination] pairs")
@@ -54,7 +66,7 @@ def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int) -> list[tuple
         u, v = pair
         edges.append((graph.source_index(u) if isinstance(u, str) else int(u),
                       graph.destination_index(v) if isinstance(v, str) else int(v)))
-    return edges
+    return EdgeSample(edges, [1.0] * len(edges), [0] * len(edges), "given", graph.n_edges)
 
 
 def save_ablation(result: AblationResult, graph, out: Path, meta: dict) -> None:
@@ -66,7 +78,9 @@ def save_ablation(result: AblationResult, graph, out: Path, meta: dict) -> None:
     atomic_write_json(out / "ablation.json", {
         "sources": list(graph.sources), "destinations": graph.destination_names, "ids": result.ids,
         "layout": graph.layout.value, "n_layers": graph.n_layers, "kind": result.kind.value,
-        "edges": [list(e) for e in result.edges], "sign": SIGN_CONVENTION, **meta})
+        "edges": [list(e) for e in result.edges], "sign": SIGN_CONVENTION, "positions": result.positions,
+        "ablation_dtype": result.dtype, "control": result.control, "sampling": result.sampling,
+        "edge_weights": result.edge_weights, "edge_strata": result.edge_strata, **meta})
 
 
 def load_ablation(out: Path) -> tuple[AblationResult, dict]:
@@ -78,7 +92,10 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
     tensors = load_file(Path(out) / "ablation.safetensors")
     meta = json.loads((Path(out) / "ablation.json").read_text())
     result = AblationResult(tensors["delta"], tensors["clean_loss"], meta["ids"],
-                            AblationKind(meta["kind"]), [tuple(e) for e in meta["edges"]])
+                            AblationKind(meta["kind"]), [tuple(e) for e in meta["edges"]],
+                            positions=meta.get("positions", "all"), dtype=meta.get("ablation_dtype", ""),
+                            control=meta.get("control", False), sampling=meta.get("sampling", "given"),
+                            edge_weights=meta.get("edge_weights"), edge_strata=meta.get("edge_strata"))
     return result, meta
 
 
@@ -91,31 +108,54 @@ def run_ablate(args) -> int:
                         require_tokenizer=False)
     family = family_of(loaded.model)
     graph = build_graph(getattr(loaded.model.config, family.config_layers), args.layout)
-    edges = parse_edges(args.edges, graph, args.eap, args.seed)
+    chosen = parse_edges(args.edges, graph, args.eap, args.seed, args.sampling)
+    edges = chosen.edges
     pad_id = scoring_pad_id(loaded.tokenizer)
     result = ablate_edges(loaded.model, samples, edges, layout=args.layout, kind=args.kind,
-                          corrupted=corrupted, mean_over=args.mean_over, pad_id=pad_id)
+                          corrupted=corrupted, mean_over=args.mean_over, pad_id=pad_id,
+                          positions=args.positions, upcast=not args.no_upcast)
+    result = with_sample(result, chosen)
     info = loaded.info
     save_ablation(result, graph, args.out, {
         "model": {"source": info.source, "fingerprint": info.fingerprint, "class": info.model_class,
                   "dtype": info.dtype, "device": info.device},
         "versions": library_versions(), "input": str(args.input), "seed": args.seed,
         "mean_over": args.mean_over if args.kind == "mean" else None})
-    print(f"ablated {len(edges)} edges × {len(samples)} samples ({args.kind}) → {args.out}/ablation.safetensors")
+    print(f"ablated {len(edges)} edges ({result.sampling}) × {len(samples)} samples ({args.kind}, positions "
+          f"{result.positions}, {result.dtype}) → {args.out}/ablation.safetensors")
     return 0
+
+
+def format_record(record: dict) -> list[str]:
+    """The fidelity record as lines: status and interval first, then per destination, then the rest."""
+    lo, hi = record["ci"]
+    lines = [f"status      {record['status']}  ({record['reason']})",
+             f"spearman    {record['spearman']:.4f}  {record['ci_level']:.0%} CI [{lo:.4f}, {hi:.4f}]  "
+             f"({record['bootstrap']} bootstrap, {record['n_boot']} replicates"
+             f"{', weighted' if record['weighted'] else ''})",
+             f"cells       {record['n_questions']} questions x {record['n_edges']} edges ({record['sampling']}), "
+             f"positions {record['positions']}, {record['ablation']} ablation in {record['ablation_dtype'] or '?'}",
+             "threshold   " + "  ".join(f"{t}: {s}" + (" (default)" if float(t) == record["threshold"] else "")
+                                      for t, s in record["band"].items()),
+             "by destination"]
+    for kind, row in record["by_destination"].items():
+        lines.append(f"  {kind:<6} {row['spearman']:.4f}  ({row['n_cells']} cells)")
+    for key in ("pearson", "sign_agreement", "topk_recall", "top_k", "relative_error"):
+        value = record[key]
+        lines.append(f"{key:<15} {value:.4f}" if isinstance(value, float) else f"{key:<15} {value}")
+    return lines
 
 
 def run_fidelity(args) -> int:
     eap = EdgeScores.load(args.eap)
     ablation, _ = load_ablation(args.ablation)
-    fidelity = measure_fidelity(eap, ablation, args.top_k)
+    fidelity = measure_fidelity(eap, ablation, args.top_k, threshold=args.threshold, n_boot=args.n_boot,
+                                level=args.level, seed=args.seed)
     out = args.out or Path(args.ablation)
-    atomic_write_json(out / "fidelity.json", {**fidelity.as_dict(), "eap": str(args.eap),
-                                              "ablation": str(args.ablation)})
+    record = fidelity.as_dict()
+    atomic_write_json(out / "fidelity.json", {**record, "eap": str(args.eap), "ablation_dir": str(args.ablation)})
     scatter_png(eap, ablation, out / "fidelity.png")
-    width = max(len(k) for k in fidelity.as_dict())
-    for key, value in fidelity.as_dict().items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print("\n".join(format_record(record)))
     print(f"→ {out}/fidelity.json, {out}/fidelity.png")
     return 0
 
@@ -127,7 +167,13 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True, type=Path, help="JSONL rows: id, prompt_ids, target_ids")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--edges", default="sample:64", help="all | sample:N | FILE.json")
-    p.add_argument("--eap", type=Path, default=None, help="EAP output folder, to stratify sample:N by |score|")
+    p.add_argument("--eap", type=Path, default=None, help="EAP output folder, for --sampling stratified")
+    p.add_argument("--sampling", default="uniform", choices=list(SAMPLINGS),
+                   help="sample:N uniformly (default) or stratified by mean |EAP| with inverse-inclusion weights")
+    p.add_argument("--positions", default="all", choices=["all", "targets"],
+                   help="remove each edge at every position, or only at target positions (match the EAP run)")
+    p.add_argument("--no-upcast", action="store_true",
+                   help="ablate a bfloat16/float16 model in its own dtype instead of a float32 copy")
     p.add_argument("--kind", default="zero", choices=[k.value for k in AblationKind])
     p.add_argument("--mean-over", default="positions", choices=[k.value for k in MeanOver])
     p.add_argument("--corrupted", type=Path, default=None, help="JSONL of corrupted inputs for --kind patch")
@@ -142,5 +188,10 @@ def register(subparsers) -> None:
     f.add_argument("--ablation", required=True, type=Path, help="folder written by `ablate`")
     f.add_argument("--out", type=Path, default=None, help="where to write (default: the ablation folder)")
     f.add_argument("--top-k", type=int, default=None)
+    f.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="Spearman threshold of the status (a convention; the 0.3/0.5/0.7 band is printed too)")
+    f.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
+    f.add_argument("--level", type=float, default=0.95, help="interval level")
+    f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     f.set_defaults(run=run_fidelity)
 
