@@ -149,8 +149,9 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
 
 def test_markdown_has_matrix_and_cards(tmp_path: Path) -> None:
     md = write_reports(synthetic_run(), tmp_path)["markdown"].read_text()
-    assert "| toy-grpo · toy · a003 | **INCONCLUSIVE** |  |  |" in md
-    assert "## C8 eap_fidelity" in md and "0.41 (≥ 0.8)" in md
+    assert "| toy-grpo · toy · a003 | **INCONCLUSIVE · exact: INCONCLUSIVE** |  |  |" in md
+    assert "**Answer:** on EAP 2 SUP 1 INC 3 REF; on exact ablation 6 INC of 6 measured; EAP fidelity 6 FAITHFUL" in md
+    assert "## C8 eap_fidelity" in md and "0.41 [0.2, 0.6] UNCERTAIN (vs 0.8)" in md
     assert "![synthetic heatmap](figures/heatmap-synthetic.png)" in md
 
 
@@ -161,7 +162,7 @@ def test_junit_has_one_case_per_cell_with_properties(tmp_path: Path) -> None:
     invalid = next(c for c in cases if c.get("name").startswith("C8-"))
     assert invalid.find("error").get("message") == "INVALID: fidelity 0.41 < 0.8"
     props = {p.get("name"): p.get("value") for p in invalid.iter("property")}
-    assert props["verdict"] == "INVALID" and props["fidelity"] == "0.41"
+    assert props["verdict"] == "INVALID" and json.loads(props["fidelity"])["status"] == "UNCERTAIN"
     assert json.loads(props["funnel"])[0] == {"stage": "both correct", "n": 41}
     assert root.find("testsuite").get("failures") == "4"
 
@@ -170,7 +171,7 @@ def test_matrix_summarises_several_cells_in_one_entry() -> None:
     cells = [synthetic_cell(metric="m1", cell_id="C1-a"), synthetic_cell(metric="m2", cell_id="C1-b", verdict="REFUTED")]
     matrix = build_matrix(cells)
     (experiment,) = matrix.experiments
-    assert matrix.entry_text(experiment, "C1") == "1 SUP 1 REF"
+    assert matrix.entry_text(experiment, "C1") == "1 SUP 1 REF · exact: 2 INC"
     assert matrix.entry_verdict(experiment, "C1") is Verdict.REFUTED
 
 
