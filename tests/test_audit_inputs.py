@@ -83,7 +83,8 @@ def test_audit_command_line_carries_the_budget() -> None:
     args = parser.parse_args(["audit", "--run-id", "r1", "-k", "C1", "--pairs", "smollm2-grpo"])
     argv = pytest_args(args, args.run_id, ["stats.sesoi_rel=0.1"])
     assert argv[0] == str(SUITES)
-    assert argv[argv.index("--set") + 1] == "stats.sesoi_rel=0.1"
+    settings = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
+    assert settings == ["fidelity_alpha=0.3", "stats.sesoi_rel=0.1"]   # fidelity at the grid's middle alpha
     for flag, value in (("--questions", str(AUDIT_BUDGET["questions"])), ("--alphas", AUDIT_BUDGET["alphas"]),
                         ("--run-id", "r1"), ("-k", "C1"), ("--pairs", "smollm2-grpo")):
         assert argv[argv.index(flag) + 1] == value
