@@ -120,7 +120,6 @@ def main() -> None:
 
     t_exact, exact = timed(lambda: ablate_edges(model, samples, edges, progress=False), args.repeats)
     truth = exact.delta[:, us, vs].numpy()
-    rows = [("exact ablation (48 edges)", None, t_exact, None)]
     t_eap, eap = timed(lambda: run_eap(model, samples, progress=False), args.repeats)
     estimates = {"eap": (t_eap, eap.scores)}
     for k in args.steps:
