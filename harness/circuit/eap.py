@@ -25,8 +25,10 @@ from harness.circuit.batches import (
 )
 from harness.circuit.graph import Graph, Layout
 from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.circuit.lookahead import lookahead_scores
 from harness.errors import UserError
 
+DEFAULT_LOOKAHEAD_STEPS = 1   # set from tests/bench/estimator_fidelity.py (README, engine section)
 SIGN_CONVENTION = "score estimates L(edge removed) - L(clean) under the ablation (zero unless stated)"
 
 
@@ -105,13 +107,43 @@ def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nl
     return state.scores, loss.detach().float()
 
 
+METHODS = ("eap", "lookahead")
+
+
+def check_method(method: str, steps: int | None) -> int | None:
+    """Validate (method, steps); returns the steps used (lookahead's default when None)."""
+    if method not in METHODS:
+        raise UserError(f"unknown attribution method {method!r}; choose {' or '.join(METHODS)}")
+    if method == "eap":
+        if steps is not None:
+            raise UserError(f"--steps applies to method lookahead only; eap takes none (got {steps})")
+        return None
+    if steps is None:
+        return DEFAULT_LOOKAHEAD_STEPS
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise UserError(f"lookahead steps must be a whole number ≥ 0 (layers recomputed exactly; "
+                        f"0 = EAP), got {steps!r}")
+    return steps
+
+
 def run_eap(model: torch.nn.Module, samples: Sequence[Sample], *, layout: Layout | str = Layout.PAPER,
             positions: Positions | str = Positions.ALL, loss_fn: LossFn = target_nll,
-            batch_size: int = 1, pad_id: int = 0, progress: bool = True) -> EdgeScores:
-    """Score every edge for every sample. Samples are batched by length; results keep input order."""
+            batch_size: int = 1, pad_id: int = 0, progress: bool = True,
+            method: str = "eap", steps: int | None = None) -> EdgeScores:
+    """Score every edge for every sample. Samples are batched by length; results keep input order.
+
+    method: `eap` (one forward + backward per batch: ∂L/∂m at m = 0) or `lookahead` (removes each
+    edge exactly, recomputes the next `steps` blocks, linearises the rest; see
+    `harness.circuit.lookahead`; one sample at a time, positions = all only).
+    steps: lookahead's depth (default DEFAULT_LOOKAHEAD_STEPS); must be None for eap.
+    meta records {"method": ..., "steps": ...}.
+    """
     positions = Positions(positions)
+    steps = check_method(method, steps)
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if method == "lookahead" and positions is not Positions.ALL:
+        raise UserError("method lookahead removes an edge at every position; use positions=all")
     max_length = getattr(model.config, "max_position_embeddings", None) or getattr(
         model.config, "n_positions", None)
     validate_samples(samples, max_length)
@@ -120,11 +152,15 @@ def run_eap(model: torch.nn.Module, samples: Sequence[Sample], *, layout: Layout
         graph = im.graph
         scores = torch.zeros(len(samples), graph.n_src, graph.n_dst, dtype=torch.float32)
         losses = torch.zeros(len(samples), dtype=torch.float32)
-        batches = _length_sorted_batches(samples, batch_size)
-        for index in tqdm(batches, desc="EAP", unit="batch", disable=not progress):
+        batches = _length_sorted_batches(samples, 1 if method == "lookahead" else batch_size)
+        for index in tqdm(batches, desc=method, unit="batch", disable=not progress):
             batch = make_batch([samples[i] for i in index], pad_id, positions).to(device)
-            batch_scores, batch_loss = score_batch(im, batch, loss_fn)
+            if method == "lookahead":
+                batch_scores, batch_loss = lookahead_scores(im, batch, steps, loss_fn)
+            else:
+                batch_scores, batch_loss = score_batch(im, batch, loss_fn)
             scores[index] = batch_scores.cpu()
             losses[index] = batch_loss.cpu()
+    meta = {"method": method} if method == "eap" else {"method": method, "steps": steps}
     return EdgeScores(scores=scores, graph=graph, ids=[s.id for s in samples],
-                      positions=positions, loss=losses)
+                      positions=positions, loss=losses, meta=meta)
