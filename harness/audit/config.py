@@ -18,6 +18,7 @@ from harness.data.selection import SHORT_ANSWERS, TOKEN_MODES, VARIANTS
 from harness.errors import UserError
 
 DECODING_MODES = ("greedy", "sample")
+ROBUSTNESS_ESTIMATORS = ("exact", "lookahead")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class AuditConfig:
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
     below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity at this alpha only and
     share it with the pair's cells at every other alpha (None: at every alpha).
+    robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
+    fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
+    estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
     metrics: metric parameters (histogram range policy, bins, eps, structural zeros).
     stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
     grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
@@ -63,6 +67,7 @@ class AuditConfig:
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
     fidelity_alpha: float | None = None
+    robustness_estimator: str = "exact"
     seed: int = 0
     grader: str = "auto"
     short_answers: str = "slice"
@@ -92,6 +97,9 @@ class AuditConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
+            raise UserError(f"robustness_estimator must be one of {', '.join(ROBUSTNESS_ESTIMATORS)}, "
+                            f"got {self.robustness_estimator!r}")
         if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:
             raise UserError(f"fidelity_alpha must be in (0, 1] or none, got {self.fidelity_alpha}")
         if not -1 <= self.fidelity_threshold <= 1:

@@ -161,22 +161,32 @@ class AuditPipeline:
 
     # ------------------------------------------------------------ stage 3: EAP
 
-    def edge_scores(self, spec: PairSpec, side: str, fingerprint: str, rows: list[dict]) -> tuple[str, EdgeScores]:
-        """(cache key, EdgeScores) of one model on its rows, from the cache or computed."""
+    def edge_scores(self, spec: PairSpec, side: str, fingerprint: str, rows: list[dict],
+                    method: str = "eap") -> tuple[str, EdgeScores]:
+        """(cache key, EdgeScores) of one model on its rows, from the cache or computed; `method` is the
+        estimator (`eap`, the paper's; `lookahead`, the robustness estimator)."""
         cfg = self.config
-        key = eap_key(fingerprint, rows, cfg)
+        key = eap_key(fingerprint, rows, cfg, method)
 
         def compute() -> EdgeScores:
             loaded = self.session.model(spec, side)
             scores = run_eap(loaded.model, [Sample.from_row(r) for r in rows], layout=cfg.layout,
                              positions=cfg.positions, batch_size=cfg.eap_batch_size,
-                             pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
+                             pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method)
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
             return scores
 
         scores = self.store.folder_entry("eap", key, EdgeScores.load, compute, lambda s, folder: s.save(folder),
                                          marker="edges.json")
         return key, scores
+
+    def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
+        """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""
+        rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))
+        answers = self.answers(cell.pair.name, cell.dataset)
+        base, post = (self.edge_scores(cell.pair, side, answers.models[side]["fingerprint"], rows[side], method)[1]
+                      for side in SIDES)
+        return base, post
 
     # ------------------------------------------------------------ stage 4: fidelity
 

@@ -46,10 +46,12 @@ def answers_key(pair_identity: dict, dataset_spec: str, config: AuditConfig, tem
                        template, decoding, config.dtype, config.grader, GRADING_VERSION)
 
 
-def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig) -> str:
-    """One model's edge scores: its weights, the exact EAP rows, layout, positions, dtype, device type."""
+def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str = "eap") -> str:
+    """One model's edge scores: its weights, the exact EAP rows, layout, positions, dtype, device type, and
+    the estimator (the paper's one-step EAP keeps its old key)."""
+    extra = () if method == "eap" else (method,)
     return content_key(CACHE_VERSION, "eap", fingerprint, rows, config.layout, config.positions, config.dtype,
-                       config.device.split(":")[0])
+                       config.device.split(":")[0], *extra)
 
 
 def fidelity_key(eap: str, n_questions: int, config: AuditConfig) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from harness.analysis.metrics import METRICS
 from harness.analysis.stats.paired import PairedTest, paired_test
+from harness.analysis.stats.pooled import cell_test
 from harness.analysis.stats.resampling import ties_within_precision
 from harness.audit.claims.common import GridCell, finite, relative_margin
 from harness.audit.stages import AuditPipeline, CellData
@@ -52,8 +53,45 @@ def _values(cell: CellData, side: str, metric: str, audit: AuditPipeline) -> dic
 
 
 def robustness(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
-    """The robustness record of each (grid cell, cell data) of a metric claim's family; Holm runs over
-    the family's distinct measurements (cells measured at one shared alpha carry the same one)."""
+    """The robustness record of each (grid cell, cell data) of a metric claim's family, on the configured
+    `robustness_estimator`."""
+    if audit.config.robustness_estimator == "lookahead":
+        return _on_estimator(audit, metric, rows, "lookahead")
+    return _on_exact_sample(audit, metric, rows)
+
+
+def _on_estimator(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]],
+                  method: str) -> dict[GridCell, dict]:
+    """The claim's own test on every edge and question, with W from another estimator; Holm over the family."""
+    stats = audit.config.stats
+    estimator = f"{method} estimator on every edge (harness.circuit.lookahead), the claim's own test"
+    tests = []
+    for _, cell in rows:
+        base, post = audit.estimator_scores(cell, method)
+        tests.append(cell_test(metric, base.scores.numpy(), post.scores.numpy(), base.mask.numpy(),
+                               audit.config.metrics, stats))
+    direction = METRICS[metric].direction
+
+    def values(ct):
+        if ct.decisive == "paired":
+            return ct.paired.mean_base, ct.paired.mean_diff
+        return ct.pooled.base, ct.pooled.diff
+
+    margins = [relative_margin(values(ct)[1], ct.decisive_test.ci_low, ct.decisive_test.ci_high, values(ct)[0],
+                               direction, stats) for ct in tests]
+    rule = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
+    decisions = family_verdicts([ct.decisive_test for ct in tests], alpha=stats.alpha, min_n=stats.min_n,
+                                margins=margins, rule=rule)
+    return {g: {"estimator": estimator, "applicable": True, "verdict": d.label.value, "reason": d.reason,
+                "effect": finite(values(ct)[1]), "ci": [finite(ct.decisive_test.ci_low), finite(ct.decisive_test.ci_high)],
+                "p_value": finite(ct.decisive_test.p_claimed), "p_holm": finite(d.p_adjusted), "n": ct.decisive_test.n,
+                "n_edges": int(cell.base.graph.n_edges), "measured_at": cell.alpha, "holm_m": d.holm_m}
+            for (g, cell), ct, d in zip(rows, tests, decisions)}
+
+
+def _on_exact_sample(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
+    """Exact ablation on the fidelity check's edge sample; Holm runs over the family's distinct
+    measurements (cells measured at one shared alpha carry the same one)."""
     estimator = (f"exact single-edge zero ablation on {audit.config.fidelity_edges} uniform random real edges "
                  f"(float32), the fidelity measurement's deltas")
     if metric not in APPLICABLE:
