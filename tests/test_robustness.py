@@ -101,3 +101,15 @@ def test_claims_without_a_sampled_version_say_why(linear_pair) -> None:
         cell = _judge(MeasuredAudit(wb, wp, graph, records), claim_id)
         assert cell.robustness["applicable"] is False and cell.robustness["verdict"] is None
         assert cell.robustness["reason"]
+
+
+def test_lookahead_as_the_robustness_estimator_agrees_with_eap_where_eap_is_exact(linear_pair) -> None:
+    """With robustness_estimator=lookahead the claim's own test reruns on lookahead scores of every edge;
+    on the linear model they equal EAP's, and so do the verdicts."""
+    wb, wp, graph, records = linear_pair
+    audit = MeasuredAudit(wb, wp, graph, records)
+    audit.config = audit.config.with_settings({"robustness_estimator": "lookahead"})
+    audit.estimator_scores = lambda cell, method: (cell.base, cell.post)
+    cell = _judge(audit)
+    assert cell.robustness["estimator"].startswith("lookahead") and cell.robustness["verdict"] == cell.verdict.value
+    assert _judge(audit, "C7").robustness["verdict"] is not None   # every edge: C7 has a version too
