@@ -45,7 +45,8 @@ def rule_text(audit: AuditPipeline) -> str:
             f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Causal check (post model): per question, "
             f"the loss with the top-k EAP edges removed minus the loss with k random edges removed, averaged over "
             f"the k grid and the random draws; one-sided sign-flip test that it is > 0, Holm over C8 at "
-            f"{stats.alpha}. SUPPORTED if both models are FAITHFUL and the causal check is significant; REFUTED if "
+            f"{stats.alpha}; both are measured at one alpha per pair and dataset (fidelity_alpha) where it is set. "
+            f"SUPPORTED if both models are FAITHFUL and the causal check is significant; REFUTED if "
             f"a model is UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
             f"{MIN_QUESTIONS} measured questions or a NaN; otherwise INCONCLUSIVE")
 
@@ -72,8 +73,10 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
         if isinstance(cell, SelectionError):
             out[g] = invalid_cell(audit, claim_id, g, "selection left no sample", funnel_of(cell), rule)
             continue
-        causal = audit.causal(cell, "post")
-        rows.append((g, cell, causal, causal_test(causal, stats)))
+        measured = cell if cell.measured_at == cell.alpha else audit.cell(g.pair, g.dataset, cell.measured_at,
+                                                                         g.token_mode)
+        causal = audit.causal(measured, "post")   # at the alpha fidelity was measured at, shared like it
+        rows.append((g, cell, {**causal, "measured_at": measured.alpha}, causal_test(causal, stats)))
     decisions = family_verdicts([r[3] for r in rows], alpha=stats.alpha, min_n=1, rule=rule)
     bh = bh_adjusted([r[3] for r in rows], decisions)
     for (g, cell, causal, test), causal_decision, p_bh in zip(rows, decisions, bh):
