@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "claims.json"
 SUITE_ARGS = ("--pairs", "tiny-rl,tiny-pref", "--datasets", "sums.jsonl", "--alphas", "0.3,0.6,1.0",
-              "--questions", "120", "--fidelity-edges", "12", "--fidelity-samples", "8",
+              "--questions", "120", "--fidelity-edges", "12", "--fidelity-samples", "12",
               "--fidelity-threshold", "0",
               "--grader", "lenient")  # the tiny models print a bare sum, no \boxed{} or ####
 # Fields that describe the run or the machine, not the verdicts.
