@@ -12,16 +12,18 @@ from scipy.stats import binomtest
 from harness.cli import main
 from harness.errors import UserError
 from harness.training.posttrain import (
+    TASKS,
     PostTrainConfig,
-    accuracy_row,
     exact_answer_reward,
+    heldout_rows_from_fixture,
+    heldout_summary,
     is_correct,
     mcnemar_paired,
     task_problems,
 )
 
 SMOLLM2 = Path(__file__).resolve().parent.parent / "fixtures" / "smollm2"
-RUNS = ("grpo", "dpo", "online-dpo")
+RUNS = ("grpo", "grpo-seed1", "rloo", "dpo", "dpo-seed1", "online-dpo")
 
 
 @pytest.mark.parametrize("text, answer, ok", [
@@ -53,12 +55,17 @@ def test_mcnemar_exact_is_binomial_on_discordant_pairs():
         mcnemar_paired([True], [True, False])
 
 
-def test_heldout_problems_never_appear_in_training():
-    held = task_problems("heldout", 300)
-    train = task_problems("train", 2000)
-    assert len({p["question"] for p in held}) == 300
+@pytest.mark.parametrize("task", TASKS)
+def test_heldout_problems_are_the_audit_questions_and_never_appear_in_training(task):
+    from harness.data.problems import dataset_spec, load_problems
+
+    held = task_problems("heldout", 120, task)
+    train = task_problems("train", 1000, task)
+    assert len({p["question"] for p in held}) == 120          # distinct
     assert not {p["question"] for p in held} & {p["question"] for p in train}
-    assert task_problems("heldout", 10) == held[:10]  # deterministic, nested
+    assert task_problems("heldout", 10, task) == held[:10]  # deterministic, nested
+    audited = load_problems(dataset_spec(task), n=120, seed=0).problems
+    assert [p.question for p in audited] == [p["question"] for p in held]
 
 
 def test_bad_config_and_split_are_user_errors():
@@ -67,7 +74,7 @@ def test_bad_config_and_split_are_user_errors():
     with pytest.raises(UserError, match="at least 1"):
         PostTrainConfig(algo="grpo", steps=0)
     with pytest.raises(UserError, match="unknown split"):
-        task_problems("test", 5)
+        task_problems("test", 5, TASKS[0])
     assert main(["posttrain-table", "/nonexistent/run", "--out", "/tmp/x.json"]) == 2
 
 
@@ -78,7 +85,7 @@ def test_rebuild_command_runs_a_few_steps_on_a_tiny_model(tmp_path, algo):
 
     out = tmp_path / algo
     rc = main(["posttrain", "--algo", algo, "--steps", "2", "--out", str(out), "--lora-r", "4",
-               "--base", str(tiny_model_folder("llama")), "--eval-n", "8"])
+               "--base", str(tiny_model_folder("llama")), "--eval-n", "4"])
     assert rc == 0
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "curves.png").stat().st_size > 1000
@@ -88,30 +95,34 @@ def test_rebuild_command_runs_a_few_steps_on_a_tiny_model(tmp_path, algo):
     assert summary["config"]["algo"] == algo and summary["config"]["lora_r"] == 4
     assert summary["adapter_dtype"] == "bfloat16"
     held = json.loads((out / "heldout.json").read_text())
-    assert len(held["base"]) == len(held["post"]) == 8
+    assert len(held["base"]) == len(held["post"]) == 4 * len(TASKS)
 
 
-@pytest.mark.parametrize("algo", RUNS)
-def test_committed_accuracy_table_is_recomputed_from_committed_generations(algo):
-    table = {row["algo"]: row for row in json.loads((SMOLLM2 / "heldout_accuracy.json").read_text())}
-    held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
-    problems = task_problems("heldout", len(held["base"]))
-    for rows in (held["base"], held["post"]):
-        assert [r["question"] for r in rows] == [p["question"] for p in problems]
-        assert [r["correct"] for r in rows] == [is_correct(r["completion"], r["answer"]) for r in rows]
-    recomputed = accuracy_row(algo, [r["correct"] for r in held["base"]], [r["correct"] for r in held["post"]])
-    assert json.loads(json.dumps(recomputed)) == table[algo]
-    assert recomputed["n"] >= 200
+@pytest.mark.parametrize("run", RUNS)
+def test_committed_accuracy_table_is_recomputed_from_the_committed_answer_fixtures(run):
+    """heldout.json regraded from the shipped answers (the audit's grading), and the table row from it."""
+    table = {row["run"]: row for row in json.loads((SMOLLM2 / "heldout_accuracy.json").read_text())}
+    held = json.loads((SMOLLM2 / run / "heldout.json").read_text())
+    for side, label in (("base", "base"), ("post", run)):
+        rows = [r for task in TASKS for r in heldout_rows_from_fixture(SMOLLM2 / "answers" / f"{label}--{task}.json", task)]
+        assert rows == held[side]
+        assert [r["question"] for r in rows] == [p["question"] for t in TASKS for p in task_problems("heldout", 120, t)]
+    recomputed = heldout_summary(held["summary"]["algo"], held["base"], held["post"])
+    assert json.loads(json.dumps({"run": run, **recomputed})) == table[run]
+    assert set(recomputed["by_task"]) == set(TASKS) and recomputed["n"] == 240
 
 
-def test_committed_runs_show_a_training_curve():
-    for algo in RUNS:
-        log = json.loads((SMOLLM2 / algo / "train_log.json").read_text())
-        summary = json.loads((SMOLLM2 / algo / "train_summary.json").read_text())
+def test_committed_runs_share_everything_but_algorithm_and_seed_and_show_a_training_curve():
+    configs = {}
+    for run in RUNS:
+        log = json.loads((SMOLLM2 / run / "train_log.json").read_text())
+        summary = json.loads((SMOLLM2 / run / "train_summary.json").read_text())
         assert max(r["step"] for r in log) == summary["config"]["steps"]
-        assert (SMOLLM2 / algo / "curves.png").stat().st_size > 1000
-        key = "reward" if algo == "grpo" else "loss"
+        assert (SMOLLM2 / run / "curves.png").stat().st_size > 1000
+        key = "reward" if summary["config"]["algo"] in ("grpo", "rloo") else "loss"
         assert sum(key in r for r in log) == summary["config"]["steps"]
+        configs[run] = {k: v for k, v in summary["config"].items() if k not in ("algo", "seed")}
+    assert all(c == configs["grpo"] for c in configs.values())
 
 
 @pytest.mark.slow
@@ -123,5 +134,5 @@ def test_committed_generations_are_what_the_adapter_produces(algo):
 
     held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
     model, tokenizer = load_post_model(str(bundled_base_folder()), SMOLLM2 / algo)
-    rows = evaluate(model, tokenizer, task_problems("heldout", 8), 32, algo)
-    assert [r["completion"] for r in rows] == [r["completion"] for r in held["post"][:8]]
+    rows = evaluate(model, tokenizer, task_problems("heldout", 4, TASKS[0]), 128, algo)
+    assert [r["completion"] for r in rows] == [r["completion"] for r in held["post"][:4]]

@@ -13,8 +13,8 @@ from harness.training.posttrain import (
     TRAINED_ALGORITHMS,
     PostTrainConfig,
     accuracy_markdown,
-    accuracy_row,
     evaluate_run,
+    heldout_summary,
     train,
 )
 
@@ -35,6 +35,35 @@ def _run_posttrain(args) -> int:
     return 0
 
 
+
+def _run_eval(args) -> int:
+    """heldout.json of a run from the answer fixtures of the shared base and of the run's model."""
+    from harness.cli.fixtures import fixture_name
+    from harness.training.posttrain import heldout_rows_from_fixture
+
+    run = Path(args.run)
+    summary_path = run / "train_summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"{summary_path} missing; run `python -m harness posttrain --out {run}` first")
+    config = json.loads(summary_path.read_text())["config"]
+    answers = Path(args.answers)
+    sides = {}
+    for side, label in (("base", "base"), ("post", run.name)):
+        rows = []
+        for task in config["tasks"]:
+            path = answers / fixture_name(label, task)
+            if not path.is_file():
+                raise UserError(f"{path} missing; run `python -m harness answer-fixtures --out {answers}` first")
+            rows += heldout_rows_from_fixture(path, task)
+        sides[side] = rows
+    table = heldout_summary(config["algo"], sides["base"], sides["post"])
+    atomic_write_json(run / "heldout.json", {"summary": table, "base": sides["base"], "post": sides["post"],
+                                             "answers": str(answers)})
+    print(f"{run.name}: held-out n={table['n']} base {table['base_accuracy']:.3f} -> post {table['post_accuracy']:.3f} "
+          f"(McNemar exact p={table['p_value']:.3g})")
+    return 0
+
+
 def _run_table(args) -> int:
     rows = []
     for run in args.runs:
@@ -42,12 +71,11 @@ def _run_table(args) -> int:
         if not held.exists():
             raise UserError(f"{held} missing; run `python -m harness posttrain ... --eval-n N` first")
         data = json.loads(held.read_text())
-        rows.append(accuracy_row(data["summary"]["algo"], [r["correct"] for r in data["base"]],
-                                 [r["correct"] for r in data["post"]]))
+        rows.append({"run": Path(run).name, **heldout_summary(data["summary"]["algo"], data["base"], data["post"])})
     atomic_write_json(Path(args.out), rows)
     atomic_write_text(Path(args.out).with_suffix(".md"), accuracy_markdown(rows))
     for row in rows:
-        print(f"{row['algo']:>10}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
+        print(f"{row['run']:>12}: n={row['n']} base {row['base_accuracy']:.3f} -> {row['post_accuracy']:.3f} "
               f"p={row['p_value']:.3g}")
     print(f"table written to {args.out}")
     return 0
@@ -56,17 +84,21 @@ def _run_table(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("posttrain", help=COMMANDS["posttrain"][1])
     p.add_argument("--algo", required=True, choices=TRAINED_ALGORITHMS)
-    p.add_argument("--steps", type=int, default=10, help="optimizer steps (16 sequences each)")
+    p.add_argument("--steps", type=int, default=16, help="optimizer steps (16 sequences each)")
     p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
     p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA (GPU)")
     p.add_argument("--eval-n", type=int, default=0, help="held-out problems to evaluate base and post on")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
     p.set_defaults(run=_run_posttrain)
+    e = subparsers.add_parser("posttrain-eval", help=COMMANDS["posttrain-eval"][1])
+    e.add_argument("run", help="a posttrain output folder")
+    e.add_argument("--answers", required=True, help="answer-fixture folder (python -m harness answer-fixtures)")
+    e.set_defaults(run=_run_eval)
     t = subparsers.add_parser("posttrain-table", help=COMMANDS["posttrain-table"][1])
     t.add_argument("runs", nargs="+")
     t.add_argument("--out", required=True)

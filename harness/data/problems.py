@@ -20,8 +20,9 @@ from harness.errors import UserError
 
 AnswerStyle = Literal["gsm8k", "math", "reasoning-gym"]
 
-# reasoning-gym tasks offered offline, with the configs that give a 135M model a non-zero accuracy
-# (see posttrain notes). `basic_arithmetic` leaves out "/" because its simple generator prints a
+# reasoning-gym tasks offered offline, by preset name, with the configs that give a 135M model a
+# non-zero accuracy (see posttrain notes). A preset named other than its task says which task it
+# configures under "task". `basic_arithmetic` leaves out "/" because its simple generator prints a
 # divisor that differs from the one it computes with.
 REASONING_GYM_PRESETS: dict[str, dict[str, Any]] = {
     "gsm_symbolic": {},
@@ -30,7 +31,17 @@ REASONING_GYM_PRESETS: dict[str, dict[str, Any]] = {
                          "operators": ["+", "-", "*"], "allow_parentheses": False,
                          "allow_negation": False},
     "products": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+    # the bundled pairs' two tasks (reasoning answers): one-digit operands, where SmolLM2-135M answers
+    # about a quarter right with its steps written out; "distinct": no question is drawn twice (the
+    # spaces are small: 200 and 300 problems)
+    "chain_sum_1d": {"task": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+                     "distinct": True},
+    "arithmetic_1d": {"task": "basic_arithmetic", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+                      "operators": ["+", "-", "*"], "allow_parentheses": False, "allow_negation": False,
+                      "distinct": True},
 }
+
+DISTINCT_DRAWS = 20   # draws per wanted problem before a distinct preset gives up
 
 # Hub datasets with a known layout: id -> (config name, split).
 HUB_DEFAULTS: dict[str, tuple[str | None, str]] = {
@@ -149,10 +160,20 @@ def load_hub(dataset_id: str, *, config: str | None = None, split: str | None = 
 
 @lru_cache(maxsize=None)
 def _reasoning_gym_task(task: str):
-    """A size-1 instance of the task, used only for its `score_answer`."""
+    """A size-1 instance of the preset's task, used only for its `score_answer`."""
     import reasoning_gym
 
-    return reasoning_gym.create_dataset(task, seed=0, size=1, **REASONING_GYM_PRESETS.get(task, {}))
+    name, config = reasoning_gym_config(task)
+    config.pop("distinct", None)
+    return reasoning_gym.create_dataset(name, seed=0, size=1, **config)
+
+
+def reasoning_gym_config(preset: str) -> tuple[str, dict[str, Any]]:
+    """(reasoning-gym task name, its config) of a preset name; unknown names raise a UserError."""
+    if preset not in REASONING_GYM_PRESETS:
+        raise UserError(f"unknown reasoning-gym task {preset!r}; choose one of {', '.join(REASONING_GYM_PRESETS)}")
+    config = dict(REASONING_GYM_PRESETS[preset])
+    return config.pop("task", preset), config
 
 
 def reasoning_gym_score(task: str, answer: str | None, entry: dict) -> float:
@@ -164,26 +185,36 @@ def load_reasoning_gym(task: str, *, n: int, seed: int, **overrides: Any) -> Pro
     """n seeded problems of a reasoning-gym task; config = preset updated by overrides."""
     import reasoning_gym
 
-    if task not in REASONING_GYM_PRESETS:
-        raise UserError(f"unknown reasoning-gym task {task!r}; choose one of "
-                        f"{', '.join(REASONING_GYM_PRESETS)}")
+    name, preset = reasoning_gym_config(task)
     if n < 1:
         raise UserError(f"number of problems must be at least 1, got {n}")
-    config = {**REASONING_GYM_PRESETS[task], **overrides}
+    config = {**preset, **overrides}
+    distinct = bool(config.pop("distinct", False))
     try:
-        ds = reasoning_gym.create_dataset(task, seed=seed, size=n, **config)
+        ds = reasoning_gym.create_dataset(name, seed=seed, size=DISTINCT_DRAWS * n if distinct else n, **config)
     except (TypeError, AssertionError) as err:
         raise UserError(f"bad config for reasoning-gym task {task}: {err}") from None
+    entries, seen = [], set()
+    for entry in ds:
+        if distinct and entry["question"] in seen:
+            continue
+        seen.add(entry["question"])
+        entries.append(entry)
+        if len(entries) == n:
+            break
+    if len(entries) < n:
+        raise UserError(f"reasoning-gym task {task} has fewer than {n} distinct problems ({len(entries)} found "
+                        f"in {DISTINCT_DRAWS * n} draws); ask for fewer")
     problems = []
-    for i in range(n):
-        entry = ds[i]
+    for i, entry in enumerate(entries):
         problems.append(Problem(id=f"{task}-{seed}-{i}", question=entry["question"],
                                 gold=str(entry["answer"]), style="reasoning-gym",
                                 reference=entry["metadata"].get("answer_cot"),
                                 entry={**entry, "task": task}))
     version = importlib.metadata.version("reasoning-gym")
     return ProblemSet(name=f"reasoning-gym/{task}", revision=f"reasoning-gym=={version}",
-                      problems=tuple(problems), config={"seed": seed, "n": n, **config})
+                      problems=tuple(problems), config={"seed": seed, "n": n, **config,
+                                                        **({"distinct": True} if distinct else {})})
 
 
 def load_problems(spec: str, *, n: int | None = None, seed: int = 0) -> ProblemSet:
@@ -221,6 +252,8 @@ DATASETS: dict[str, str] = {
     "chain_sum": "rg:chain_sum",
     "basic_arithmetic": "rg:basic_arithmetic",
     "products": "rg:products",
+    "chain_sum_1d": "rg:chain_sum_1d",
+    "arithmetic_1d": "rg:arithmetic_1d",
     "gsm_symbolic": "rg:gsm_symbolic",
     "gsm8k": "hf:openai/gsm8k",
     "math500": "hf:HuggingFaceH4/MATH-500",

@@ -12,6 +12,7 @@ from typing import Literal
 from harness.errors import UserError
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+REASON_INSTRUCTION = "Think step by step, then end with 'The answer is N.'"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in (
     PromptTemplate("chat-final-number", "chat", "{question} Give only the final number."),
     # the same instruction for tokenizers without a chat template (the tiny test models)
     PromptTemplate("qa-final-number", "text", "Q: {question} Give only the final number.\nA:"),
+    # the reasoning format of the bundled SmolLM2 post-trainings: steps, then a final sentence that the
+    # graders read ("the answer is N"); a one-line system prompt keeps the prompt short (EAP cost)
+    PromptTemplate("chat-reason", "chat", "{question}\n" + REASON_INSTRUCTION, system="You are a helpful assistant."),
+    PromptTemplate("qa-reason", "text", "Q: {question}\n" + REASON_INSTRUCTION + "\nA:"),
     PromptTemplate("bare", "text", "{question}"),  # the question as is (models trained on raw problems)
 )}
 

@@ -1,11 +1,12 @@
-"""Controlled post-training from one checkpoint: GRPO, DPO and online DPO with LoRA (TRL + PEFT).
+"""Controlled post-training from one checkpoint: GRPO, RLOO, DPO and online DPO with LoRA (TRL + PEFT).
 
-All algorithms start from the same base, see prompts from the same training pool (reasoning-gym
-`chain_sum`, two 1–2 digit terms), use the same seed, LoRA shape, learning rate, optimizer steps and
-16 sequences per step, and are rewarded by the same exact-final-answer check. They differ in
-algorithm only:
+All runs start from the same base, see prompts from the same training pool (two reasoning-gym tasks,
+`TASKS`, interleaved), use the same LoRA shape, learning rate, optimizer steps and 16 sequences per
+step, and are rewarded by the same exact-final-answer check of a reasoning answer (prompt template
+`chat-reason`: steps, then "The answer is N."). They differ in algorithm and seed only:
 
 - grpo: online RL (group-relative policy gradient over 4 sampled completions per prompt);
+- rloo: online RL with the REINFORCE leave-one-out baseline (4 completions per prompt);
 - dpo: offline preferences, sampled once from the base (a correct completion chosen, an incorrect
   one rejected), then a static DPO loss;
 - online-dpo: the same DPO loss on pairs sampled from the *current* policy each step and ranked by
@@ -27,7 +28,7 @@ import torch
 
 from harness.data.generation import Decoding, generate_answers
 from harness.data.grading import check_answer, check_answers
-from harness.data.problems import Problem
+from harness.data.problems import Problem, reasoning_gym_config
 from harness.errors import UserError
 from harness.files import atomic_write_json, cache_root
 from harness.models.bundled import bundled_base_folder
@@ -36,11 +37,12 @@ from harness.models.prompts import PromptTemplate, get_template, render_prompt
 from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS
 from harness.versions import library_versions
 
-TRAINED_ALGORITHMS = ("grpo", "dpo", "online-dpo")
-ALGORITHM_KIND = {"grpo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0], "online-dpo": PREFERENCE_KINDS[1]}
-TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
-TRAIN_SEED, HELDOUT_SEED = 1000, 2000
-HELDOUT_POOL = 300  # small enough to leave a share of the 200 one-digit problems for training
+TRAINED_ALGORITHMS = ("grpo", "rloo", "dpo", "online-dpo")
+ALGORITHM_KIND = {"grpo": ONLINE_RL, "rloo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0], "online-dpo": PREFERENCE_KINDS[1]}
+# the training and held-out tasks: reasoning-gym presets of harness.data.problems, the audit's datasets
+TASKS: tuple[str, ...] = ("chain_sum_1d", "arithmetic_1d")
+TRAIN_SEED, HELDOUT_SEED = 1000, 0   # held-out = the audit's datasets at its default data_seed (0)
+HELDOUT_POOL = 120  # per task: the questions the bundled audit answers (the rest of the small spaces trains)
 SEQUENCES_PER_STEP = 16
 
 
@@ -52,17 +54,17 @@ class PostTrainConfig:
     steps: int
     seed: int = 0
     learning_rate: float = 3e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = 8
+    lora_alpha: int = 16
     full_weights: bool = False
-    max_new_tokens: int = 32
+    max_new_tokens: int = 128
     temperature: float = 0.8
     beta: float = 0.1                 # DPO / online-DPO KL strength
-    grpo_generations: int = 4         # completions per prompt (GRPO)
-    train_pool: int = 2000            # distinct training problems
+    rl_generations: int = 4           # completions per prompt (GRPO, RLOO)
+    train_pool: int = 1000            # training problems per task
     dpo_samples_per_problem: int = 4  # base samples drawn per problem to find a (correct, wrong) pair
     dpo_epochs: int = 4               # passes over the static pairs (sampling them is the slow part)
-    task: dict = field(default_factory=lambda: dict(TASK))
+    tasks: tuple[str, ...] = field(default_factory=lambda: TASKS)
 
     def __post_init__(self):
         if self.algo not in TRAINED_ALGORITHMS:
@@ -82,53 +84,59 @@ def resolve_base(base: str | None) -> str:
 # ---------------------------------------------------------------- data, prompts, answers
 
 
-def task_problems(split: str, n: int, task: dict | None = None) -> list[dict]:
-    """`n` problems {question, answer}.
+def task_problems(split: str, n: int, task: str) -> list[dict]:
+    """`n` problems {id, question, answer, task} of one task (a reasoning-gym preset name).
 
-    The held-out split is the first distinct questions of its own seed (at most HELDOUT_POOL); the
-    training split is drawn with another seed and drops every question of the held-out pool, so no
-    held-out problem is ever seen in training. Training questions may repeat.
+    The held-out split is the audit's own dataset: the first problems of the preset at seed
+    HELDOUT_SEED (the audit's default `data_seed`), at most HELDOUT_POOL. The training split is
+    drawn with another seed and drops every question of the held-out pool, so no held-out (audited)
+    problem is ever seen in training. Training questions may repeat.
     """
     import reasoning_gym
 
-    task = dict(task or TASK)
-    name = task.pop("name")
     if split == "heldout":
         if n > HELDOUT_POOL:
-            raise UserError(f"at most {HELDOUT_POOL} held-out problems exist; asked for {n}")
-        return _heldout_pool(name, task)[:n]
+            raise UserError(f"at most {HELDOUT_POOL} held-out problems per task exist; asked for {n}")
+        return _heldout_pool(task)[:n]
     if split != "train":
         raise UserError(f"unknown split {split!r}; use train or heldout")
-    held = {x["question"] for x in _heldout_pool(name, task)}
+    name, config = reasoning_gym_config(task)
+    config.pop("distinct", None)
+    held = {x["question"] for x in _heldout_pool(task)}
     out = []
-    for x in reasoning_gym.create_dataset(name, size=4 * n, seed=TRAIN_SEED, **task):
+    for i, x in enumerate(reasoning_gym.create_dataset(name, size=4 * n, seed=TRAIN_SEED, **config)):
         if x["question"] not in held:
-            out.append({"question": x["question"], "answer": str(x["answer"])})
+            out.append({"id": f"train-{task}-{i}", "question": x["question"], "answer": str(x["answer"]), "task": task})
         if len(out) == n:
             return out
-    raise UserError(f"could not draw {n} training problems from {name} outside the held-out pool")
+    raise UserError(f"could not draw {n} training problems from {task} outside the held-out pool")
 
 
-def _heldout_pool(name: str, task: dict) -> list[dict]:
-    import reasoning_gym
+def training_problems(config: "PostTrainConfig") -> list[dict]:
+    """The training pool: `train_pool` problems of each task, interleaved (task 1, task 2, ...)."""
+    per_task = [task_problems("train", config.train_pool, t) for t in config.tasks]
+    return [p for group in zip(*per_task) for p in group]
 
-    out, seen = [], set()
-    for x in reasoning_gym.create_dataset(name, size=20 * HELDOUT_POOL, seed=HELDOUT_SEED, **task):
-        if x["question"] not in seen:
-            seen.add(x["question"])
-            out.append({"question": x["question"], "answer": str(x["answer"])})
-        if len(out) == HELDOUT_POOL:
-            return out
-    raise UserError(f"could not draw {HELDOUT_POOL} distinct held-out problems from {name}")
+
+def heldout_problems(n: int, tasks: tuple[str, ...] = TASKS) -> list[dict]:
+    """The first `n` held-out problems of each task, task by task."""
+    return [p for t in tasks for p in task_problems("heldout", n, t)]
+
+
+def _heldout_pool(task: str) -> list[dict]:
+    from harness.data.problems import load_reasoning_gym
+
+    problems = load_reasoning_gym(task, n=HELDOUT_POOL, seed=HELDOUT_SEED).problems
+    return [{"id": p.id, "question": p.question, "answer": p.gold, "task": task} for p in problems]
 
 
 def prompt_template(tokenizer) -> PromptTemplate:
     """The audit's prompt of the bundled pairs (chat template), or its plain Q/A form for a
     tokenizer without a chat template."""
-    return get_template("chat-final-number" if getattr(tokenizer, "chat_template", None) else "qa-final-number")
+    return get_template("chat-reason" if getattr(tokenizer, "chat_template", None) else "qa-reason")
 
 
-# reasoning-gym problems wrapped as GSM8K-style Problems, prompted for a bare final number
+# reasoning-gym problems wrapped as GSM8K-style Problems: the final number of the reasoning is graded
 POSTTRAIN_GRADER = "lenient"
 
 
@@ -138,8 +146,8 @@ def _problem(index: int, question: str, answer: str) -> Problem:
 
 def is_correct(completion: str, answer: str) -> bool:
     """Does the completion's final answer equal `answer`? The audit's own grading (harness.data.grading),
-    lenient: the prompts ask for "only the final number" (no \\boxed{}), so paper grading would
-    score nearly every completion wrong."""
+    lenient: "the answer is N", else the last number; the prompts ask for no \\boxed{}, so paper
+    grading would score nearly every completion wrong."""
     return check_answer(completion, _problem(0, "", answer), grader=POSTTRAIN_GRADER).correct
 
 
@@ -225,19 +233,21 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     model, tokenizer = _load_trainable(base)
-    problems = task_problems("train", config.train_pool, config.task)
+    problems = training_problems(config)
     started = time.time()
     extra: dict = {}
-    if config.algo == "grpo":
-        from trl import GRPOConfig, GRPOTrainer
+    prompts = [{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
+               for p in problems]
+    if config.algo in ("grpo", "rloo"):
+        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-        data = Dataset.from_list([{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
-                                  for p in problems])
-        args = GRPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
-                          num_generations=config.grpo_generations, max_completion_length=config.max_new_tokens,
+        config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algo == "grpo" else (RLOOConfig, RLOOTrainer)
+        args = config_cls(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
+                          num_generations=config.rl_generations, max_completion_length=config.max_new_tokens,
                           temperature=config.temperature, beta=0.0)
-        trainer = GRPOTrainer(model=model, reward_funcs=exact_answer_reward, args=args, train_dataset=data,
-                              processing_class=tokenizer, peft_config=_peft_config(config))
+        trainer = trainer_cls(model=model, reward_funcs=exact_answer_reward, args=args,
+                              train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
+                              peft_config=_peft_config(config))
     elif config.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -249,14 +259,13 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
         extra = {"preference_pairs": len(pairs), "pair_sampling_s": round(time.time() - started, 1)}
         atomic_write_json(out / "preference_pairs.json", pairs)
         args = DPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
-                         beta=config.beta, max_length=256)
+                         beta=config.beta, max_length=384)
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                              processing_class=tokenizer, peft_config=_peft_config(config))
     else:
         from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-        data = Dataset.from_list([{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
-                                  for p in problems])
+        data = Dataset.from_list(prompts)
         args = OnlineDPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
                                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                beta=config.beta)
@@ -367,11 +376,12 @@ def load_post_model(base: str, run: Path):
 
 
 def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label: str) -> list[dict]:
-    """Greedy completions on `problems` with their extracted answer and correctness."""
+    """Greedy completions on `problems` with their extracted answer, correctness and length in tokens."""
     rows = [_problem(i, p["question"], p["answer"]) for i, p in enumerate(problems)]
     generations = generate_answers(_loaded(model, tokenizer, label), rows, prompt_template(tokenizer),
-                                   Decoding(max_new_tokens=max_new_tokens, batch_size=32), use_cache=False)
-    return [{"question": p["question"], "answer": p["answer"], "completion": c.generation.text,
+                                   Decoding(max_new_tokens=max_new_tokens, batch_size=16), use_cache=False)
+    return [{"id": p.get("id"), "task": p.get("task"), "question": p["question"], "answer": p["answer"],
+             "completion": c.generation.text, "tokens": len(c.generation.answer_ids),
              "extracted": c.check.extracted, "correct": c.correct}
             for p, c in zip(problems, check_answers(generations, rows, grader=POSTTRAIN_GRADER))]
 
@@ -382,7 +392,7 @@ def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> l
 
     from harness.files import content_key
 
-    key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, "chat-final-number")
+    key = content_key(_folder_fingerprint(Path(base)), problems, max_new_tokens, "chat-reason")
     path = cache_root() / "posttrain-eval" / f"base-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -393,7 +403,8 @@ def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> l
 
 
 def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
-    """Held-out accuracy of base and post model of one run (same n problems, greedy) with McNemar.
+    """Held-out accuracy of base and post model of one run (the same n problems of each task,
+    greedy) with McNemar, overall and per task (`by_task`).
 
     Writes `run/heldout.json` (every generation, so the numbers can be recomputed) and returns its
     summary part.
@@ -405,13 +416,44 @@ def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
     summary = json.loads(summary_path.read_text())
     base = resolve_base(base or summary.get("base_ref"))
     config = summary["config"]
-    problems = task_problems("heldout", n, config["task"])
+    problems = heldout_problems(n, tuple(config["tasks"]))
     base_rows = _base_generations(base, problems, config["max_new_tokens"])
     model, tokenizer = load_post_model(base, run)
     post_rows = evaluate(model, tokenizer, problems, config["max_new_tokens"], config["algo"])
-    table = accuracy_row(config["algo"], [r["correct"] for r in base_rows], [r["correct"] for r in post_rows])
+    table = heldout_summary(config["algo"], base_rows, post_rows)
     atomic_write_json(run / "heldout.json", {"summary": table, "base": base_rows, "post": post_rows})
     return table
+
+
+def heldout_rows_from_fixture(path: Path, task: str) -> list[dict]:
+    """Held-out rows (as `evaluate` writes them) of one answer-fixture file, graded as the audit grades
+    (harness.data.grading, `auto`: the task's own scorer), in the dataset's problem order."""
+    from harness.data.generation import Generation
+    from harness.data.problems import load_reasoning_gym
+
+    doc = json.loads(Path(path).read_text())
+    generations = {r["generation"]["problem_id"]: Generation.from_json(r["generation"]) for r in doc["rows"]}
+    problems = [p for p in load_reasoning_gym(task, n=len(generations), seed=HELDOUT_SEED).problems]
+    missing = [p.id for p in problems if p.id not in generations]
+    if missing:
+        raise UserError(f"{path}: no answer to {missing[0]} (and {len(missing) - 1} more); rebuild the fixture")
+    ordered = [generations[p.id] for p in problems]
+    return [{"id": p.id, "task": task, "question": p.question, "answer": p.gold, "completion": c.generation.text,
+             "tokens": len(c.generation.answer_ids), "extracted": c.check.extracted, "correct": c.correct}
+            for p, c in zip(problems, check_answers(ordered, problems, grader="auto"))]
+
+
+def heldout_summary(algo: str, base_rows: list[dict], post_rows: list[dict]) -> dict:
+    """accuracy_row over all held-out rows, plus one per task (`by_task`) and mean answer lengths."""
+    def row(b, p):
+        return {**accuracy_row(algo, [r["correct"] for r in b], [r["correct"] for r in p]),
+                "base_mean_tokens": sum(r["tokens"] for r in b) / len(b),
+                "post_mean_tokens": sum(r["tokens"] for r in p) / len(p)}
+
+    tasks = list(dict.fromkeys(r["task"] for r in base_rows))
+    return {**row(base_rows, post_rows),
+            "by_task": {t: row([r for r in base_rows if r["task"] == t], [r for r in post_rows if r["task"] == t])
+                        for t in tasks}}
 
 
 def accuracy_row(algo: str, base_correct: list[bool], post_correct: list[bool]) -> dict:
@@ -430,8 +472,12 @@ def accuracy_markdown(rows: list[dict]) -> str:
     def cell(acc, ci):
         return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
-    lines = ["| algorithm | n | base | post | fixed | broken | McNemar exact p |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['algo']} | {r['n']} | {cell(r['base_accuracy'], r['base_wilson95'])} | "
-              f"{cell(r['post_accuracy'], r['post_wilson95'])} | {r['fixed']} | {r['broken']} | {r['p_value']:.3g} |"
-              for r in rows]
+    lines = ["| run | algorithm | task | n | base | post | fixed | broken | McNemar exact p | mean tokens base → post |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for task, t in [("all", r), *r.get("by_task", {}).items()]:
+            lines.append(f"| {r.get('run', r['algo'])} | {r['algo']} | {task} | {t['n']} | "
+                         f"{cell(t['base_accuracy'], t['base_wilson95'])} | {cell(t['post_accuracy'], t['post_wilson95'])} | "
+                         f"{t['fixed']} | {t['broken']} | {t['p_value']:.3g} | "
+                         f"{t['base_mean_tokens']:.1f} → {t['post_mean_tokens']:.1f} |")
     return "\n".join(lines) + "\n"
