@@ -43,6 +43,10 @@ class AuditConfig:
     own scorer for reasoning-gym), paper or lenient.
     short_answers: a kept answer shorter than T_cut is sliced (all its tokens are targets; the
     paper's code), dropped, or an error (harness.data.selection).
+    answer_fixtures: folder of shipped greedy answers (harness.data.fixtures) used in place of
+    generating when they match the model fingerprint, prompt and decoding: `bundled` (the bundled
+    pairs' fixtures/smollm2/answers), `none`, or a path. fixture_verify_questions: answers per model
+    regenerated to check a fixture (token-identical, else every answer of that model is regenerated).
     """
 
     questions: int = 100
@@ -71,6 +75,8 @@ class AuditConfig:
     seed: int = 0
     grader: str = "auto"
     short_answers: str = "slice"
+    answer_fixtures: str = "bundled"
+    fixture_verify_questions: int = 8
     metrics: MetricConfig = field(default_factory=MetricConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
@@ -92,7 +98,7 @@ class AuditConfig:
             raise UserError(f"unknown short_answers policy {self.short_answers!r}; choose one of "
                             f"{', '.join(SHORT_ANSWERS)}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
-                     "fidelity_samples", "fidelity_edges"):
+                     "fidelity_samples", "fidelity_edges", "fixture_verify_questions"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:

@@ -31,6 +31,7 @@ from harness.circuit.batches import Sample
 from harness.circuit.causal import causal_curve, log_spaced
 from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
+from harness.data.fixtures import FixtureIndex, Verification, verify_sample
 from harness.data.generation import Decoding, Generation, generate_answers
 from harness.data.grading import Check, CheckedGeneration, check_answers
 from harness.data.problems import dataset_spec, load_problems
@@ -43,9 +44,15 @@ from harness.data.selection import (
 from harness.files import content_key
 from harness.models.loading import scoring_pad_id
 from harness.models.prompts import get_template
-from harness.models.registry import PairSpec
+from harness.models.registry import DEFAULT_REGISTRY, PairSpec
 
 SIDES = ("base", "post")
+BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
+
+
+def fixture_folder(setting: str) -> Path | None:
+    """The answer-fixture folder of the `answer_fixtures` setting: bundled, none, or a path."""
+    return {"bundled": BUNDLED_FIXTURES, "none": None}.get(setting, Path(setting))
 
 
 @dataclass(frozen=True)
@@ -61,18 +68,20 @@ class PairAnswers:
     template: str
     decoding: dict
     key: str
+    sources: dict[str, dict]  # "base"/"post" -> where the answers came from (fixture, verified, or generated)
 
     def to_json(self) -> dict:
         return {side: [{"generation": c.generation.to_json(), "check": dataclasses.asdict(c.check)}
                        for c in getattr(self, side)] for side in SIDES} | {
-            "models": self.models, "data": self.data, "template": self.template, "decoding": self.decoding}
+            "models": self.models, "data": self.data, "template": self.template, "decoding": self.decoding,
+            "sources": self.sources}
 
     @classmethod
     def from_json(cls, raw: dict, pair: str, dataset: str, key: str) -> "PairAnswers":
         rows = {side: tuple(CheckedGeneration(Generation.from_json(r["generation"]), Check(**r["check"]))
                             for r in raw[side]) for side in SIDES}
         return cls(pair, dataset, rows["base"], rows["post"], raw["models"], raw["data"], raw["template"],
-                   raw["decoding"], key)
+                   raw["decoding"], key, raw.get("sources", {}))
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class AuditPipeline:
         self.session = ModelSession(config, self.ledger, registry)
         self._answers: dict[tuple[str, str], PairAnswers] = {}
         self._cells: dict[tuple, CellData] = {}
+        self.fixtures = FixtureIndex(fixture_folder(config.answer_fixtures))
+        self._fixture_checks: dict[str, Verification] = {}
 
     def pair(self, name: str) -> PairSpec:
         return self.session.pair(name)
@@ -140,13 +151,37 @@ class AuditPipeline:
         problems = load_problems(dataset_spec(dataset), n=self.config.questions, seed=self.config.data_seed)
         template = get_template(spec.prompt_template)
         base, post = self.session.models(spec)
-        checked = {}
+        checked, sources = {}, {}
         for side, loaded in (("base", base), ("post", post)):
-            generations = generate_answers(loaded, problems.problems, template, decoding, progress=self.progress)
+            generations, sources[side] = self._answers_of(loaded, problems.problems, template, decoding)
             checked[side] = tuple(check_answers(generations, problems.problems, grader=self.config.grader))
         return PairAnswers(spec.name, dataset, checked["base"], checked["post"],
                            {"base": dataclasses.asdict(base.info), "post": dataclasses.asdict(post.info)},
-                           problems.provenance(), template.name, dataclasses.asdict(decoding), key)
+                           problems.provenance(), template.name, dataclasses.asdict(decoding), key, sources)
+
+    def _answers_of(self, loaded, problems, template, decoding: Decoding) -> tuple[list[Generation], dict]:
+        """One model's answers and where they came from: a shipped fixture (harness.data.fixtures) once a
+        sample of it, `fixture_verify_questions` answers, regenerates token-identically (checked once
+        per model and session); else generated. A mismatch regenerates every answer of that model."""
+        match = self.fixtures.lookup(loaded, problems, template, decoding)
+        if match is None:
+            return (generate_answers(loaded, problems, template, decoding, progress=self.progress),
+                    {"source": "generated", "reason": "no answer fixture for this model, prompt and decoding"})
+        fingerprint = loaded.info.fingerprint
+        if fingerprint not in self._fixture_checks:
+            check = verify_sample(loaded, match, problems, template, decoding,
+                                  min_questions=self.config.fixture_verify_questions)
+            self._fixture_checks[fingerprint] = check
+            self.ledger.count("fixtures", "verified" if check.ok else "mismatch")
+            if not check.ok:
+                print(f"answer fixture {check.file}: {len(check.mismatched)} of {len(check.ids)} regenerated "
+                      "answers differ; regenerating every answer of this model", flush=True)
+        check = self._fixture_checks[fingerprint]
+        if check.ok:
+            return [row.generation for row in match.rows], {"source": "fixture", **check.as_dict()}
+        generations = generate_answers(loaded, problems, template, decoding, use_cache=False, progress=self.progress)
+        return generations, {"source": "regenerated", "reason": "the fixture's sample did not regenerate "
+                             "token-identically", **check.as_dict()}
 
     # ------------------------------------------------------------ stage 2: selection
 
@@ -261,7 +296,7 @@ class AuditPipeline:
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
                      "base": spec.base, "post": spec.post or spec.post_adapter},
             "models": answers.models, "data": answers.data, "template": answers.template,
-            "decoding": answers.decoding, "audit_config": self.config.as_dict(),
+            "decoding": answers.decoding, "answers_source": answers.sources, "audit_config": self.config.as_dict(),
             "config_hash": content_key(self.config.as_dict()),
             "selection": {"variant": selection.params.variant, "t_bar": selection.t_bar,
                           "t_cut": selection.t_cut, "seed": selection.params.seed,

@@ -18,8 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("harness.cli.data", "grade saved generations again (e.g. another --grader) without a model"),
     "select": ("harness.cli.data", "select questions (Eqs. 10-12) and write EAP input rows"),
     "report": ("harness.cli.report", "compare and merge claim reports"),
-    "posttrain": ("harness.cli.posttrain", "post-train a base model with GRPO, DPO or online DPO (LoRA)"),
+    "posttrain": ("harness.cli.posttrain", "post-train a base model with GRPO, RLOO, DPO or online DPO (LoRA)"),
+    "posttrain-eval": ("harness.cli.posttrain", "held-out accuracy of a posttrain run from the answer fixtures"),
     "posttrain-table": ("harness.cli.posttrain", "held-out accuracy table of posttrain runs"),
+    "answer-fixtures": ("harness.cli.fixtures", "ship the bundled pairs' greedy answers as verified fixtures"),
     "audit": ("harness.cli.audit", "run the claim suites on the bundled pairs and write the report"),
 }
 

@@ -141,6 +141,14 @@ def _generate_batch(loaded, prompts: list[list[int]], decoding: Decoding, eos: s
     return [row[width:].tolist() for row in out.cpu()]
 
 
+def generation_key(fingerprint: str, template: PromptTemplate, prompt: str, prompt_ids: Sequence[int],
+                   decoding: Decoding) -> str:
+    """What identifies one answer: model fingerprint, template, prompt (text and ids) and the
+    decoding settings that change tokens (the cache key of generate_answers and of answer fixtures)."""
+    return content_key(CACHE_VERSION, fingerprint, dataclasses.asdict(template), prompt, list(prompt_ids),
+                       decoding.cache_fields())
+
+
 def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate | str,
                      decoding: Decoding = Decoding(), *, use_cache: bool = True,
                      progress: bool = True) -> list[Generation]:
@@ -155,8 +163,7 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
         raise UserError("no problems to answer: the dataset is empty")
     tokenizer, fingerprint = loaded.tokenizer, loaded.info.fingerprint
     encoded = [encode_prompt(template, p.question, tokenizer) for p in problems]
-    keys = [content_key(CACHE_VERSION, fingerprint, dataclasses.asdict(template), prompt, ids,
-                        decoding.cache_fields()) for prompt, ids in encoded]
+    keys = [generation_key(fingerprint, template, prompt, ids, decoding) for prompt, ids in encoded]
     folder = cache_root() / "generations"
     results: dict[int, Generation] = {}
     for i, key in enumerate(keys):
