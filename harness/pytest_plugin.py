@@ -27,7 +27,7 @@ from harness.errors import UserError
 from harness.report import plots
 from harness.report.compare import DriftLimit, baseline_problems
 from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
-from harness.report.matrix import SEVERITY, build_matrix, claim_answer, claim_label
+from harness.report.matrix import SEVERITY, build_matrix, claim_answer, claim_label, control_summary
 from harness.report.writers import cell_properties, write_reports
 
 # Test arguments the plugin parametrises from the command line, in id order.
@@ -412,6 +412,8 @@ def write_terminal_matrix(tr, state: ClaimSession) -> None:
     tr.write_line(", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(cells)} cells)")
     for claim_id in matrix.claims:
         tr.write_line(f"{claim_label(claim_id)}: " + claim_answer([c for c in cells if c.claim_id == claim_id]))
+    if control_summary(cells):
+        tr.write_line(control_summary(cells), bold=True)
     for verdict in SEVERITY[:-1]:
         for cell in sorted((c for c in cells if c.verdict is verdict), key=lambda c: c.cell_id):
             tr.write(f"{verdict.value:<12} ", **{TERMINAL_COLOURS[verdict]: True})

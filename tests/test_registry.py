@@ -51,14 +51,29 @@ def test_committed_registry_holds_the_paper_pairs_with_their_hub_ids():
         assert not pairs[name].bundled
 
 
-def test_bundled_smollm2_pairs_share_one_base_and_differ_in_algorithm_only():
+def test_bundled_smollm2_pairs_share_one_base_and_differ_in_algorithm_or_seed_only():
     smol = [p for p in bundled_pairs() if p.name.startswith("smollm2-")]
-    assert {p.algorithm for p in smol} == {"grpo", "dpo", "online-dpo"}
+    kinds = [p.algorithm_kind for p in smol]
+    assert kinds.count("online-rl") >= 3 and kinds.count("offline-preference") >= 2
+    assert kinds.count("online-preference") >= 1 and kinds.count("seed-control") == 1
+    assert {p.algorithm for p in smol if p.algorithm_kind == "online-rl"} == {"grpo", "rloo"}
     assert len({p.base for p in smol}) == 1
     assert len({(p.prompt_template, p.max_new_tokens, p.datasets) for p in smol}) == 1
+    assert len({p.datasets for p in smol}) == 1 and len(smol[0].datasets) >= 2
     for p in smol:
         assert (Path(p.post_adapter) / "adapter_config.json").is_file(), p.name
-        assert p.post_fingerprint and p.adapter_fingerprint, f"{p.name} states no fingerprints"
+        assert p.post_fingerprint.startswith("sha256:") and p.adapter_fingerprint.startswith("sha256:"), p.name
+    control = next(p for p in smol if p.algorithm_kind == "seed-control")
+    runs = {Path(p.post_adapter): p for p in smol if p.algorithm_kind != "seed-control"}
+    a, b = runs[Path(control.base_adapter)], runs[Path(control.post_adapter)]
+    assert a.algorithm == b.algorithm == control.algorithm and a.name != b.name
+    assert (control.base_fingerprint, control.post_fingerprint) == (a.post_fingerprint, b.post_fingerprint)
+
+
+def test_a_seed_control_needs_a_base_adapter(tmp_path):
+    text = VALID.replace('algorithm_kind = "online-rl"', 'algorithm_kind = "seed-control"')
+    with pytest.raises(UserError, match="seed-control pair needs `base_adapter`"):
+        load_registry(_write(tmp_path, text))
 
 
 def test_valid_minimal_entry_parses(tmp_path):
@@ -105,7 +120,8 @@ def test_tiny_pair_loads_two_different_models():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["smollm2-grpo", "smollm2-dpo", "smollm2-online-dpo"])
+@pytest.mark.parametrize("name", ["smollm2-grpo", "smollm2-rloo", "smollm2-dpo", "smollm2-online-dpo",
+                                  "smollm2-grpo-seeds"])
 def test_bundled_adapter_merges_to_stated_fingerprint_and_differs_from_base(name):
     from harness.models.loading import _weight_files, sha256_files
 

@@ -9,6 +9,7 @@ cell's corrected p-value.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from harness.audit.stages import AuditPipeline
 from harness.audit.verdicts import CellResult
 from harness.data.problems import dataset_spec
 from harness.errors import UserError
-from harness.models.registry import ONLINE_RL, PairSpec
+from harness.models.registry import ONLINE_RL, SEED_CONTROL, PairSpec
 
 DEFAULT_ALPHAS = (0.1, 0.3, 0.5)
 DEFAULT_METRICS = ("intensity", "complexity", "kurtosis")
@@ -67,14 +68,20 @@ class RunGrid:
                 "metric": list(self.metrics), "token_mode": list(self.token_modes)}
 
     def applies(self, claim_id: str, g: GridCell) -> bool:
-        """Does this claim read this pair (by algorithm kind) and this pair's dataset?"""
+        """Does this claim read this pair (by algorithm kind; a seed control is read by every claim
+        that reads online RL) and this pair's dataset?"""
         if g.pair is None:
             return True
         spec = self.registry[g.pair]
         reads = CLAIMS_BY_ID[claim_id].reads
-        if reads is not None and spec.algorithm_kind not in reads:
+        kind = ONLINE_RL if spec.algorithm_kind == SEED_CONTROL else spec.algorithm_kind
+        if reads is not None and kind not in reads:
             return False
         return g.dataset is None or self.explicit_datasets or g.dataset in spec.datasets
+
+    def is_control(self, g: GridCell) -> bool:
+        """Is the cell's pair a seed control (two runs of one algorithm, differing only in the seed)?"""
+        return g.pair is not None and self.registry[g.pair].algorithm_kind == SEED_CONTROL
 
     def rl_pairs(self) -> tuple[str, ...]:
         return tuple(p for p in self.pairs if self.registry[p].algorithm_kind == ONLINE_RL)
@@ -87,13 +94,15 @@ class RunGrid:
     def context(self) -> FamilyContext:
         return FamilyContext(self.rl_pairs(), self.alphas, self.experiments())
 
-    def family(self, claim_id: str) -> list[GridCell]:
-        """Every cell of the claim on this grid, in test order: its Holm family, whatever -k runs."""
+    def family(self, claim_id: str, control: bool = False) -> list[GridCell]:
+        """Every cell of the claim on this grid, in test order: its Holm family, whatever -k runs.
+        The seed-control cells are a family of their own (`control=True`), so the control never
+        changes a real cell's correction."""
         axes = CLAIMS_BY_ID[claim_id].axes
         values = {"pair": self.pairs, "dataset": self.datasets, "alpha": self.alphas, "metric": self.metrics,
                   "token_mode": self.token_modes}
         cells = [GridCell(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
-        return [g for g in cells if self.applies(claim_id, g)]
+        return [g for g in cells if self.applies(claim_id, g) and self.is_control(g) == control]
 
     def figure_datasets(self, claim_id: str, pair: str) -> list[str]:
         return [d for d in self.datasets if self.applies(claim_id, GridCell(pair, d))]
@@ -108,10 +117,16 @@ class Families:
         self.done: dict[str, dict[GridCell, CellResult]] = {}
 
     def result(self, claim_id: str, cell: GridCell) -> CellResult:
-        """The CellResult of `cell`, judged with the rest of its claim's family on first use."""
+        """The CellResult of `cell`, judged with the rest of its claim's family on first use (the
+        seed-control cells as their own family, each marked `extra.control`)."""
         if claim_id not in self.done:
-            family = self.grid.family(claim_id)
-            self.done[claim_id] = family_rule(claim_id)(self.audit, claim_id, family, self.grid.context())
+            judge = family_rule(claim_id)
+            self.done[claim_id] = judge(self.audit, claim_id, self.grid.family(claim_id), self.grid.context())
+            controls = self.grid.family(claim_id, control=True)
+            if controls:
+                judged = judge(self.audit, claim_id, controls, self.grid.context())
+                self.done[claim_id].update({g: dataclasses.replace(r, extra={**r.extra, "control": "seed"})
+                                            for g, r in judged.items()})
         if cell not in self.done[claim_id]:
             raise UserError(f"cell {cell} of {claim_id} is not on the run's grid")
         return self.done[claim_id][cell]

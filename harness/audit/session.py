@@ -50,12 +50,13 @@ class ModelSession:
         ident["base_files"] = self._hash_reference(build_reference(spec.base))
         if spec.post is not None:
             ident["post_files"] = self._hash_reference(build_reference(spec.post))
-        else:
-            adapter = Path(spec.post_adapter)
-            if not (adapter / "adapter_config.json").is_file():
-                raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json; "
+        for key, folder in (("adapter_files", spec.post_adapter), ("base_adapter_files", spec.base_adapter)):
+            if folder is None:
+                continue
+            if not (Path(folder) / "adapter_config.json").is_file():
+                raise UserError(f"pair {spec.name}: adapter folder {folder} has no adapter_config.json; "
                                 "train it (see fixtures/smollm2/rebuild.sh) or choose other --pairs")
-            ident["adapter_files"] = self._hash_folder(adapter)
+            ident[key] = self._hash_folder(Path(folder))
         return ident
 
     def _hash_reference(self, ref: str) -> str:

@@ -32,23 +32,31 @@ def build_reference(ref: str) -> str:
 
 
 def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
-    """Load base and post-trained models; an adapter is merged into a second copy of the base.
+    """Load base and post-trained models; an adapter is merged into a fresh copy of the checkpoint.
 
-    The merged model's fingerprint is `state_dict_fingerprint` of its weights.
+    A merged model's fingerprint is `state_dict_fingerprint` of its weights.
     """
     base_path = build_reference(spec.base)
-    base = load_model(base_path, dtype=dtype, device=device)
+    if spec.base_adapter is not None:
+        base = merged_adapter_model(spec.name, base_path, Path(spec.base_adapter), dtype, device)
+    else:
+        base = load_model(base_path, dtype=dtype, device=device)
     if spec.post is not None:
         return base, load_model(build_reference(spec.post), dtype=dtype, device=device)
-    adapter = Path(spec.post_adapter)
+    return base, merged_adapter_model(spec.name, base_path, Path(spec.post_adapter), dtype, device)
+
+
+def merged_adapter_model(pair: str, base_path: str, adapter: Path, dtype: str, device: str) -> LoadedModel:
+    """The checkpoint at `base_path` with a LoRA adapter merged (in float32, then cast to `dtype`)."""
     if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"pair {spec.name}: adapter folder {adapter} has no adapter_config.json")
+        raise UserError(f"pair {pair}: adapter folder {adapter} has no adapter_config.json")
+    import torch
     from peft import PeftModel
 
     fresh = load_model(base_path, dtype="float32", device="cpu")
     merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
-    merged = merged.to(dtype=base.model.dtype, device=base.model.device).eval()
+    merged = merged.to(dtype=getattr(torch, dtype), device=device).eval()
     merged.requires_grad_(False)
     info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
-                     model_class=type(merged).__name__, dtype=dtype, device=str(base.model.device))
-    return base, LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)
+                     model_class=type(merged).__name__, dtype=dtype, device=str(next(merged.parameters()).device))
+    return LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)

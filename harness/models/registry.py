@@ -7,7 +7,9 @@ A model reference is one of:
 Reading the registry builds nothing; `harness.models.pairs.build_reference` builds a bundled or
 tiny model when a stage needs its files.
 A post-trained model is either such a reference (`post`) or the base plus a LoRA adapter folder
-(`post_adapter`, relative to the registry file), merged on load.
+(`post_adapter`, relative to the registry file), merged on load. `base_adapter` does the same for the
+base side: a seed control compares two post-trained runs of one checkpoint (base = checkpoint + run A's
+adapter, post = checkpoint + run B's adapter), algorithm_kind `seed-control`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.tom
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
 ONLINE_RL = "online-rl"
 PREFERENCE_KINDS = ("offline-preference", "online-preference")
-ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised")
+SEED_CONTROL = "seed-control"   # two runs of one algorithm that differ only in the seed
+ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised", SEED_CONTROL)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class PairSpec:
     datasets: tuple[str, ...]
     post: str | None = None
     post_adapter: str | None = None          # absolute path once loaded
+    base_adapter: str | None = None          # the base is `base` + this LoRA adapter (seed controls)
     bundled: bool = False                    # runs offline out of the box
     base_fingerprint: str | None = None      # expected, when known
     post_fingerprint: str | None = None      # expected (merged weights for adapters), when known
@@ -72,9 +76,13 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
         raise UserError(f"{label}: datasets must be a list of dataset names")
     if (raw.get("post") is None) == (raw.get("post_adapter") is None):
         raise UserError(f"{label}: give exactly one of `post` (model reference) or `post_adapter` (LoRA folder)")
+    if (raw["algorithm_kind"] == SEED_CONTROL) != (raw.get("base_adapter") is not None):
+        raise UserError(f"{label}: a seed-control pair needs `base_adapter` (run A) and `post_adapter` (run B), "
+                        "and only a seed-control pair may have a base_adapter")
     entry = dict(raw, datasets=tuple(raw["datasets"]))
-    if raw.get("post_adapter"):
-        entry["post_adapter"] = str((where.parent / raw["post_adapter"]).resolve())
+    for key in ("post_adapter", "base_adapter"):
+        if raw.get(key):
+            entry[key] = str((where.parent / raw[key]).resolve())
     return PairSpec(**entry)
 
 

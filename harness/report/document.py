@@ -24,6 +24,7 @@ from typing import Any
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.errors import UserError
+from harness.report.matrix import control_summary
 from harness.versions import library_versions
 
 SCHEMA_NAME = "rl-circuit-audit/claims"
@@ -63,10 +64,14 @@ class ClaimsRun:
         for cell in self.cells:
             per_claim.setdefault(cell.claim_id, Counter())[cell.verdict.value] += 1
         total = Counter(cell.verdict.value for cell in self.cells)
-        return {"cells": len(self.cells),
-                "verdicts": {v.value: total.get(v.value, 0) for v in Verdict},
-                "per_claim": {cid: {v.value: c.get(v.value, 0) for v in Verdict}
-                              for cid, c in sorted(per_claim.items())}}
+        out = {"cells": len(self.cells),
+               "verdicts": {v.value: total.get(v.value, 0) for v in Verdict},
+               "per_claim": {cid: {v.value: c.get(v.value, 0) for v in Verdict}
+                             for cid, c in sorted(per_claim.items())}}
+        control = control_summary(self.cells)
+        if control:
+            out["seed_control"] = control
+        return out
 
     def to_document(self) -> dict[str, Any]:
         claims = [CLAIMS_BY_ID[cid].describe() for cid in self.claim_ids() if cid in CLAIMS_BY_ID]

@@ -17,8 +17,14 @@ SHORT = {Verdict.SUPPORTED: "SUP", Verdict.REFUTED: "REF", Verdict.INCONCLUSIVE:
 SEVERITY = (Verdict.INVALID, Verdict.REFUTED, Verdict.INCONCLUSIVE, Verdict.SUPPORTED)
 
 
+def is_control(cell: CellResult) -> bool:
+    """A seed-control cell: the same claim on two runs of one algorithm that differ only in the seed."""
+    return bool(cell.extra.get("control"))
+
+
 def experiment_key(cell: CellResult) -> str:
-    return " · ".join((cell.pair or "–", cell.dataset or "–", alpha_tag(cell.alpha) if cell.alpha is not None else "–"))
+    pair = (cell.pair or "–") + (" (seed control)" if is_control(cell) else "")
+    return " · ".join((pair, cell.dataset or "–", alpha_tag(cell.alpha) if cell.alpha is not None else "–"))
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,35 @@ def robustness_verdict(cell: CellResult) -> str | None:
 
 
 def claim_answer(cells: list[CellResult]) -> str:
-    """One line per claim: does it hold on the paper's estimator (EAP), and does it survive exact ablation."""
+    """One line per claim: does it hold on the paper's estimator (EAP), does it survive exact ablation,
+    and does it also "pass" on the seed control (where it does, the effect is not the algorithm's)."""
+    controls = [c for c in cells if is_control(c)]
+    cells = [c for c in cells if not is_control(c)]
+    control = (f"; seed control {_counts([c.verdict for c in controls])}"
+               + (" (passes on the control: not attributable to the algorithm)"
+                  if any(c.verdict is Verdict.SUPPORTED for c in controls) else "")) if controls else ""
     on_eap = _counts([c.verdict for c in cells]) or "no cells"
     exact = [Verdict.parse(v) for v in (robustness_verdict(c) for c in cells) if v is not None]
     statuses = Counter((c.fidelity or {}).get("status") for c in cells if c.fidelity)
     fidelity = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda x: str(x[0])) if s)
     survives = (f"on exact ablation {_counts(exact)} of {len(exact)} measured" if exact
                 else "no exact-ablation version")
-    return f"on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}"
+    return f"on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}{control}"
+
+
+def control_summary(cells: list[CellResult]) -> str | None:
+    """Which claims pass on the seed control (None without control cells): a claim SUPPORTED there
+    is SUPPORTED between two runs of the same algorithm, so it cannot be credited to the algorithm."""
+    controls = [c for c in cells if is_control(c)]
+    if not controls:
+        return None
+    pairs = ", ".join(sorted({c.pair for c in controls if c.pair}))
+    claims = list(dict.fromkeys(c.claim_id for c in sorted(controls, key=lambda c: c.cell_id)))
+    passing = [cid for cid in claims if any(c.verdict is Verdict.SUPPORTED for c in controls if c.claim_id == cid)]
+    detail = "; ".join(f"{cid} {_counts([c.verdict for c in controls if c.claim_id == cid])}" for cid in claims)
+    verdict = (f"passes {', '.join(passing)}: those effects are not attributable to the algorithm"
+               if passing else "passes no claim")
+    return f"Seed control ({pairs}): {verdict} ({detail})"
 
 
 def build_matrix(cells: list[CellResult]) -> Matrix:

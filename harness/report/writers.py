@@ -15,7 +15,7 @@ from harness.audit.verdicts import CellResult, Verdict
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.report.document import ClaimsRun, Figure
 from harness.report.figures import derived_figures
-from harness.report.matrix import Matrix, build_matrix, claim_answer, claim_label
+from harness.report.matrix import Matrix, build_matrix, claim_answer, claim_label, control_summary
 
 COLOURS = {Verdict.SUPPORTED: "#1a7f37", Verdict.REFUTED: "#cf222e",
            Verdict.INCONCLUSIVE: "#bf8700", Verdict.INVALID: "#8250df"}
@@ -78,6 +78,9 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
     lines = [f"# Claim audit — run `{run.run_id}`", "",
              f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", "",
              "## Matrix", "", *_md_matrix(build_matrix(run.cells)), ""]
+    control = control_summary(run.cells)
+    if control:
+        lines += [f"**{_md_escape(control)}**", ""]
     for claim_id in run.claim_ids():
         spec = CLAIMS_BY_ID.get(claim_id)
         cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
@@ -236,6 +239,7 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 <h2>Matrix (rows: experiments pair · dataset · α; columns: claims)</h2>
 <p class="legend">{legend}</p>
 {_html_matrix(build_matrix(run.cells))}
+{f'<p><b>{_e(control_summary(run.cells))}</b></p>' if control_summary(run.cells) else ''}
 {''.join(cards)}
 <section class="card"><h2>Provenance</h2><pre>{_e(provenance)}</pre></section>
 </body></html>
