@@ -68,6 +68,18 @@ def target_nll(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return nll.sum(-1) / batch.target_mask.sum(-1)
 
 
+def target_span(batch: Batch) -> int:
+    """How many last positions hold every target of the batch (the head is needed there only)."""
+    predicts = batch.target_mask.any(0).nonzero()
+    return int(batch.target_mask.shape[1] - predicts.min()) if len(predicts) else batch.target_mask.shape[1]
+
+
+def last_positions(batch: Batch, k: int) -> Batch:
+    """The batch restricted to its last k positions (what `target_nll` reads of it)."""
+    return Batch(*(getattr(batch, f)[:, -k:] for f in
+                   ("input_ids", "attention_mask", "targets", "target_mask", "position_mask")))
+
+
 def validate_samples(samples: Sequence[Sample], max_length: int | None) -> None:
     if not samples:
         raise UserError("no samples to score: the input is empty")

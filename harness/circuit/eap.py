@@ -19,8 +19,10 @@ from harness.circuit.batches import (
     LossFn,
     Positions,
     Sample,
+    last_positions,
     make_batch,
     target_nll,
+    target_span,
     validate_samples,
 )
 from harness.circuit.graph import Graph, Layout
@@ -101,8 +103,12 @@ def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nl
                                         dtype=torch.float32, device=device),
                      position_mask=batch.position_mask, ablated=ablated, edge_mask=edge_mask)
     with torch.enable_grad(), im.run_state(state):
-        logits = im.logits(batch.input_ids, batch.attention_mask)
-        loss = loss_fn(logits, batch)
+        if loss_fn is target_nll:   # the head and log-softmax over the target span only
+            span = target_span(batch)
+            loss = target_nll(im.logits(batch.input_ids, batch.attention_mask, keep_last=span),
+                              last_positions(batch, span))
+        else:
+            loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch)
         loss.sum().backward()
     return state.scores, loss.detach().float()
 

@@ -285,9 +285,12 @@ class InstrumentedModel:
         finally:
             self._state = None
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, t] token ids → [b, t, vocab] logits (whatever RunState is active)."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               keep_last: int = 0) -> torch.Tensor:
+        """[b, t] token ids → [b, t, vocab] logits (whatever RunState is active); keep_last = k > 0
+        applies the head to the last k positions only ([b, k, vocab]): the loss needs no more."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                          logits_to_keep=keep_last).logits
 
     def logits_from_layer(self, start: int, hidden: torch.Tensor,
                           layer_calls: dict[int, tuple[tuple, dict]],
