@@ -68,23 +68,30 @@ def test_suites_refuse_bad_grid_options(pytester: pytest.Pytester, args, message
 def test_suites_collect_each_claim_on_the_pairs_it_speaks_about(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(str(SUITES), "-p", "no:cacheprovider", "--collect-only", "-q")
     ids = [line for line in result.outlines if "::test_" in line]
-    assert any("test_intensity[smollm2_grpo-rg_chain_sum-a010-own]" in i for i in ids)
+    assert any("test_intensity[smollm2_grpo-chain_sum_1d-a010-own]" in i for i in ids)
+    assert any("test_intensity[smollm2_rloo-arithmetic_1d-a050-own]" in i for i in ids)
+    assert any("test_intensity[smollm2_grpo_seeds-chain_sum_1d-a010-own]" in i for i in ids)   # the control
     assert not any("test_intensity[smollm2_dpo" in i for i in ids)
-    assert any("test_dpo_deviates[smollm2_dpo-rg_chain_sum-a030-kurtosis-own]" in i for i in ids)
+    assert any("test_dpo_deviates[smollm2_dpo-chain_sum_1d-a030-kurtosis-own]" in i for i in ids)
+    assert not any("test_dpo_deviates[smollm2_grpo_seeds" in i for i in ids)
     assert not any("tiny" in i for i in ids)
-    assert any(i.endswith("test_accuracy[smollm2_online_dpo-rg_chain_sum]") for i in ids)
+    assert any(i.endswith("test_accuracy[smollm2_online_dpo-arithmetic_1d]") for i in ids)
 
 
 def test_audit_command_line_carries_the_budget() -> None:
-    from harness.cli.audit import AUDIT_BUDGET, pytest_args, register
+    from harness.cli.audit import AUDIT_BUDGET, apply_budget, pytest_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["audit", "--run-id", "r1", "-k", "C1", "--pairs", "smollm2-grpo"])
+    apply_budget(args)
     argv = pytest_args(args, args.run_id, ["stats.sesoi_rel=0.1"])
     assert argv[0] == str(SUITES)
     settings = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
-    assert settings == ["fidelity_alpha=0.3", "stats.sesoi_rel=0.1"]   # fidelity at the grid's middle alpha
+    assert settings == [f"fidelity_alpha={AUDIT_BUDGET['fidelity_alpha']}", "stats.sesoi_rel=0.1"]
+    middle = parser.parse_args(["audit", "--run-id", "r2", "--alphas", "0.2,0.3,0.4"])
+    apply_budget(middle)     # the budget's fidelity alpha is off this grid: the grid's middle one
+    assert "fidelity_alpha=0.3" in pytest_args(middle, "r2", [])
     for flag, value in (("--questions", str(AUDIT_BUDGET["questions"])), ("--alphas", AUDIT_BUDGET["alphas"]),
                         ("--run-id", "r1"), ("-k", "C1"), ("--pairs", "smollm2-grpo")):
         assert argv[argv.index(flag) + 1] == value

@@ -1,7 +1,8 @@
 """`python -m harness audit`: the claim suites on the bundled pairs within a CPU budget, then where
 the report is.
 
-    python -m harness audit                       # bundled pairs, default budget (see AUDIT_BUDGET)
+    python -m harness audit                       # bundled pairs, default budget (see AUDIT_BUDGETS)
+    python -m harness audit --budget nightly      # every bundled pair at the paper's alpha grid
     python -m harness audit -k "C1 or C9" --questions 200 --run-id nightly
     python -m harness audit --set stats.sesoi_rel=0.1 --set metrics.range_policy=joint
     python -m harness audit --vary metrics.bins=20,100,500   # one claim matrix per value + a comparison
@@ -26,10 +27,20 @@ from harness.report.compare import sensitivity_table
 from harness.report.document import load_claims
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
-# Budget that finishes in about 15 minutes on 2 CPU cores from an empty cache (measured: README).
-# Fidelity and robustness (exact ablation) run at one alpha per pair and dataset, the grid's middle
-# one unless --set fidelity_alpha=... says otherwise; every cell names the alpha it carries.
-AUDIT_BUDGET = {"questions": 100, "n": 16, "alphas": "0.1,0.3,0.5", "fidelity_edges": 32, "fidelity_samples": 16}
+# Named budgets (`--budget`); an option given on the command line overrides its budget's value.
+# default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README).
+# nightly: every bundled pair (the seed-1 replicates too) at the paper's alpha grid, fidelity on more
+# questions and edges. Fidelity and robustness (exact ablation) and the C8 causal check run at one
+# alpha per pair and dataset (`fidelity_alpha`, else the grid's middle one); every cell names the alpha
+# it carries. Answers come from the verified answer fixtures where they match (`answer_fixtures`).
+AUDIT_BUDGETS: dict[str, dict] = {
+    "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-online-dpo,smollm2-grpo-seeds",
+                "questions": 120, "n": 100, "alphas": "0.1,0.5", "fidelity_edges": 24, "fidelity_samples": 8,
+                "fidelity_alpha": 0.1},
+    "nightly": {"pairs": None, "questions": 120, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
+                "fidelity_samples": 16, "fidelity_alpha": 0.1},
+}
+AUDIT_BUDGET = AUDIT_BUDGETS["default"]
 
 
 def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
@@ -44,7 +55,8 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
             argv += [flag, str(value)]
     if not any(item.startswith("fidelity_alpha=") for item in settings):
         alphas = sorted(float(a) for a in args.alphas.split(",") if a.strip())
-        argv += ["--set", f"fidelity_alpha={alphas[len(alphas) // 2]}"] if alphas else []
+        chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
+        argv += ["--set", f"fidelity_alpha={chosen}"] if chosen is not None else []
     for item in settings:
         argv += ["--set", item]
     return argv
@@ -63,7 +75,17 @@ def _vary(text: str | None) -> tuple[str, list[str]] | None:
     return key.strip(), items
 
 
+def apply_budget(args) -> None:
+    """Fill every option left unset on the command line from the chosen `--budget`."""
+    if args.budget not in AUDIT_BUDGETS:
+        raise UserError(f"unknown --budget {args.budget!r}; choose one of {', '.join(AUDIT_BUDGETS)}")
+    for key, value in AUDIT_BUDGETS[args.budget].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
 def run_audit(args) -> int:
+    apply_budget(args)
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
     if args.threads is not None:
@@ -120,15 +142,16 @@ def register(subparsers) -> None:
     a.add_argument("--run-id", default=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S"),
                    help="report folder name (default: UTC time)")
     a.add_argument("--reports-dir", default="reports", help="folder for run reports (default: reports)")
-    a.add_argument("--pairs", default=None, help="pairs, comma separated (default: the registry's bundled pairs)")
+    a.add_argument("--pairs", default=None, help="pairs, comma separated (default: the budget's; nightly: every bundled pair)")
     a.add_argument("--datasets", default=None, help="datasets, comma separated (default: each pair's own)")
     a.add_argument("--registry", default=None, help="pair registry TOML (default: fixtures/pairs.toml)")
-    a.add_argument("--questions", type=int, default=AUDIT_BUDGET["questions"], help="problems answered per dataset")
-    a.add_argument("--alphas", default=AUDIT_BUDGET["alphas"], help="T_cut fractions, comma separated")
+    a.add_argument("--budget", default="default", help=f"named budget: {', '.join(AUDIT_BUDGETS)} (default: default)")
+    a.add_argument("--questions", type=int, default=None, help="problems answered per dataset (default: the budget's)")
+    a.add_argument("--alphas", default=None, help="T_cut fractions, comma separated (default: the budget's)")
     a.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
-    a.add_argument("--fidelity-edges", type=int, default=AUDIT_BUDGET["fidelity_edges"])
-    a.add_argument("--fidelity-samples", type=int, default=AUDIT_BUDGET["fidelity_samples"])
-    a.add_argument("--n", type=int, default=AUDIT_BUDGET["n"], help="questions kept per cell at most")
+    a.add_argument("--fidelity-edges", type=int, default=None)
+    a.add_argument("--fidelity-samples", type=int, default=None)
+    a.add_argument("--n", type=int, default=None, help="questions kept per cell at most (default: the budget's)")
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
