@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec
-from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id, parse_alphas
 from harness.data.selection import TOKEN_MODES
 from harness.errors import UserError
 from harness.report import plots
@@ -107,15 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def parse_options(config: pytest.Config) -> ClaimOptions:
     """Validate the claim options; bad values raise UserError."""
     get = config.getoption
-    alphas = []
-    for text in _split(get("alphas")):
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"--alphas: {text!r} is not a number") from None
-        if not 0 < value <= 1:
-            raise UserError(f"--alphas: {value} is outside (0, 1]")
-        alphas.append(value)
+    alphas = parse_alphas(_split(get("alphas")))
     modes = _split(get("token_mode"))
     unknown = [m for m in modes if m not in TOKEN_MODES]
     if unknown:

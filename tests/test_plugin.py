@@ -122,6 +122,13 @@ def test_k_selects_by_claim_id_and_alpha(claims_dir: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_nearby_alphas_are_distinct_tests(claims_dir: pytest.Pytester) -> None:
+    result = claims_dir.runpytest("-k", "intensity", "--alphas", "0.3,0.301,0.001,0.004", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_intensity?toy_grpo-toy-a030?", "*test_intensity?toy_grpo-toy-a030p1?",
+                                 "*test_intensity?toy_grpo-toy-a000p1?", "*test_intensity?toy_grpo-toy-a000p4?"])
+    result.stdout.fnmatch_lines(["4/*tests collected*"])
+
+
 def test_options_override_module_grid(claims_dir: pytest.Pytester) -> None:
     result = claims_dir.runpytest("-k", "intensity", "--pairs", "a,b", "--alphas", "0.03", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_intensity?a-toy-a003?", "*test_intensity?b-toy-a003?"])
@@ -130,6 +137,7 @@ def test_options_override_module_grid(claims_dir: pytest.Pytester) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--alphas", "0.1,x"], "*--alphas: 'x' is not a number*"),
     (["--alphas", "1.5"], "*--alphas: 1.5 is outside (0, 1]*"),
+    (["--alphas", "0.1,0.3", "--alphas", "0.10"], "*--alphas: 0.1 is given twice; give each alpha once*"),
     (["--token-mode", "mixed"], "*--token-mode: unknown mixed; choose from own, shared*"),
     (["--n", "0"], "*--n must be a positive number*"),
     (["--run-id", "../x"], "*--run-id '../x'*"),

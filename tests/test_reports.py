@@ -21,7 +21,9 @@ from harness.audit.verdicts import (
     CLAIMS_SCHEMA_VERSION,
     CellResult,
     Verdict,
+    alpha_tag,
     make_cell_id,
+    parse_alphas,
 )
 from harness.cli import main as harness_main
 from harness.errors import UserError
@@ -85,6 +87,29 @@ def test_cell_id_is_readable() -> None:
     assert make_cell_id("C1", "intensity", "smollm2-grpo", "gsm8k", alpha=0.1) == "C1-intensity-smollm2_grpo-gsm8k-a010"
     assert make_cell_id("C5", "alpha_fade", "mistral", None, "kurtosis") == "C5-alpha_fade-mistral-kurtosis"
     assert make_cell_id("C1", "intensity", alpha=0.03).endswith("-a003")
+
+
+@pytest.mark.parametrize("alpha, tag", [(0.1, "a010"), (0.03, "a003"), (1.0, "a100"), (0.3, "a030"),
+                                        (0.301, "a030p1"), (0.001, "a000p1"), (0.004, "a000p4"),
+                                        (0.125, "a012p5"), (0.07, "a007"), (None, "a-")])
+def test_alpha_tag_keeps_hundredths_and_the_exact_rest(alpha, tag) -> None:
+    assert alpha_tag(alpha) == tag
+
+
+def test_distinct_alphas_give_distinct_cell_ids() -> None:
+    alphas = [0.3, 0.301, 0.3001, 0.001, 0.004, 0.0041, 0.1, 0.10000000000000002, 0.5, 1.0, 0.999]
+    ids = {make_cell_id("C1", "intensity", "p", "d", alpha=a) for a in alphas}
+    assert len(ids) == len(alphas)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)   # still one `-k` word each
+
+
+@pytest.mark.parametrize("texts, message", [(["0.3", "0.30"], "--alphas: 0.3 is given twice"),
+                                             (["0.1", "x"], "--alphas: 'x' is not a number"),
+                                             (["0"], r"--alphas: 0.0 is outside \(0, 1\]")])
+def test_parse_alphas_rejects_repeats_and_bad_values(texts, message) -> None:
+    with pytest.raises(UserError, match=message):
+        parse_alphas(texts)
+    assert parse_alphas(["0.3", "0.301"]) == (0.3, 0.301)
 
 
 def test_cell_round_trips_through_json() -> None:

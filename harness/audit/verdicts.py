@@ -12,6 +12,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,10 +47,34 @@ class Verdict(str, enum.Enum):
 
 
 def alpha_tag(alpha: float | None) -> str:
-    """0.1 -> 'a010', 0.03 -> 'a003' (hundredths, three digits); None -> 'a-'."""
+    """alpha (a fraction) in hundredths: 0.1 -> 'a010', 0.03 -> 'a003'; None -> 'a-'.
+
+    An alpha that is not a whole number of hundredths keeps its exact remaining digits after a 'p':
+    0.301 -> 'a030p1', 0.004 -> 'a000p4'. The tag is the shortest decimal that round-trips the float,
+    so distinct alphas always get distinct tags.
+    """
     if alpha is None:
         return "a-"
-    return f"a{round(alpha * 100):03d}"
+    hundredths = (Decimal(repr(float(alpha))) * 100).normalize()
+    whole, _, rest = f"{hundredths:f}".partition(".")
+    return f"a{int(whole):03d}" + (f"p{rest}" if rest else "")
+
+
+def parse_alphas(texts: Sequence[str], flag: str = "--alphas") -> tuple[float, ...]:
+    """alpha values (fractions in (0, 1]) from text items, in order; a non-number, a value outside
+    (0, 1] or a repeated value (it would be one cell counted twice by Holm) raises a UserError."""
+    alphas: list[float] = []
+    for text in texts:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{flag}: {text!r} is not a number") from None
+        if not 0 < value <= 1:
+            raise UserError(f"{flag}: {value} is outside (0, 1]")
+        if value in alphas:
+            raise UserError(f"{flag}: {value} is given twice; give each alpha once")
+        alphas.append(value)
+    return tuple(alphas)
 
 
 def _slug(part: Any) -> str:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from harness.audit.config import AuditConfig, parse_settings, settable_keys
+from harness.audit.verdicts import parse_alphas
 from harness.cli import COMMANDS
 from harness.errors import UserError
 from harness.files import atomic_write_text
@@ -43,7 +44,7 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
         if value is not None:
             argv += [flag, str(value)]
     if not any(item.startswith("fidelity_alpha=") for item in settings):
-        alphas = sorted(float(a) for a in args.alphas.split(",") if a.strip())
+        alphas = sorted(parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]))
         argv += ["--set", f"fidelity_alpha={alphas[len(alphas) // 2]}"] if alphas else []
     for item in settings:
         argv += ["--set", item]
@@ -79,6 +80,8 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
+    if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
+        raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     settings = list(args.set or [])
     AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
     vary = _vary(args.vary)
