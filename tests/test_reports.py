@@ -293,6 +293,63 @@ def test_report_cli_unreadable_shard_is_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "o").exists()
 
 
+def _tampered_shard(tmp_path: Path, edit) -> Path:
+    """A written shard whose claims.json was then edited by `edit(document)` (what a received file can hold)."""
+    write_reports(synthetic_run(), tmp_path / "shard")
+    claims = tmp_path / "shard" / "claims.json"
+    document = json.loads(claims.read_text())
+    edit(document)
+    claims.write_text(json.dumps(document))
+    return claims
+
+
+def _attached(document: dict) -> dict:
+    return next(f for f in document["figures"] if not f["derived"])
+
+
+SECRET = "/etc/hostname"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: _attached(d).update(file=SECRET), "file '/etc/hostname' must be a relative path inside the run folder"),
+    (lambda d: _attached(d).update(file="../../../../../../../../etc/hostname"),
+     "must be a relative path inside the run folder (no absolute path, no '..')"),
+    (lambda d: _attached(d).update(file="figures/../../outside.png"), "no absolute path, no '..'"),
+    (lambda d: _attached(d).update(name="../../escaped"), "figure name '../../escaped': use letters, digits"),
+    (lambda d: _attached(d).update(name="sub/escaped"), "figure name 'sub/escaped': use letters, digits"),
+    (lambda d: _attached(d).update(name=7), "figure name 7: use letters, digits"),
+    (lambda d: _attached(d).update(file=None), "file None must be a relative path inside the run folder"),
+    (lambda d: d["cells"][0].update(cell_id="../../C6-x"), "cell id '../../C6-x': use letters, digits"),
+    (lambda d: d.update(figures={"a": 1}), '"figures" must be a list'),
+])
+def test_report_merge_confines_received_paths_to_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                edit, message: str) -> None:
+    claims = _tampered_shard(tmp_path, edit)
+    out = tmp_path / "deep" / "er" / "merged"
+    assert harness_main(["report", "merge", str(claims), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def test_a_symlinked_figure_leaving_the_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    claims = _tampered_shard(tmp_path, lambda d: _attached(d).update(file="figures/link.png"))
+    (claims.parent / "figures" / "link.png").symlink_to(SECRET)
+    assert harness_main(["report", "merge", str(claims), "--out", str(tmp_path / "m")]) == 2
+    assert "must be a relative path inside the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_reports_are_written_with_the_users_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        paths = write_reports(synthetic_run(), tmp_path / "run")
+    finally:
+        os.umask(old)
+    files = [*paths.values(), *(tmp_path / "run" / "figures").iterdir()]
+    assert files and {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
 # ---------------------------------------------------------------- the page in a browser
 
 def _chromium() -> str | None:
