@@ -21,11 +21,43 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. 0o022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(directory: bool = False) -> int:
+    """Mode an ordinary open() (0o666) or mkdir() (0o777) would give under the current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh folder in `parent` (to be renamed into place) with the umask's mode, not mkdtemp's 0o700."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
+
+
+def temp_file(parent: Path, suffix: str) -> Path:
+    """A fresh empty file in `parent` (to be renamed into place) with the umask's mode, not mkstemp's 0o600."""
+    fd, tmp = tempfile.mkstemp(dir=parent, suffix=suffix)
+    os.fchmod(fd, umask_mode())
+    os.close(fd)
+    return Path(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder and a rename. The file gets the mode
+    an ordinary open() would give it (0o666 less the umask), not mkstemp's private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
