@@ -20,9 +20,10 @@ from pathlib import Path
 
 from harness.audit.config import AuditConfig, parse_settings, settable_keys
 from harness.audit.verdicts import parse_alphas
-from harness.cli import COMMANDS
+from harness.data.problems import MAX_PROBLEMS
+from harness.cli import COMMANDS, whole_number
 from harness.errors import UserError
-from harness.files import atomic_write_text
+from harness.files import atomic_write_text, check_writable_folder
 from harness.report.compare import sensitivity_table
 from harness.report.document import load_claims
 
@@ -82,6 +83,7 @@ def run_audit(args) -> int:
         return 0
     if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
         raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
+    check_writable_folder(args.reports_dir, "--reports-dir")
     settings = list(args.set or [])
     AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
     vary = _vary(args.vary)
@@ -126,17 +128,20 @@ def register(subparsers) -> None:
     a.add_argument("--pairs", default=None, help="pairs, comma separated (default: the registry's bundled pairs)")
     a.add_argument("--datasets", default=None, help="datasets, comma separated (default: each pair's own)")
     a.add_argument("--registry", default=None, help="pair registry TOML (default: fixtures/pairs.toml)")
-    a.add_argument("--questions", type=int, default=AUDIT_BUDGET["questions"], help="problems answered per dataset")
+    a.add_argument("--questions", type=whole_number("--questions", 1, MAX_PROBLEMS), default=AUDIT_BUDGET["questions"],
+                   help="problems answered per dataset")
     a.add_argument("--alphas", default=AUDIT_BUDGET["alphas"], help="T_cut fractions, comma separated")
-    a.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
-    a.add_argument("--fidelity-edges", type=int, default=AUDIT_BUDGET["fidelity_edges"])
-    a.add_argument("--fidelity-samples", type=int, default=AUDIT_BUDGET["fidelity_samples"])
-    a.add_argument("--n", type=int, default=AUDIT_BUDGET["n"], help="questions kept per cell at most")
+    a.add_argument("--max-new-tokens", type=whole_number("--max-new-tokens"), default=None,
+                   help="answer budget (default: the pair's)")
+    a.add_argument("--fidelity-edges", type=whole_number("--fidelity-edges"), default=AUDIT_BUDGET["fidelity_edges"])
+    a.add_argument("--fidelity-samples", type=whole_number("--fidelity-samples"),
+                   default=AUDIT_BUDGET["fidelity_samples"])
+    a.add_argument("--n", type=whole_number("--n"), default=AUDIT_BUDGET["n"], help="questions kept per cell at most")
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
     a.add_argument("--dtype", default="float32")
-    a.add_argument("--threads", type=int, default=None,
+    a.add_argument("--threads", type=whole_number("--threads"), default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED")
