@@ -4,7 +4,8 @@ line on stderr that says what was wrong (no traceback, no silently wrong result)
 Each row runs the real command line (`harness.cli.main`, what `python -m harness` calls) on files
 made by the `world` fixture: {M} a tiny llama folder, {ROWS} valid EAP rows, {EAP}/{ABL} the outputs
 of `eap` and `ablate` on them, {BASE}/{POST} checked generations, {FILE} a plain file (in place of a
-folder), {RO} a read-only folder, {T} an empty scratch folder. Most rows fail before a model loads.
+folder), {RO} a read-only folder, {REPORTS} a reports folder holding the run `old-run`, {T} an empty
+scratch folder. Most rows fail before a model loads.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ CASES = [
     ("audit-fidelity-edges-0",   "audit --fidelity-edges 0",                                        "--fidelity-edges must be at least 1, got 0"),
     ("audit-reports-dir-file",   "audit --reports-dir {FILE}",                                      "--reports-dir {FILE} is a file, not a folder"),
     ("audit-reports-dir-read-only", "audit --reports-dir {RO}/r", "is not writable", READ_ONLY),
+    ("audit-run-id-exists",      "audit --run-id old-run --reports-dir {REPORTS}",                  "--run-id old-run: {REPORTS}/old-run already exists; choose another run id or pass --overwrite"),
+    ("audit-run-id-path",        "audit --run-id ../x --reports-dir {REPORTS}",                     "--run-id '../x': use letters, digits"),
     ("audit-vary-one-value",     "audit --vary metrics.bins=20",                                    "expected KEY=V1,V2[,...] with at least two values"),
     ("audit-unknown-setting",    "audit --set loudness=3",                                          "loudness"),
 ]
@@ -129,9 +132,10 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "badedge.json").write_text('[[1.5, "x"]]')
     (root / "notclaims.json").write_text('{"a": 1}')
     (root / "ro").mkdir(mode=0o500)
+    (root / "reports" / "old-run").mkdir(parents=True)
     names = {"M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
-             "RO": root / "ro", "EAP": root / "eap", "ABL": root / "abl",
+             "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0

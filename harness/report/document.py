@@ -66,12 +66,14 @@ class ClaimsRun:
         return known + sorted(present - set(known))
 
     def summary(self) -> dict[str, Any]:
-        """Verdict counts overall and per claim."""
+        """Verdict counts overall and per claim; `selected`: the claim tests the run selected (None
+        where unknown); `errors`: cells whose test raised (INVALID with `extra.error`)."""
         per_claim: dict[str, Counter] = {}
         for cell in self.cells:
             per_claim.setdefault(cell.claim_id, Counter())[cell.verdict.value] += 1
         total = Counter(cell.verdict.value for cell in self.cells)
-        return {"cells": len(self.cells),
+        return {"cells": len(self.cells), "selected": self.provenance.get("selected_cells"),
+                "errors": sum(bool((cell.extra or {}).get("error")) for cell in self.cells),
                 "verdicts": {v.value: total.get(v.value, 0) for v in Verdict},
                 "per_claim": {cid: {v.value: c.get(v.value, 0) for v in Verdict}
                               for cid, c in sorted(per_claim.items())}}
