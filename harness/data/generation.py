@@ -87,7 +87,7 @@ class Generation:
         tuples = {}
         for key in ("prompt_ids", "answer_ids", "reference_ids"):
             ids = row.get(key)
-            if ids is not None and not (isinstance(ids, list) and all(
+            if ids is not None and not (isinstance(ids, (list, tuple)) and all(
                     isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
                 raise TypeError(f"{key} must be a list of token ids (whole numbers >= 0), got {ids!r:.60}")
             tuples[key] = tuple(ids) if ids is not None else None
