@@ -379,3 +379,20 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
                            "--hide-scrollbars", html.as_uri()], capture_output=True, text=True, timeout=120, env=env)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n", "20", "field n must be a whole number or null, got '20'"),
+    ("n", True, "field n must be a whole number or null, got True"),
+    ("effect", "big", "field effect must be a number or null, got 'big'"),
+    ("pair", 3, "field pair must be str or null, got 3"),
+    ("extra", [], "field extra must be dict, got []"),
+    ("funnel", None, "field funnel must be list, got None"),
+])
+def test_wrongly_typed_cell_fields_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, field, value,
+                                                message) -> None:
+    claims = _tampered_shard(tmp_path, lambda d: d["cells"][0].update({field: value}))
+    assert harness_main(["report", "merge", str(claims), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert CellResult.from_dict({**synthetic_cell().to_dict(), "n": np.int64(3), "effect": np.float32(0.5)}).n == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -165,10 +166,29 @@ class CellResult:
         missing = [name for name in required if name not in data]
         if missing:
             raise UserError(f"cell {data.get('cell_id', '?')}: missing field(s) {', '.join(missing)}")
+        for name, value in data.items():
+            kinds, nullable = FIELD_KINDS[name]
+            ok = (value is None and nullable) or (isinstance(value, kinds) and not isinstance(value, bool))
+            if not ok:
+                shown = {numbers.Real: "a number", numbers.Integral: "a whole number"}.get(kinds[0], kinds[0].__name__)
+                raise UserError(f"cell {data.get('cell_id', '?')}: field {name} must be {shown}"
+                                f"{' or null' if nullable else ''}, got {value!r:.60}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> CellResult:
         return dataclasses.replace(self, **changes)
+
+
+# JSON types of each CellResult field as read back from a claims.json: (types, may be null).
+_TEXT, _NUMBER = (str,), (numbers.Real,)   # numbers.*: numpy scalars count, as they do in memory
+FIELD_KINDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    **{name: (_TEXT, False) for name in ("claim_id", "claim_name", "cell_id", "verdict", "rule", "reason")},
+    **{name: (_TEXT, True) for name in ("pair", "dataset", "metric", "token_mode", "ci_method")},
+    **{name: (_NUMBER, True) for name in ("alpha", "base_value", "post_value", "effect", "ci_low", "ci_high",
+                                          "effect_size", "p_value", "p_holm", "p_bh")},
+    "n": ((numbers.Integral,), True), "fidelity": ((dict,), True), "robustness": ((dict,), True), "funnel": ((list,), False),
+    "extra": ((dict,), False), "provenance": ((dict,), False),
+}
 
 
 def _json_safe(value: Any) -> Any:
