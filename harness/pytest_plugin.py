@@ -5,7 +5,10 @@ Outcome of a test that records a cell:
   SUPPORTED -> passed; REFUTED -> failed; INCONCLUSIVE -> failed, counted as "inconclusive";
   INVALID -> error. A cell whose verdict differs from `--claims-baseline` (or whose effect drifted
   beyond `--claims-compare-fail`) fails whatever its verdict.
-Reports go to `<reports-dir>/<run-id>/` at the end of a session that recorded anything.
+A claim test that raises (in its fixtures or its body) or records nothing still gives its cell:
+INVALID, reason "error in <stage>: <ExceptionType>: <message>", `extra.error` saying where.
+Reports go to `<reports-dir>/<run-id>/` at the end of a session that recorded anything; a run id
+whose folder exists is refused unless `--overwrite` (which clears the old report at the start).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import itertools
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ from typing import Any
 import pytest
 
 from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec
-from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id, parse_alphas
 from harness.data.selection import TOKEN_MODES
 from harness.errors import UserError
 from harness.report import plots
@@ -37,6 +42,16 @@ GRID_OPTIONS = {"pair": "pairs", "dataset": "datasets", "alpha": "alphas", "metr
 TERMINAL_COLOURS = {Verdict.SUPPORTED: "green", Verdict.REFUTED: "red",
                     Verdict.INCONCLUSIVE: "yellow", Verdict.INVALID: "purple"}
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+REPORT_FILES = ("claims.json", "claims.md", "claims.html", "claims-junit.xml")
+HARNESS_ROOT = Path(__file__).resolve().parents[1]
+ERROR_RULE = ("INVALID: the claim test raised before it recorded its cell (or recorded none), so the cell "
+              "could not be judged; extra.error names the stage and the exception")
+
+
+def default_run_id() -> str:
+    """UTC time to the microsecond and the process id, e.g. 20260101-120000-123456-p4242: two runs
+    started in the same second (or on the same microsecond, in two processes) get distinct ids."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f") + f"-p{os.getpid()}"
 
 
 class InvalidCell(Exception):
@@ -59,6 +74,7 @@ class ClaimOptions:
     reports_dir: Path
     baseline_path: Path | None
     drift_limits: tuple[DriftLimit, ...]
+    overwrite: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -74,6 +90,7 @@ class ClaimSession:
     figures: dict[str, Figure] = field(default_factory=dict)
     regressions: list[str] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
+    selected: int | None = None     # claim tests selected to run (None: not known, e.g. an xdist controller)
 
 
 SESSION_KEY = pytest.StashKey[ClaimSession]()
@@ -97,7 +114,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--n", type=int, dest="claims_n", help="at most this many questions per cell")
     group.addoption("--device", help="cpu or cuda[:N]")
     group.addoption("--dtype", help="float32, bfloat16, float16 or float64")
-    group.addoption("--run-id", help="report folder name (default: UTC time, YYYYmmdd-HHMMSS)")
+    group.addoption("--run-id", help="report folder name (default: UTC time and process id, "
+                                     "YYYYmmdd-HHMMSS-ffffff-pPID); an existing one is refused")
+    group.addoption("--overwrite", action="store_true", dest="claims_overwrite",
+                    help="replace the report of an existing --run-id (cleared when the run starts)")
     group.addoption("--reports-dir", default="reports", help="folder for run reports (default: reports)")
     group.addoption("--claims-baseline", help="claims.json of a stored run; a changed verdict fails the cell")
     group.addoption("--claims-compare-fail", action="append",
@@ -107,15 +127,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def parse_options(config: pytest.Config) -> ClaimOptions:
     """Validate the claim options; bad values raise UserError."""
     get = config.getoption
-    alphas = []
-    for text in _split(get("alphas")):
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"--alphas: {text!r} is not a number") from None
-        if not 0 < value <= 1:
-            raise UserError(f"--alphas: {value} is outside (0, 1]")
-        alphas.append(value)
+    alphas = parse_alphas(_split(get("alphas")))
     modes = _split(get("token_mode"))
     unknown = [m for m in modes if m not in TOKEN_MODES]
     if unknown:
@@ -133,7 +145,7 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
             resolve_device(device)
         if dtype is not None:
             resolve_dtype(dtype)
-    run_id = get("run_id") or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_id = get("run_id") or default_run_id()
     if not RUN_ID_PATTERN.fullmatch(run_id):
         raise UserError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
     reports_dir = Path(get("reports_dir"))
@@ -145,13 +157,32 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
         raise UserError("--claims-compare-fail needs --claims-baseline FILE to compare against")
     return ClaimOptions(_split(get("pairs")), _split(get("datasets")), tuple(alphas), _split(get("metrics")),
                         modes, n, device, dtype, run_id, reports_dir,
-                        Path(baseline) if baseline else None, limits)
+                        Path(baseline) if baseline else None, limits, bool(get("claims_overwrite")))
+
+
+def claim_run_folder(options: ClaimOptions) -> None:
+    """Refuse a run id whose report folder exists (its report would be shown as this run's), unless
+    --overwrite: then clear that folder's report files so that whatever it holds after the run is
+    this run's."""
+    folder = options.run_dir
+    if not folder.exists():
+        return
+    if not options.overwrite:
+        raise UserError(f"--run-id {options.run_id}: {folder} already exists; choose another run id "
+                        "or pass --overwrite to replace its report")
+    if not folder.is_dir():
+        raise UserError(f"--run-id {options.run_id}: {folder} is a file, not a report folder")
+    for name in REPORT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "figures", ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id, section=None, statement=None): a claim of the audited paper")
     try:
         options = parse_options(config)
+        if not hasattr(config, "workerinput"):
+            claim_run_folder(options)
         baseline = {}
         if options.baseline_path is not None:
             baseline = {c.cell_id: c for c in load_claims(options.baseline_path).cells}
@@ -274,10 +305,7 @@ class CellRecorder:
             raise UserError(f"{self._item.nodeid} recorded a second cell ({cell.cell_id}); one cell per test")
         if self.claim is not None and cell.claim_id != self.claim.id:
             raise UserError(f"{self._item.nodeid} is marked claim {self.claim.id} but recorded {cell.claim_id}")
-        run = self._session.provenance
-        defaults = {"run_id": run["run_id"], "code_version": run["code_version"], "device": run["device"],
-                    "dtype": run["dtype"], "libraries": run["libraries"]}
-        cell = cell.replace(provenance={**{k: v for k, v in defaults.items() if v is not None}, **cell.provenance})
+        cell = with_run_provenance(cell, self._session)
         self.cell = cell
         options = self._session.options
         self.problems = baseline_problems(cell, self._session.baseline.get(cell.cell_id), list(options.drift_limits))
@@ -308,6 +336,47 @@ def _n(value: Any) -> str:
     return "–" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
 
+def with_run_provenance(cell: CellResult, session: ClaimSession) -> CellResult:
+    run = session.provenance
+    defaults = {"run_id": run["run_id"], "code_version": run["code_version"], "device": run["device"],
+                "dtype": run["dtype"], "libraries": run["libraries"]}
+    return cell.replace(provenance={**{k: v for k, v in defaults.items() if v is not None}, **cell.provenance})
+
+
+def error_record(phase: str, excinfo: pytest.ExceptionInfo | None, item: pytest.Item) -> dict[str, Any]:
+    """Where a claim test failed: {stage, type, message, location}; the stage is the pytest phase
+    (setup: a fixture such as `judged`; call: the test body) and the innermost frame in this checkout."""
+    if excinfo is None:
+        return {"stage": f"{phase} of {item.name}", "type": "NoCell", "location": item.nodeid,
+                "message": "the test finished without calling claim_cell.record"}
+    location = item.nodeid
+    for entry in reversed(excinfo.traceback):   # innermost frame of this checkout or of the test's own file
+        path = Path(str(entry.path))
+        ours = path.is_relative_to(HARNESS_ROOT) and not {".venv", "site-packages"} & set(path.parts)
+        if ours or path == Path(str(item.path)):
+            root = HARNESS_ROOT if ours else item.config.rootpath
+            location = f"{path.relative_to(root) if path.is_relative_to(root) else path.name}:{entry.lineno + 1} in {entry.name}"
+            break
+    lines = str(excinfo.value).strip().splitlines()
+    message = (lines[0] if lines else "") or excinfo.typename
+    return {"stage": f"{phase} ({location})", "type": excinfo.typename, "location": location,
+            "message": message[:300]}
+
+
+def error_cell(item: pytest.Item, claim: ClaimSpec, error: dict[str, Any], session: ClaimSession) -> CellResult:
+    """The INVALID cell of a claim test that raised or recorded nothing, with the id it would have had."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    grid = {name: params.get(name) for name in GRID_ARGS}
+    mode = grid["token_mode"] if grid["token_mode"] not in (None, "own") else None
+    cell_id = make_cell_id(claim.id, claim.name, grid["pair"], grid["dataset"], grid["metric"], mode,
+                           alpha=grid["alpha"])
+    reason = f"error in {error['stage']}: {error['type']}: {error['message']}"
+    cell = CellResult(claim.id, claim.name, cell_id, Verdict.INVALID, ERROR_RULE, reason, grid["pair"],
+                      grid["dataset"], grid["alpha"], grid["metric"], grid["token_mode"],
+                      extra={"error": error}, provenance={"test": item.nodeid})
+    return with_run_provenance(cell, session)
+
+
 @pytest.fixture
 def claim_cell(request: pytest.FixtureRequest) -> CellRecorder:
     """Records the test's CellResult; the verdict becomes the outcome."""
@@ -322,6 +391,8 @@ def claim_cell(request: pytest.FixtureRequest) -> CellRecorder:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     recorder = item.stash.get(RECORD_KEY, None)
+    if call.when == "setup" and report.failed and (recorder is None or recorder.cell is None):
+        _record_error(item, report, call)
     if call.when != "call" or recorder is None:
         return report
     if call.excinfo is not None and call.excinfo.errisinstance(UserError):
@@ -334,9 +405,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     elif report.passed:
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid} uses claim_cell but recorded no cell (call claim_cell.record)"
+        _record_error(item, report, None)
+    elif report.failed:
+        _record_error(item, report, call)
     report.claim_figures = [{"name": f.name, "png": base64.b64encode(f.png).decode("ascii"),
                              "caption": f.caption, "claim_id": f.claim_id} for f in recorder.figures]
     return report
+
+
+def _record_error(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo | None) -> None:
+    """Give a failed claim test's report the INVALID cell of its error (nothing for a non-claim test)."""
+    claim = _claim_marker(item)
+    if claim is None:
+        return
+    session = item.config.stash[SESSION_KEY]
+    error = error_record(report.when, call.excinfo if call is not None else None, item)
+    report.claim_cell = error_cell(item, claim, error, session).to_dict()
+    report.claim_problems = []
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
@@ -361,9 +446,13 @@ class ClaimCollector:
     def __init__(self, state: ClaimSession) -> None:
         self.state = state
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not hasattr(session.config, "workerinput") and session.items:
+            self.state.selected = sum(_claim_marker(item) is not None for item in session.items)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect cells and figures (also from xdist workers' reports, on the controller)."""
-        if report.when != "call":
+        if report.when not in ("setup", "call"):
             return
         data = getattr(report, "claim_cell", None)
         if data is not None:
@@ -379,7 +468,8 @@ class ClaimCollector:
         state = self.state
         if hasattr(session.config, "workerinput") or not (state.cells or state.figures):
             return
-        run = ClaimsRun(state.options.run_id, list(state.cells.values()), state.provenance,
+        provenance = {**state.provenance, "selected_cells": state.selected}
+        run = ClaimsRun(state.options.run_id, list(state.cells.values()), provenance,
                         list(state.figures.values()))
         state.written = write_reports(run, state.options.run_dir)
 
@@ -409,7 +499,11 @@ def write_terminal_matrix(tr, state: ClaimSession) -> None:
             tr.write(text, **({TERMINAL_COLOURS[verdict]: True} if verdict else {}))
         tr.write_line("")
     counts = {v: sum(c.verdict is v for c in cells) for v in Verdict}
-    tr.write_line(", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(cells)} cells)")
+    errored = sum(bool(c.extra.get("error")) for c in cells)
+    of = f" of {state.selected} selected" if state.selected is not None else ""
+    tr.write_line(", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(cells)} cells{of}"
+                  + (f"; {errored} errored: a test raised, see the INVALID rows" if errored else "") + ")",
+                  **({"red": True} if errored else {}))
     for claim_id in matrix.claims:
         tr.write_line(f"{claim_label(claim_id)}: " + claim_answer([c for c in cells if c.claim_id == claim_id]))
     if control_summary(cells):

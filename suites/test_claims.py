@@ -62,19 +62,20 @@ def test_node_entropy(claim_cell, judged, audit, figure_cell, pair, dataset, alp
 
 @pytest.mark.claim("C8")
 def test_eap_fidelity(claim_cell, judged, pair, dataset, alpha, token_mode):
-    points = {key.rsplit("/", 1)[-1]: (f["points"]["eap"], f["points"]["exact"])
-              for key, f in judged.extra["fidelity"].items() if "points" in f}
+    points = {key.rsplit("/", 1)[-1]: (f["points"]["eap"], f["points"]["exact"])   # none on an INVALID cell
+              for key, f in judged.extra.get("fidelity", {}).items() if "points" in f}
     if points:
         title = f"{pair} {dataset} α={alpha:g}: EAP vs exact ablation"
         claim_cell.add_figure(f"fidelity-{judged.cell_id}", fidelity_scatter(points, title),
                               f"C8, {judged.cell_id}: EAP score vs exact ΔL per (question, sampled edge); "
                               "grey: y = x")
-    causal = judged.extra["causal"]
-    claim_cell.add_figure(f"causal-{judged.cell_id}",
-                          causal_curve_png(causal, f"{pair} α={alpha:g}, post model: top-k EAP vs random edges"),
-                          f"C8, {judged.cell_id}: loss with the top-k EAP edges vs k random edges removed "
-                          f"({len(causal['loss_removed_random'][0])} draws), and faithfulness of the "
-                          "circuits that keep only them")
+    causal = judged.extra.get("causal")
+    if causal is not None:
+        claim_cell.add_figure(f"causal-{judged.cell_id}",
+                              causal_curve_png(causal, f"{pair} α={alpha:g}, post model: top-k EAP vs random edges"),
+                              f"C8, {judged.cell_id}: loss with the top-k EAP edges vs k random edges removed "
+                              f"({len(causal['loss_removed_random'][0])} draws), and faithfulness of the "
+                              "circuits that keep only them")
     claim_cell.record(judged)
 
 

@@ -103,3 +103,67 @@ def test_audit_without_a_report_is_a_user_error(pytester: pytest.Pytester) -> No
                           "--reports-dir", str(pytester.path / "r"))
     assert result.ret == 2
     result.stderr.fnmatch_lines(["*--pairs: unknown nope; known pairs:*", "error: the audit wrote no report*"])
+
+
+def _fake_suites(monkeypatch, *, code: int = 1, errors: int = 0, selected: int | None = None,
+                 written_as: str | None = None):
+    """Replace the suite run of `audit` by one that writes a report of 3 cells, `errors` of them
+    errored, as run `written_as` (default: the run id it was given); returns pytest's exit code."""
+    import harness.pytest_plugin as plugin
+    from harness.audit.verdicts import CellResult
+    from harness.report import ClaimsRun, write_reports
+
+    def run(argv: list[str]) -> int:
+        run_id, reports = argv[argv.index("--run-id") + 1], Path(argv[argv.index("--reports-dir") + 1])
+        if code != 5:
+            cells = [CellResult("C1", "intensity", f"C1-intensity-p-d-a0{i}0", "SUPPORTED" if i >= errors else "INVALID",
+                                "r", "error in call: KeyError: 'x'" if i < errors else "",
+                                extra={"error": {"type": "KeyError"}} if i < errors else {}) for i in range(3)]
+            shown = written_as or run_id
+            write_reports(ClaimsRun(shown, cells, {"run_id": shown, "selected_cells": selected or 3}), reports / run_id)
+        return code
+
+    monkeypatch.setattr(plugin, "run_suites", run)
+
+
+def _audit(tmp_path, *extra: str) -> int:
+    from harness.cli import main
+
+    return main(["audit", "--reports-dir", str(tmp_path / "reports"), "--alphas", "0.1", *extra])
+
+
+def test_audit_prints_this_runs_report_and_exits_0(tmp_path, monkeypatch, capsys) -> None:
+    _fake_suites(monkeypatch)
+    assert _audit(tmp_path, "--run-id", "now") == 0
+    out = capsys.readouterr().out
+    assert "3 cells of 3 selected (3 SUPPORTED)" in out and f"report: {tmp_path / 'reports' / 'now' / 'claims.html'}" in out
+
+
+def test_audit_exits_1_when_a_cell_errored_or_is_missing(tmp_path, monkeypatch, capsys) -> None:
+    _fake_suites(monkeypatch, errors=1)
+    assert _audit(tmp_path, "--run-id", "e1") == 1
+    assert "audit: 1 cell(s) errored (a claim test raised: INVALID, 'error in ...'): C1-intensity-p-d-a000" \
+        in capsys.readouterr().err
+    _fake_suites(monkeypatch, selected=4)
+    assert _audit(tmp_path, "--run-id", "e2") == 1
+    assert "1 selected cell(s) missing from the report" in capsys.readouterr().err
+
+
+def test_audit_refuses_an_old_or_foreign_report(tmp_path, monkeypatch, capsys) -> None:
+    _fake_suites(monkeypatch)
+    assert _audit(tmp_path, "--run-id", "r1") == 0
+    capsys.readouterr()
+    assert _audit(tmp_path, "--run-id", "r1", "-k", "nothing") == 2
+    assert "--run-id r1: " in capsys.readouterr().err           # refused before anything runs
+    _fake_suites(monkeypatch, code=5)
+    assert _audit(tmp_path, "--run-id", "r1", "-k", "nothing", "--overwrite") == 2
+    assert "-k 'nothing' selected no claim test, so there is no report" in capsys.readouterr().err
+    _fake_suites(monkeypatch, written_as="someone-else")
+    assert _audit(tmp_path, "--run-id", "r2") == 2
+    assert "is not this run's report (run id 'someone-else', expected 'r2')" in capsys.readouterr().err
+
+
+def test_audit_default_run_ids_are_distinct(tmp_path, monkeypatch, capsys) -> None:
+    _fake_suites(monkeypatch)
+    assert _audit(tmp_path) == 0 and _audit(tmp_path) == 0
+    assert len(list((tmp_path / "reports").iterdir())) == 2

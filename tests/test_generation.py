@@ -1,5 +1,7 @@
 """Generation with a tiny random Llama and the SmolLM2 tokenizer: determinism, padding, cache."""
 
+import json
+
 import pytest
 import torch
 
@@ -154,3 +156,14 @@ def test_generations_round_trip_through_jsonl(tmp_path):
     gen = Generation("q1", "p", (1, 2), (3, 4), "t", "eos", "sha256:x", "mistral", (5,))
     save_generations(tmp_path / "g.jsonl", [gen])
     assert load_generations(tmp_path / "g.jsonl") == [(gen, None)]
+
+
+def test_generation_rows_round_trip_and_refuse_non_integer_token_ids() -> None:
+    from harness.data.generation import Generation
+
+    g = Generation("q1", "p", (7, 8), (1, 2, 3), "t", "eos", "sha256:x", "bare", None)
+    assert Generation.from_json(g.to_json()) == g                         # tuples, as the cache keeps them
+    assert Generation.from_json(json.loads(json.dumps(g.to_json()))) == g  # lists, as a JSONL file holds them
+    for bad in (["1", "2"], [1.5], [True], [-1], "12"):
+        with pytest.raises(TypeError, match="answer_ids must be a list of token ids"):
+            Generation.from_json({**g.to_json(), "answer_ids": bad})

@@ -83,7 +83,7 @@ def test_terminal_matrix_lists_every_experiment(claims_dir: pytest.Pytester) -> 
         "experiment*C1 intensity*C2 complexity*C3 kurtosis*C8 eap_fidelity*",
         "toy-grpo · toy · a010*SUPPORTED*REFUTED*INCONCLUSIVE*INVALID*",
         "toy-grpo · toy · a030*SUPPORTED*REFUTED*INCONCLUSIVE*INVALID*",
-        "2 SUPPORTED, 2 REFUTED, 2 INCONCLUSIVE, 2 INVALID (8 cells)",
+        "2 SUPPORTED, 2 REFUTED, 2 INCONCLUSIVE, 2 INVALID (8 cells of 8 selected)",
         "INVALID*C8-eap_fidelity-toy_grpo-toy-a010: synthetic invalid",
     ])
 
@@ -122,6 +122,13 @@ def test_k_selects_by_claim_id_and_alpha(claims_dir: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_nearby_alphas_are_distinct_tests(claims_dir: pytest.Pytester) -> None:
+    result = claims_dir.runpytest("-k", "intensity", "--alphas", "0.3,0.301,0.001,0.004", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_intensity?toy_grpo-toy-a030?", "*test_intensity?toy_grpo-toy-a030p1?",
+                                 "*test_intensity?toy_grpo-toy-a000p1?", "*test_intensity?toy_grpo-toy-a000p4?"])
+    result.stdout.fnmatch_lines(["4/*tests collected*"])
+
+
 def test_options_override_module_grid(claims_dir: pytest.Pytester) -> None:
     result = claims_dir.runpytest("-k", "intensity", "--pairs", "a,b", "--alphas", "0.03", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_intensity?a-toy-a003?", "*test_intensity?b-toy-a003?"])
@@ -130,6 +137,7 @@ def test_options_override_module_grid(claims_dir: pytest.Pytester) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--alphas", "0.1,x"], "*--alphas: 'x' is not a number*"),
     (["--alphas", "1.5"], "*--alphas: 1.5 is outside (0, 1]*"),
+    (["--alphas", "0.1,0.3", "--alphas", "0.10"], "*--alphas: 0.1 is given twice; give each alpha once*"),
     (["--token-mode", "mixed"], "*--token-mode: unknown mixed; choose from own, shared*"),
     (["--n", "0"], "*--n must be a positive number*"),
     (["--run-id", "../x"], "*--run-id '../x'*"),
@@ -187,9 +195,54 @@ def test_unknown_pair(claim_cell):
     raise UserError("unknown pair 'nope'; known: toy-grpo")
 ''')
     result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)     # it is still a cell: INVALID, whose outcome is an error
     result.stdout.fnmatch_lines(["error: unknown pair 'nope'; known: toy-grpo"])
     result.stdout.no_fnmatch_line("*raise UserError*")
+
+
+CRASHING = '''
+import pytest
+from harness.audit.verdicts import CellResult
+
+CLAIM_GRID = {"pair": ["toy-grpo"], "dataset": ["toy"], "alpha": [0.1, 0.3]}
+
+
+@pytest.fixture
+def judged(alpha):
+    if alpha == 0.3:
+        raise ValueError("selection left no sample\\nsecond line")
+    return {"extra": {}}
+
+
+@pytest.mark.claim("C8")
+def test_eap_fidelity(claim_cell, judged, pair, dataset, alpha):
+    judged["extra"]["fidelity"]
+    claim_cell.record(CellResult("C8", "eap_fidelity", claim_cell.cell_id(pair, dataset, alpha=alpha), "SUPPORTED", "r"))
+
+
+@pytest.mark.claim("C1")
+def test_intensity(claim_cell, pair, dataset, alpha):
+    claim_cell.record(CellResult("C1", "intensity", claim_cell.cell_id(pair, dataset, alpha=alpha), "SUPPORTED", "r"))
+'''
+
+
+def test_a_crashed_claim_test_is_an_invalid_cell_not_a_missing_row(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["harness.pytest_plugin"]')
+    pytester.makepyfile(test_claims=CRASHING)
+    result = pytester.runpytest("--run-id", "crash")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(["2 SUPPORTED, 2 INVALID (4 cells of 4 selected; 2 errored: a test raised, see the INVALID rows)"])
+    document = json.loads((pytester.path / "reports" / "crash" / "claims.json").read_text())
+    assert document["summary"]["cells"] == document["summary"]["selected"] == 4
+    assert document["summary"]["errors"] == 2
+    cells = {c["cell_id"]: c for c in document["cells"]}
+    body = cells["C8-eap_fidelity-toy_grpo-toy-a010"]       # raised in the test body
+    assert body["verdict"] == "INVALID" and body["alpha"] == 0.1 and body["pair"] == "toy-grpo"
+    assert body["reason"] == "error in call (test_claims.py:16 in test_eap_fidelity): KeyError: 'fidelity'"
+    fixture = cells["C8-eap_fidelity-toy_grpo-toy-a030"]    # raised in a fixture: one line of the message
+    assert fixture["reason"] == ("error in setup (test_claims.py:10 in judged): ValueError: "
+                                 "selection left no sample")
+    assert fixture["extra"]["error"]["type"] == "ValueError" and fixture["provenance"]["run_id"] == "crash"
 
 
 def test_claim_test_without_record_fails(pytester: pytest.Pytester) -> None:
@@ -201,9 +254,38 @@ import pytest
 def test_forgot(claim_cell):
     pass
 ''')
-    result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
+    result = pytester.runpytest("--run-id", "forgot")
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*recorded no cell*"])
+    cell = json.loads((pytester.path / "reports" / "forgot" / "claims.json").read_text())["cells"][0]
+    assert cell["verdict"] == "INVALID" and cell["cell_id"] == "C9-accuracy"
+    assert "NoCell: the test finished without calling claim_cell.record" in cell["reason"]
+
+
+def test_an_existing_run_id_is_refused_unless_overwrite(claims_dir: pytest.Pytester) -> None:
+    claims_dir.runpytest("-k", "intensity", "--run-id", "r1").assert_outcomes(passed=2)
+    stale = claims_dir.path / "reports" / "r1" / "figures" / "stale.png"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"old")
+    again = claims_dir.runpytest("-k", "intensity", "--run-id", "r1")
+    assert again.ret == pytest.ExitCode.USAGE_ERROR
+    again.stderr.fnmatch_lines(["*--run-id r1: *reports/r1 already exists; choose another run id or pass --overwrite*"])
+    # --overwrite clears the old report first: a run that records nothing leaves no report behind.
+    nothing = claims_dir.runpytest("-k", "no_such_test", "--run-id", "r1", "--overwrite")
+    assert nothing.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert not (claims_dir.path / "reports" / "r1" / "claims.json").exists() and not stale.exists()
+    claims_dir.runpytest("-k", "intensity", "--run-id", "r1", "--overwrite").assert_outcomes(passed=2)
+    assert (claims_dir.path / "reports" / "r1" / "claims.json").is_file()
+
+
+def test_default_run_ids_do_not_collide(claims_dir: pytest.Pytester) -> None:
+    from harness.pytest_plugin import RUN_ID_PATTERN, default_run_id
+
+    ids = {default_run_id() for _ in range(200)}
+    assert len(ids) == 200 and all(RUN_ID_PATTERN.fullmatch(i) for i in ids)
+    claims_dir.runpytest("-k", "intensity")
+    claims_dir.runpytest("-k", "intensity")
+    assert len(list((claims_dir.path / "reports").iterdir())) == 2
 
 
 def test_figures_attached_by_tests_reach_the_report(pytester: pytest.Pytester) -> None:

@@ -9,6 +9,7 @@ Smallest grids (README, "Reachable verdicts"), with the default statistics setti
   C4          n >= 10 per pair, one online-RL pair to compare with; m <= 24 cells (bootstrap p >= 1 / 1001)
   C5          2 alpha levels, n >= 10 questions kept at both
   C6          2 experiments in 2 pair x dataset clusters, n >= 10 questions each; E <= 49 (swap p)
+  C8          n >= 10 questions (min_n) in both models' fidelity records and in the causal check
   C9          6 discordant questions in a one-cell family (0.5^6 x 2 < 0.05), n >= 10
 """
 
@@ -254,3 +255,52 @@ def test_c9_reaches_every_verdict(fixed: int, broken: int, expected: Verdict) ->
     g = GridCell("rl", "d")
     cell = judge("C9", FakeAudit({}, {("rl", "d"): (base, post)}), [g])[g]
     assert cell.verdict is expected, cell.reason
+
+
+# ---------------------------------------------------------------- C8: fidelity and the causal check
+
+class CausalAudit(FakeAudit):
+    """Cells whose fidelity was measured on `n_fidelity` questions, with a causal check on `n_causal`
+    questions where removing the top-k EAP edges costs `gain` nats more than removing k random ones."""
+
+    def __init__(self, n_fidelity: int, n_causal: int, gain: float, status: str = "FAITHFUL", **settings) -> None:
+        rng = np.random.default_rng(3)
+        super().__init__({("rl", "d", 0.5): (heavy(rng, 4), heavy(rng, 4))})
+        self.config = AuditConfig().with_settings(settings)
+        self.n_fidelity, self.n_causal, self.gain, self.status = n_fidelity, n_causal, gain, status
+
+    def cell(self, pair, dataset, alpha, mode="own"):
+        cell = super().cell(pair, dataset, alpha, mode)
+        ci = {"FAITHFUL": [0.8, 0.95], "UNFAITHFUL": [-0.6, -0.2]}[self.status]
+        cell.fidelity = {side: {"spearman": sum(ci) / 2, "ci": ci, "status": self.status, "samples": self.n_fidelity}
+                         for side in ("base", "post")}
+        return cell
+
+    def causal(self, cell, side="post"):
+        rng = np.random.default_rng(4)
+        random = rng.normal(2.0, 0.1, (3, 2, self.n_causal))
+        top = random.mean(axis=1) + self.gain * (1 + 0.1 * rng.random((3, self.n_causal)))
+        return {"side": side, "samples": self.n_causal, "question_loss_top": top.tolist(),
+                "question_loss_random": random.tolist()}
+
+
+@pytest.mark.parametrize("n_fidelity, n_causal, gain, status, expected, reason", [
+    (12, 12, 0.5, "FAITHFUL", Verdict.SUPPORTED, "causal check SUPPORTED"),
+    (12, 12, 0.5, "UNFAITHFUL", Verdict.REFUTED, "UNFAITHFUL"),
+    (12, 12, -0.5, "FAITHFUL", Verdict.REFUTED, "causal check REFUTED"),
+    (1, 1, 0.5, "FAITHFUL", Verdict.INVALID, "fidelity measured on 1 questions (< stats.min_n = 10)"),
+    (9, 12, 0.5, "FAITHFUL", Verdict.INVALID, "fidelity measured on 9 questions (< stats.min_n = 10)"),
+    (12, 5, 0.5, "FAITHFUL", Verdict.INVALID, "causal check INVALID: n = 5 < 10"),
+])
+def test_c8_needs_min_n_questions_in_both_parts(n_fidelity, n_causal, gain, status, expected, reason) -> None:
+    g = GridCell("rl", "d", 0.5, None, "own")
+    cell = judge("C8", CausalAudit(n_fidelity, n_causal, gain, status), [g])[g]
+    assert cell.verdict is expected and reason in cell.reason, cell.reason
+    assert "INVALID with fewer than 10 questions (stats.min_n)" in cell.rule
+
+
+def test_c8_minimum_is_the_stats_setting() -> None:
+    g = GridCell("rl", "d", 0.5, None, "own")
+    cell = judge("C8", CausalAudit(6, 6, 0.5, **{"stats.min_n": "5"}), [g])[g]
+    assert cell.verdict is Verdict.SUPPORTED, cell.reason
+    assert "fewer than 5 questions (stats.min_n)" in cell.rule

@@ -21,7 +21,9 @@ from harness.audit.verdicts import (
     CLAIMS_SCHEMA_VERSION,
     CellResult,
     Verdict,
+    alpha_tag,
     make_cell_id,
+    parse_alphas,
 )
 from harness.cli import main as harness_main
 from harness.errors import UserError
@@ -85,6 +87,29 @@ def test_cell_id_is_readable() -> None:
     assert make_cell_id("C1", "intensity", "smollm2-grpo", "gsm8k", alpha=0.1) == "C1-intensity-smollm2_grpo-gsm8k-a010"
     assert make_cell_id("C5", "alpha_fade", "mistral", None, "kurtosis") == "C5-alpha_fade-mistral-kurtosis"
     assert make_cell_id("C1", "intensity", alpha=0.03).endswith("-a003")
+
+
+@pytest.mark.parametrize("alpha, tag", [(0.1, "a010"), (0.03, "a003"), (1.0, "a100"), (0.3, "a030"),
+                                        (0.301, "a030p1"), (0.001, "a000p1"), (0.004, "a000p4"),
+                                        (0.125, "a012p5"), (0.07, "a007"), (None, "a-")])
+def test_alpha_tag_keeps_hundredths_and_the_exact_rest(alpha, tag) -> None:
+    assert alpha_tag(alpha) == tag
+
+
+def test_distinct_alphas_give_distinct_cell_ids() -> None:
+    alphas = [0.3, 0.301, 0.3001, 0.001, 0.004, 0.0041, 0.1, 0.10000000000000002, 0.5, 1.0, 0.999]
+    ids = {make_cell_id("C1", "intensity", "p", "d", alpha=a) for a in alphas}
+    assert len(ids) == len(alphas)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)   # still one `-k` word each
+
+
+@pytest.mark.parametrize("texts, message", [(["0.3", "0.30"], "--alphas: 0.3 is given twice"),
+                                             (["0.1", "x"], "--alphas: 'x' is not a number"),
+                                             (["0"], r"--alphas: 0.0 is outside \(0, 1\]")])
+def test_parse_alphas_rejects_repeats_and_bad_values(texts, message) -> None:
+    with pytest.raises(UserError, match=message):
+        parse_alphas(texts)
+    assert parse_alphas(["0.3", "0.301"]) == (0.3, 0.301)
 
 
 def test_cell_round_trips_through_json() -> None:
@@ -268,6 +293,63 @@ def test_report_cli_unreadable_shard_is_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "o").exists()
 
 
+def _tampered_shard(tmp_path: Path, edit) -> Path:
+    """A written shard whose claims.json was then edited by `edit(document)` (what a received file can hold)."""
+    write_reports(synthetic_run(), tmp_path / "shard")
+    claims = tmp_path / "shard" / "claims.json"
+    document = json.loads(claims.read_text())
+    edit(document)
+    claims.write_text(json.dumps(document))
+    return claims
+
+
+def _attached(document: dict) -> dict:
+    return next(f for f in document["figures"] if not f["derived"])
+
+
+SECRET = "/etc/hostname"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: _attached(d).update(file=SECRET), "file '/etc/hostname' must be a relative path inside the run folder"),
+    (lambda d: _attached(d).update(file="../../../../../../../../etc/hostname"),
+     "must be a relative path inside the run folder (no absolute path, no '..')"),
+    (lambda d: _attached(d).update(file="figures/../../outside.png"), "no absolute path, no '..'"),
+    (lambda d: _attached(d).update(name="../../escaped"), "figure name '../../escaped': use letters, digits"),
+    (lambda d: _attached(d).update(name="sub/escaped"), "figure name 'sub/escaped': use letters, digits"),
+    (lambda d: _attached(d).update(name=7), "figure name 7: use letters, digits"),
+    (lambda d: _attached(d).update(file=None), "file None must be a relative path inside the run folder"),
+    (lambda d: d["cells"][0].update(cell_id="../../C6-x"), "cell id '../../C6-x': use letters, digits"),
+    (lambda d: d.update(figures={"a": 1}), '"figures" must be a list'),
+])
+def test_report_merge_confines_received_paths_to_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                edit, message: str) -> None:
+    claims = _tampered_shard(tmp_path, edit)
+    out = tmp_path / "deep" / "er" / "merged"
+    assert harness_main(["report", "merge", str(claims), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def test_a_symlinked_figure_leaving_the_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    claims = _tampered_shard(tmp_path, lambda d: _attached(d).update(file="figures/link.png"))
+    (claims.parent / "figures" / "link.png").symlink_to(SECRET)
+    assert harness_main(["report", "merge", str(claims), "--out", str(tmp_path / "m")]) == 2
+    assert "must be a relative path inside the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_reports_are_written_with_the_users_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        paths = write_reports(synthetic_run(), tmp_path / "run")
+    finally:
+        os.umask(old)
+    files = [*paths.values(), *(tmp_path / "run" / "figures").iterdir()]
+    assert files and {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
 # ---------------------------------------------------------------- the page in a browser
 
 def _chromium() -> str | None:
@@ -297,3 +379,20 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
                            "--hide-scrollbars", html.as_uri()], capture_output=True, text=True, timeout=120, env=env)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n", "20", "field n must be a whole number or null, got '20'"),
+    ("n", True, "field n must be a whole number or null, got True"),
+    ("effect", "big", "field effect must be a number or null, got 'big'"),
+    ("pair", 3, "field pair must be str or null, got 3"),
+    ("extra", [], "field extra must be dict, got []"),
+    ("funnel", None, "field funnel must be list, got None"),
+])
+def test_wrongly_typed_cell_fields_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, field, value,
+                                                message) -> None:
+    claims = _tampered_shard(tmp_path, lambda d: d["cells"][0].update({field: value}))
+    assert harness_main(["report", "merge", str(claims), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert CellResult.from_dict({**synthetic_cell().to_dict(), "n": np.int64(3), "effect": np.float32(0.5)}).n == 3

@@ -59,7 +59,11 @@ class RunGrid:
         bad = [m for m in metrics if m not in METRICS]
         if bad:
             raise UserError(f"--metrics: unknown {', '.join(bad)}; known metrics: {', '.join(METRICS)}")
-        return cls(tuple(pairs), tuple(datasets), tuple(alphas or DEFAULT_ALPHAS), tuple(metrics),
+        alphas = tuple(alphas or DEFAULT_ALPHAS)
+        repeated = sorted({a for a in alphas if alphas.count(a) > 1})
+        if repeated:
+            raise UserError(f"--alphas: {', '.join(map(str, repeated))} given twice; give each alpha once")
+        return cls(tuple(pairs), tuple(datasets), alphas, tuple(metrics),
                    tuple(token_modes or DEFAULT_TOKEN_MODES), registry, explicit)
 
     def axes(self) -> dict[str, list]:

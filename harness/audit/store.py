@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.audit.config import AuditConfig
 from harness.data.grading import GRADING_VERSION
-from harness.files import atomic_write_json, cache_root, content_key
+from harness.files import atomic_write_json, cache_root, content_key, temp_dir
 
 CACHE_VERSION = "audit-v1"
 
@@ -108,7 +107,7 @@ def save_dir_atomically(folder: Path, write: Callable[[Path], None], marker: str
     """Call `write(tmp_dir)` then rename it into place; if another writer got there first
     (`marker` exists in the folder), keep theirs."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = temp_dir(folder.parent, f".{folder.name}.")
     try:
         write(tmp)
         os.replace(tmp, folder)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,10 +48,34 @@ class Verdict(str, enum.Enum):
 
 
 def alpha_tag(alpha: float | None) -> str:
-    """0.1 -> 'a010', 0.03 -> 'a003' (hundredths, three digits); None -> 'a-'."""
+    """alpha (a fraction) in hundredths: 0.1 -> 'a010', 0.03 -> 'a003'; None -> 'a-'.
+
+    An alpha that is not a whole number of hundredths keeps its exact remaining digits after a 'p':
+    0.301 -> 'a030p1', 0.004 -> 'a000p4'. The tag is the shortest decimal that round-trips the float,
+    so distinct alphas always get distinct tags.
+    """
     if alpha is None:
         return "a-"
-    return f"a{round(alpha * 100):03d}"
+    hundredths = (Decimal(repr(float(alpha))) * 100).normalize()
+    whole, _, rest = f"{hundredths:f}".partition(".")
+    return f"a{int(whole):03d}" + (f"p{rest}" if rest else "")
+
+
+def parse_alphas(texts: Sequence[str], flag: str = "--alphas") -> tuple[float, ...]:
+    """alpha values (fractions in (0, 1]) from text items, in order; a non-number, a value outside
+    (0, 1] or a repeated value (it would be one cell counted twice by Holm) raises a UserError."""
+    alphas: list[float] = []
+    for text in texts:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{flag}: {text!r} is not a number") from None
+        if not 0 < value <= 1:
+            raise UserError(f"{flag}: {value} is outside (0, 1]")
+        if value in alphas:
+            raise UserError(f"{flag}: {value} is given twice; give each alpha once")
+        alphas.append(value)
+    return tuple(alphas)
 
 
 def _slug(part: Any) -> str:
@@ -140,10 +166,29 @@ class CellResult:
         missing = [name for name in required if name not in data]
         if missing:
             raise UserError(f"cell {data.get('cell_id', '?')}: missing field(s) {', '.join(missing)}")
+        for name, value in data.items():
+            kinds, nullable = FIELD_KINDS[name]
+            ok = (value is None and nullable) or (isinstance(value, kinds) and not isinstance(value, bool))
+            if not ok:
+                shown = {numbers.Real: "a number", numbers.Integral: "a whole number"}.get(kinds[0], kinds[0].__name__)
+                raise UserError(f"cell {data.get('cell_id', '?')}: field {name} must be {shown}"
+                                f"{' or null' if nullable else ''}, got {value!r:.60}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> CellResult:
         return dataclasses.replace(self, **changes)
+
+
+# JSON types of each CellResult field as read back from a claims.json: (types, may be null).
+_TEXT, _NUMBER = (str,), (numbers.Real,)   # numbers.*: numpy scalars count, as they do in memory
+FIELD_KINDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    **{name: (_TEXT, False) for name in ("claim_id", "claim_name", "cell_id", "verdict", "rule", "reason")},
+    **{name: (_TEXT, True) for name in ("pair", "dataset", "metric", "token_mode", "ci_method")},
+    **{name: (_NUMBER, True) for name in ("alpha", "base_value", "post_value", "effect", "ci_low", "ci_high",
+                                          "effect_size", "p_value", "p_holm", "p_bh")},
+    "n": ((numbers.Integral,), True), "fidelity": ((dict,), True), "robustness": ((dict,), True), "funnel": ((list,), False),
+    "extra": ((dict,), False), "provenance": ((dict,), False),
+}
 
 
 def _json_safe(value: Any) -> Any:

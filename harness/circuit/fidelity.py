@@ -342,6 +342,8 @@ def measure_fidelity(eap: EdgeScores, ablation: AblationResult, top_k: int | Non
                 "n_cells": int(n_q * len(cols))}
     est_flat, exact_flat = est.ravel(), exact.ravel()
     nonzero = np.abs(exact_flat) > 1e-9
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= n_e):
+        raise UserError(f"--top-k must be between 1 and the {n_e} ablated edges, got {top_k}")
     k = top_k or max(1, n_e // 10)
     top_exact = set(np.argsort(-np.abs(exact).mean(0), kind="stable")[:k].tolist())
     top_est = set(np.argsort(-np.abs(est).mean(0), kind="stable")[:k].tolist())

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
+from typing import Callable
 
 from harness.errors import UserError
 
@@ -26,6 +28,41 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def whole_number(flag: str, minimum: int | None = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse `type` for a whole-number option in [minimum, maximum]; anything else is a UserError
+    (one line, exit 2) naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserError(f"{flag} must be a whole number, got {text!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
+                      else f"at least {minimum}" if minimum is not None else f"at most {maximum}")
+            raise UserError(f"{flag} must be {bounds}, got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real_number(flag: str, low: float, high: float, *, open_low: bool = False,
+                open_high: bool = False) -> Callable[[str], float]:
+    """argparse `type` for a finite number in the interval low..high (each end open or closed)."""
+    shown = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{flag} must be a number in {shown}, got {text!r}") from None
+        inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+        if not (math.isfinite(value) and inside):
+            raise UserError(f"{flag} must be a number in {shown}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with `command`'s full arguments; every other command is listed by name and help."""
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
@@ -41,8 +78,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
     try:
+        args = build_parser(command).parse_args(argv)   # option types raise UserError too
         return int(args.run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

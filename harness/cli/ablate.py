@@ -24,9 +24,9 @@ from harness.circuit.fidelity import (
 )
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import family_of
-from harness.cli import COMMANDS
+from harness.cli import COMMANDS, real_number, whole_number
 from harness.errors import UserError
-from harness.files import atomic_write_bytes, atomic_write_json
+from harness.files import atomic_write_bytes, atomic_write_json, check_writable_folder
 from harness.report.plots import fidelity_scatter
 from harness.versions import library_versions
 
@@ -34,6 +34,17 @@ from harness.versions import library_versions
 def scatter_png(eap: EdgeScores, ablation: AblationResult, path: Path, title: str = "") -> None:
     png = fidelity_scatter({"edges": fidelity_points(eap, ablation)}, title or "EAP vs exact edge ablation")
     atomic_write_bytes(Path(path), png)
+
+
+def sample_size(spec: str) -> int:
+    """N of `--edges sample:N` (a whole number >= 1), checked before any model loads."""
+    try:
+        n = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise UserError(f"--edges {spec!r}: write sample:N with a whole number N") from None
+    if n < 1:
+        raise UserError(f"--edges {spec!r}: sample at least one edge (sample:N with N >= 1)")
+    return n
 
 
 def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str = "uniform") -> EdgeSample:
@@ -44,10 +55,7 @@ def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str
         real = [tuple(e) for e in graph.mask().nonzero().tolist()]
         return EdgeSample(real, [1.0] * len(real), [0] * len(real), "all", len(real))
     if spec.startswith("sample:"):
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"--edges {spec!r}: write sample:N with a whole number N") from None
+        n = sample_size(spec)
         if sampling == "stratified" and eap_dir is None:
             raise UserError("--sampling stratified needs --eap (the scores to stratify by)")
         importance = EdgeScores.load(eap_dir).scores.abs().mean(0) if eap_dir else None
@@ -57,15 +65,18 @@ def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str
         raise UserError(f"--edges {spec!r}: use all, sample:N, or a JSON file of [source, destination] pairs")
     try:
         pairs = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err.reason)})") from None
+    if not isinstance(pairs, list) or not pairs:
+        raise UserError(f"{path}: expected a non-empty JSON list of [source, destination] pairs")
     edges = []
     for pair in pairs:
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise UserError(f"{path}: each edge must be a [source, destination] pair, got {pair!r}")
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)) for x in pair)):
+            raise UserError(f"{path}: each edge must be a [source, destination] pair of names or indices, got {pair!r}")
         u, v = pair
-        edges.append((graph.source_index(u) if isinstance(u, str) else int(u),
-                      graph.destination_index(v) if isinstance(v, str) else int(v)))
+        edges.append((graph.source_index(u) if isinstance(u, str) else u,
+                      graph.destination_index(v) if isinstance(v, str) else v))
     return EdgeSample(edges, [1.0] * len(edges), [0] * len(edges), "given", graph.n_edges)
 
 
@@ -102,6 +113,9 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
 def run_ablate(args) -> int:
     from harness.models.loading import load_model, scoring_pad_id
 
+    if args.edges.startswith("sample:"):
+        sample_size(args.edges)            # a bad edge sample fails before the model loads
+    check_writable_folder(args.out)
     samples = read_samples(args.input)
     corrupted = read_samples(args.corrupted) if args.corrupted else None
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
@@ -147,11 +161,11 @@ def format_record(record: dict) -> list[str]:
 
 
 def run_fidelity(args) -> int:
+    out = check_writable_folder(args.out or Path(args.ablation), "--out" if args.out else "--ablation")
     eap = EdgeScores.load(args.eap)
     ablation, _ = load_ablation(args.ablation)
     fidelity = measure_fidelity(eap, ablation, args.top_k, threshold=args.threshold, n_boot=args.n_boot,
                                 level=args.level, seed=args.seed)
-    out = args.out or Path(args.ablation)
     record = fidelity.as_dict()
     atomic_write_json(out / "fidelity.json", {**record, "eap": str(args.eap), "ablation_dir": str(args.ablation)})
     scatter_png(eap, ablation, out / "fidelity.png")
@@ -180,18 +194,20 @@ def register(subparsers) -> None:
     p.add_argument("--layout", default="paper", choices=[x.value for x in Layout])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0)
     p.set_defaults(run=run_ablate)
 
     f = subparsers.add_parser("fidelity", help=COMMANDS["fidelity"][1])
     f.add_argument("--eap", required=True, type=Path, help="folder written by `eap`")
     f.add_argument("--ablation", required=True, type=Path, help="folder written by `ablate`")
     f.add_argument("--out", type=Path, default=None, help="where to write (default: the ablation folder)")
-    f.add_argument("--top-k", type=int, default=None)
-    f.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+    f.add_argument("--top-k", type=whole_number("--top-k"), default=None,
+                   help="edges in the top-k recall (default: a tenth of the ablated edges)")
+    f.add_argument("--threshold", type=real_number("--threshold", -1, 1), default=DEFAULT_THRESHOLD,
                    help="Spearman threshold of the status (a convention; the 0.3/0.5/0.7 band is printed too)")
-    f.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
-    f.add_argument("--level", type=float, default=0.95, help="interval level")
-    f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    f.add_argument("--n-boot", type=whole_number("--n-boot"), default=1000, help="bootstrap replicates")
+    f.add_argument("--level", type=real_number("--level", 0, 1, open_low=True, open_high=True), default=0.95,
+                   help="interval level")
+    f.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0, help="bootstrap seed")
     f.set_defaults(run=run_fidelity)
 

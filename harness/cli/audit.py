@@ -13,16 +13,18 @@ the same budget reads answers and edge scores back instead of recomputing them.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
 from harness.audit.config import AuditConfig, parse_settings, settable_keys
-from harness.cli import COMMANDS
+from harness.audit.verdicts import parse_alphas
+from harness.data.problems import MAX_PROBLEMS
+from harness.cli import COMMANDS, whole_number
 from harness.errors import UserError
-from harness.files import atomic_write_text
+from harness.files import atomic_write_text, check_writable_folder
 from harness.report.compare import sensitivity_table
 from harness.report.document import load_claims
 
@@ -35,7 +37,7 @@ SUITES = Path(__file__).resolve().parents[2] / "suites"
 # it carries. Answers come from the verified answer fixtures where they match (`answer_fixtures`).
 AUDIT_BUDGETS: dict[str, dict] = {
     "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-online-dpo,smollm2-grpo-seeds",
-                "questions": 120, "n": 100, "alphas": "0.1,0.5", "fidelity_edges": 24, "fidelity_samples": 8,
+                "questions": 120, "n": 100, "alphas": "0.1,0.5", "fidelity_edges": 24, "fidelity_samples": 10,
                 "fidelity_alpha": 0.1},
     "nightly": {"pairs": None, "questions": 120, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
                 "fidelity_samples": 16, "fidelity_alpha": 0.1},
@@ -45,7 +47,7 @@ AUDIT_BUDGET = AUDIT_BUDGETS["default"]
 
 def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
     """The pytest command line of an audit run."""
-    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", args.reports_dir,
+    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(args.reports_dir),
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
             "--device", args.device, "--dtype", args.dtype, "-q"] + ([] if args.no_progress else ["-s"])
@@ -54,12 +56,25 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
         if value is not None:
             argv += [flag, str(value)]
     if not any(item.startswith("fidelity_alpha=") for item in settings):
-        alphas = sorted(float(a) for a in args.alphas.split(",") if a.strip())
+        alphas = sorted(parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]))
         chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
         argv += ["--set", f"fidelity_alpha={chosen}"] if chosen is not None else []
     for item in settings:
         argv += ["--set", item]
-    return argv
+    return argv + (["--overwrite"] if getattr(args, "overwrite", False) else [])
+
+
+def check_run_id(args, run_id: str) -> None:
+    """A run id whose report folder exists would show the old report as this run's: refused unless
+    --overwrite (the plugin then clears the old report before the run)."""
+    from harness.pytest_plugin import RUN_ID_PATTERN
+
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise UserError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    folder = Path(args.reports_dir) / run_id
+    if folder.exists() and not args.overwrite:
+        raise UserError(f"--run-id {run_id}: {folder} already exists; choose another run id or pass "
+                        "--overwrite to replace its report")
 
 
 def _vary(text: str | None) -> tuple[str, list[str]] | None:
@@ -101,65 +116,99 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
+    if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
+        raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
+    check_writable_folder(args.reports_dir, "--reports-dir")
+    if args.run_id is None:
+        from harness.pytest_plugin import default_run_id
+
+        args.run_id = default_run_id()
     settings = list(args.set or [])
     AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
     vary = _vary(args.vary)
     if vary is None:
-        code, _ = _run_once(args, args.run_id, settings)
-        return int(code) if args.strict else 0
+        check_run_id(args, args.run_id)
+        code, _, errored = _run_once(args, args.run_id, settings)
+        return 1 if errored else (int(code) if args.strict else 0)
     key, values = vary
-    runs, worst = [], 0
-    for value in values:
-        run_id = f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
-        code, folder = _run_once(args, run_id, [*settings, f"{key}={value}"])
+    run_ids = [f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
+               for value in values]
+    for run_id in run_ids:
+        check_run_id(args, run_id)
+    runs, worst, any_errored = [], 0, False
+    for value, run_id in zip(values, run_ids):
+        code, folder, errored = _run_once(args, run_id, [*settings, f"{key}={value}"])
         runs.append((value, load_claims(folder)))
-        worst = max(worst, int(code))
+        worst, any_errored = max(worst, int(code)), any_errored or errored
     table = Path(args.reports_dir) / f"{args.run_id}-sensitivity-{key}.md"
     atomic_write_text(table, sensitivity_table(key, runs))
     print(f"sensitivity to {key}: {table.resolve()}")
-    return worst if args.strict else 0
+    return 1 if any_errored else (worst if args.strict else 0)
 
 
-def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path]:
-    """One suite run; (pytest exit code, report folder). No report is a UserError."""
+def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path, bool]:
+    """One suite run; (pytest exit code, report folder, whether a cell errored or a selected cell is
+    missing). No report of this run is a UserError."""
     from harness.pytest_plugin import run_suites
 
     started = time.perf_counter()
     code = run_suites(pytest_args(args, run_id, settings))
     seconds = time.perf_counter() - started
     report = Path(args.reports_dir) / run_id / "claims.html"
+    if int(code) == 5:   # pytest: no tests collected
+        raise UserError(f"-k {args.k!r} selected no claim test, so there is no report; list the test ids with "
+                        "`pytest suites --collect-only -q`" if args.k else "the audit selected no claim test")
     if not report.is_file():
         raise UserError(f"the audit wrote no report (pytest exit code {int(code)}); see the output above")
-    summary = json.loads((report.parent / "claims.json").read_text())["summary"]
+    document = json.loads((report.parent / "claims.json").read_text())
+    if document.get("run_id") != run_id or document.get("provenance", {}).get("run_id") != run_id:
+        raise UserError(f"{report.parent / 'claims.json'} is not this run's report (run id "
+                        f"{document.get('run_id')!r}, expected {run_id!r})")
+    summary = document["summary"]
     verdicts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
-    print(f"\naudit {' '.join(settings)} finished in {seconds / 60:.1f} min: {summary['cells']} cells ({verdicts})")
+    selected, errors = summary.get("selected"), summary.get("errors", 0)
+    of = f" of {selected} selected" if selected is not None else ""
+    print(f"\naudit {' '.join(settings)} finished in {seconds / 60:.1f} min: {summary['cells']} cells{of} "
+          f"({verdicts})")
     print(f"report: {report.resolve()}")
-    return int(code), report.parent
+    missing = selected is not None and summary["cells"] < selected
+    if errors or missing:
+        ids = [c["cell_id"] for c in document["cells"] if (c.get("extra") or {}).get("error")]
+        print(f"audit: {errors} cell(s) errored (a claim test raised: INVALID, 'error in ...')"
+              + (f": {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" if ids else "")
+              + (f"; {selected - summary['cells']} selected cell(s) missing from the report" if missing else ""),
+              file=sys.stderr)
+    return int(code), report.parent, bool(errors or missing)
 
 
 def register(subparsers) -> None:
     a = subparsers.add_parser("audit", help=COMMANDS["audit"][1])
-    a.add_argument("--run-id", default=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S"),
-                   help="report folder name (default: UTC time)")
+    a.add_argument("--run-id", default=None,
+                   help="report folder name (default: UTC time to the microsecond and the process id); "
+                        "an existing one is refused unless --overwrite")
+    a.add_argument("--overwrite", action="store_true", help="replace the report of an existing --run-id")
     a.add_argument("--reports-dir", default="reports", help="folder for run reports (default: reports)")
     a.add_argument("--pairs", default=None, help="pairs, comma separated (default: the budget's; nightly: every bundled pair)")
     a.add_argument("--datasets", default=None, help="datasets, comma separated (default: each pair's own)")
     a.add_argument("--registry", default=None, help="pair registry TOML (default: fixtures/pairs.toml)")
     a.add_argument("--budget", default="default", help=f"named budget: {', '.join(AUDIT_BUDGETS)} (default: default)")
-    a.add_argument("--questions", type=int, default=None, help="problems answered per dataset (default: the budget's)")
+    a.add_argument("--questions", type=whole_number("--questions", 1, MAX_PROBLEMS), default=None,
+                   help="problems answered per dataset (default: the budget's)")
     a.add_argument("--alphas", default=None, help="T_cut fractions, comma separated (default: the budget's)")
-    a.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
-    a.add_argument("--fidelity-edges", type=int, default=None)
-    a.add_argument("--fidelity-samples", type=int, default=None)
-    a.add_argument("--n", type=int, default=None, help="questions kept per cell at most (default: the budget's)")
+    a.add_argument("--max-new-tokens", type=whole_number("--max-new-tokens"), default=None,
+                   help="answer budget (default: the pair's)")
+    a.add_argument("--fidelity-edges", type=whole_number("--fidelity-edges"), default=None)
+    a.add_argument("--fidelity-samples", type=whole_number("--fidelity-samples"), default=None)
+    a.add_argument("--n", type=whole_number("--n"), default=None, help="questions kept per cell at most (default: the budget's)")
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
     a.add_argument("--dtype", default="float32")
-    a.add_argument("--threads", type=int, default=None,
+    a.add_argument("--threads", type=whole_number("--threads"), default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")
-    a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED")
+    a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED "
+                   "(without it the audit exits 1 only when a claim test raised, 2 on bad input)")
     a.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any verdict-changing setting, e.g. stats.sesoi_rel=0.1 (repeatable; see --list-settings)")
     a.add_argument("--vary", metavar="KEY=V1,V2,...",

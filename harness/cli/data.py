@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 from harness.analysis.accuracy import accuracy_table
-from harness.cli import COMMANDS
+from harness.cli import COMMANDS, real_number, whole_number
 from harness.data.generation import (
     Decoding,
     generate_answers,
@@ -23,6 +24,7 @@ from harness.data.generation import (
     save_generations,
 )
 from harness.data.grading import GRADER_SETTINGS, GRADING_VERSION, Check, CheckedGeneration, check_answers
+from harness.data.problems import MAX_PROBLEMS
 from harness.data.selection import (
     SHORT_ANSWERS,
     TOKEN_MODES,
@@ -32,7 +34,7 @@ from harness.data.selection import (
     select_samples,
 )
 from harness.errors import UserError
-from harness.files import atomic_write_json, atomic_write_text
+from harness.files import atomic_write_json, atomic_write_text, check_writable_file, check_writable_folder
 from harness.versions import library_versions
 
 
@@ -46,6 +48,7 @@ def run_generate(args) -> int:
     from harness.models.loading import load_model
     from harness.models.prompts import get_template
 
+    check_writable_file(args.out)
     template = get_template(args.template)
     decoding = Decoding(mode="sample" if args.sample else "greedy", max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, seed=args.seed,
@@ -78,6 +81,7 @@ def run_check(args) -> int:
     """Grade saved generations again (another grader, or newer grading code) without a model."""
     from harness.data.problems import load_problems
 
+    check_writable_file(args.out)
     source = Path(args.generations)
     generations = [g for g, _ in load_generations(source)]
     problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
@@ -108,6 +112,7 @@ def _read_checked(path: Path) -> tuple[list[CheckedGeneration], dict]:
 
 
 def run_select(args) -> int:
+    check_writable_folder(args.out)
     base, base_prov = _read_checked(Path(args.base))
     post, post_prov = _read_checked(Path(args.post))
     params = SelectionParams(variant=args.variant, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
@@ -146,15 +151,18 @@ def register(subparsers) -> None:
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
     g.add_argument("--dataset", required=True,
                    help="JSONL file (GSM8K or MATH format), rg:<reasoning-gym task>, or hf:<hub id>")
-    g.add_argument("--n", type=int, default=None, help="number of problems (rg: default 100)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of reasoning-gym problems")
+    g.add_argument("--n", type=whole_number("--n", 1, MAX_PROBLEMS), default=None,
+                   help="number of problems (rg: default 100)")
+    g.add_argument("--data-seed", type=whole_number("--data-seed", minimum=0), default=0,
+                   help="seed of reasoning-gym problems")
     g.add_argument("--template", default="deepseek-math", help="prompt template name")
-    g.add_argument("--max-new-tokens", type=int, default=512)
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--max-new-tokens", type=whole_number("--max-new-tokens"), default=512)
+    g.add_argument("--batch-size", type=whole_number("--batch-size"), default=8)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--temperature", type=real_number("--temperature", 0, math.inf, open_low=True, open_high=True),
+                   default=1.0)
+    g.add_argument("--top-p", type=real_number("--top-p", 0, 1, open_low=True), default=1.0)
+    g.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0, help="sampling seed")
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="regenerate even if cached")
     g.add_argument("--grader", default="auto", choices=GRADER_SETTINGS,
@@ -169,8 +177,9 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("check", help=COMMANDS["check"][1])
     c.add_argument("--generations", required=True, help="generations JSONL written by generate")
     c.add_argument("--dataset", required=True, help="the dataset spec the generations answer")
-    c.add_argument("--n", type=int, default=None, help="number of problems, as given to generate")
-    c.add_argument("--data-seed", type=int, default=0, help="seed of reasoning-gym problems, as given to generate")
+    c.add_argument("--n", type=whole_number("--n", 1, MAX_PROBLEMS), default=None,
+                   help="number of problems, as given to generate")
+    c.add_argument("--data-seed", type=whole_number("--data-seed", minimum=0), default=0, help="seed of reasoning-gym problems, as given to generate")
     c.add_argument("--grader", default="auto", choices=GRADER_SETTINGS, help="as for generate")
     c.add_argument("--out", required=True, help="output JSONL; provenance goes beside it")
     c.set_defaults(run=run_check)
@@ -179,12 +188,13 @@ def register(subparsers) -> None:
     s.add_argument("--base", required=True, help="generations JSONL of the base model")
     s.add_argument("--post", required=True, help="generations JSONL of the post-trained model")
     s.add_argument("--variant", default="paper-code", choices=VARIANTS)
-    s.add_argument("--alpha", type=float, default=0.1, help="T_cut = max(floor(alpha·T̄), 1)")
-    s.add_argument("--beta", type=float, default=0.5)
-    s.add_argument("--gamma", type=float, default=1.5)
-    s.add_argument("--delta", type=float, default=0.5)
-    s.add_argument("--n", type=int, default=100, help="questions kept at most")
-    s.add_argument("--seed", type=int, default=42, help="subsample seed")
+    s.add_argument("--alpha", type=real_number("--alpha", 0, 1, open_low=True), default=0.1,
+                   help="T_cut = max(floor(alpha·T̄), 1)")
+    s.add_argument("--beta", type=real_number("--beta", 0, math.inf, open_high=True), default=0.5)
+    s.add_argument("--gamma", type=real_number("--gamma", 0, math.inf, open_high=True), default=1.5)
+    s.add_argument("--delta", type=real_number("--delta", 0, math.inf, open_high=True), default=0.5)
+    s.add_argument("--n", type=whole_number("--n"), default=100, help="questions kept at most")
+    s.add_argument("--seed", type=whole_number("--seed", minimum=0), default=42, help="subsample seed")
     s.add_argument("--short-answers", default="slice", choices=SHORT_ANSWERS,
                    help="answers shorter than T_cut: slice (default, the paper's code: all their tokens "
                         "are targets), drop the question, or error")

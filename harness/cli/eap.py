@@ -7,8 +7,9 @@ from pathlib import Path
 from harness.circuit.batches import Positions, read_samples
 from harness.circuit.eap import METHODS, check_method, run_eap
 from harness.circuit.graph import Layout
-from harness.cli import COMMANDS
+from harness.cli import COMMANDS, whole_number
 from harness.errors import UserError
+from harness.files import check_writable_folder
 from harness.versions import library_versions
 
 
@@ -16,6 +17,7 @@ def run(args) -> int:
     from harness.models.loading import load_model, scoring_pad_id
 
     steps = _steps(args.steps)
+    check_writable_folder(args.out)
     check_method(args.method, steps)      # bad options and a bad file fail before a model loads
     if args.method == "lookahead" and args.positions != "all":
         raise UserError("method lookahead removes an edge at every position; use --positions all")
@@ -58,7 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--positions", default="all", choices=[x.value for x in Positions])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=whole_number("--batch-size"), default=1)
     p.add_argument("--method", default="eap", help=f"attribution estimator: {' or '.join(METHODS)} "
                    "(lookahead: each edge removed exactly, STEPS layers recomputed, the rest linearised)")
     p.add_argument("--steps", default=None, help="lookahead only: layers recomputed exactly "

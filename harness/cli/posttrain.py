@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.cli import COMMANDS
+from harness.cli import COMMANDS, real_number, whole_number
+from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
-from harness.files import atomic_write_json, atomic_write_text
+from harness.files import atomic_write_json, atomic_write_text, check_writable_file, check_writable_folder
 from harness.training.posttrain import (
     TRAINED_ALGORITHMS,
     PostTrainConfig,
@@ -22,6 +23,7 @@ from harness.training.posttrain import (
 def _run_posttrain(args) -> int:
     import torch
 
+    check_writable_folder(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = PostTrainConfig(algo=args.algo, steps=args.steps, seed=args.seed, learning_rate=args.lr,
@@ -65,6 +67,7 @@ def _run_eval(args) -> int:
 
 
 def _run_table(args) -> int:
+    check_writable_file(args.out)
     rows = []
     for run in args.runs:
         held = Path(run) / "heldout.json"
@@ -84,15 +87,15 @@ def _run_table(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("posttrain", help=COMMANDS["posttrain"][1])
     p.add_argument("--algo", required=True, choices=TRAINED_ALGORITHMS)
-    p.add_argument("--steps", type=int, default=16, help="optimizer steps (16 sequences each)")
+    p.add_argument("--steps", type=whole_number("--steps"), default=8, help="optimizer steps (16 sequences each)")
     p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
     p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0)
+    p.add_argument("--lr", type=real_number("--lr", 0, 1, open_low=True), default=3e-4, help="learning rate")
+    p.add_argument("--lora-r", type=whole_number("--lora-r"), default=8)
     p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA (GPU)")
-    p.add_argument("--eval-n", type=int, default=0, help="held-out problems to evaluate base and post on")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--eval-n", type=whole_number("--eval-n", 0, MAX_PROBLEMS), default=0, help="held-out problems to evaluate base and post on")
+    p.add_argument("--threads", type=whole_number("--threads", minimum=0), default=1,
                    help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
     p.set_defaults(run=_run_posttrain)
     e = subparsers.add_parser("posttrain-eval", help=COMMANDS["posttrain-eval"][1])

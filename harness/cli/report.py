@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from harness.cli import COMMANDS
+from harness.files import check_writable_folder
 from harness.report.compare import diff_runs, merge_runs
 from harness.report.document import load_claims
 from harness.report.writers import write_reports
@@ -39,6 +40,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    check_writable_folder(args.out)
     run_id = args.run_id or "merged-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     merged = merge_runs([(str(path), load_claims(path)) for path in args.shards], run_id)
     paths = write_reports(merged, args.out)

@@ -45,6 +45,9 @@ class Decoding:
             raise UserError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        empty = [s for s in self.stop_strings if not isinstance(s, str) or not s]
+        if empty:
+            raise UserError(f"stop strings must be non-empty text, got {empty[0]!r}; drop it or give the string")
         if self.mode == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise UserError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got "
                             f"temperature={self.temperature}, top_p={self.top_p}")
@@ -78,8 +81,16 @@ class Generation:
 
     @classmethod
     def from_json(cls, row: dict) -> "Generation":
-        tuples = {k: tuple(row[k]) if row.get(k) is not None else None
-                  for k in ("prompt_ids", "answer_ids", "reference_ids")}
+        """Inverse of to_json; token ids must be lists of whole numbers (TypeError otherwise)."""
+        if not isinstance(row, dict):
+            raise TypeError(f"expected a JSON object, got {type(row).__name__}")
+        tuples = {}
+        for key in ("prompt_ids", "answer_ids", "reference_ids"):
+            ids = row.get(key)
+            if ids is not None and not (isinstance(ids, (list, tuple)) and all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+                raise TypeError(f"{key} must be a list of token ids (whole numbers >= 0), got {ids!r:.60}")
+            tuples[key] = tuple(ids) if ids is not None else None
         return cls(**{**row, **tuples})
 
 
@@ -223,7 +234,7 @@ def load_generations(path: str | Path) -> list[tuple[Generation, dict | None]]:
             continue
         try:
             row = json.loads(line)
-            check = row.pop("check", None)
+            check = row.pop("check", None) if isinstance(row, dict) else None
             out.append((Generation.from_json(row), check))
         except (json.JSONDecodeError, TypeError) as err:
             raise UserError(f"{path}:{lineno}: not a generation row ({err})") from None

@@ -217,13 +217,20 @@ def load_reasoning_gym(task: str, *, n: int, seed: int, **overrides: Any) -> Pro
                                                         **({"distinct": True} if distinct else {})})
 
 
+# Most problems one run reads: reasoning-gym builds every problem in memory first, so a larger n
+# (e.g. 10**12) would hang instead of failing.
+MAX_PROBLEMS = 1_000_000
+
+
 def load_problems(spec: str, *, n: int | None = None, seed: int = 0) -> ProblemSet:
     """Resolve a dataset spec: `rg:<task>`, `hf:<hub id>[:config]`, or a path to a JSONL file.
 
-    n: keep the first n problems (reasoning-gym generates exactly n; default 100).
+    n: keep the first n problems, 1 <= n <= MAX_PROBLEMS (reasoning-gym generates exactly n; default 100).
     """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PROBLEMS):
+        raise UserError(f"number of problems must be between 1 and {MAX_PROBLEMS}, got {n!r}")
     if spec.startswith("rg:"):
-        return load_reasoning_gym(spec[3:], n=n or 100, seed=seed)
+        return load_reasoning_gym(spec[3:], n=100 if n is None else n, seed=seed)
     if spec.startswith("hf:"):
         dataset_id, _, config = spec[3:].partition(":")
         problem_set = load_hub(dataset_id, config=config or None)

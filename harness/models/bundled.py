@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from harness.files import atomic_write_json, cache_root
+from harness.files import atomic_write_json, cache_root, temp_dir
 from harness.models.loading import load_model, smollm2_gguf_path
 
 BUNDLED_BASES = ("smollm2-135m-instruct",)
@@ -37,7 +36,7 @@ def bundled_base_folder() -> Path:
     fresh.load_state_dict(loaded.model.state_dict(), strict=False)
     fresh.tie_weights()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
+    tmp = temp_dir(folder.parent, ".convert-")
     try:
         fresh.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from harness.circuit import FAMILIES
 from harness.errors import UserError
-from harness.files import atomic_write_json, cache_root, content_key
+from harness.files import atomic_write_json, cache_root, content_key, temp_dir
 
 RECIPE = {"version": 1, "hidden": 32, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 64, "n_train": 400,
           "pretrain_steps": 150, "pretrain_lr": 3e-3, "post_steps": 8, "post_lr": 1e-3, "samples": 4,
@@ -146,7 +145,7 @@ def _post_train(model, tokenizer, problems) -> list[float]:
 def _save(model, tokenizer, folder: Path, meta: dict) -> None:
     """Write a model folder atomically (temp folder, then rename)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    tmp = temp_dir(folder.parent, f".{folder.name}-")
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -14,11 +14,12 @@ import datetime as dt
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.audit.claims import CLAIMS_BY_ID
@@ -28,6 +29,8 @@ from harness.report.matrix import control_summary
 from harness.versions import library_versions
 
 SCHEMA_NAME = "rl-circuit-audit/claims"
+# Figure names and cell ids become file names (figures/<name>.png): one safe path component each.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Figure:
     caption: str
     claim_id: str | None = None
     derived: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not SAFE_NAME.fullmatch(self.name):
+            raise UserError(f"figure name {self.name!r}: use letters, digits, '.', '_' and '-' only "
+                            "(no '/', no leading '.')")
 
 
 @dataclass
@@ -59,12 +67,14 @@ class ClaimsRun:
         return known + sorted(present - set(known))
 
     def summary(self) -> dict[str, Any]:
-        """Verdict counts overall and per claim."""
+        """Verdict counts overall and per claim; `selected`: the claim tests the run selected (None
+        where unknown); `errors`: cells whose test raised (INVALID with `extra.error`)."""
         per_claim: dict[str, Counter] = {}
         for cell in self.cells:
             per_claim.setdefault(cell.claim_id, Counter())[cell.verdict.value] += 1
         total = Counter(cell.verdict.value for cell in self.cells)
-        out = {"cells": len(self.cells),
+        out = {"cells": len(self.cells), "selected": self.provenance.get("selected_cells"),
+               "errors": sum(bool((cell.extra or {}).get("error")) for cell in self.cells),
                "verdicts": {v.value: total.get(v.value, 0) for v in Verdict},
                "per_claim": {cid: {v.value: c.get(v.value, 0) for v in Verdict}
                              for cid, c in sorted(per_claim.items())}}
@@ -116,19 +126,41 @@ def load_claims(path: str | Path) -> ClaimsRun:
         cells = [CellResult.from_dict(raw) for raw in cells_raw]
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
-    figures = []
-    for entry in document.get("figures", []):
-        if entry.get("derived"):
-            continue
-        file = path.parent / str(entry.get("file", ""))
-        try:
-            png = file.read_bytes()
-        except OSError:
-            raise UserError(f"{path}: figure {entry.get('name')!r} missing its file {file}") from None
-        figures.append(Figure(str(entry["name"]), png, str(entry.get("caption", "")), entry.get("claim_id")))
+    for cell in cells:
+        if not isinstance(cell.cell_id, str) or not SAFE_NAME.fullmatch(cell.cell_id):
+            raise UserError(f"{path}: cell id {cell.cell_id!r}: use letters, digits, '.', '_' and '-' only")
+    entries = document.get("figures", [])
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: \"figures\" must be a list")
+    figures = [_read_figure(path, entry) for entry in entries if not (isinstance(entry, dict) and entry.get("derived"))]
     return ClaimsRun(run_id=str(document.get("run_id", path.parent.name)), cells=cells,
                      provenance=dict(document.get("provenance") or {}), figures=figures,
                      created=str(document.get("created", "")))
+
+
+def _read_figure(path: Path, entry: Any) -> Figure:
+    """One attached figure of the claims file at `path`; its file must lie inside the run folder."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: each entry of \"figures\" must be a JSON object, got {type(entry).__name__}")
+    name, file = entry.get("name"), entry.get("file")
+    try:
+        figure_name = Figure(name, b"", "").name
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    folder = path.parent.resolve()
+    relative = PurePosixPath(file) if isinstance(file, str) and file else None
+    if (relative is None or relative.is_absolute() or ".." in relative.parts or "\\" in file
+            or not (folder / relative).resolve().is_relative_to(folder)):
+        raise UserError(f"{path}: figure {figure_name!r}: file {file!r} must be a relative path inside the run "
+                        "folder (no absolute path, no '..'), e.g. figures/NAME.png")
+    try:
+        png = (folder / relative).read_bytes()
+    except OSError:
+        raise UserError(f"{path}: figure {figure_name!r} missing its file {folder / relative}") from None
+    caption, claim_id = entry.get("caption", ""), entry.get("claim_id")
+    if not isinstance(caption, str) or not (claim_id is None or isinstance(claim_id, str)):
+        raise UserError(f"{path}: figure {figure_name!r}: caption and claim_id must be strings")
+    return Figure(figure_name, png, caption, claim_id)
 
 
 def code_version(root: Path | None = None) -> str:

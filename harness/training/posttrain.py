@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from harness.data.generation import Decoding, generate_answers
 from harness.data.grading import check_answer, check_answers
 from harness.data.problems import Problem, reasoning_gym_config
 from harness.errors import UserError
-from harness.files import atomic_write_json, cache_root
+from harness.files import atomic_write_json, cache_root, temp_file
 from harness.models.bundled import bundled_base_folder
 from harness.models.loading import LoadedModel, ModelInfo, state_dict_fingerprint
 from harness.models.prompts import PromptTemplate, get_template, render_prompt
@@ -303,8 +302,7 @@ def store_adapter_bf16(run: Path) -> None:
 
     path = Path(run) / "adapter" / "adapter_model.safetensors"
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(path).items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors")
-    os.close(fd)
+    tmp = temp_file(path.parent, ".safetensors")
     save_file(tensors, tmp, metadata={"format": "pt"})
     os.replace(tmp, path)
     summary_path = Path(run) / "train_summary.json"
@@ -337,8 +335,7 @@ def plot_curves(log: list[dict], algo: str, path: Path) -> None:
     fig.suptitle(f"{algo} on SmolLM2-135M-Instruct (LoRA)" if algo else "")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
+    tmp = temp_file(path.parent, ".png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, path)

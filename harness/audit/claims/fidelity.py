@@ -6,6 +6,7 @@ Two parts, both decided:
   UNCERTAIN) says where the CI lies against the threshold;
 - the causal check: the loss with the top-k EAP edges removed against k random edges removed, paired
   over questions (mean over the k grid and the random draws), one-sided sign-flip test, Holm over C8.
+Both need at least `stats.min_n` questions (the minimum every claim is judged on), else INVALID.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from harness.audit.stages import AuditPipeline, CellData
 from harness.audit.verdicts import CellResult, Decision, Verdict, family_verdicts
 from harness.data.selection import SelectionError
 
-MIN_QUESTIONS = 8
-
 
 def rule_text(audit: AuditPipeline) -> str:
     cfg, stats = audit.config, audit.config.stats
@@ -48,7 +47,8 @@ def rule_text(audit: AuditPipeline) -> str:
             f"{stats.alpha}; both are measured at one alpha per pair and dataset (fidelity_alpha) where it is set. "
             f"SUPPORTED if both models are FAITHFUL and the causal check is significant; REFUTED if "
             f"a model is UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
-            f"{MIN_QUESTIONS} measured questions or a NaN; otherwise INCONCLUSIVE")
+            f"{stats.min_n} questions (stats.min_n) in either model's fidelity measurement or in the causal "
+            f"check, or a NaN; otherwise INCONCLUSIVE")
 
 
 def causal_test(causal: dict, stats) -> PairedTest | FamilyTest:
@@ -77,11 +77,11 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
                                                                          g.token_mode)
         causal = audit.causal(measured, "post")   # at the alpha fidelity was measured at, shared like it
         rows.append((g, cell, {**causal, "measured_at": measured.alpha}, causal_test(causal, stats)))
-    decisions = family_verdicts([r[3] for r in rows], alpha=stats.alpha, min_n=1, rule=rule)
+    decisions = family_verdicts([r[3] for r in rows], alpha=stats.alpha, min_n=stats.min_n, rule=rule)
     bh = bh_adjusted([r[3] for r in rows], decisions)
     for (g, cell, causal, test), causal_decision, p_bh in zip(rows, decisions, bh):
         fidelity = cell_fidelity([cell])
-        label, reason = _label(cell, fidelity, causal_decision)
+        label, reason = _label(cell, fidelity, causal_decision, stats.min_n)
         out[g] = CellResult(
             claim_id, claim.name, cell_id(claim_id, g), label, rule, reason, g.pair, g.dataset, g.alpha, None,
             g.token_mode, n=min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
@@ -98,19 +98,21 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
     return out
 
 
-def _label(cell: CellData, fidelity: dict | None, causal: Decision) -> tuple[Verdict, str]:
+def _label(cell: CellData, fidelity: dict | None, causal: Decision, min_n: int) -> tuple[Verdict, str]:
     measured = min(int(f.get("samples", 0)) for f in cell.fidelity.values())
     statuses = {side: rec.get("status") for side, rec in cell.fidelity.items()}
     text = ", ".join(f"{side} {rec.get('status')} (Spearman {_n(rec.get('spearman'))} "
                      f"[{_n((rec.get('ci') or [None, None])[0])}, {_n((rec.get('ci') or [None, None])[1])}])"
                      for side, rec in cell.fidelity.items())
     causal_text = f"causal check {causal.label.value}: {causal.reason}"
-    if measured < MIN_QUESTIONS:
-        return Verdict.INVALID, f"fidelity measured on {measured} questions (< {MIN_QUESTIONS}); {text}"
+    if measured < min_n:
+        return Verdict.INVALID, f"fidelity measured on {measured} questions (< stats.min_n = {min_n}); {text}"
     if fidelity is None or any(s is None for s in statuses.values()):
         return Verdict.INVALID, "fidelity not measured"
     if "UNFAITHFUL" in statuses.values() or causal.label is Verdict.REFUTED:
         return Verdict.REFUTED, f"{text}; {causal_text}"
+    if causal.label is Verdict.INVALID:
+        return Verdict.INVALID, f"{causal_text}; {text}"
     if all(s == "FAITHFUL" for s in statuses.values()) and causal.label is Verdict.SUPPORTED:
         return Verdict.SUPPORTED, f"{text}; {causal_text}"
     return Verdict.INCONCLUSIVE, f"{text}; {causal_text}"

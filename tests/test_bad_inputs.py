@@ -1,0 +1,179 @@
+"""The bad-input catalogue: every CLI and the audit answer a bad input with exit status 2 and one
+line on stderr that says what was wrong (no traceback, no silently wrong result).
+
+Each row runs the real command line (`harness.cli.main`, what `python -m harness` calls) on files
+made by the `world` fixture: {M} a tiny llama folder, {ROWS} valid EAP rows, {EAP}/{ABL} the outputs
+of `eap` and `ablate` on them, {BASE}/{POST} checked generations, {FILE} a plain file (in place of a
+folder), {RO} a read-only folder, {REPORTS} a reports folder holding the run `old-run`, {T} an empty
+scratch folder. Most rows fail before a model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from model_factories import tiny_model
+
+from harness.cli import main
+from harness.data.generation import Generation, save_generations
+from harness.data.grading import Check
+
+AS_ROOT = os.geteuid() == 0   # root writes into read-only folders: those rows cannot fail there
+READ_ONLY = pytest.mark.skipif(AS_ROOT, reason="root ignores folder permissions")
+PROGRESS = re.compile(r"\d+/\d+ \[[0-9:<?]+")   # a progress bar (loading a model's weights) is not a message
+
+CASES = [
+    # id                         command line                                                    message      [marks]
+    ("eap-batch-size-0",         "eap --model {M} --input {ROWS} --out {T}/o --batch-size 0",      "--batch-size must be at least 1, got 0"),
+    ("eap-batch-size-text",      "eap --model {M} --input {ROWS} --out {T}/o --batch-size two",    "--batch-size must be a whole number, got 'two'"),
+    ("eap-method",               "eap --model {M} --input {ROWS} --out {T}/o --method ig",         "unknown attribution method 'ig'"),
+    ("eap-steps-negative",       "eap --model {M} --input {ROWS} --out {T}/o --method lookahead --steps -1", "lookahead steps must be a whole number ≥ 0"),
+    ("eap-steps-without-lookahead", "eap --model {M} --input {ROWS} --out {T}/o --steps 2",        "--steps applies to method lookahead only"),
+    ("eap-steps-text",           "eap --model {M} --input {ROWS} --out {T}/o --method lookahead --steps x", "--steps must be a whole number, got 'x'"),
+    ("eap-lookahead-targets",    "eap --model {M} --input {ROWS} --out {T}/o --method lookahead --positions targets", "use --positions all"),
+    ("eap-input-missing",        "eap --model {M} --input {T}/none.jsonl --out {T}/o",             "none.jsonl does not exist"),
+    ("eap-model-missing",        "eap --model {T}/nowhere --input {ROWS} --out {T}/o",             "does not exist"),
+    ("eap-token-beyond-vocab",   "eap --model {M} --input {BIG} --out {T}/o",                      "≥ the vocabulary size 64"),
+    ("eap-out-is-a-file",        "eap --model {M} --input {ROWS} --out {FILE}",                    "--out {FILE} is a file, not a folder"),
+    ("eap-out-under-a-file",     "eap --model {M} --input {ROWS} --out {FILE}/sub",                "--out {FILE}/sub: {FILE} is a file, not a folder"),
+    ("eap-out-read-only", "eap --model {M} --input {ROWS} --out {RO}/o", "is not writable", READ_ONLY),
+    ("ablate-sample-0",          "ablate --model {M} --input {ROWS} --out {T}/o --edges sample:0", "sample at least one edge (sample:N with N >= 1)"),
+    ("ablate-sample-text",       "ablate --model {M} --input {ROWS} --out {T}/o --edges sample:x", "write sample:N with a whole number N"),
+    ("ablate-edges-not-a-file",  "ablate --model {M} --input {ROWS} --out {T}/o --edges some",     "use all, sample:N, or a JSON file"),
+    ("ablate-edges-empty-list",  "ablate --model {M} --input {ROWS} --out {T}/o --edges {EMPTY}",  "expected a non-empty JSON list of [source, destination] pairs"),
+    ("ablate-edges-bad-pair",    "ablate --model {M} --input {ROWS} --out {T}/o --edges {BADEDGE}", "each edge must be a [source, destination] pair of names or indices"),
+    ("ablate-stratified-no-eap", "ablate --model {M} --input {ROWS} --out {T}/o --sampling stratified", "--sampling stratified needs --eap"),
+    ("ablate-seed-negative",     "ablate --model {M} --input {ROWS} --out {T}/o --seed -1",        "--seed must be at least 0, got -1"),
+    ("ablate-out-is-a-file",     "ablate --model {M} --input {ROWS} --out {FILE}",                 "is a file, not a folder"),
+    ("fidelity-top-k-negative",  "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k -1",   "--top-k must be at least 1, got -1"),
+    ("fidelity-top-k-0",         "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k 0",    "--top-k must be at least 1, got 0"),
+    ("fidelity-top-k-too-many",  "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k 999",  "--top-k must be between 1 and the 8 ablated edges, got 999"),
+    ("fidelity-level",           "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1.5",  "--level must be a number in (0, 1), got 1.5"),
+    ("fidelity-threshold",       "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold 2", "--threshold must be a number in [-1, 1], got 2"),
+    ("fidelity-threshold-nan",   "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold nan", "--threshold must be a number in [-1, 1], got nan"),
+    ("fidelity-n-boot-0",        "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --n-boot 0",   "--n-boot must be at least 1, got 0"),
+    ("fidelity-ablation-missing", "fidelity --eap {EAP} --ablation {T}/none --out {T}/f",          "ablation.safetensors is missing; run `python -m harness ablate` first"),
+    ("fidelity-out-is-a-file",   "fidelity --eap {EAP} --ablation {ABL} --out {FILE}",             "--out {FILE} is a file, not a folder"),
+    ("generate-n-negative",      "generate --model {M} --dataset rg:chain_sum --n -5 --out {T}/g.jsonl", "--n must be between 1 and 1000000, got -5"),
+    ("generate-n-0",             "generate --model {M} --dataset rg:chain_sum --n 0 --out {T}/g.jsonl", "--n must be between 1 and 1000000, got 0"),
+    ("generate-n-huge",          "generate --model {M} --dataset rg:chain_sum --n 1000000000000 --out {T}/g.jsonl", "got 1000000000000"),
+    ("generate-n-expression",    "generate --model {M} --dataset rg:chain_sum --n 10**12 --out {T}/g.jsonl", "--n must be a whole number, got '10**12'"),
+    ("generate-empty-stop",      "generate --model {M} --dataset rg:chain_sum --stop '' --out {T}/g.jsonl", "stop strings must be non-empty text, got ''"),
+    ("generate-max-new-tokens",  "generate --model {M} --dataset rg:chain_sum --max-new-tokens 0 --out {T}/g.jsonl", "--max-new-tokens must be at least 1, got 0"),
+    ("generate-temperature",     "generate --model {M} --dataset rg:chain_sum --sample --temperature 0 --out {T}/g.jsonl", "--temperature must be a number in (0, inf), got 0"),
+    ("generate-top-p",           "generate --model {M} --dataset rg:chain_sum --top-p 1.5 --out {T}/g.jsonl", "--top-p must be a number in (0, 1], got 1.5"),
+    ("generate-template",        "generate --model {M} --dataset rg:chain_sum --template nope --out {T}/g.jsonl", "unknown prompt template 'nope'"),
+    ("generate-dataset",         "generate --model {M} --dataset nope --out {T}/g.jsonl",          "is neither a JSONL file nor rg:<task> nor hf:<hub id>"),
+    ("generate-out-is-a-folder", "generate --model {M} --dataset rg:chain_sum --out {T}",          "is a folder; give a file path"),
+    ("generate-out-under-a-file", "generate --model {M} --dataset rg:chain_sum --out {FILE}/g.jsonl", "--out {FILE}/g.jsonl: {FILE} is a file, not a folder"),
+    ("check-generations-missing", "check --generations {T}/none.jsonl --dataset rg:chain_sum --out {T}/c.jsonl", "none.jsonl does not exist; run `python -m harness generate` first"),
+    ("check-n-0",                "check --generations {BASE} --dataset rg:chain_sum --n 0 --out {T}/c.jsonl", "--n must be between 1 and 1000000, got 0"),
+    ("select-alpha-0",           "select --base {BASE} --post {POST} --alpha 0 --out {T}/s",        "--alpha must be a number in (0, 1], got 0"),
+    ("select-alpha-above-1",     "select --base {BASE} --post {POST} --alpha 1.5 --out {T}/s",      "--alpha must be a number in (0, 1], got 1.5"),
+    ("select-n-0",               "select --base {BASE} --post {POST} --n 0 --out {T}/s",            "--n must be at least 1, got 0"),
+    ("select-beta-negative",     "select --base {BASE} --post {POST} --beta -1 --out {T}/s",        "--beta must be a number in [0, inf), got -1"),
+    ("select-beta-above-gamma",  "select --base {BASE} --post {POST} --beta 2 --gamma 1 --out {T}/s", "need 0 <= beta <= gamma"),
+    ("select-string-token-ids",  "select --base {STRIDS} --post {POST} --out {T}/s",                "answer_ids must be a list of token ids (whole numbers >= 0)"),
+    ("select-base-missing",      "select --base {T}/none.jsonl --post {POST} --out {T}/s",          "generations file {T}/none.jsonl does not exist"),
+    ("select-out-is-a-file",     "select --base {BASE} --post {POST} --out {FILE}",                 "is a file, not a folder"),
+    ("report-merge-out-is-a-file", "report merge {T}/none --out {FILE}",                            "--out {FILE} is a file, not a folder"),
+    ("report-merge-out-read-only", "report merge {T}/none --out {RO}/m", "is not writable", READ_ONLY),
+    ("report-merge-shard-missing", "report merge {T}/none --out {T}/m",                             "{T}/none: no such claims file"),
+    ("report-diff-not-claims",   "report diff {NOTCLAIMS} {NOTCLAIMS}",                             "not a claims file (expected \"schema\""),
+    ("posttrain-steps-0",        "posttrain --algo grpo --steps 0 --out {T}/p",                     "--steps must be at least 1, got 0"),
+    ("posttrain-lr",             "posttrain --algo grpo --lr 0 --out {T}/p",                        "--lr must be a number in (0, 1], got 0"),
+    ("posttrain-out-is-a-file",  "posttrain --algo grpo --out {FILE}",                              "--out {FILE} is a file, not a folder"),
+    ("posttrain-table-missing",  "posttrain-table {T} --out {T}/table.json",                        "heldout.json missing; run `python -m harness posttrain ... --eval-n N` first"),
+    ("audit-alpha-twice",        "audit --alphas 0.3,0.30",                                         "--alphas: 0.3 is given twice; give each alpha once"),
+    ("audit-alpha-text",         "audit --alphas 0.1,x",                                            "--alphas: 'x' is not a number"),
+    ("audit-alpha-outside",      "audit --alphas 1.5",                                              "--alphas: 1.5 is outside (0, 1]"),
+    ("audit-alpha-none",         "audit --alphas ,",                                                "give at least one alpha in (0, 1]"),
+    ("audit-n-0",                "audit --n 0",                                                     "--n must be at least 1, got 0"),
+    ("audit-questions-0",        "audit --questions 0",                                             "--questions must be between 1 and 1000000, got 0"),
+    ("audit-threads-0",          "audit --threads 0",                                               "--threads must be at least 1, got 0"),
+    ("audit-fidelity-edges-0",   "audit --fidelity-edges 0",                                        "--fidelity-edges must be at least 1, got 0"),
+    ("audit-reports-dir-file",   "audit --reports-dir {FILE}",                                      "--reports-dir {FILE} is a file, not a folder"),
+    ("audit-reports-dir-read-only", "audit --reports-dir {RO}/r", "is not writable", READ_ONLY),
+    ("audit-run-id-exists",      "audit --run-id old-run --reports-dir {REPORTS}",                  "--run-id old-run: {REPORTS}/old-run already exists; choose another run id or pass --overwrite"),
+    ("audit-run-id-path",        "audit --run-id ../x --reports-dir {REPORTS}",                     "--run-id '../x': use letters, digits"),
+    ("audit-vary-one-value",     "audit --vary metrics.bins=20",                                    "expected KEY=V1,V2[,...] with at least two values"),
+    ("audit-unknown-setting",    "audit --set loudness=3",                                          "loudness"),
+]
+
+
+def _generations(path: Path, answer_ids=None) -> Path:
+    gens = [Generation(f"q{i}", "p", (7, 8, 9), tuple(range(20 + i)), "t", "eos", "sha256:x", "bare")
+            for i in range(4)]
+    save_generations(path, gens, [Check(f"q{i}", "1", "boxed", "1", True) for i in range(4)])
+    if answer_ids is not None:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows[1]["answer_ids"] = answer_ids
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    tiny_model("llama", dtype=torch.float32).save_pretrained(root / "model")
+    rows = [{"id": f"q{i}", "prompt_ids": [1, 2, 3 + i], "target_ids": [5, 6]} for i in range(3)]
+    (root / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "big.jsonl").write_text(json.dumps({"id": "a", "prompt_ids": [1], "target_ids": [9999]}) + "\n")
+    (root / "file").write_text("a file, not a folder\n")
+    (root / "empty.json").write_text("[]")
+    (root / "badedge.json").write_text('[[1.5, "x"]]')
+    (root / "notclaims.json").write_text('{"a": 1}')
+    (root / "ro").mkdir(mode=0o500)
+    (root / "reports" / "old-run").mkdir(parents=True)
+    names = {"M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
+             "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
+             "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
+             "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
+             "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
+    assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
+    assert main(["ablate", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "abl"),
+                 "--edges", "sample:8"]) == 0
+    return {k: str(v) for k, v in names.items()}
+
+
+@pytest.mark.parametrize("command, message", [pytest.param(c[1], c[2], id=c[0], marks=c[3:]) for c in CASES])
+def test_bad_input_is_exit_2_with_one_line(world, tmp_path, capsys, monkeypatch, command: str, message: str) -> None:
+    monkeypatch.chdir(tmp_path)   # the audit's default reports/ folder, were it ever reached
+    names = {**world, "T": str(tmp_path)}
+    capsys.readouterr()
+    status = main(shlex.split(command.format(**names)))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not PROGRESS.search(line)]
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.format(**names) in lines[0]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "reports").exists()
+
+
+def test_the_catalogue_covers_every_command_and_has_40_rows() -> None:
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids)) >= 40
+    from harness.cli import COMMANDS
+    covered = {i.split("-")[0] for i in ids} | {"-".join(i.split("-")[:2]) for i in ids}
+    assert set(COMMANDS) <= covered
+
+
+@pytest.mark.parametrize("command, message", [
+    ("report diff {NOTCLAIMS} {NOTCLAIMS}", "not a claims file"),
+    ("fidelity --eap {EAP} --ablation {ABL} --top-k -1", "--top-k must be at least 1, got -1"),
+])
+def test_the_module_entry_point_prints_the_same_one_line(world, command: str, message: str) -> None:
+    """`python -m harness` itself (harness/__main__.py), in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "harness", *shlex.split(command.format(**world))],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and message in done.stderr
