@@ -93,3 +93,18 @@ def test_no_fixture_for_another_decoding(tiny, monkeypatch):
     config = AuditConfig(questions=QUESTIONS, answer_fixtures=str(folder), max_new_tokens=3)
     answers = AuditPipeline(config, tiny / "pairs.toml", progress=False).answers("tiny-rl", "sums.jsonl")
     assert answers.sources["base"]["source"] == "generated"
+
+
+def test_a_fixture_of_the_first_questions_is_used_for_those_and_the_rest_generated(tiny, monkeypatch):
+    folder = tiny / "answers-part"
+    pipeline = _pipeline(tiny, folder, monkeypatch, "cache-build4")
+    spec = pipeline.pair("tiny-rl")
+    problems = load_problems(dataset_spec("sums.jsonl"), n=QUESTIONS).problems[:10]
+    for side, loaded in zip(("base", "post"), pipeline.session.models(spec)):
+        write_fixture(folder / f"tiny-rl-{side}.json", build_fixture(
+            loaded, problems, get_template(spec.prompt_template),
+            Decoding(max_new_tokens=spec.max_new_tokens, batch_size=5), dataset="sums.jsonl", progress=False))
+    answers = _pipeline(tiny, folder, monkeypatch, "cache-part").answers("tiny-rl", "sums.jsonl")
+    assert answers.sources["base"]["source"] == "fixture" and answers.sources["base"]["ok"]
+    assert (answers.sources["base"]["from_fixture"], answers.sources["base"]["generated"]) == (10, QUESTIONS - 10)
+    assert len(answers.base) == QUESTIONS

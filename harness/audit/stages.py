@@ -160,9 +160,11 @@ class AuditPipeline:
                            problems.provenance(), template.name, dataclasses.asdict(decoding), key, sources)
 
     def _answers_of(self, loaded, problems, template, decoding: Decoding) -> tuple[list[Generation], dict]:
-        """One model's answers and where they came from: a shipped fixture (harness.data.fixtures) once a
-        sample of it, `fixture_verify_questions` answers, regenerates token-identically (checked once
-        per model and session); else generated. A mismatch regenerates every answer of that model."""
+        """One model's answers and where they came from. Answers shipped in a fixture
+        (harness.data.fixtures) for the first problems are used once a sample of them,
+        `fixture_verify_questions` answers, regenerates token-identically (checked once per model and
+        session); the problems the fixture does not hold are generated. A mismatch regenerates every
+        answer of that model."""
         match = self.fixtures.lookup(loaded, problems, template, decoding)
         if match is None:
             return (generate_answers(loaded, problems, template, decoding, progress=self.progress),
@@ -177,11 +179,17 @@ class AuditPipeline:
                 print(f"answer fixture {check.file}: {len(check.mismatched)} of {len(check.ids)} regenerated "
                       "answers differ; regenerating every answer of this model", flush=True)
         check = self._fixture_checks[fingerprint]
-        if check.ok:
-            return [row.generation for row in match.rows], {"source": "fixture", **check.as_dict()}
-        generations = generate_answers(loaded, problems, template, decoding, use_cache=False, progress=self.progress)
-        return generations, {"source": "regenerated", "reason": "the fixture's sample did not regenerate "
-                             "token-identically", **check.as_dict()}
+        if not check.ok:
+            generations = generate_answers(loaded, problems, template, decoding, use_cache=False,
+                                           progress=self.progress)
+            return generations, {"source": "regenerated", "reason": "the fixture's sample did not regenerate "
+                                 "token-identically", **check.as_dict()}
+        shipped = [row.generation for row in match.rows]
+        rest = list(problems[len(shipped):])
+        generated = generate_answers(loaded, rest, template, decoding, progress=self.progress) if rest else []
+        return shipped + generated, {"source": "fixture", "from_fixture": len(shipped), "generated": len(rest),
+                                     **check.as_dict()}
+
 
     # ------------------------------------------------------------ stage 2: selection
 

@@ -125,11 +125,16 @@ class FixtureIndex:
 
     def lookup(self, loaded, problems: Sequence[Problem], template: PromptTemplate,
                decoding: Decoding) -> FixtureMatch | None:
-        """The rows (in problem order) when one fixture file holds every problem's answer for this
-        model, template and decoding; else None."""
+        """The shipped answers of one fixture file to the longest prefix of `problems` it holds for
+        this model, template and decoding (rows in problem order); None when it holds none."""
         index = self._load()
-        found = [index.get(k[3]) for k in _keys(loaded, problems, template, decoding)]
-        if not found or any(f is None for f in found) or len({f[0] for f in found}) != 1:
+        found = []
+        for k in _keys(loaded, problems, template, decoding):
+            hit = index.get(k[3])
+            if hit is None or (found and hit[0] != found[0][0]):
+                break
+            found.append(hit)
+        if not found:
             return None
         file = found[0][0]
         rows = tuple(dataclasses.replace(f[1], generation=dataclasses.replace(f[1].generation, problem_id=p.id))
