@@ -43,7 +43,7 @@ def _run_eval(args) -> int:
     from harness.cli.fixtures import fixture_name
     from harness.training.posttrain import heldout_rows_from_fixture
 
-    run = Path(args.run)
+    run = Path(args.folder)
     summary_path = run / "train_summary.json"
     if not summary_path.is_file():
         raise UserError(f"{summary_path} missing; run `python -m harness posttrain --out {run}` first")
@@ -99,7 +99,7 @@ def register(subparsers) -> None:
                    help="torch CPU threads; 1 avoids thread oversubscription on a shared CPU, 0: torch default")
     p.set_defaults(run=_run_posttrain)
     e = subparsers.add_parser("posttrain-eval", help=COMMANDS["posttrain-eval"][1])
-    e.add_argument("run", help="a posttrain output folder")
+    e.add_argument("folder", help="a posttrain output folder")
     e.add_argument("--answers", required=True, help="answer-fixture folder (python -m harness answer-fixtures)")
     e.set_defaults(run=_run_eval)
     t = subparsers.add_parser("posttrain-table", help=COMMANDS["posttrain-table"][1])
