@@ -225,6 +225,7 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
         cards.append('<section class="card"><h2>Other figures</h2>'
                      + "".join(_html_figure(f) for f in other) + "</section>")
     provenance = json.dumps(run.provenance, indent=2, sort_keys=True, default=str)
+    control = control_summary(run.cells)
     legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -239,7 +240,7 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 <h2>Matrix (rows: experiments pair · dataset · α; columns: claims)</h2>
 <p class="legend">{legend}</p>
 {_html_matrix(build_matrix(run.cells))}
-{f'<p><b>{_e(control_summary(run.cells))}</b></p>' if control_summary(run.cells) else ''}
+{f'<p><b>{_e(control)}</b></p>' if control else ''}
 {''.join(cards)}
 <section class="card"><h2>Provenance</h2><pre>{_e(provenance)}</pre></section>
 </body></html>

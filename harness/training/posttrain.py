@@ -377,10 +377,15 @@ def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label:
     rows = [_problem(i, p["question"], p["answer"]) for i, p in enumerate(problems)]
     generations = generate_answers(_loaded(model, tokenizer, label), rows, prompt_template(tokenizer),
                                    Decoding(max_new_tokens=max_new_tokens, batch_size=16), use_cache=False)
-    return [{"id": p.get("id"), "task": p.get("task"), "question": p["question"], "answer": p["answer"],
-             "completion": c.generation.text, "tokens": len(c.generation.answer_ids),
-             "extracted": c.check.extracted, "correct": c.correct}
+    return [heldout_row(p.get("id"), p.get("task"), p["question"], p["answer"], c)
             for p, c in zip(problems, check_answers(generations, rows, grader=POSTTRAIN_GRADER))]
+
+
+def heldout_row(problem_id, task, question: str, answer: str, checked) -> dict:
+    """One held-out row of heldout.json: the problem, the model's completion and its grade."""
+    return {"id": problem_id, "task": task, "question": question, "answer": answer,
+            "completion": checked.generation.text, "tokens": len(checked.generation.answer_ids),
+            "extracted": checked.check.extracted, "correct": checked.correct}
 
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
@@ -435,8 +440,7 @@ def heldout_rows_from_fixture(path: Path, task: str) -> list[dict]:
     if missing:
         raise UserError(f"{path}: no answer to {missing[0]} (and {len(missing) - 1} more); rebuild the fixture")
     ordered = [generations[p.id] for p in problems]
-    return [{"id": p.id, "task": task, "question": p.question, "answer": p.gold, "completion": c.generation.text,
-             "tokens": len(c.generation.answer_ids), "extracted": c.check.extracted, "correct": c.correct}
+    return [heldout_row(p.id, task, p.question, p.gold, c)
             for p, c in zip(problems, check_answers(ordered, problems, grader="auto"))]
 
 
