@@ -1,13 +1,19 @@
-"""On-disk cache keyed by content hashes; every write is atomic (temp file + rename)."""
+"""On-disk cache keyed by content hashes: every write is atomic (temp file + rename), every entry
+carries a sha256 checked on read, concurrent writers take a file lock, and temporary files left by a
+killed run are removed by the next one."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from harness.errors import UserError
 
@@ -21,6 +27,11 @@ def content_key(*parts: Any) -> str:
     """Stable sha256 (hex, 16 chars) of JSON-serialisable parts; dict keys are sorted."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# every temporary file or folder the harness writes is named ".<anything>.tmp", so that a later run can
+# find what a killed one left behind (clean_stale_temps)
+TEMP_SUFFIX = ".tmp"
 
 
 def current_umask() -> int:
@@ -39,14 +50,14 @@ def temp_dir(parent: Path, prefix: str) -> Path:
     """A fresh folder in `parent` (to be renamed into place) with the umask's mode, not mkdtemp's 0o700."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=TEMP_SUFFIX))
     os.chmod(tmp, umask_mode(directory=True))
     return tmp
 
 
 def temp_file(parent: Path, suffix: str) -> Path:
     """A fresh empty file in `parent` (to be renamed into place) with the umask's mode, not mkstemp's 0o600."""
-    fd, tmp = tempfile.mkstemp(dir=parent, suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".", suffix=suffix + TEMP_SUFFIX)
     os.fchmod(fd, umask_mode())
     os.close(fd)
     return Path(tmp)
@@ -86,7 +97,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -109,3 +120,136 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- checked entries
+
+
+class CorruptEntry(Exception):
+    """A cache entry that fails its checksum or cannot be parsed; `reason` says how."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _payload_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_checked_json(path: Path, value: Any) -> None:
+    """Write `value` atomically as {"sha256": digest of its canonical JSON, "value": value}."""
+    atomic_write_json(path, {"sha256": _payload_digest(value), "value": value})
+
+
+def read_checked_json(path: Path) -> Any:
+    """The value of a write_checked_json file; CorruptEntry when it is unreadable, truncated, not an
+    envelope, or its checksum does not match."""
+    try:
+        raw = json.loads(Path(path).read_bytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptEntry(f"not valid JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(raw, dict) or set(raw) != {"sha256", "value"}:
+        raise CorruptEntry("not a checksummed entry (no sha256/value fields)")
+    if _payload_digest(raw["value"]) != raw["sha256"]:
+        raise CorruptEntry("content does not match its sha256")
+    return raw["value"]
+
+
+MANIFEST = "MANIFEST.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the sha256 of every file in `folder` (written last: a folder entry is complete once its
+    manifest exists)."""
+    folder = Path(folder)
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    write_checked_json(folder / MANIFEST, {"files": files})
+
+
+def verify_manifest(folder: Path) -> None:
+    """CorruptEntry unless `folder` has a valid manifest and every file it lists has its checksum."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise CorruptEntry(f"no {MANIFEST} (incomplete, or written by an older version)")
+    files = read_checked_json(folder / MANIFEST).get("files", {})
+    for name, digest in files.items():
+        if not (folder / name).is_file():
+            raise CorruptEntry(f"{name} is missing")
+        if sha256_file(folder / name) != digest:
+            raise CorruptEntry(f"{name} does not match its sha256")
+
+
+def quarantine(entry: Path, root: Path) -> Path:
+    """Move a corrupt file or folder to `<root>/quarantine/` (kept for inspection, never read again);
+    returns where it went."""
+    entry = Path(entry)
+    target = Path(root) / "quarantine" / f"{entry.parent.name}-{entry.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(entry, target)
+    return target
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock (POSIX flock) on `path` for the block: exclusive by default, so a second
+    process computing the same entry waits and then reads the first one's result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ActiveRun:
+    """A shared lock on `<root>/.active.lock` held while this process uses the cache (one per root
+    and process: `ActiveRun.of(root)`). The first run to start when no other holds it removes the
+    temporary files that killed runs left (`cleaned`)."""
+
+    _open: dict[Path, "ActiveRun"] = {}
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.root / ".active.lock", "a")
+        self.cleaned: list[Path] = []
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass   # another run is active: its temporaries may be live
+        else:
+            self.cleaned = clean_stale_temps(self.root)
+        fcntl.flock(self._handle, fcntl.LOCK_SH)
+
+    def take_cleaned(self) -> list[Path]:
+        """What the start-up clean removed, once (later calls: [])."""
+        cleaned, self.cleaned = self.cleaned, []
+        return cleaned
+
+    @classmethod
+    def of(cls, root: Path) -> "ActiveRun":
+        key = Path(root).resolve()
+        if key not in cls._open:
+            cls._open[key] = cls(key)
+        return cls._open[key]
+
+
+def clean_stale_temps(root: Path) -> list[Path]:
+    """Remove every `.*.tmp` file or folder under `root` (call only while no other run is active)."""
+    stale = [p for p in Path(root).rglob(f".*{TEMP_SUFFIX}") if "quarantine" not in p.parts]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale

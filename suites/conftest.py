@@ -17,6 +17,7 @@ from harness.models.registry import load_registry
 from harness.pytest_plugin import SESSION_KEY
 
 GRID_KEY = pytest.StashKey[RunGrid]()
+PIPELINE_KEY = pytest.StashKey[AuditPipeline]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,7 +102,17 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
         fidelity_samples=get("fidelity_samples"), grader=get("grader"),
         short_answers=get("short_answers")).with_settings(parse_settings(get("settings"))))
-    return AuditPipeline(config, get("registry"), progress=get("capture") == "no")
+    pipeline = AuditPipeline(config, get("registry"), progress=get("capture") == "no")
+    pytestconfig.stash[PIPELINE_KEY] = pipeline
+    return pipeline
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Put the run's cache ledger (what was computed, read back, healed) in the report's provenance."""
+    pipeline = session.config.stash.get(PIPELINE_KEY, None)
+    if pipeline is not None and SESSION_KEY in session.config.stash:
+        session.config.stash[SESSION_KEY].provenance["cache"] = pipeline.cache_report()
 
 
 @pytest.fixture(scope="session")

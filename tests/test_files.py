@@ -39,7 +39,7 @@ def test_atomic_writes_get_the_umask_mode(tmp_path: Path, umask: int) -> None:
 
 
 def test_cache_folders_and_temp_files_get_the_umask_mode(tmp_path: Path, umask: int) -> None:
-    save_dir_atomically(tmp_path / "entry", lambda tmp: atomic_write_json(tmp / "meta.json", {}), "meta.json")
+    save_dir_atomically(tmp_path / "entry", lambda tmp: atomic_write_json(tmp / "meta.json", {}))
     assert _mode(tmp_path / "entry") == 0o777 & ~umask
     assert _mode(tmp_path / "entry" / "meta.json") == 0o666 & ~umask
     assert _mode(temp_file(tmp_path, ".png")) == 0o666 & ~umask

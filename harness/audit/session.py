@@ -24,6 +24,7 @@ class ModelSession:
         self.ledger = ledger
         self.pairs = load_registry(registry)
         self._loaded: tuple[str, LoadedModel, LoadedModel] | None = None
+        self._failed: dict[str, Exception] = {}
         self._file_hashes: dict[tuple, str] = {}
 
     def pair(self, name: str) -> PairSpec:
@@ -32,10 +33,17 @@ class ModelSession:
         return self.pairs[name]
 
     def models(self, spec: PairSpec) -> tuple[LoadedModel, LoadedModel]:
-        """(base, post) of a pair, loaded on first use; loading another pair frees this one first."""
+        """(base, post) of a pair, loaded on first use; loading another pair frees this one first. A pair
+        that failed to load is not tried again in the session: its first error is raised again."""
+        if spec.name in self._failed:
+            raise self._failed[spec.name]
         if self._loaded is None or self._loaded[0] != spec.name:
             self._loaded = None
-            base, post = load_pair_models(spec, dtype=self.config.dtype, device=self.config.device)
+            try:
+                base, post = load_pair_models(spec, dtype=self.config.dtype, device=self.config.device)
+            except Exception as err:
+                self._failed[spec.name] = err
+                raise
             self._loaded = (spec.name, base, post)
             self.ledger.count("models", "loaded")
         return self._loaded[1], self._loaded[2]

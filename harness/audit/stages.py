@@ -123,6 +123,8 @@ class AuditPipeline:
         self.store = CacheStore(self.ledger)
         self.session = ModelSession(config, self.ledger, registry)
         self._answers: dict[tuple[str, str], PairAnswers] = {}
+        self._failed: dict[tuple[str, str], Exception] = {}
+        self._healed_generations: list[dict] = []
         self._cells: dict[tuple, CellData] = {}
         self.fixtures = FixtureIndex(fixture_folder(config.answer_fixtures))
         self._fixture_checks: dict[str, Verification] = {}
@@ -130,22 +132,45 @@ class AuditPipeline:
     def pair(self, name: str) -> PairSpec:
         return self.session.pair(name)
 
+    def cache_report(self) -> dict:
+        """The run's cache ledger: stages computed, read back and healed (with where each corrupt entry
+        went), for the report's provenance."""
+        return {"root": str(self.store.cache), "ledger": self.ledger.as_dict(),
+                "healed": list(self.store.healed) + list(self._healed_generations)}
+
+    def _generate_answers(self, loaded, problems, template, decoding: Decoding, **options) -> list[Generation]:
+        before = len(self._healed_generations)
+        generations = generate_answers(loaded, problems, template, decoding, progress=self.progress,
+                                       healed=self._healed_generations, **options)
+        for _ in range(len(self._healed_generations) - before):
+            self.ledger.count("generations", "healed")
+        return generations
+
     # ------------------------------------------------------------ stage 1: answers
 
     def answers(self, pair_name: str, dataset: str) -> PairAnswers:
         """Greedy answers of base and post to the dataset's first `questions` problems, checked."""
         memo = (pair_name, dataset)
+        if memo in self._failed:
+            raise self._failed[memo]
         if memo not in self._answers:
-            spec = self.pair(pair_name)
-            cfg = self.config
-            decoding = Decoding(mode=cfg.decoding, max_new_tokens=cfg.max_new_tokens or spec.max_new_tokens,
-                                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
-                                seed=cfg.seed)
-            key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
-                              decoding.cache_fields())
-            raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json())
-            self._answers[memo] = PairAnswers.from_json(raw, pair_name, dataset, key)
+            try:
+                self._answers[memo] = self._checked_answers(pair_name, dataset)
+            except Exception as err:   # remembered: every later cell of this pair and dataset fails the same way
+                self._failed[memo] = err
+                raise
         return self._answers[memo]
+
+    def _checked_answers(self, pair_name: str, dataset: str) -> PairAnswers:
+        spec = self.pair(pair_name)
+        cfg = self.config
+        decoding = Decoding(mode=cfg.decoding, max_new_tokens=cfg.max_new_tokens or spec.max_new_tokens,
+                            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
+                            seed=cfg.seed)
+        key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
+                          decoding.cache_fields())
+        raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json())
+        return PairAnswers.from_json(raw, pair_name, dataset, key)
 
     def _generate(self, spec: PairSpec, dataset: str, decoding: Decoding, key: str) -> PairAnswers:
         problems = load_problems(dataset_spec(dataset), n=self.config.questions, seed=self.config.data_seed)
@@ -167,7 +192,7 @@ class AuditPipeline:
         answer of that model."""
         match = self.fixtures.lookup(loaded, problems, template, decoding)
         if match is None:
-            return (generate_answers(loaded, problems, template, decoding, progress=self.progress),
+            return (self._generate_answers(loaded, problems, template, decoding),
                     {"source": "generated", "reason": "no answer fixture for this model, prompt and decoding"})
         fingerprint = loaded.info.fingerprint
         if fingerprint not in self._fixture_checks:
@@ -180,13 +205,12 @@ class AuditPipeline:
                       "answers differ; regenerating every answer of this model", flush=True)
         check = self._fixture_checks[fingerprint]
         if not check.ok:
-            generations = generate_answers(loaded, problems, template, decoding, use_cache=False,
-                                           progress=self.progress)
+            generations = self._generate_answers(loaded, problems, template, decoding, use_cache=False)
             return generations, {"source": "regenerated", "reason": "the fixture's sample did not regenerate "
                                  "token-identically", **check.as_dict()}
         shipped = [row.generation for row in match.rows]
         rest = list(problems[len(shipped):])
-        generated = generate_answers(loaded, rest, template, decoding, progress=self.progress) if rest else []
+        generated = self._generate_answers(loaded, rest, template, decoding) if rest else []
         return shipped + generated, {"source": "fixture", "from_fixture": len(shipped), "generated": len(rest),
                                      **check.as_dict()}
 
@@ -219,8 +243,7 @@ class AuditPipeline:
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
             return scores
 
-        scores = self.store.folder_entry("eap", key, EdgeScores.load, compute, lambda s, folder: s.save(folder),
-                                         marker="edges.json")
+        scores = self.store.folder_entry("eap", key, EdgeScores.load, compute, lambda s, folder: s.save(folder))
         return key, scores
 
     def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:

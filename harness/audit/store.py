@@ -2,23 +2,40 @@
 lives, and a ledger of what was computed and what was read back.
 
 Keys are content hashes (`harness.files.content_key`) of everything that determines a stage's
-output. Entries are written atomically: a file through a temporary file, a folder through a
-temporary folder renamed into place.
+output, down to the bits: the device type and, on CPU, torch's thread count (a different count
+reorders float sums; answers and scores then differ in the last bits). Entries are written
+atomically (a file through a temporary file, a folder through a temporary folder renamed into
+place) and verified on read.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.audit.config import AuditConfig
 from harness.data.grading import GRADING_VERSION
-from harness.files import atomic_write_json, cache_root, content_key, temp_dir
+from harness.errors import UserError
+from harness.files import (
+    ActiveRun,
+    CorruptEntry,
+    cache_root,
+    content_key,
+    file_lock,
+    quarantine,
+    read_checked_json,
+    temp_dir,
+    verify_manifest,
+    write_checked_json,
+    write_manifest,
+)
+from harness.models.loading import bit_context
 
-CACHE_VERSION = "audit-v1"
+# v2: entries carry checksums (v1 entries are not read) and keys hold the CPU thread count
+CACHE_VERSION = "audit-v2"
 
 
 class Ledger:
@@ -42,7 +59,7 @@ def answers_key(pair_identity: dict, dataset_spec: str, config: AuditConfig, tem
     """Both models' checked answers: the pair's weight files, the problem set, template, decoding, and
     the grader (the entry stores the checks, not only the generations) with the grading code's version."""
     return content_key(CACHE_VERSION, "answers", pair_identity, dataset_spec, config.questions, config.data_seed,
-                       template, decoding, config.dtype, config.grader, GRADING_VERSION)
+                       template, decoding, config.dtype, config.grader, GRADING_VERSION, bit_context(config.device))
 
 
 def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str = "eap") -> str:
@@ -50,7 +67,7 @@ def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str
     the estimator (the paper's one-step EAP keeps its old key)."""
     extra = () if method == "eap" else (method,)
     return content_key(CACHE_VERSION, "eap", fingerprint, rows, config.layout, config.positions, config.dtype,
-                       config.device.split(":")[0], *extra)
+                       bit_context(config.device), *extra)
 
 
 def fidelity_key(eap: str, n_questions: int, config: AuditConfig) -> str:
@@ -67,52 +84,106 @@ def causal_key(eap: str, n_questions: int, config: AuditConfig) -> str:
 
 # ---------------------------------------------------------------- entries
 
+_MISSING = object()
+
 
 class CacheStore:
-    """Stage entries under `<cache root>/audit/<stage>/`, counted in `ledger`."""
+    """Stage entries under `<cache root>/audit/<stage>/`, counted in `ledger`.
+
+    Each entry carries a sha256 (a JSON entry its own, a folder entry a MANIFEST.json of its files),
+    checked on every read. A corrupt or partial entry is moved to `<cache root>/quarantine/`,
+    recomputed, counted as "<stage>:healed" and listed in `healed`. Computing an entry holds a file
+    lock on its key, so a concurrent run waits and reads the result instead of computing it again. A
+    compute that raised is remembered for the session and raised again, not retried.
+    """
 
     def __init__(self, ledger: Ledger, root: Path | None = None) -> None:
         self.ledger = ledger
-        self.root = (root or cache_root()) / "audit"
+        self.cache = Path(root or cache_root())
+        self.root = self.cache / "audit"
+        self.healed: list[dict] = []
+        self._failed: dict[tuple[str, str], Exception] = {}
+        cleaned = ActiveRun.of(self.cache).take_cleaned()
+        if cleaned:
+            ledger.count("temp", "cleaned")
+            print(f"cache: removed {len(cleaned)} temporary file(s) left in {self.cache} by an "
+                  "interrupted run", file=sys.stderr, flush=True)
 
     def folder(self, stage: str) -> Path:
         return self.root / stage
 
     def json_entry(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
-        """The stage's JSON entry for `key`, computed and written when missing."""
+        """The stage's JSON entry for `key`, computed and written when missing or corrupt."""
         path = self.folder(stage) / f"{key}.json"
-        if path.is_file():
-            self.ledger.count(stage, "cache")
-            return json.loads(path.read_text())
-        value = compute()
-        atomic_write_json(path, value)
-        self.ledger.count(stage, "computed")
-        return value
+        return self._entry(stage, key, path, lambda: read_checked_json(path), compute,
+                           lambda value: write_checked_json(path, value))
 
     def folder_entry(self, stage: str, key: str, load: Callable[[Path], Any], compute: Callable[[], Any],
-                     save: Callable[[Any, Path], None], marker: str) -> Any:
-        """The stage's folder entry for `key` (complete once `marker` exists in it): loaded, or computed
-        and saved through a temporary folder."""
+                     save: Callable[[Any, Path], None]) -> Any:
+        """The stage's folder entry for `key`: verified against its manifest and loaded, or computed and
+        saved through a temporary folder."""
         folder = self.folder(stage) / key
-        if (folder / marker).is_file():
-            self.ledger.count(stage, "cache")
-            return load(folder)
-        value = compute()
-        save_dir_atomically(folder, lambda tmp: save(value, tmp), marker)
+
+        def read() -> Any:
+            verify_manifest(folder)
+            try:
+                return load(folder)
+            except Exception as err:   # a file that passes its checksum but does not load is corrupt too
+                raise CorruptEntry(f"does not load ({type(err).__name__}: {err})") from None
+
+        return self._entry(stage, key, folder, read, compute,
+                           lambda value: save_dir_atomically(folder, lambda tmp: save(value, tmp)))
+
+    def _entry(self, stage: str, key: str, path: Path, read: Callable[[], Any], compute: Callable[[], Any],
+               write: Callable[[Any], None]) -> Any:
+        if (stage, key) in self._failed:
+            raise self._failed[(stage, key)]
+        value = self._read(stage, key, path, read)
+        if value is not _MISSING:
+            return value
+        with file_lock(self.cache / ".locks" / f"{stage}-{key}.lock"):
+            value = self._read(stage, key, path, read)   # written by another run while this one waited
+            if value is not _MISSING:
+                return value
+            try:
+                value = compute()
+            except Exception as err:
+                self._failed[(stage, key)] = err
+                raise
+            write(value)
         self.ledger.count(stage, "computed")
         return value
 
+    def _read(self, stage: str, key: str, path: Path, read: Callable[[], Any]) -> Any:
+        if not path.exists():
+            return _MISSING
+        try:
+            value = read()
+        except CorruptEntry as err:
+            moved = quarantine(path, self.cache)
+            self.ledger.count(stage, "healed")
+            self.healed.append({"stage": stage, "key": key, "reason": str(err), "moved_to": str(moved)})
+            print(f"cache: {stage} entry {key} is corrupt ({err}); moved to {moved}; recomputing it",
+                  file=sys.stderr, flush=True)
+            return _MISSING
+        self.ledger.count(stage, "cache")
+        return value
 
-def save_dir_atomically(folder: Path, write: Callable[[Path], None], marker: str) -> None:
-    """Call `write(tmp_dir)` then rename it into place; if another writer got there first
-    (`marker` exists in the folder), keep theirs."""
+
+def save_dir_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_dir)`, add its manifest, then rename it into place; if another writer got
+    there first (a valid entry exists), keep theirs."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(folder.parent, f".{folder.name}.")
     try:
         write(tmp)
+        write_manifest(tmp)
         os.replace(tmp, folder)
     except OSError:
-        if not (folder / marker).is_file():
-            raise
+        try:
+            verify_manifest(folder)
+        except CorruptEntry:
+            raise UserError(f"cannot write cache entry {folder}; remove it or set HARNESS_CACHE to another "
+                            "folder") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -171,14 +171,27 @@ def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path, bool]:
     print(f"\naudit {' '.join(settings)} finished in {seconds / 60:.1f} min: {summary['cells']} cells{of} "
           f"({verdicts})")
     print(f"report: {report.resolve()}")
+    for healed in document.get("provenance", {}).get("cache", {}).get("healed", []):
+        print(f"cache: {healed['stage']} entry {healed['key']} was corrupt ({healed['reason']}); moved to "
+              f"{healed['moved_to']} and recomputed", file=sys.stderr)
     missing = selected is not None and summary["cells"] < selected
     if errors or missing:
-        ids = [c["cell_id"] for c in document["cells"] if (c.get("extra") or {}).get("error")]
+        errored = [c for c in document["cells"] if (c.get("extra") or {}).get("error")]
+        ids = [c["cell_id"] for c in errored]
         print(f"audit: {errors} cell(s) errored (a claim test raised: INVALID, 'error in ...')"
               + (f": {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" if ids else "")
               + (f"; {selected - summary['cells']} selected cell(s) missing from the report" if missing else ""),
               file=sys.stderr)
+        reasons = list(dict.fromkeys(_reason(c) for c in errored))
+        for reason in reasons[:3][::-1]:   # the first error is the last line
+            print(f"audit: {sum(_reason(c) == reason for c in errored)} cell(s) failed with {reason}",
+                  file=sys.stderr)
     return int(code), report.parent, bool(errors or missing)
+
+
+def _reason(cell: dict) -> str:
+    error = cell["extra"]["error"]
+    return f"{error['type']}: {error['message']}"
 
 
 def register(subparsers) -> None:

@@ -1,6 +1,7 @@
 """Batched answer generation (greedy by default, as the paper), cached on disk per prompt.
 
-One cache entry per (model fingerprint, template, prompt, decoding settings); a second run with the
+One checksummed cache entry per (model fingerprint, template, prompt, decoding settings, CPU thread
+count); a second run with the
 same inputs reads every answer back and runs the model on nothing. Batch size is not part of the
 key: left-padded batches give the same greedy tokens up to float rounding in near-ties.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -18,7 +20,16 @@ from tqdm.auto import tqdm
 
 from harness.data.problems import Problem
 from harness.errors import UserError
-from harness.files import atomic_write_json, atomic_write_text, cache_root, content_key
+from harness.files import (
+    CorruptEntry,
+    atomic_write_text,
+    cache_root,
+    content_key,
+    quarantine,
+    read_checked_json,
+    write_checked_json,
+)
+from harness.models.loading import bit_context
 from harness.models.prompts import PromptTemplate, encode_prompt, get_template
 
 FinishReason = Literal["eos", "stop", "length"]
@@ -162,11 +173,12 @@ def generation_key(fingerprint: str, template: PromptTemplate, prompt: str, prom
 
 def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate | str,
                      decoding: Decoding = Decoding(), *, use_cache: bool = True,
-                     progress: bool = True) -> list[Generation]:
+                     progress: bool = True, healed: list[dict] | None = None) -> list[Generation]:
     """Answer every problem with `loaded` (a models.LoadedModel); output order = problem order.
 
     template: a PromptTemplate or its name. Prompts are grouped by length into batches of
-    `decoding.batch_size` to limit padding.
+    `decoding.batch_size` to limit padding. healed: where to list cache entries found corrupt (each
+    is moved aside and regenerated).
     """
     if isinstance(template, str):
         template = get_template(template)
@@ -174,13 +186,15 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
         raise UserError("no problems to answer: the dataset is empty")
     tokenizer, fingerprint = loaded.tokenizer, loaded.info.fingerprint
     encoded = [encode_prompt(template, p.question, tokenizer) for p in problems]
-    keys = [generation_key(fingerprint, template, prompt, ids, decoding) for prompt, ids in encoded]
+    # the disk entry also depends on what changes bits (CPU threads); answer fixtures match on
+    # generation_key alone because they are verified token for token before use
+    bits = bit_context(str(loaded.model.device))
+    keys = [content_key(generation_key(fingerprint, template, prompt, ids, decoding), bits) for prompt, ids in encoded]
     folder = cache_root() / "generations"
     results: dict[int, Generation] = {}
     for i, key in enumerate(keys):
-        path = folder / f"{key}.json"
-        if use_cache and path.is_file():
-            cached = Generation.from_json(json.loads(path.read_text()))
+        cached = _cached_generation(folder / f"{key}.json", healed) if use_cache else None
+        if cached is not None:
             results[i] = dataclasses.replace(cached, problem_id=problems[i].id)
     todo = sorted((i for i in range(len(problems)) if i not in results), key=lambda i: len(encoded[i][1]))
     eos = _eos_ids(loaded)
@@ -198,11 +212,26 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
                                  finish_reason=reason, model_fingerprint=fingerprint,
                                  template=template.name)
                 if use_cache:
-                    atomic_write_json(folder / f"{keys[i]}.json", gen.to_json())
+                    write_checked_json(folder / f"{keys[i]}.json", gen.to_json())
                 results[i] = gen
             bar.update(len(batch))
     return [dataclasses.replace(results[i], reference_ids=_reference_ids(p, tokenizer))
             for i, p in enumerate(problems)]
+
+
+def _cached_generation(path: Path, healed: list[dict] | None) -> Generation | None:
+    """The cached answer at `path`, or None when absent; a corrupt entry is moved aside (and redone)."""
+    if not path.is_file():
+        return None
+    try:
+        return Generation.from_json(read_checked_json(path))
+    except (CorruptEntry, KeyError, TypeError) as err:
+        moved = quarantine(path, cache_root())
+        if healed is not None:
+            healed.append({"stage": "generations", "key": path.stem, "reason": str(err), "moved_to": str(moved)})
+        print(f"cache: generation {path.name} is corrupt ({err}); moved to {moved}; regenerating it",
+              file=sys.stderr, flush=True)
+        return None
 
 
 def _reference_ids(problem: Problem, tokenizer) -> tuple[int, ...] | None:

@@ -47,6 +47,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bit_context(device: str) -> dict:
+    """What besides the inputs changes a computation's bits on `device`: its type and, on CPU, torch's
+    intra-op thread count (it sets how float sums are split). Part of every cache key of a score."""
+    kind = str(device).split(":")[0]
+    return {"device_type": kind, "torch_threads": torch.get_num_threads() if kind == "cpu" else None}
+
+
 def scoring_pad_id(tokenizer) -> int:
     """Token id used to right-pad scored sequences (padded positions are masked out, so any id
     works): the tokenizer's pad token, else its EOS, else 0 (no tokenizer)."""

@@ -336,7 +336,7 @@ def plot_curves(log: list[dict], algo: str, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_file(path.parent, ".png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     os.replace(tmp, path)
 
