@@ -63,6 +63,17 @@ def temp_file(parent: Path, suffix: str) -> Path:
     return Path(tmp)
 
 
+def read_utf8(path: Path, what: str = "file") -> str:
+    """The text of `path`; UserError (naming `what` and the first bad byte) when it is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{what} {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
+                        "save it as UTF-8") from None
+
+
 def check_writable_folder(path: Path, flag: str = "--out", *, given: Path | None = None) -> Path:
     """Fail early, creating nothing, when files cannot be written into the folder `path`: it is a file,
     an ancestor is a file, or the nearest existing ancestor is not writable (UserError naming `flag`

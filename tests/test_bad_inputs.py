@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,11 @@ import pytest
 import torch
 from model_factories import tiny_model
 
+from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.cli import main
 from harness.data.generation import Generation, save_generations
 from harness.data.grading import Check
+from harness.models.tiny import tiny_model_folder
 
 AS_ROOT = os.geteuid() == 0   # root writes into read-only folders: those rows cannot fail there
 READ_ONLY = pytest.mark.skipif(AS_ROOT, reason="root ignores folder permissions")
@@ -109,7 +112,70 @@ CASES = [
     ("audit-run-id-path",        "audit --run-id ../x --reports-dir {REPORTS}",                     "--run-id '../x': use letters, digits"),
     ("audit-vary-one-value",     "audit --vary metrics.bins=20",                                    "expected KEY=V1,V2[,...] with at least two values"),
     ("audit-unknown-setting",    "audit --set loudness=3",                                          "loudness"),
+    ("eap-garbage-safetensors",  "eap --model {GARBAGE} --input {ROWS} --out {T}/o",               "a weight file is not valid safetensors (Error while deserializing header: header too large)"),
+    ("eap-empty-safetensors",    "eap --model {EMPTYW} --input {ROWS} --out {T}/o",                "a weight file is not valid safetensors (Error while deserializing header: header too small)"),
+    ("eap-truncated-safetensors", "eap --model {TRUNC} --input {ROWS} --out {T}/o",                "is not valid safetensors (Error while deserializing header: incomplete metadata"),
+    ("eap-not-gguf",             "eap --model {FAKEGGUF} --input {ROWS} --out {T}/o",              "does not start with the GGUF magic bytes, so it is not a GGUF file"),
+    ("eap-input-not-utf8",       "eap --model {M} --input {LATIN1} --out {T}/o",                   "input file {LATIN1} is not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8"),
+    ("generate-dataset-not-utf8", "generate --model {M} --dataset {LATIN1} --out {T}/g.jsonl",     "dataset file {LATIN1} is not UTF-8 text (byte 0xe9 on line 1)"),
+    ("generate-prompt-beyond-context", "generate --model {TINY} --dataset {LONGQ} --template bare --out {T}/g.jsonl", "tokens, at least the model's context of 256"),
+    ("select-generations-not-utf8", "select --base {LATIN1} --post {POST} --out {T}/s",            "generations file {LATIN1} is not UTF-8 text"),
+    ("report-merge-typed-field", "report merge {BADTYPE} --out {T}/m",                              "field verdict must be str, got 5"),
+    ("audit-registry-missing",   "audit --registry {T}/none.toml",                                  "pair registry {T}/none.toml does not exist"),
+    ("audit-registry-not-toml",  "audit --registry {BADTOML}",                                      "is not valid TOML: Expected ']]'"),
+    ("audit-registry-not-utf8",  "audit --registry {LATIN1TOML}",                                   "pair registry {LATIN1TOML} is not UTF-8 text (byte 0xe9 on line 2)"),
+    ("audit-post-model-missing", "audit --registry {REGISTRY} --pairs lost",                        "pair lost: the post model {T0}/nowhere does not exist"),
+    ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
+    ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
+    ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
 ]
+
+REGISTRY = """
+[[pair]]
+name = "lost"
+family = "llama"
+base = "{M}"
+post = "{T0}/nowhere"
+algorithm = "grpo"
+algorithm_kind = "online-rl"
+prompt_template = "bare"
+max_new_tokens = 4
+datasets = ["{NOANSWER}"]
+
+[[pair]]
+name = "no-adapter"
+family = "llama"
+base = "{M}"
+post_adapter = "{M}"
+algorithm = "grpo"
+algorithm_kind = "online-rl"
+prompt_template = "bare"
+max_new_tokens = 4
+datasets = ["{NOANSWER}"]
+
+[[pair]]
+name = "ok"
+family = "llama"
+base = "{M}"
+post = "{M}"
+algorithm = "grpo"
+algorithm_kind = "online-rl"
+prompt_template = "bare"
+max_new_tokens = 4
+datasets = ["{NOANSWER}"]
+"""
+
+
+def _damaged_copies(root: Path) -> dict[str, Path]:
+    """Copies of the tiny model whose weight file is garbage, empty or cut in half."""
+    weights = (root / "model" / "model.safetensors").read_bytes()
+    out = {}
+    for name, data in (("GARBAGE", b"not a safetensors file " * 8), ("EMPTYW", b""), ("TRUNC", weights[: len(weights) // 2])):
+        folder = root / name.lower()
+        shutil.copytree(root / "model", folder)
+        (folder / "model.safetensors").write_bytes(data)
+        out[name] = folder
+    return out
 
 
 def _generations(path: Path, answer_ids=None) -> Path:
@@ -136,7 +202,23 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "notclaims.json").write_text('{"a": 1}')
     (root / "ro").mkdir(mode=0o500)
     (root / "reports" / "old-run").mkdir(parents=True)
-    names = {"M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
+    (root / "fake.gguf").write_bytes(b"this is not a GGUF file " * 8)
+    (root / "latin1.jsonl").write_bytes('{"question": "caf\xe9: 1+1?", "answer": "#### 2"}\n'.encode("latin-1"))
+    (root / "latin1.toml").write_bytes('[[pair]]\nname = "caf\xe9"\n'.encode("latin-1"))
+    (root / "bad.toml").write_text("[[pair]\nname =")
+    (root / "noanswer.jsonl").write_text(json.dumps({"question": "1+1?"}) + "\n")
+    (root / "longq.jsonl").write_text(json.dumps({"question": "one plus one " * 200, "answer": "#### 2"}) + "\n")
+    (root / "pairs.toml").write_text(REGISTRY.format(M=root / "model", T0=root, NOANSWER=root / "noanswer.jsonl"))
+    cell = CellResult("C1", "intensity", "C1-x", Verdict.INCONCLUSIVE, "rule", "reason", "p", "d", 0.1,
+                      "intensity", "own").to_dict()
+    claims = {"schema": "rl-circuit-audit/claims", "schema_version": CLAIMS_SCHEMA_VERSION, "run_id": "x",
+              "created": "now", "summary": {}, "provenance": {}, "figures": [], "cells": [{**cell, "verdict": 5}]}
+    (root / "badtype.json").write_text(json.dumps(claims))
+    names = {**_damaged_copies(root), "FAKEGGUF": root / "fake.gguf", "LATIN1": root / "latin1.jsonl",
+             "LATIN1TOML": root / "latin1.toml", "BADTOML": root / "bad.toml", "LONGQ": root / "longq.jsonl",
+             "TINY": tiny_model_folder("llama").resolve(), "REGISTRY": root / "pairs.toml", "T0": root,
+             "BADTYPE": root / "badtype.json",
+             "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),

@@ -43,7 +43,7 @@ def write_registry(path: Path) -> None:
         entries.append(f'''[[pair]]
 name = "{name}"
 family = "{family}"
-base = "{tiny_model_folder(family)}"
+base = "{tiny_model_folder(family).resolve()}"
 post = "{post}"
 algorithm = "{algorithm}"
 algorithm_kind = "{kind}"

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from harness.errors import UserError
+from harness.files import read_utf8
 
 
 class Positions(str, Enum):
@@ -118,7 +119,7 @@ def read_samples(path: Path) -> list[Sample]:
     if not path.is_file():
         raise UserError(f"input file {path} does not exist")
     samples = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_utf8(path, "input file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -99,6 +99,28 @@ def apply_budget(args) -> None:
             setattr(args, key, value)
 
 
+def preflight(args) -> None:
+    """What would otherwise fail in every claim test, checked before any work: the registry, the
+    pairs and their local model and adapter files, the datasets (readable, with answers) and the
+    grid's options. The first problem is a UserError (one line, exit 2)."""
+    from harness.audit.grid import RunGrid
+    from harness.data.problems import dataset_spec, load_problems
+    from harness.models.pairs import check_pair_files
+    from harness.models.registry import load_registry
+
+    def names(text: str | None) -> tuple[str, ...]:
+        return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+    grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
+                         alphas=tuple(parse_alphas(list(names(args.alphas)))))
+    for pair in grid.pairs:
+        check_pair_files(grid.registry[pair])
+    for dataset in grid.datasets:
+        spec = dataset_spec(dataset)
+        if not spec.startswith("hf:"):   # a hub dataset is fetched when answered
+            load_problems(spec, n=1)
+
+
 def run_audit(args) -> int:
     apply_budget(args)
     if not 0 < args.questions:
@@ -126,6 +148,7 @@ def run_audit(args) -> int:
     settings = list(args.set or [])
     AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
     vary = _vary(args.vary)
+    preflight(args)
     if vary is None:
         check_run_id(args, args.run_id)
         code, _, errored = _run_once(args, args.run_id, settings)
@@ -191,7 +214,7 @@ def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path, bool]:
 
 def _reason(cell: dict) -> str:
     error = cell["extra"]["error"]
-    return f"{error['type']}: {error['message']}"
+    return f"{error.get('type', 'error')}: {error.get('message', '')}"
 
 
 def register(subparsers) -> None:

@@ -27,6 +27,7 @@ from harness.files import (
     content_key,
     quarantine,
     read_checked_json,
+    read_utf8,
     write_checked_json,
 )
 from harness.models.loading import bit_context
@@ -186,6 +187,11 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
         raise UserError("no problems to answer: the dataset is empty")
     tokenizer, fingerprint = loaded.tokenizer, loaded.info.fingerprint
     encoded = [encode_prompt(template, p.question, tokenizer) for p in problems]
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    too_long = [(p.id, len(ids)) for p, (_, ids) in zip(problems, encoded) if context and len(ids) >= context]
+    if too_long:
+        raise UserError(f"problem {too_long[0][0]}: its prompt is {too_long[0][1]} tokens, at least the model's "
+                        f"context of {context} ({len(too_long)} such problem(s)); leave such problems out")
     # the disk entry also depends on what changes bits (CPU threads); answer fixtures match on
     # generation_key alone because they are verified token for token before use
     bits = bit_context(str(loaded.model.device))
@@ -258,7 +264,7 @@ def load_generations(path: str | Path) -> list[tuple[Generation, dict | None]]:
     if not path.is_file():
         raise UserError(f"generations file {path} does not exist; run `python -m harness generate` first")
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path, "generations file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from harness.data.latex import last_boxed
 from harness.errors import UserError
+from harness.files import read_utf8
 
 AnswerStyle = Literal["gsm8k", "math", "reasoning-gym"]
 
@@ -120,7 +121,7 @@ def load_jsonl(path: str | Path) -> ProblemSet:
         raise UserError(f"dataset file {path} does not exist")
     data = path.read_bytes()
     problems = []
-    for lineno, line in enumerate(data.decode().splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path, "dataset file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

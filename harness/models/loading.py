@@ -127,11 +127,17 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
     if not local and looks_like_path:
         raise UserError(f"model path {spec} does not exist; give a local folder, a .gguf file or a "
                         "hub id like org/name")
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except SafetensorError as err:
+        raise UserError(f"could not load model {spec}: a weight file is not valid safetensors ({err}); "
+                        "it is truncated or damaged: rebuild or download it again") from None
     except (OSError, ValueError) as err:
         where = "local folder" if local else "hub id (is the hub reachable?)"
-        raise UserError(f"could not load model {spec} as a {where}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"could not load model {spec} as a {where}: {first}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError, TypeError) as err:

@@ -31,6 +31,22 @@ def build_reference(ref: str) -> str:
     return ref
 
 
+def check_pair_files(spec: PairSpec) -> None:
+    """UserError, before any work, when a local model folder or adapter of the pair is missing (hub
+    ids, bundled and tiny references are built or fetched when loaded, so they are not checked)."""
+    for side, ref in (("base", spec.base), ("post", spec.post)):
+        if ref is None or ref.startswith(("bundled:", "tiny:")):
+            continue
+        looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith(".gguf")
+        if looks_like_path and not Path(ref).expanduser().exists():
+            raise UserError(f"pair {spec.name}: the {side} model {ref} does not exist; fix the registry entry "
+                            "or choose other --pairs")
+    for side, folder in (("post", spec.post_adapter), ("base", spec.base_adapter)):
+        if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
+            raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "
+                            "train it (see fixtures/smollm2/rebuild.sh) or choose other --pairs")
+
+
 def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
     """Load base and post-trained models; an adapter is merged into a fresh copy of the checkpoint.
 

@@ -21,6 +21,7 @@ import tomllib
 
 from harness.circuit import FAMILIES
 from harness.errors import UserError
+from harness.files import read_utf8
 from harness.models.prompts import TEMPLATES
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.toml"
@@ -92,7 +93,7 @@ def load_registry(path: str | Path | None = None) -> dict[str, PairSpec]:
     if not path.is_file():
         raise UserError(f"pair registry {path} does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_utf8(path, "pair registry"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
     entries = data.get("pair")
