@@ -98,11 +98,13 @@ def test_audit_command_line_carries_the_budget() -> None:
     assert "--max-new-tokens" not in argv  # the pair's own budget unless asked
 
 
-def test_audit_without_a_report_is_a_user_error(pytester: pytest.Pytester) -> None:
+def test_an_unknown_pair_is_refused_in_one_line_before_the_suites_run(pytester: pytest.Pytester) -> None:
     result = pytester.run(sys.executable, "-m", "harness", "audit", "--pairs", "nope", "--run-id", "x",
                           "--reports-dir", str(pytester.path / "r"))
-    assert result.ret == 2
-    result.stderr.fnmatch_lines(["*--pairs: unknown nope; known pairs:*", "error: the audit wrote no report*"])
+    assert result.ret == 2 and result.stdout.str() == ""
+    assert result.stderr.lines == [result.stderr.lines[0]]
+    result.stderr.fnmatch_lines(["error: --pairs: unknown nope; known pairs: deepseek-math, *"])
+    assert not (pytester.path / "r" / "x").exists()
 
 
 def _fake_suites(monkeypatch, *, code: int = 1, errors: int = 0, selected: int | None = None,

@@ -47,7 +47,7 @@ AUDIT_BUDGET = AUDIT_BUDGETS["default"]
 
 def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
     """The pytest command line of an audit run."""
-    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(args.reports_dir),
+    argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(Path(args.reports_dir).resolve()),
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
             "--device", args.device, "--dtype", args.dtype, "-q"] + ([] if args.no_progress else ["-s"])

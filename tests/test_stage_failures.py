@@ -1,0 +1,64 @@
+"""A stage that fails, fails once: a post model whose weights are damaged is loaded once in the
+session (not once per cell), every cell of its pair is an INVALID row with that one reason, the
+audit exits 1, and the reason is the last line on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tiny_pairs
+
+from harness.audit.config import AuditConfig
+from harness.audit.stages import AuditPipeline
+from harness.cli import main
+from harness.errors import UserError
+from harness.models import pairs as pair_loading
+
+
+def damaged_registry(folder: Path) -> Path:
+    """The tiny pairs' registry with tiny-rl's post model replaced by one whose weights are cut in half."""
+    tiny_pairs.write_registry(folder / "pairs.toml")
+    tiny_pairs.write_dataset(folder / "sums.jsonl")
+    post = folder / "tiny-rl-post"
+    weights = post / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return folder / "pairs.toml"
+
+
+def test_a_pair_that_fails_to_load_is_loaded_once(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    registry = damaged_registry(tmp_path)
+    loads = []
+    real = pair_loading.load_pair_models
+
+    def counting(spec, **kwargs):
+        loads.append(spec.name)
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr("harness.audit.session.load_pair_models", counting)
+    pipeline = AuditPipeline(AuditConfig(questions=20, grader="lenient"), registry, progress=False)
+    dataset = str(tmp_path / "sums.jsonl")
+    for alpha in (0.3, 0.6, 1.0):
+        with pytest.raises(UserError, match="a weight file is not valid safetensors"):
+            pipeline.cell("tiny-rl", dataset, alpha)
+    assert loads == ["tiny-rl"]
+
+
+def test_the_audit_reports_the_failed_stage_once_and_last(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    registry = damaged_registry(tmp_path)
+    code = main(["audit", "--registry", str(registry), "--pairs", "tiny-rl", "--datasets", "sums.jsonl",
+                 "--questions", "20", "--alphas", "0.3,1.0", "--set", "grader=lenient", "--no-progress",
+                 "--threads", "1", "--run-id", "broken"])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    document = json.loads((tmp_path / "reports" / "broken" / "claims.json").read_text())
+    cells = document["cells"]
+    assert code == 1 and cells and document["summary"]["cells"] == document["summary"]["selected"]
+    assert {c["verdict"] for c in cells} == {"INVALID"}
+    reasons = {c["extra"]["error"]["message"] for c in cells}
+    assert len(reasons) == 1 and "tiny-rl-post: a weight file is not valid safetensors" in reasons.pop()
+    assert err[-1].startswith(f"audit: {len(cells)} cell(s) failed with UserError: could not load model")
