@@ -391,12 +391,12 @@ def claim_cell(request: pytest.FixtureRequest) -> CellRecorder:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     recorder = item.stash.get(RECORD_KEY, None)
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(UserError):
+        report.longrepr = f"error: {call.excinfo.value}"   # a user error is its message, not a traceback
     if call.when == "setup" and report.failed and (recorder is None or recorder.cell is None):
         _record_error(item, report, call)
     if call.when != "call" or recorder is None:
         return report
-    if call.excinfo is not None and call.excinfo.errisinstance(UserError):
-        report.longrepr = f"error: {call.excinfo.value}"
     if recorder.cell is not None:
         report.claim_cell = recorder.cell.to_dict()
         report.claim_problems = recorder.problems

@@ -36,7 +36,7 @@ class ModelSession:
         """(base, post) of a pair, loaded on first use; loading another pair frees this one first. A pair
         that failed to load is not tried again in the session: its first error is raised again."""
         if spec.name in self._failed:
-            raise self._failed[spec.name]
+            raise self._failed[spec.name].with_traceback(None)
         if self._loaded is None or self._loaded[0] != spec.name:
             self._loaded = None
             try:

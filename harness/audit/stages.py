@@ -152,7 +152,7 @@ class AuditPipeline:
         """Greedy answers of base and post to the dataset's first `questions` problems, checked."""
         memo = (pair_name, dataset)
         if memo in self._failed:
-            raise self._failed[memo]
+            raise self._failed[memo].with_traceback(None)
         if memo not in self._answers:
             try:
                 self._answers[memo] = self._checked_answers(pair_name, dataset)

@@ -137,7 +137,7 @@ class CacheStore:
     def _entry(self, stage: str, key: str, path: Path, read: Callable[[], Any], compute: Callable[[], Any],
                write: Callable[[Any], None]) -> Any:
         if (stage, key) in self._failed:
-            raise self._failed[(stage, key)]
+            raise self._failed[(stage, key)].with_traceback(None)
         value = self._read(stage, key, path, read)
         if value is not _MISSING:
             return value
