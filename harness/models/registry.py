@@ -14,10 +14,14 @@ adapter, post = checkpoint + run B's adapter), algorithm_kind `seed-control`.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:   # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 from harness.circuit import FAMILIES
 from harness.errors import UserError
