@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -206,3 +207,20 @@ def test_the_cpu_thread_count_is_part_of_the_eap_key() -> None:
     finally:
         torch.set_num_threads(threads)
     assert one != two
+
+
+def test_weight_fingerprints_are_read_once_per_file_version(tmp_path: Path, monkeypatch) -> None:
+    from harness.models import loading
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"w" * 1000)
+    first = loading.sha256_files([weights])
+    hashed = []
+    real = loading._hash_files
+    monkeypatch.setattr(loading, "_hash_files", lambda paths: hashed.append(paths) or real(paths))
+    assert loading.sha256_files([weights]) == first and hashed == []   # persisted: the file is not read again
+    weights.write_bytes(b"v" * 1000)
+    os.utime(weights, ns=(1, 1))
+    changed = loading.sha256_files([weights])
+    assert changed != first and len(hashed) == 1

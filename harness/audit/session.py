@@ -25,7 +25,6 @@ class ModelSession:
         self.pairs = load_registry(registry)
         self._loaded: tuple[str, LoadedModel, LoadedModel] | None = None
         self._failed: dict[str, Exception] = {}
-        self._file_hashes: dict[tuple, str] = {}
 
     def pair(self, name: str) -> PairSpec:
         if name not in self.pairs:
@@ -74,7 +73,4 @@ class ModelSession:
     def _hash_folder(self, folder: Path) -> str:
         files = sorted(p for p in ([folder] if folder.is_file() else folder.iterdir())
                        if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-        stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-        if stamp not in self._file_hashes:
-            self._file_hashes[stamp] = sha256_files(files)
-        return self._file_hashes[stamp]
+        return sha256_files(files)   # persisted by path, size and mtime (harness.models.loading)

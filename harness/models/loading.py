@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
+from harness.files import CorruptEntry, cache_root, content_key, read_checked_json, write_checked_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
@@ -78,6 +79,22 @@ def smollm2_gguf_path() -> Path:
 
 
 def sha256_files(paths: list[Path]) -> str:
+    """sha256 over the files' names and bytes, in name order ("sha256:<hex>"). Persisted under
+    `<cache>/fingerprints/`, keyed by each file's resolved path, size and mtime, so a 30 GB folder is
+    read once, not in every session; a file rewritten (new size or mtime) is hashed again."""
+    stamps = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths)]
+    entry = cache_root() / "fingerprints" / f"{content_key('sha256-files-v1', stamps)}.json"
+    if entry.is_file():
+        try:
+            return read_checked_json(entry)["fingerprint"]
+        except (CorruptEntry, KeyError, TypeError):
+            pass   # recomputed and rewritten below
+    fingerprint = _hash_files(paths)
+    write_checked_json(entry, {"fingerprint": fingerprint, "files": stamps})
+    return fingerprint
+
+
+def _hash_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode())
