@@ -13,6 +13,7 @@ from harness.audit.config import AuditConfig, parse_settings
 from harness.audit.grid import GRID_FIELDS, Families, RunGrid
 from harness.audit.stages import AuditPipeline
 from harness.errors import UserError
+from harness.models.loading import default_dtype
 from harness.models.registry import load_registry
 from harness.pytest_plugin import SESSION_KEY
 
@@ -98,7 +99,7 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
     config = _usage(lambda: AuditConfig(
         questions=get("questions"), n_select=options.n or AuditConfig.n_select,
         variant=get("selection_variant"), max_new_tokens=get("max_new_tokens"),
-        device=options.device or "cpu", dtype=options.dtype or "float32",
+        device=options.device or "cpu", dtype=options.dtype or default_dtype(options.device or "cpu"),
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
         fidelity_samples=get("fidelity_samples"), grader=get("grader"),
         short_answers=get("short_answers")).with_settings(parse_settings(get("settings"))))

@@ -169,3 +169,19 @@ def test_audit_default_run_ids_are_distinct(tmp_path, monkeypatch, capsys) -> No
     _fake_suites(monkeypatch)
     assert _audit(tmp_path) == 0 and _audit(tmp_path) == 0
     assert len(list((tmp_path / "reports").iterdir())) == 2
+
+
+def test_weights_default_to_bfloat16_on_cuda_and_float32_on_cpu() -> None:
+    from harness.cli.audit import apply_budget, pytest_args, register
+    from harness.models.loading import default_dtype
+
+    assert (default_dtype("cuda"), default_dtype("cuda:3"), default_dtype("cpu")) == ("bfloat16", "bfloat16", "float32")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["audit", "--device", "cuda"])
+    apply_budget(args)
+    assert "--dtype" not in pytest_args(args, "r", [])   # the suites resolve it from the device
+    args = parser.parse_args(["audit", "--device", "cuda", "--dtype", "float32"])
+    apply_budget(args)
+    argv = pytest_args(args, "r", [])
+    assert argv[argv.index("--dtype") + 1] == "float32"

@@ -50,8 +50,8 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(Path(args.reports_dir).resolve()),
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
-            "--device", args.device, "--dtype", args.dtype, "-q"] + ([] if args.no_progress else ["-s"])
-    for flag, value in (("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
+            "--device", args.device, "-q"] + ([] if args.no_progress else ["-s"])
+    for flag, value in (("--dtype", args.dtype), ("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
                         ("-k", args.k), ("--claims-baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
@@ -239,7 +239,8 @@ def register(subparsers) -> None:
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
-    a.add_argument("--dtype", default="float32")
+    a.add_argument("--dtype", default=None, help="weights' dtype (default: bfloat16 on CUDA, float32 on CPU; "
+                                                 "scores are float32 either way)")
     a.add_argument("--threads", type=whole_number("--threads"), default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")

@@ -40,6 +40,13 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def default_dtype(device: str) -> str:
+    """The weights' dtype when none is asked for: bfloat16 on CUDA (a 7B pair fits one card; scores,
+    losses and ablation deltas are still accumulated in float32), float32 on CPU (exact and
+    deterministic, and CPUs without bf16 units gain nothing)."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
