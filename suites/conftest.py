@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def terminal_line_writer(config: pytest.Config):
+    """Write one line to the pytest terminal now, past output capture (as live logging does), so stage
+    progress shows without -s; None when there is no terminal."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return None
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if terminal._tw.width_of_current_line:   # after -q's progress characters
+                terminal._tw.line()
+            terminal.write_line(line)
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def audit(pytestconfig: pytest.Config) -> AuditPipeline:
     """The session's pipeline: one config, stages cached on disk and in memory."""
@@ -103,7 +121,8 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
         fidelity_samples=get("fidelity_samples"), grader=get("grader"),
         short_answers=get("short_answers")).with_settings(parse_settings(get("settings"))))
-    pipeline = AuditPipeline(config, get("registry"), progress=get("capture") == "no")
+    pipeline = AuditPipeline(config, get("registry"), progress=get("capture") == "no",
+                             log=terminal_line_writer(pytestconfig))
     pytestconfig.stash[PIPELINE_KEY] = pipeline
     return pipeline
 

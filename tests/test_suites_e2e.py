@@ -44,6 +44,11 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
     monkeypatch.setenv("HARNESS_CACHE", str(pytester.path / "cache"))
 
     first = _run(pytester, "first")
+    # stage progress reaches the terminal without -s: a line when a stage starts and when it ends
+    first.stdout.fnmatch_lines([f"answers tiny-rl · sums.jsonl · base: {QUESTIONS} questions ...",
+                                "answers tiny-rl · sums.jsonl · base: done in *",
+                                "eap tiny-rl · post · T_cut *: * questions, about * at this run's rate ..."],
+                               consecutive=False)
     document = json.loads((pytester.path / "reports" / "first" / "claims.json").read_text())
     cells = {c["cell_id"]: c for c in document["cells"]}
     by_claim: dict[str, list[dict]] = {}
@@ -97,6 +102,7 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
         assert abs(curve["faithfulness_top"][-1] - 1) < 1e-6, "keeping every edge is the model itself"
 
     second = _run(pytester, "second")
+    assert "answers tiny-rl" not in second.stdout.str()   # a cached read prints no stage line
     again = json.loads((pytester.path / "reports" / "second" / "claims.json").read_text())
     assert second.parseoutcomes() == outcomes
     for c in again["cells"]:

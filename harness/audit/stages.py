@@ -12,10 +12,12 @@ provenance and a ledger saying which stages were computed and which were read ba
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from harness.audit.config import AuditConfig, validate_alpha, validate_token_mode
 from harness.audit.session import ModelSession
@@ -113,12 +115,45 @@ class CellData:
         return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in self.selection.funnel]
 
 
-class AuditPipeline:
-    """Runs and caches the stages of an audit run; results are also kept in memory for the session."""
+class StageLog:
+    """One line when a stage starts computing (never for a cached read) and one when it ends, through
+    `write` (the suites give the pytest terminal, which shows them without -s): what it computes, how
+    many items, an ETA from this run's own rate for that stage, then the time it took."""
 
-    def __init__(self, config: AuditConfig, registry: str | Path | None = None, *, progress: bool = True) -> None:
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        self.write = write
+        self.seconds_per_item: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, stage: str, what: str, items: int, unit: str) -> Iterator[None]:
+        if self.write is None:
+            yield
+            return
+        rate = self.seconds_per_item.get(stage)
+        eta = f", about {_duration(rate * items)} at this run's rate" if rate is not None else ""
+        self.write(f"{stage} {what}: {items} {unit}{eta} ...")
+        started = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - started
+        self.seconds_per_item[stage] = seconds / max(items, 1)
+        self.write(f"{stage} {what}: done in {_duration(seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+class AuditPipeline:
+    """Runs and caches the stages of an audit run; results are also kept in memory for the session.
+
+    progress: tqdm bars (needs pytest -s); log: where StageLog writes its stage lines (None: nowhere).
+    """
+
+    def __init__(self, config: AuditConfig, registry: str | Path | None = None, *, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.progress = progress
+        self.log = StageLog(log)
         self.ledger = Ledger()
         self.store = CacheStore(self.ledger)
         self.session = ModelSession(config, self.ledger, registry)
@@ -137,14 +172,6 @@ class AuditPipeline:
         went), for the report's provenance."""
         return {"root": str(self.store.cache), "ledger": self.ledger.as_dict(),
                 "healed": list(self.store.healed) + list(self._healed_generations)}
-
-    def _generate_answers(self, loaded, problems, template, decoding: Decoding, **options) -> list[Generation]:
-        before = len(self._healed_generations)
-        generations = generate_answers(loaded, problems, template, decoding, progress=self.progress,
-                                       healed=self._healed_generations, **options)
-        for _ in range(len(self._healed_generations) - before):
-            self.ledger.count("generations", "healed")
-        return generations
 
     # ------------------------------------------------------------ stage 1: answers
 
@@ -178,7 +205,8 @@ class AuditPipeline:
         base, post = self.session.models(spec)
         checked, sources = {}, {}
         for side, loaded in (("base", base), ("post", post)):
-            generations, sources[side] = self._answers_of(loaded, problems.problems, template, decoding)
+            with self.log.stage("answers", f"{spec.name} · {dataset} · {side}", len(problems.problems), "questions"):
+                generations, sources[side] = self._answers_of(loaded, problems.problems, template, decoding)
             checked[side] = tuple(check_answers(generations, problems.problems, grader=self.config.grader))
         return PairAnswers(spec.name, dataset, checked["base"], checked["post"],
                            {"base": dataclasses.asdict(base.info), "post": dataclasses.asdict(post.info)},
@@ -214,6 +242,14 @@ class AuditPipeline:
         return shipped + generated, {"source": "fixture", "from_fixture": len(shipped), "generated": len(rest),
                                      **check.as_dict()}
 
+    def _generate_answers(self, loaded, problems, template, decoding: Decoding, **options) -> list[Generation]:
+        """generate_answers with this run's progress setting; cache entries it heals are counted."""
+        before = len(self._healed_generations)
+        generations = generate_answers(loaded, problems, template, decoding, progress=self.progress,
+                                       healed=self._healed_generations, **options)
+        for _ in range(len(self._healed_generations) - before):
+            self.ledger.count("generations", "healed")
+        return generations
 
     # ------------------------------------------------------------ stage 2: selection
 
@@ -237,9 +273,11 @@ class AuditPipeline:
 
         def compute() -> EdgeScores:
             loaded = self.session.model(spec, side)
-            scores = run_eap(loaded.model, [Sample.from_row(r) for r in rows], layout=cfg.layout,
-                             positions=cfg.positions, batch_size=cfg.eap_batch_size,
-                             pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method)
+            t_cut = max(len(r["target_ids"]) for r in rows)
+            with self.log.stage(method, f"{spec.name} · {side} · T_cut {t_cut}", len(rows), "questions"):
+                scores = run_eap(loaded.model, [Sample.from_row(r) for r in rows], layout=cfg.layout,
+                                 positions=cfg.positions, batch_size=cfg.eap_batch_size,
+                                 pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method)
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
             return scores
 
@@ -266,10 +304,11 @@ class AuditPipeline:
         def compute() -> dict:
             loaded = self.session.model(spec, side)
             samples, subset = first_questions(scores, rows, k)
-            measured, ablation = fidelity_for_model(
-                loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.seed,
-                threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot, pad_id=scoring_pad_id(loaded.tokenizer),
-                progress=self.progress)
+            with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
+                measured, ablation = fidelity_for_model(
+                    loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.seed,
+                    threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
+                    pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
             eap_values, exact_values = fidelity_points(subset, ablation)
             us, vs = [u for u, _ in ablation.edges], [v for _, v in ablation.edges]
             return {**measured.as_dict(), "samples": k, "ids": list(ablation.ids),
@@ -291,9 +330,10 @@ class AuditPipeline:
         def compute() -> dict:
             loaded = self.session.model(cell.pair, side)
             samples, subset = first_questions(scores, rows, k)
-            curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
-                                 n_random=2, seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
-                                 progress=self.progress)
+            with self.log.stage("causal", f"{cell.pair.name} · {cell.dataset} · {side}", k, "questions"):
+                curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
+                                     n_random=2, seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
+                                     progress=self.progress)
             return {"side": side, "samples": k, **dataclasses.asdict(curve)}
 
         return self.store.json_entry("causal", causal_key(cell.provenance["cache_keys"][f"eap_{side}"], k, cfg),
