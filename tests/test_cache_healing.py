@@ -83,6 +83,7 @@ def test_a_cache_damaged_in_every_stage_heals_to_the_same_report(pytester: pytes
         assert {k: c[k] for k in JUDGED} == {k: cells[c["cell_id"]][k] for k in JUDGED}, c["cell_id"]
 
     ledger = after["provenance"]["cache"]["ledger"]
+    print(f"damaged entries per stage: {damaged}; healed: {ledger}")
     assert {stage: ledger.get(f"{stage}:healed", 0) for stage in damaged} == damaged
     healed = after["provenance"]["cache"]["healed"]
     assert len(healed) == sum(damaged.values())
