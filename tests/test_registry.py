@@ -92,6 +92,9 @@ def test_valid_minimal_entry_parses(tmp_path):
     (lambda t: t + t, "appears twice"),
     (lambda t: t.replace("[[pair]]", "[[pair]"), "not valid TOML"),
     (lambda t: "", "no [[pair]] tables"),
+    (lambda t: t + "base_revision = 3\n", "base_revision must be a hub branch, tag or commit (text), got 3"),
+    (lambda t: t.replace('post = "org/post"', 'post_adapter = "x"') + 'post_revision = "main"\n',
+     "post_revision pins `post`, a hub id; this pair has a post_adapter"),
 ])
 def test_malformed_entry_gives_clear_user_error(tmp_path, edit, message):
     with pytest.raises(UserError) as err:
@@ -134,3 +137,31 @@ def test_bundled_adapter_merges_to_stated_fingerprint_and_differs_from_base(name
     assert base_sd.keys() == post_sd.keys()
     changed = [k for k in base_sd if not torch.equal(base_sd[k], post_sd[k])]
     assert any("q_proj" in k for k in changed) and any("mlp" in k for k in changed)
+
+
+def test_a_pinned_hub_revision_is_part_of_the_pair_identity(tmp_path):
+    """Cache keys hash the pair identity: pinning (or re-pinning) a hub revision changes them."""
+    from harness.audit.config import AuditConfig
+    from harness.audit.session import ModelSession
+    from harness.audit.store import Ledger
+
+    identities = []
+    for extra in ("", 'base_revision = "v1.0"\n', 'base_revision = "0123abcd"\n'):
+        registry = _write(tmp_path, VALID + extra)
+        session = ModelSession(AuditConfig(), Ledger(), registry)
+        identities.append(session.pair_identity(session.pair("p")))
+    assert [i["base_files"] for i in identities] == ["hub:org/base@unpinned", "hub:org/base@v1.0",
+                                                     "hub:org/base@0123abcd"]
+
+
+def test_a_revision_for_a_local_model_and_a_dataset_revision_are_handled(tmp_path, monkeypatch):
+    from harness.data import problems
+    from harness.models.loading import load_model
+
+    (tmp_path / "model").mkdir()
+    with pytest.raises(UserError, match="--revision v1 applies to hub ids; .* is a local folder"):
+        load_model(str(tmp_path / "model"), revision="v1")
+    asked = {}
+    monkeypatch.setattr(problems, "load_hub", lambda dataset_id, **kw: asked.update(id=dataset_id, **kw))
+    problems.load_problems("hf:openai/gsm8k:main@e53f048")
+    assert asked == {"id": "openai/gsm8k", "config": "main", "revision": "e53f048"}

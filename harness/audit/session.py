@@ -54,9 +54,9 @@ class ModelSession:
         """What identifies the pair's weights without loading them: the registry entry plus hashes
         of the weight files (or adapter files) behind each reference."""
         ident = {k: v for k, v in dataclasses.asdict(spec).items() if k != "notes"}
-        ident["base_files"] = self._hash_reference(build_reference(spec.base))
+        ident["base_files"] = self._hash_reference(build_reference(spec.base), spec.base_revision)
         if spec.post is not None:
-            ident["post_files"] = self._hash_reference(build_reference(spec.post))
+            ident["post_files"] = self._hash_reference(build_reference(spec.post), spec.post_revision)
         for key, folder in (("adapter_files", spec.post_adapter), ("base_adapter_files", spec.base_adapter)):
             if folder is None:
                 continue
@@ -66,9 +66,11 @@ class ModelSession:
             ident[key] = self._hash_folder(Path(folder))
         return ident
 
-    def _hash_reference(self, ref: str) -> str:
+    def _hash_reference(self, ref: str, revision: str | None) -> str:
+        """A local reference's file hash; a hub id with its pinned revision ("unpinned" when none:
+        such a key cannot see the hub repo change, which the README says)."""
         path = Path(ref)
-        return self._hash_folder(path) if path.exists() else f"hub:{ref}"
+        return self._hash_folder(path) if path.exists() else f"hub:{ref}@{revision or 'unpinned'}"
 
     def _hash_folder(self, folder: Path) -> str:
         files = sorted(p for p in ([folder] if folder.is_file() else folder.iterdir())

@@ -119,7 +119,7 @@ def run_ablate(args) -> int:
     samples = read_samples(args.input)
     corrupted = read_samples(args.corrupted) if args.corrupted else None
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
-                        require_tokenizer=False)
+                        require_tokenizer=False, revision=args.revision)
     family = family_of(loaded.model)
     graph = build_graph(getattr(loaded.model.config, family.config_layers), args.layout)
     chosen = parse_edges(args.edges, graph, args.eap, args.seed, args.sampling)
@@ -178,6 +178,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("ablate", help=COMMANDS["ablate"][1])
     p.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     p.add_argument("--gguf-file", default=None)
+    p.add_argument("--revision", default=None,
+                   help="hub branch, tag or commit of --model (hub ids only; recorded in the fingerprint)")
     p.add_argument("--input", required=True, type=Path, help="JSONL rows: id, prompt_ids, target_ids")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--edges", default="sample:64", help="all | sample:N | FILE.json")

@@ -54,7 +54,8 @@ def run_generate(args) -> int:
                         temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                         stop_strings=tuple(args.stop or ()), batch_size=args.batch_size)
     problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
-    loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
+                        revision=args.revision)
     started = time.perf_counter()
     generations = generate_answers(loaded, problem_set.problems, template, decoding,
                                    use_cache=not args.no_cache)
@@ -149,6 +150,8 @@ def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help=COMMANDS["generate"][1])
     g.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
+    g.add_argument("--revision", default=None,
+                   help="hub branch, tag or commit of --model (hub ids only; recorded in the fingerprint)")
     g.add_argument("--dataset", required=True,
                    help="JSONL file (GSM8K or MATH format), rg:<reasoning-gym task>, or hf:<hub id>")
     g.add_argument("--n", type=whole_number("--n", 1, MAX_PROBLEMS), default=None,

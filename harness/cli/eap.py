@@ -23,7 +23,7 @@ def run(args) -> int:
         raise UserError("method lookahead removes an edge at every position; use --positions all")
     samples = read_samples(args.input)
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
-                        require_tokenizer=False)
+                        require_tokenizer=False, revision=args.revision)
     vocab = loaded.model.config.vocab_size
     too_big = [s.id for s in samples if max(s.prompt_ids + s.target_ids) >= vocab]
     if too_big:
@@ -54,6 +54,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eap", help=COMMANDS["eap"][1])
     p.add_argument("--model", required=True, help="local folder, .gguf file, or hub id")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
+    p.add_argument("--revision", default=None,
+                   help="hub branch, tag or commit of --model (hub ids only; recorded in the fingerprint)")
     p.add_argument("--input", required=True, type=Path, help="JSONL rows: id, prompt_ids, target_ids")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--layout", default="paper", choices=[x.value for x in Layout])

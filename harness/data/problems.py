@@ -232,9 +232,10 @@ def load_problems(spec: str, *, n: int | None = None, seed: int = 0) -> ProblemS
         raise UserError(f"number of problems must be between 1 and {MAX_PROBLEMS}, got {n!r}")
     if spec.startswith("rg:"):
         return load_reasoning_gym(spec[3:], n=100 if n is None else n, seed=seed)
-    if spec.startswith("hf:"):
-        dataset_id, _, config = spec[3:].partition(":")
-        problem_set = load_hub(dataset_id, config=config or None)
+    if spec.startswith("hf:"):   # hf:<id>[:config][@revision]
+        name, _, revision = spec[3:].partition("@")
+        dataset_id, _, config = name.partition(":")
+        problem_set = load_hub(dataset_id, config=config or None, revision=revision or None)
     elif spec.endswith((".jsonl", ".json")) or Path(spec).exists():
         problem_set = load_jsonl(spec)
     else:

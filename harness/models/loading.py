@@ -125,10 +125,12 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32",
-               device: str = "cpu", require_tokenizer: bool = True) -> LoadedModel:
+               device: str = "cpu", require_tokenizer: bool = True, revision: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
     spec: a local folder (HF layout or holding `gguf_file`), a path to a .gguf file, or a hub id.
+    revision: for a hub id, the branch, tag or commit to load (recorded in the fingerprint as the
+    commit it resolved to); refused for a local folder, whose files are their own revision.
     The model is put in eval mode with parameters frozen (attribution needs activation gradients
     only). With `require_tokenizer=False` a folder without tokenizer files loads with tokenizer
     None (scoring token ids needs no tokenizer).
@@ -151,6 +153,11 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
     if not local and looks_like_path:
         raise UserError(f"model path {spec} does not exist; give a local folder, a .gguf file or a "
                         "hub id like org/name")
+    if revision is not None:
+        if local:
+            raise UserError(f"--revision {revision} applies to hub ids; {spec} is a local folder (its files "
+                            "are hashed instead)")
+        kwargs["revision"] = revision
     from safetensors import SafetensorError
 
     try:
@@ -163,7 +170,8 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"could not load model {spec} as a {where}: {first}") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
+        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}),
+                                                  **({"revision": revision} if revision else {}))
     except (OSError, ValueError, TypeError) as err:
         if require_tokenizer:
             raise UserError(f"could not load a tokenizer for {spec}: {err}") from None

@@ -56,9 +56,9 @@ def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu"
     if spec.base_adapter is not None:
         base = merged_adapter_model(spec.name, base_path, Path(spec.base_adapter), dtype, device)
     else:
-        base = load_model(base_path, dtype=dtype, device=device)
+        base = load_model(base_path, dtype=dtype, device=device, revision=spec.base_revision)
     if spec.post is not None:
-        return base, load_model(build_reference(spec.post), dtype=dtype, device=device)
+        return base, load_model(build_reference(spec.post), dtype=dtype, device=device, revision=spec.post_revision)
     return base, merged_adapter_model(spec.name, base_path, Path(spec.post_adapter), dtype, device)
 
 

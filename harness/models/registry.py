@@ -55,6 +55,8 @@ class PairSpec:
     base_fingerprint: str | None = None      # expected, when known
     post_fingerprint: str | None = None      # expected (merged weights for adapters), when known
     adapter_fingerprint: str | None = None   # sha256 of the adapter files
+    base_revision: str | None = None         # hub branch, tag or commit of `base` (hub ids only)
+    post_revision: str | None = None         # the same for `post`
     notes: str = field(default="", compare=False)
 
 
@@ -79,6 +81,11 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
         raise UserError(f"{label}: max_new_tokens must be a positive integer, got {raw['max_new_tokens']!r}")
     if not isinstance(raw["datasets"], list) or not all(isinstance(d, str) for d in raw["datasets"]):
         raise UserError(f"{label}: datasets must be a list of dataset names")
+    for key in ("base_revision", "post_revision"):
+        if raw.get(key) is not None and (not isinstance(raw[key], str) or not raw[key].strip()):
+            raise UserError(f"{label}: {key} must be a hub branch, tag or commit (text), got {raw[key]!r}")
+    if raw.get("post_revision") is not None and raw.get("post") is None:
+        raise UserError(f"{label}: post_revision pins `post`, a hub id; this pair has a post_adapter")
     if (raw.get("post") is None) == (raw.get("post_adapter") is None):
         raise UserError(f"{label}: give exactly one of `post` (model reference) or `post_adapter` (LoRA folder)")
     if (raw["algorithm_kind"] == SEED_CONTROL) != (raw.get("base_adapter") is not None):
