@@ -16,7 +16,7 @@ from harness.training.posttrain import (
     TRAINED_ALGORITHMS,
     PostTrainConfig,
     exact_answer_reward,
-    heldout_rows_from_fixture,
+    heldout_rows_of_run,
     heldout_summary,
     is_correct,
     mcnemar_paired,
@@ -104,8 +104,9 @@ def test_committed_accuracy_table_is_recomputed_from_the_committed_answer_fixtur
     """heldout.json regraded from the shipped answers (the audit's grading), and the table row from it."""
     table = {row["run"]: row for row in json.loads((SMOLLM2 / "heldout_accuracy.json").read_text())}
     held = json.loads((SMOLLM2 / run / "heldout.json").read_text())
-    for side, label in (("base", "base"), ("post", run)):
-        rows = [r for task in TASKS for r in heldout_rows_from_fixture(SMOLLM2 / "answers" / f"{label}--{task}.json", task)]
+    regraded = heldout_rows_of_run(SMOLLM2 / "answers", run, TASKS)
+    for side in ("base", "post"):
+        rows = regraded[side]
         assert rows == held[side]
         per_task = len(rows) // len(TASKS)
         assert [r["question"] for r in rows] == [p["question"] for t in TASKS for p in task_problems("heldout", per_task, t)]

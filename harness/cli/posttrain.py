@@ -40,8 +40,7 @@ def _run_posttrain(args) -> int:
 
 def _run_eval(args) -> int:
     """heldout.json of a run from the answer fixtures of the shared base and of the run's model."""
-    from harness.cli.fixtures import fixture_name
-    from harness.training.posttrain import heldout_rows_from_fixture
+    from harness.training.posttrain import heldout_rows_of_run
 
     run = Path(args.folder)
     summary_path = run / "train_summary.json"
@@ -49,15 +48,7 @@ def _run_eval(args) -> int:
         raise UserError(f"{summary_path} missing; run `python -m harness posttrain --out {run}` first")
     config = json.loads(summary_path.read_text())["config"]
     answers = Path(args.answers)
-    sides = {}
-    for side, label in (("base", "base"), ("post", run.name)):
-        rows = []
-        for task in config["tasks"]:
-            path = answers / fixture_name(label, task)
-            if not path.is_file():
-                raise UserError(f"{path} missing; run `python -m harness answer-fixtures --out {answers}` first")
-            rows += heldout_rows_from_fixture(path, task)
-        sides[side] = rows
+    sides = heldout_rows_of_run(answers, run.name, config["tasks"])
     table = heldout_summary(config["algo"], sides["base"], sides["post"])
     atomic_write_json(run / "heldout.json", {"summary": table, "base": sides["base"], "post": sides["post"],
                                              "answers": str(answers)})

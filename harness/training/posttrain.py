@@ -22,6 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -427,15 +428,31 @@ def evaluate_run(run: Path, n: int, base: str | None = None) -> dict:
     return table
 
 
-def heldout_rows_from_fixture(path: Path, task: str) -> list[dict]:
+def heldout_rows_of_run(answers: Path, run: str, tasks: Sequence[str]) -> dict[str, list[dict]]:
+    """{"base": rows, "post": rows} of a run from the answer fixtures `<answers>/<base|run>--<task>.json`:
+    per task the first problems both files hold (a model may ship fewer answers than the base)."""
+    sides: dict[str, list[dict]] = {"base": [], "post": []}
+    for task in tasks:
+        paths = {side: Path(answers) / f"{label}--{task}.json" for side, label in (("base", "base"), ("post", run))}
+        for path in paths.values():
+            if not path.is_file():
+                raise UserError(f"{path} missing; run `python -m harness answer-fixtures --out {answers}` first")
+        shared = min(len(json.loads(path.read_text())["rows"]) for path in paths.values())
+        for side, path in paths.items():
+            sides[side] += heldout_rows_from_fixture(path, task, shared)
+    return sides
+
+
+def heldout_rows_from_fixture(path: Path, task: str, n: int | None = None) -> list[dict]:
     """Held-out rows (as `evaluate` writes them) of one answer-fixture file, graded as the audit grades
-    (harness.data.grading, `auto`: the task's own scorer), in the dataset's problem order."""
+    (harness.data.grading, `auto`: the task's own scorer), in the dataset's problem order; the first
+    `n` problems (default: every answer the file holds)."""
     from harness.data.generation import Generation
     from harness.data.problems import load_reasoning_gym
 
     doc = json.loads(Path(path).read_text())
     generations = {r["generation"]["problem_id"]: Generation.from_json(r["generation"]) for r in doc["rows"]}
-    problems = [p for p in load_reasoning_gym(task, n=len(generations), seed=HELDOUT_SEED).problems]
+    problems = [p for p in load_reasoning_gym(task, n=n or len(generations), seed=HELDOUT_SEED).problems]
     missing = [p.id for p in problems if p.id not in generations]
     if missing:
         raise UserError(f"{path}: no answer to {missing[0]} (and {len(missing) - 1} more); rebuild the fixture")
