@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install audit test test-slow bench clean
+.PHONY: install audit test test-slow bench gpu-check clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest tests -m slow -q --ignore=tests/bench
+
+gpu-check: install
+	$(PY) -m harness gpu-check --out reports/gpu-check.json
 
 bench: install
 	$(PY) -m pytest tests/bench -m slow --benchmark-enable -q -s

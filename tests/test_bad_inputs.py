@@ -128,6 +128,14 @@ CASES = [
     ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
     ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
     ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
+    ("audit-will-not-fit",       "audit --memory 1MiB --reports-dir {T}/r",                         "the planner predicts"),
+    ("audit-memory-text",        "audit --memory lots --reports-dir {T}/r",                         "--memory must be a size like 80GiB, 24GB or 512MiB, got 'lots'"),
+    ("plan-unknown-pair",        "plan --pairs nope",                                               "--pairs: unknown nope; known pairs:"),
+    ("plan-memory-negative",     "plan --pairs smollm2-grpo --memory=-3GiB",                        "--memory must be a size like 80GiB"),
+    ("plan-alpha-repeated",      "plan --pairs smollm2-grpo --alphas 0.3,0.3",                      "--alphas: '0.3,0.3' repeats a value"),
+    ("plan-alpha-out-of-range",  "plan --pairs smollm2-grpo --alphas 0,0.5",                        "alpha must be in (0, 1], got 0.0"),
+    ("plan-does-not-fit",        "plan --pairs deepseek-math --device cuda --memory 8GiB",          "stage(s) cannot fit 8.00 GiB: deepseek-math load needs 25.74 GiB"),
+    ("gpu-check-no-cuda",        "gpu-check --out {T}/g.json",                                      "CUDA is not available here"),
 ]
 
 REGISTRY = """

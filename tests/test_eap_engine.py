@@ -8,7 +8,7 @@ from model_factories import FAMILIES, VOCAB, tiny_model
 from scipy.stats import spearmanr
 
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
-from harness.circuit.eap import run_eap, score_batch
+from harness.circuit.eap import mask_gradient_scores, run_eap, score_batch
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import InstrumentedModel, RunState
 from harness.errors import UserError
@@ -44,26 +44,12 @@ def test_instrumented_logits_equal_plain_model(family, layout):
     assert torch.equal(plain, after), "leaving the context must restore the model"
 
 
-def _reference_scores(model, layout, samples):
-    """∂L/∂m at m = 0 by autograd through explicit per-edge masks (float64), one sample at a time."""
-    rows = []
-    with InstrumentedModel(model, layout) as im:
-        for sample in samples:
-            batch = make_batch([sample], 0, Positions.ALL)
-            m = torch.zeros(1, im.graph.n_src, im.graph.n_dst, dtype=torch.float64, requires_grad=True)
-            with torch.enable_grad(), im.run_state(RunState(edge_mask=m)):
-                loss = target_nll(im.logits(batch.input_ids, batch.attention_mask), batch).sum()
-            (grad,) = torch.autograd.grad(loss, m)
-            rows.append(grad[0])
-    return torch.stack(rows)
-
-
 @pytest.mark.parametrize("layout", ["paper", "block"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_eap_equals_autograd_of_explicit_edge_masks(family, layout):
     model = tiny_model(family)
     eap = run_eap(model, SAMPLES, layout=layout, batch_size=2, progress=False)
-    reference = _reference_scores(model, layout, SAMPLES).float()
+    reference = mask_gradient_scores(model, SAMPLES, layout).float()
     assert eap.scores.dtype == torch.float32
     scale = reference.abs().max()
     assert scale > 0

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 # Stages in import order: a module may import its own stage, the shared leaves, and any stage to
 # its left, never one to its right.
 LEAVES = {"harness.errors", "harness.files", "harness.versions"}
-STAGES = ("circuit", "models", "data", "analysis", "audit", "report", "training", "pytest_plugin", "cli", "__main__")
+STAGES = ("circuit", "models", "data", "analysis", "audit", "report", "training", "plan", "pytest_plugin", "cli", "__main__")
 
 
 def module_name(path: Path) -> str:

@@ -33,7 +33,9 @@ class AuditConfig:
     fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
     below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity at this alpha only and
-    share it with the pair's cells at every other alpha (None: at every alpha).
+    share it with the pair's cells at every other alpha (None: at every alpha). ablation_chunk: edge
+    variants stacked in one restarted run of exact ablation (memory grows with it; `python -m harness
+    plan` and the audit's planner check say which fits).
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
     fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
     estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
@@ -71,6 +73,7 @@ class AuditConfig:
     fidelity_edges: int = 32
     fidelity_threshold: float = 0.5
     fidelity_alpha: float | None = None
+    ablation_chunk: int = 32          # harness.circuit.ablation.DEFAULT_CHUNK
     robustness_estimator: str = "exact"
     seed: int = 0
     grader: str = "auto"
@@ -98,7 +101,7 @@ class AuditConfig:
             raise UserError(f"unknown short_answers policy {self.short_answers!r}; choose one of "
                             f"{', '.join(SHORT_ANSWERS)}")
         for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
-                     "fidelity_samples", "fidelity_edges", "fixture_verify_questions"):
+                     "fidelity_samples", "fidelity_edges", "fixture_verify_questions", "ablation_chunk"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:

@@ -307,6 +307,7 @@ class AuditPipeline:
             with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
                 measured, ablation = fidelity_for_model(
                     loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.seed,
+                    chunk=cfg.ablation_chunk,
                     threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
                     pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
             eap_values, exact_values = fidelity_points(subset, ablation)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.audit.config import AuditConfig
+from harness.circuit.ablation import DEFAULT_CHUNK
 from harness.data.grading import GRADING_VERSION
 from harness.errors import UserError
 from harness.files import (
@@ -73,8 +74,10 @@ def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str
 def fidelity_key(eap: str, n_questions: int, config: AuditConfig) -> str:
     """Fidelity of one model's scores: the scores' key, the questions and uniform edges it ablates, the
     seed, and what turns the correlation into a status (threshold, bootstrap resamples)."""
+    # the chunk changes a delta's rounding only; keyed when not the default, so existing entries stay valid
+    chunk = () if config.ablation_chunk == DEFAULT_CHUNK else (("ablation_chunk", config.ablation_chunk),)
     return content_key(CACHE_VERSION, "fidelity-uniform-f32+deltas", eap, n_questions, config.fidelity_edges,
-                       config.seed, config.fidelity_threshold, config.stats.n_boot)
+                       config.seed, config.fidelity_threshold, config.stats.n_boot, *chunk)
 
 
 def causal_key(eap: str, n_questions: int, config: AuditConfig) -> str:

@@ -33,6 +33,8 @@ from harness.circuit.graph import Graph
 from harness.circuit.intervention import InstrumentedModel, RunState
 from harness.errors import UserError
 
+DEFAULT_CHUNK = 32   # stacked variants per restarted run (python -m harness plan bounds its memory)
+
 Edge = tuple[int, int]   # (source index u, destination index v)
 
 
@@ -217,7 +219,7 @@ def stacked_variant_losses(im: InstrumentedModel, batch: Batch, clean: CleanRun,
 
 def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
                      ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
-                     chunk: int = 32, *, control: bool = True,
+                     chunk: int = DEFAULT_CHUNK, *, control: bool = True,
                      ablate_positions: torch.Tensor | None = None,
                      clean: CleanRun | None = None) -> torch.Tensor:
     """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas.
@@ -262,7 +264,7 @@ def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Seque
                  layout: str = "paper", kind: AblationKind | str = AblationKind.ZERO,
                  corrupted: Sequence[Sample] | None = None, mean_over: MeanOver | str = MeanOver.POSITIONS,
                  loss_fn: LossFn = target_nll, pad_id: int = 0, fast: bool = True,
-                 chunk: int = 32, positions: Positions | str = Positions.ALL, upcast: bool = True,
+                 chunk: int = DEFAULT_CHUNK, positions: Positions | str = Positions.ALL, upcast: bool = True,
                  control: bool = True, progress: bool = True) -> AblationResult:
     """Exact L(edge removed) − L(clean) for each edge and sample, one edge at a time.
 

@@ -113,6 +113,25 @@ def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nl
     return state.scores, loss.detach().float()
 
 
+def mask_gradient_scores(model: torch.nn.Module, samples: Sequence[Sample], layout: Layout | str = Layout.PAPER,
+                         pad_id: int = 0) -> torch.Tensor:
+    """The reference EAP is checked against: ∂L/∂m at m = 0 by autograd through explicit per-edge
+    masks, one sample at a time, in the mask's float64 (no score hooks). [n, n_src, n_dst]; its sign
+    is the gradient's, so EAP scores equal it."""
+    rows = []
+    with InstrumentedModel(model, layout) as im:
+        device = next(model.parameters()).device
+        for sample in samples:
+            batch = make_batch([sample], pad_id, Positions.ALL).to(device)
+            m = torch.zeros(1, im.graph.n_src, im.graph.n_dst, dtype=torch.float64, device=device,
+                            requires_grad=True)
+            with torch.enable_grad(), im.run_state(RunState(edge_mask=m)):
+                loss = target_nll(im.logits(batch.input_ids, batch.attention_mask), batch).sum()
+            (grad,) = torch.autograd.grad(loss, m)
+            rows.append(grad[0].cpu())
+    return torch.stack(rows)
+
+
 METHODS = ("eap", "lookahead")
 
 

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "posttrain-eval": ("harness.cli.posttrain", "held-out accuracy of a posttrain run from the answer fixtures"),
     "posttrain-table": ("harness.cli.posttrain", "held-out accuracy table of posttrain runs"),
     "answer-fixtures": ("harness.cli.fixtures", "ship the bundled pairs' greedy answers as verified fixtures"),
+    "plan": ("harness.cli.plan", "predicted peak memory, work and batch sizes of each audit stage, from configs"),
+    "gpu-check": ("harness.cli.gpu_check", "EAP, the planner and throughput checked on a GPU (one JSON file)"),
     "audit": ("harness.cli.audit", "run the claim suites on the bundled pairs and write the report"),
 }
 

@@ -99,11 +99,16 @@ def apply_budget(args) -> None:
             setattr(args, key, value)
 
 
-def preflight(args) -> None:
+def preflight(args, settings: list[str]) -> None:
     """What would otherwise fail in every claim test, checked before any work: the registry, the
-    pairs and their local model and adapter files, the datasets (readable, with answers) and the
-    grid's options. The first problem is a UserError (one line, exit 2)."""
+    pairs and their local model and adapter files, the datasets (readable, with answers), the
+    grid's options, and the planner's memory check of every stage at the run's batch sizes. The
+    first problem is a UserError (one line, exit 2)."""
+    import dataclasses
+
     from harness.audit.grid import RunGrid
+    from harness.cli.plan import check_audit_plan
+    from harness.models.loading import default_dtype
     from harness.data.problems import dataset_spec, load_problems
     from harness.models.pairs import check_pair_files
     from harness.models.registry import load_registry
@@ -119,6 +124,12 @@ def preflight(args) -> None:
         spec = dataset_spec(dataset)
         if not spec.startswith("hf:"):   # a hub dataset is fetched when answered
             load_problems(spec, n=1)
+    config = dataclasses.replace(
+        AuditConfig(), questions=args.questions, fidelity_edges=args.fidelity_edges,
+        fidelity_samples=args.fidelity_samples, device=args.device, max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype or default_dtype(args.device)).with_settings(parse_settings(settings))
+    print(check_audit_plan(list(grid.pairs), config, registry=args.registry, alphas=grid.alphas,
+                           memory=args.memory))
 
 
 def run_audit(args) -> int:
@@ -148,7 +159,7 @@ def run_audit(args) -> int:
     settings = list(args.set or [])
     AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
     vary = _vary(args.vary)
-    preflight(args)
+    preflight(args, settings)
     if vary is None:
         check_run_id(args, args.run_id)
         code, _, errored = _run_once(args, args.run_id, settings)
@@ -239,6 +250,8 @@ def register(subparsers) -> None:
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
     a.add_argument("--device", default="cpu")
+    a.add_argument("--memory", default=None, help="memory the planner checks every stage against, e.g. 80GiB "
+                   "(default: the device's; see `python -m harness plan`)")
     a.add_argument("--dtype", default=None, help="weights' dtype (default: bfloat16 on CUDA, float32 on CPU; "
                                                  "scores are float32 either way)")
     a.add_argument("--threads", type=whole_number("--threads"), default=None,

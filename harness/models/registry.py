@@ -34,6 +34,10 @@ ONLINE_RL = "online-rl"
 PREFERENCE_KINDS = ("offline-preference", "online-preference")
 SEED_CONTROL = "seed-control"   # two runs of one algorithm that differ only in the seed
 ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised", SEED_CONTROL)
+# keys of an `[architectures."<model reference>"]` table: the HF config fields the planner reads
+ARCHITECTURE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                     "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings",
+                     "head_dim", "attention_bias")
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,40 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
     return PairSpec(**entry)
 
 
-def load_registry(path: str | Path | None = None) -> dict[str, PairSpec]:
-    """All pairs of a registry file, by name, in file order."""
+def _read_toml(path: str | Path | None) -> tuple[Path, dict]:
     path = Path(path) if path else DEFAULT_REGISTRY
     if not path.is_file():
         raise UserError(f"pair registry {path} does not exist")
     try:
-        data = tomllib.loads(read_utf8(path, "pair registry"))
+        return path, tomllib.loads(read_utf8(path, "pair registry"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
+
+
+def load_architectures(path: str | Path | None = None) -> dict[str, dict]:
+    """The registry's model shapes, `[architectures."<reference>"]` tables of ARCHITECTURE_KEYS (HF
+    config names), by model reference: what `python -m harness plan` reads instead of a hub config."""
+    path, data = _read_toml(path)
+    tables = data.get("architectures", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise UserError(f"{path}: [architectures] must hold one table per model reference")
+    for reference, table in tables.items():
+        unknown = sorted(set(table) - set(ARCHITECTURE_KEYS))
+        if unknown:
+            raise UserError(f"{path}: architecture {reference!r}: unknown key(s) {', '.join(unknown)}; "
+                            f"allowed: {', '.join(ARCHITECTURE_KEYS)}")
+        bad = [k for k, v in table.items() if not isinstance(v, bool if k in ("tie_word_embeddings",
+                                                                              "attention_bias") else int)]
+        if bad:
+            raise UserError(f"{path}: architecture {reference!r}: {bad[0]} must be "
+                            f"{'true or false' if bad[0] in ('tie_word_embeddings', 'attention_bias') else 'a whole number'}"
+                            f", got {table[bad[0]]!r}")
+    return tables
+
+
+def load_registry(path: str | Path | None = None) -> dict[str, PairSpec]:
+    """All pairs of a registry file, by name, in file order."""
+    path, data = _read_toml(path)
     entries = data.get("pair")
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{path}: no [[pair]] tables found")

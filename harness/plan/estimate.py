@@ -1,0 +1,255 @@
+"""Predicted peak memory and work of each audit stage, from a model's shape alone.
+
+Byte counts follow what the harness's own code keeps alive, not a generic transformer formula:
+- weights: both models of a pair stay resident (`ModelSession`), in the run's dtype;
+- generation: HF `generate`, a KV cache of (prompt + max_new_tokens) positions per sequence, the
+  prefill's MLP activations and the last position's logits;
+- EAP (`harness.circuit.eap.score_batch`): the tensors autograd saves for an activation-only backward
+  (frozen weights, so a linear layer saves nothing), counted on transformers' llama with
+  `torch.autograd.graph.saved_tensors_hooks`: per layer and token 3 MLP tensors (gate, up, SiLU
+  output), attention's q, k, v and output, and RMSNorm's float32 inputs (2 per layer when the model
+  is float32; 5 when a half-precision input is upcast); plus the float32 source deltas
+  `[b, 2L+1, t·h]`, and the head over the target span only (logits, float32 log-softmax and its
+  gradient);
+- ablation and fidelity (`harness.circuit.ablation`): a float32 copy of a half-precision model
+  (`upcast`), the clean run's recorded residuals (4L+1 slots, L layer inputs, 2L+1 sources) and
+  full-length logits, then `chunk + 1` stacked variants restarted at a layer: each restarted layer's
+  two sources are kept for the layers after it (worst case: restart at layer 0), the parents stacked
+  for one destination, and span logits per variant.
+Attention is assumed to run as a fused kernel (SDPA), which keeps no t×t matrix.
+
+Work is counted in FLOPs (2 per multiply-add; a frozen-weight backward ≈ one more forward) and
+turned into time at a stated throughput; generation's decoding is bound by memory bandwidth (every
+step reads the weights and the cache), so its time is the larger of the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from harness.plan.shapes import ModelShape
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+FLOAT32 = 4
+GIB = 2 ** 30
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one pair's audit computes. Token counts are per question: prompt_tokens the prompt,
+    answer_tokens T̄ (the mean answer length that T_cut = max(floor(α·T̄), 1) is taken of)."""
+
+    questions: int
+    alphas: tuple[float, ...]
+    prompt_tokens: int
+    answer_tokens: int
+    max_new_tokens: int
+    fidelity_samples: int
+    fidelity_edges: int          # edges ablated per sample (top and uniform ones together)
+    dtype: str
+    models: int = 2              # resident at once (both models of a pair)
+
+    def t_cut(self, alpha: float) -> int:
+        return max(math.floor(alpha * self.answer_tokens), 1)
+
+    def eap_tokens(self, alpha: float) -> int:
+        """Input length of one EAP sample: prompt + answer[:T_cut − 1]."""
+        return self.prompt_tokens + self.t_cut(alpha) - 1
+
+
+@dataclass
+class StageEstimate:
+    """One stage's prediction: peak bytes at the chosen batch, the batch (or chunk), FLOPs, seconds."""
+
+    stage: str
+    peak_bytes: int
+    batch: int
+    batch_name: str
+    flops: float
+    seconds: float
+    fits: bool
+    detail: str = ""
+    parts: dict[str, int] = field(default_factory=dict)
+    largest_fitting: int = 0     # the largest batch (or chunk) that fits; 0: none does
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The stated machine: sustained FLOP/s of dense matmuls and memory bandwidth in bytes/s."""
+
+    flops_per_s: float
+    bytes_per_s: float
+
+
+def weight_bytes(shape: ModelShape, dtype: str) -> int:
+    return shape.parameters * DTYPE_BYTES[dtype]
+
+
+def kv_cache_bytes(shape: ModelShape, dtype: str, batch: int, positions: int) -> int:
+    """K and V of every layer for `batch` sequences of `positions` tokens."""
+    return 2 * shape.n_layers * shape.kv_dim * DTYPE_BYTES[dtype] * batch * positions
+
+
+def forward_flops(shape: ModelShape, tokens: int, head_tokens: int) -> float:
+    """One forward over `tokens` positions (causal attention), the head on `head_tokens` of them."""
+    body = shape.parameters - shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    attention = 2 * shape.n_layers * shape.q_dim * tokens * tokens   # QKᵀ and AV, causal half
+    return 2 * body * tokens + attention + 2 * shape.vocab * shape.hidden * head_tokens
+
+
+def generation_peak(shape: ModelShape, w: Workload, batch: int) -> dict[str, int]:
+    s = DTYPE_BYTES[w.dtype]
+    positions = w.prompt_tokens + w.max_new_tokens
+    return {"weights": w.models * weight_bytes(shape, w.dtype),
+            "kv_cache": kv_cache_bytes(shape, w.dtype, batch, positions),
+            "prefill": batch * w.prompt_tokens * (3 * shape.intermediate * s + 4 * shape.hidden * s),
+            "logits": batch * shape.vocab * (s + 2 * FLOAT32)}
+
+
+def eap_activation_bytes_per_token(shape: ModelShape, dtype: str) -> int:
+    """Bytes autograd keeps per layer and token in an EAP forward (see the module docstring)."""
+    s = DTYPE_BYTES[dtype]
+    norm_inputs = 2 if s >= FLOAT32 else 5
+    return (3 * shape.intermediate * s + 2 * shape.q_dim * s + 2 * shape.kv_dim * s
+            + norm_inputs * shape.hidden * FLOAT32)
+
+
+def eap_peak(shape: ModelShape, w: Workload, alpha: float, batch: int) -> dict[str, int]:
+    s = DTYPE_BYTES[w.dtype]
+    t, span = w.eap_tokens(alpha), w.t_cut(alpha)
+    n_src, n_dst = 2 * shape.n_layers + 1, 4 * shape.n_layers + 1
+    logits_bytes = s + 3 * FLOAT32 if s < FLOAT32 else 3 * FLOAT32
+    return {"weights": w.models * weight_bytes(shape, w.dtype),
+            "saved_activations": batch * t * (shape.n_layers * eap_activation_bytes_per_token(shape, w.dtype)
+                                              + shape.hidden * FLOAT32),
+            "source_deltas": batch * n_src * t * shape.hidden * FLOAT32,
+            "scores": batch * n_src * n_dst * FLOAT32,
+            "head": batch * span * shape.vocab * logits_bytes,
+            "backward_transients": batch * t * (3 * shape.intermediate * s + 4 * shape.hidden * FLOAT32)}
+
+
+def edges_into_layer(layer: int) -> int:
+    """Paper-layout edges into layer l's q, k, v and MLP slots: 3·(2l+1) + (2l+2)."""
+    return 8 * layer + 5
+
+
+def worst_restart_layer(shape: ModelShape, chunk: int) -> int:
+    """The restart layer whose stacked run keeps the most: (variants) × (layers run again)."""
+    return max(range(shape.n_layers),
+               key=lambda l: (min(chunk, edges_into_layer(l)) + 1) * (shape.n_layers - l))
+
+
+def ablation_peak(shape: ModelShape, w: Workload, alpha: float, chunk: int) -> dict[str, int]:
+    """One sample's exact ablation with up to `chunk` stacked variants (+1 control), float32 compute,
+    at the worst restart layer (the edges of a fidelity check can fall anywhere)."""
+    c = FLOAT32
+    t, span = w.eap_tokens(alpha), w.t_cut(alpha)
+    h, layers = shape.hidden, shape.n_layers
+    restart = worst_restart_layer(shape, chunk)
+    variants = min(chunk, edges_into_layer(restart)) + 1
+    upcast = weight_bytes(shape, "float32") if DTYPE_BYTES[w.dtype] < FLOAT32 else 0
+    clean_logits = 2 * t * shape.vocab * c                       # record_clean: full logits + log-softmax
+    stacked = (variants * 2 * (layers - restart) * t * h * c     # restarted layers' sources, kept
+               + (2 * restart + 2 + variants) * t * h * c        # one destination's stacked parents + term
+               + variants * t * (3 * shape.intermediate + 4 * h) * c
+               + variants * span * shape.vocab * 2 * c)
+    return {"weights": w.models * weight_bytes(shape, w.dtype) + upcast,
+            "clean_record": t * h * c * ((4 * layers + 1) + layers + (2 * layers + 1)),
+            "clean_logits_or_variants": max(clean_logits, stacked)}
+
+
+def largest_fitting(peak_of, budget: int, upper: int) -> int:
+    """The largest batch in 1..upper whose peak fits `budget` (peaks grow with the batch); 0 if none."""
+    if sum(peak_of(1).values()) > budget:
+        return 0
+    low, high = 1, max(upper, 1)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(peak_of(mid).values()) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _estimate(stage: str, peak_of, budget: int, upper: int, batch_name: str, flops_of,
+              seconds_of, detail: str) -> StageEstimate:
+    batch = largest_fitting(peak_of, budget, upper)
+    shown = max(batch, 1)
+    parts = peak_of(shown)
+    return StageEstimate(stage=stage, peak_bytes=sum(parts.values()), batch=batch, batch_name=batch_name,
+                         flops=flops_of(shown), seconds=seconds_of(shown), fits=batch > 0,
+                         detail=detail, parts=parts, largest_fitting=batch)
+
+
+def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
+              generation_batch: int | None = None, eap_batch: int | None = None,
+              chunk: int | None = None, fidelity_alpha: float | None = None) -> list[StageEstimate]:
+    """Every stage of one pair's audit under a memory budget (bytes). A batch left None is chosen
+    (the largest that fits, up to the question count or 32 variants); a given one is checked.
+    Fidelity is planned at `fidelity_alpha` (default: the largest α, the worst case)."""
+    s = DTYPE_BYTES[w.dtype]
+    stages: list[StageEstimate] = []
+    weights = w.models * weight_bytes(shape, w.dtype)
+    stages.append(StageEstimate("load", weights, w.models, "models", 0.0, weights / speed.bytes_per_s,
+                                weights <= budget, f"{w.models} × {shape.parameters / 1e9:.2f}B parameters",
+                                {"weights": weights}, w.models if weights <= budget else 0))
+
+    positions = w.prompt_tokens + w.max_new_tokens
+
+    def generation_flops(_batch: int) -> float:
+        return w.models * w.questions * forward_flops(shape, positions, w.max_new_tokens)
+
+    def generation_seconds(batch: int) -> float:
+        steps = w.models * math.ceil(w.questions / batch) * w.max_new_tokens
+        read = weight_bytes(shape, w.dtype) + kv_cache_bytes(shape, w.dtype, batch, positions) / 2
+        return max(generation_flops(batch) / speed.flops_per_s, steps * read / speed.bytes_per_s)
+
+    gen_peak = (lambda b: generation_peak(shape, w, b))
+    stages.append(_pinned(_estimate("generation", gen_peak, budget, w.questions, "batch", generation_flops,
+                                    generation_seconds, f"{positions} positions cached per sequence"),
+                          generation_batch, gen_peak, generation_flops, generation_seconds, budget))
+
+    for alpha in w.alphas:
+        t = w.eap_tokens(alpha)
+        n_edges = 4 * shape.n_layers ** 2 + 3 * shape.n_layers + 1     # the paper layout's edges
+        hooks = 2 * t * shape.hidden * n_edges                            # one ⟨∂L/∂x_v, δz_u⟩ per edge
+
+        def eap_flops(_batch: int, t=t, alpha=alpha, hooks=hooks) -> float:
+            one = 2 * forward_flops(shape, t, w.t_cut(alpha)) + hooks   # forward + activation backward
+            return w.models * w.questions * one
+
+        eap_of = (lambda b, a=alpha: eap_peak(shape, w, a, b))
+        eap_seconds = (lambda b, f=eap_flops: f(b) / speed.flops_per_s)
+        stages.append(_pinned(_estimate(f"eap α={alpha:g}", eap_of, budget, w.questions, "batch", eap_flops,
+                                        eap_seconds, f"T_cut {w.t_cut(alpha)}, {t} tokens per sample"),
+                              eap_batch, eap_of, eap_flops, eap_seconds, budget))
+
+    alpha = fidelity_alpha or max(w.alphas)
+    t = w.eap_tokens(alpha)
+
+    def ablation_flops(_chunk: int) -> float:
+        restarts = w.fidelity_edges / 2          # on average half the layers run again per edge
+        per_sample = forward_flops(shape, t, t) + restarts * forward_flops(shape, t, w.t_cut(alpha))
+        return w.models * w.fidelity_samples * per_sample
+
+    abl_peak = (lambda k: ablation_peak(shape, w, alpha, k))
+    stages.append(_pinned(_estimate(f"fidelity α={alpha:g}", abl_peak, budget, 32, "chunk", ablation_flops,
+                                    (lambda k: ablation_flops(k) / speed.flops_per_s),
+                                    f"{w.fidelity_edges} edges × {w.fidelity_samples} samples, float32"
+                                    + (" copy" if s < FLOAT32 else "")),
+                          chunk, abl_peak, ablation_flops, (lambda k: ablation_flops(k) / speed.flops_per_s),
+                          budget))
+    return stages
+
+
+def _pinned(estimate: StageEstimate, given: int | None, peak_of, flops_of, seconds_of,
+            budget: int) -> StageEstimate:
+    """The estimate at a batch the run already fixed (checked, not chosen)."""
+    if given is None:
+        return estimate
+    parts = peak_of(given)
+    peak = sum(parts.values())
+    return StageEstimate(estimate.stage, peak, given, estimate.batch_name, flops_of(given), seconds_of(given),
+                         peak <= budget, estimate.detail, parts, estimate.largest_fitting)

@@ -1,0 +1,191 @@
+"""The planner (`python -m harness plan`): its shapes, its batch choice, its verdict on the paper pairs,
+and its predicted peaks against peaks measured on random-weight models built from the same configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+from harness.cli.plan import parse_bytes
+from harness.errors import UserError
+from harness.models.registry import load_architectures, load_registry
+from harness.plan.estimate import (
+    Workload,
+    ablation_peak,
+    eap_peak,
+    generation_peak,
+    largest_fitting,
+    weight_bytes,
+)
+from harness.plan.shapes import ModelShape, shape_of
+
+SMOLLM2 = load_architectures()["bundled:smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize("model_type,extra", [
+    ("llama", {"tie_word_embeddings": True}),
+    ("mistral", {"tie_word_embeddings": False}),
+    ("qwen2", {"tie_word_embeddings": False}),
+])
+def test_parameter_count_is_the_models(model_type, extra):
+    """The count the planner sizes weights by equals the parameter count of the built model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                  num_attention_heads=4, num_key_value_heads=2, vocab_size=211,
+                                  max_position_embeddings=128, **extra)
+    model = AutoModelForCausalLM.from_config(config)
+    assert ModelShape.from_config(config, "test").parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_paper_pairs_plan_offline_with_their_published_sizes():
+    """Shapes ship in the registry: no hub needed; sizes match the published parameter counts."""
+    registry, shapes = load_registry(), load_architectures()
+    sizes = {name: shape_of(registry[name].base, shapes).parameters / 1e9
+             for name in ("deepseek-math", "mistral", "distilled-qwen", "qwen25-dpo")}
+    assert sizes["deepseek-math"] == pytest.approx(6.91, abs=0.01)
+    assert sizes["mistral"] == pytest.approx(7.24, abs=0.01)
+    assert sizes["distilled-qwen"] == pytest.approx(7.62, abs=0.01)
+
+
+def test_largest_fitting_is_the_boundary():
+    shape = ModelShape.from_config(SMOLLM2, "smollm2")
+    w = Workload(questions=64, alphas=(0.5,), prompt_tokens=128, answer_tokens=256, max_new_tokens=256,
+                 fidelity_samples=1, fidelity_edges=8, dtype="float32")
+    budget = sum(eap_peak(shape, w, 0.5, 5).values()) + 1
+    assert largest_fitting(lambda b: eap_peak(shape, w, 0.5, b), budget, 64) == 5
+    assert largest_fitting(lambda b: eap_peak(shape, w, 0.5, b), weight_bytes(shape, "float32"), 64) == 0
+
+
+def test_plan_names_the_paper_stages_that_cannot_fit_80gib(capsys):
+    """At worst-case answer lengths (T̄ = max_new_tokens) distilled-qwen's 32k-token answers do not fit
+    EAP at α ≥ 0.3 on one 80 GiB device; the 4k-token pairs fit with the planner's batch sizes."""
+    code = main(["plan", "--pairs", "deepseek-math,mistral,distilled-qwen,qwen25-dpo", "--device", "cuda",
+                 "--memory", "80GiB"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "distilled-qwen eap α=0.3 needs" in err and "distilled-qwen eap α=0.03" not in err
+    assert "deepseek-math" not in err and "mistral" not in err
+    table = [line for line in out.splitlines() if line.strip().startswith("eap α=0.5")]
+    assert len(table) == 4 and "batch 2" in table[0]
+
+
+def test_plan_fits_when_answers_are_shorter(capsys):
+    code = main(["plan", "--pairs", "distilled-qwen", "--device", "cuda", "--memory", "80GiB",
+                 "--answer-tokens", "4096"])
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,expected", [("80GiB", 80 * 2 ** 30), ("24 GB", 24 * 10 ** 9), ("512MiB", 2 ** 29),
+                                           ("1000", 1000)])
+def test_parse_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["80 gigs", "-1GiB", "0", ""])
+def test_parse_bytes_refuses(text):
+    with pytest.raises(UserError, match="--memory must be"):
+        parse_bytes(text)
+
+
+def test_audit_refuses_a_run_that_will_not_fit(capsys, tmp_path):
+    code = main(["audit", "--memory", "64MiB", "--reports-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the planner predicts" in err and "will not fit 64.0 MiB" in err and "smollm2-grpo load" in err
+    assert not any(tmp_path.iterdir())      # refused before any work
+
+
+def measured_peak(config: dict, stage: str, tmp_path, **options) -> int:
+    """Peak bytes of one stage in a fresh process. A fixed mmap threshold makes glibc return every
+    freed block of ≥ 64 KiB at once, so the resident set follows live tensors (as CUDA's
+    max_memory_allocated does) instead of the allocator's retained heap."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "harness.plan.measure", "--config", str(path), "--stage", stage]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def predicted_peak(config: dict, stage: str, *, dtype="float32", alpha=0.5, prompt_tokens=64, answer_tokens=128,
+                   max_new_tokens=32, batch=1, fidelity_edges=16) -> int:
+    shape = ModelShape.from_config(config, "test")
+    w = Workload(questions=batch, alphas=(alpha,), prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
+                 max_new_tokens=max_new_tokens, fidelity_samples=1, fidelity_edges=fidelity_edges, dtype=dtype,
+                 models=1)
+    parts = {"load": lambda: {"weights": weight_bytes(shape, dtype)},
+             "generation": lambda: generation_peak(shape, w, batch),
+             "eap": lambda: eap_peak(shape, w, alpha, batch),
+             "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
+    return sum(parts.values())
+
+
+SMOLLM2_CONFIG = {"model_type": "llama", **SMOLLM2}
+CASES = [
+    ("load", {}),
+    ("generation", {"batch": 4, "max_new_tokens": 64}),
+    ("eap", {"prompt_tokens": 64, "answer_tokens": 256}),
+    ("eap", {"prompt_tokens": 128, "answer_tokens": 512, "batch": 2}),
+    ("eap", {"prompt_tokens": 128, "answer_tokens": 512, "dtype": "bfloat16"}),
+    ("fidelity", {"answer_tokens": 256, "batch": 8}),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the resident set")
+@pytest.mark.parametrize("stage,options", CASES, ids=[f"{s}-{i}" for i, (s, _) in enumerate(CASES)])
+def test_predicted_peak_matches_measured_smollm2(stage, options, tmp_path):
+    """SmolLM2-135M's shape (random weights: memory depends on shapes only) on CPU: within 20 %."""
+    predicted = predicted_peak(SMOLLM2_CONFIG, stage, **options)
+    measured = measured_peak(SMOLLM2_CONFIG, stage, tmp_path, **options)
+    print(f"{stage} {options}: predicted {predicted / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
+    assert measured == pytest.approx(predicted, rel=0.2)
+
+
+ONE_B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+         "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
+         "max_position_embeddings": 2048, "tie_word_embeddings": False}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the resident set")
+@pytest.mark.parametrize("stage,options", [("eap", {"prompt_tokens": 128, "answer_tokens": 256}),
+                                           ("generation", {"batch": 2, "max_new_tokens": 16}),
+                                           ("fidelity", {"answer_tokens": 128, "batch": 4})])
+def test_predicted_peak_matches_measured_1b(stage, options, tmp_path):
+    """A 1.1B-parameter llama shape (TinyLlama's) with random weights on CPU: within 20 %."""
+    predicted = predicted_peak(ONE_B, stage, **options)
+    measured = measured_peak(ONE_B, stage, tmp_path, **options)
+    print(f"1B {stage} {options}: predicted {predicted / 2**30:.2f} GiB, measured {measured / 2**30:.2f} GiB")
+    assert measured == pytest.approx(predicted, rel=0.2)
+
+
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the resident set")
+def test_gpu_check_dry_run_passes_on_cpu(tmp_path):
+    """`make gpu-check` exists and its CPU dry run passes: EAP against the float64 reference in
+    float32 and bfloat16, the planner within 20 % of every measured peak, throughputs measured."""
+    out = tmp_path / "gpu-check.json"
+    assert main(["gpu-check", "--dry-run", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["dtype"] for row in result["engine"]] == ["float32", "bfloat16"]
+    assert result["engine"][0]["max_error_relative"] < 1e-4
+    assert {row["model"] for row in result["memory"]} == {"smollm2-135m", "deepseek-math-7b"}
+    assert all(0.8 <= row["ratio"] <= 1.2 for row in result["memory"])
+    assert all(row["tokens_per_s"] > 0 for row in result["throughput"])
+
+
+def test_gpu_check_without_cuda_says_so(capsys):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["gpu-check", "--out", "unused.json"]) == 2
+    assert "CUDA is not available here" in capsys.readouterr().err
