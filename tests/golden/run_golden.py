@@ -34,8 +34,9 @@ PATH_KEYED = "<path-dependent key>"
 
 
 def run_audit(workdir: Path) -> dict[str, Any]:
-    """Build the tiny pairs under `workdir`, run the suites there (1 torch thread, fresh cache),
-    and return the normalised claims.json."""
+    """Build the tiny pairs under `workdir`, run the suites there (1 torch thread, fresh cache,
+    portable CPU kernels: torch's scalar code, MKL's compatible path and oneDNN capped at SSE4.1, so
+    an AVX2 and an AVX-512 machine compute the same bits), and return the normalised claims.json."""
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
@@ -45,7 +46,8 @@ tiny_pairs.write_registry(Path('pairs.toml'))
 tiny_pairs.write_dataset(Path('sums.jsonl'))
 """
     env = dict(os.environ, HARNESS_CACHE=str(workdir / "cache"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0",
+               ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE", ONEDNN_MAX_CPU_ISA="SSE41")
     subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, check=True)
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
            "--rootdir", str(ROOT), "--registry", "pairs.toml", *SUITE_ARGS,
