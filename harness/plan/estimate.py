@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from harness.circuit.ablation import DEFAULT_CHUNK
 from harness.plan.shapes import ModelShape
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -187,7 +188,7 @@ def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
               generation_batch: int | None = None, eap_batch: int | None = None,
               chunk: int | None = None, fidelity_alpha: float | None = None) -> list[StageEstimate]:
     """Every stage of one pair's audit under a memory budget (bytes). A batch left None is chosen
-    (the largest that fits, up to the question count or 32 variants); a given one is checked.
+    (the largest that fits, up to the question count or DEFAULT_CHUNK variants); a given one is checked.
     Fidelity is planned at `fidelity_alpha` (default: the largest α, the worst case)."""
     s = DTYPE_BYTES[w.dtype]
     stages: list[StageEstimate] = []
@@ -230,12 +231,12 @@ def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
     t = w.eap_tokens(alpha)
 
     def ablation_flops(_chunk: int) -> float:
-        restarts = w.fidelity_edges / 2          # on average half the layers run again per edge
+        restarts = w.fidelity_edges / 2          # each edge's restart runs half the layers, on average
         per_sample = forward_flops(shape, t, t) + restarts * forward_flops(shape, t, w.t_cut(alpha))
         return w.models * w.fidelity_samples * per_sample
 
     abl_peak = (lambda k: ablation_peak(shape, w, alpha, k))
-    stages.append(_pinned(_estimate(f"fidelity α={alpha:g}", abl_peak, budget, 32, "chunk", ablation_flops,
+    stages.append(_pinned(_estimate(f"fidelity α={alpha:g}", abl_peak, budget, DEFAULT_CHUNK, "chunk", ablation_flops,
                                     (lambda k: ablation_flops(k) / speed.flops_per_s),
                                     f"{w.fidelity_edges} edges × {w.fidelity_samples} samples, float32"
                                     + (" copy" if s < FLOAT32 else "")),
