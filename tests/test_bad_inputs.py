@@ -134,7 +134,7 @@ CASES = [
     ("plan-memory-negative",     "plan --pairs smollm2-grpo --memory=-3GiB",                        "--memory must be a size like 80GiB"),
     ("plan-alpha-repeated",      "plan --pairs smollm2-grpo --alphas 0.3,0.3",                      "--alphas: '0.3,0.3' repeats a value"),
     ("plan-alpha-out-of-range",  "plan --pairs smollm2-grpo --alphas 0,0.5",                        "alpha must be in (0, 1], got 0.0"),
-    ("plan-does-not-fit",        "plan --pairs deepseek-math --device cuda --memory 8GiB",          "stage(s) cannot fit 8.00 GiB: deepseek-math load needs 25.74 GiB"),
+    ("plan-does-not-fit",        "plan --pairs deepseek-math --device cuda --memory 8GiB",          "stage(s) cannot fit 8.00 GiB: deepseek-math load needs 12.87 GiB"),
     ("gpu-check-no-cuda",        "gpu-check --out {T}/g.json",                                      "CUDA is not available here"),
 ]
 

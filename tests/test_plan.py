@@ -64,15 +64,17 @@ def test_largest_fitting_is_the_boundary():
 
 def test_plan_names_the_paper_stages_that_cannot_fit_80gib(capsys):
     """At worst-case answer lengths (T̄ = max_new_tokens) distilled-qwen's 32k-token answers do not fit
-    EAP at α ≥ 0.3 on one 80 GiB device; the 4k-token pairs fit with the planner's batch sizes."""
+    EAP at α ≥ 0.3 on one 80 GiB device; the other pairs fit with the planner's batch sizes (one
+    model resident on CUDA)."""
     code = main(["plan", "--pairs", "deepseek-math,mistral,distilled-qwen,qwen25-dpo", "--device", "cuda",
                  "--memory", "80GiB"])
     out, err = capsys.readouterr()
     assert code == 2
     assert "distilled-qwen eap α=0.3 needs" in err and "distilled-qwen eap α=0.03" not in err
-    assert "deepseek-math" not in err and "mistral" not in err
+    assert "deepseek-math" not in err and "mistral" not in err and "qwen25-dpo" not in err
+    assert "× 1 resident" in out
     table = [line for line in out.splitlines() if line.strip().startswith("eap α=0.5")]
-    assert len(table) == 4 and "batch 2" in table[0]
+    assert len(table) == 4 and "batch 3" in table[0]
 
 
 def test_plan_fits_when_answers_are_shorter(capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tiny_pairs
+import torch
 
 from harness.audit.config import AuditConfig
 from harness.audit.stages import AuditPipeline
@@ -62,3 +63,24 @@ def test_the_audit_reports_the_failed_stage_once_and_last(tmp_path: Path, monkey
     reasons = {c["extra"]["error"]["message"] for c in cells}
     assert len(reasons) == 1 and "tiny-rl-post: a weight file is not valid safetensors" in reasons.pop()
     assert err[-1].startswith(f"audit: {len(cells)} cell(s) failed with UserError: could not load model")
+
+
+def test_one_resident_model_gives_the_same_cell(tmp_path: Path, monkeypatch) -> None:
+    """On CUDA a session keeps one model loaded at a time (what the planner counts for a 7B pair);
+    a cell computed that way, with a reload at every change of side, equals the both-resident one."""
+    tiny_pairs.write_registry(tmp_path / "pairs.toml")
+    tiny_pairs.write_dataset(tmp_path / "sums.jsonl")
+    cells, sessions = {}, {}
+    for resident in (2, 1):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{resident}"))
+        monkeypatch.setattr("harness.audit.session.resident_models", lambda device, r=resident: r)
+        pipeline = AuditPipeline(AuditConfig(questions=20, grader="lenient"), tmp_path / "pairs.toml",
+                                 progress=False)
+        cells[resident] = pipeline.cell("tiny-rl", str(tmp_path / "sums.jsonl"), 0.6)
+        sessions[resident] = pipeline.session
+    assert len(sessions[1]._loaded) == 1 and len(sessions[2]._loaded) == 2
+    loads = {r: s.ledger.as_dict().get("models:loaded") for r, s in sessions.items()}
+    assert loads[2] == 1 and loads[1] >= 3          # base, post (answers), then back to base (EAP) at least
+    for side in ("base", "post"):
+        assert torch.equal(getattr(cells[1], side).scores, getattr(cells[2], side).scores)
+    assert cells[1].fidelity == cells[2].fidelity

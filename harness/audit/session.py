@@ -1,5 +1,6 @@
-"""Which models are resident: a session holds at most one pair's two models at a time, loads them
-on first use, and identifies a pair's weights by file hashes without loading them."""
+"""Which models are resident: on the CPU a session holds one pair's two models at a time; on CUDA
+one model at a time (a 7B pair's two bf16 models are 28 GB before any activation; the planner counts
+the same). Models load on first use; a pair's weights are identified by file hashes without loading."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from harness.audit.config import AuditConfig
 from harness.audit.store import Ledger
 from harness.errors import UserError
 from harness.models.loading import LoadedModel, sha256_files
-from harness.models.pairs import build_reference, load_pair_models
+from harness.models.pairs import build_reference, load_pair_models, load_pair_side
 from harness.models.registry import PairSpec, load_registry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json")
@@ -23,7 +24,8 @@ class ModelSession:
         self.config = config
         self.ledger = ledger
         self.pairs = load_registry(registry)
-        self._loaded: tuple[str, LoadedModel, LoadedModel] | None = None
+        self.resident = resident_models(config.device)
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._failed: dict[str, Exception] = {}
 
     def pair(self, name: str) -> PairSpec:
@@ -31,24 +33,36 @@ class ModelSession:
             raise UserError(f"unknown pair {name!r}; known pairs: {', '.join(self.pairs)}")
         return self.pairs[name]
 
-    def models(self, spec: PairSpec) -> tuple[LoadedModel, LoadedModel]:
-        """(base, post) of a pair, loaded on first use; loading another pair frees this one first. A pair
-        that failed to load is not tried again in the session: its first error is raised again."""
+    def model(self, spec: PairSpec, side: str) -> LoadedModel:
+        """One model of a pair (side `base` or `post`), loaded on first use. Loading frees what no longer
+        fits: another pair's models (both resident), or any other model (one resident). A pair that
+        failed to load is not tried again in the session: its first error is raised again."""
         if spec.name in self._failed:
             raise self._failed[spec.name].with_traceback(None)
-        if self._loaded is None or self._loaded[0] != spec.name:
-            self._loaded = None
+        if (spec.name, side) not in self._loaded:
+            self._free()
             try:
-                base, post = load_pair_models(spec, dtype=self.config.dtype, device=self.config.device)
+                if self.resident == 2:
+                    base, post = load_pair_models(spec, dtype=self.config.dtype, device=self.config.device)
+                    self._loaded = {(spec.name, "base"): base, (spec.name, "post"): post}
+                else:
+                    self._loaded = {(spec.name, side): load_pair_side(spec, side, self.config.dtype,
+                                                                      self.config.device)}
             except Exception as err:
                 self._failed[spec.name] = err
                 raise
-            self._loaded = (spec.name, base, post)
             self.ledger.count("models", "loaded")
-        return self._loaded[1], self._loaded[2]
+        return self._loaded[(spec.name, side)]
 
-    def model(self, spec: PairSpec, side: str) -> LoadedModel:
-        return self.models(spec)[0 if side == "base" else 1]
+    def _free(self) -> None:
+        self._loaded = {}
+        if self.config.device.startswith("cuda"):
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def pair_identity(self, spec: PairSpec) -> dict:
         """What identifies the pair's weights without loading them: the registry entry plus hashes
@@ -76,3 +90,8 @@ class ModelSession:
         files = sorted(p for p in ([folder] if folder.is_file() else folder.iterdir())
                        if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
         return sha256_files(files)   # persisted by path, size and mtime (harness.models.loading)
+
+
+def resident_models(device: str) -> int:
+    """How many models a session keeps loaded on `device`: 1 on CUDA, both of a pair elsewhere."""
+    return 1 if device.startswith("cuda") else 2

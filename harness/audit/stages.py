@@ -202,14 +202,14 @@ class AuditPipeline:
     def _generate(self, spec: PairSpec, dataset: str, decoding: Decoding, key: str) -> PairAnswers:
         problems = load_problems(dataset_spec(dataset), n=self.config.questions, seed=self.config.data_seed)
         template = get_template(spec.prompt_template)
-        base, post = self.session.models(spec)
-        checked, sources = {}, {}
-        for side, loaded in (("base", base), ("post", post)):
+        checked, sources, infos = {}, {}, {}
+        for side in SIDES:
+            loaded = self.session.model(spec, side)
+            infos[side] = dataclasses.asdict(loaded.info)
             with self.log.stage("answers", f"{spec.name} · {dataset} · {side}", len(problems.problems), "questions"):
                 generations, sources[side] = self._answers_of(loaded, problems.problems, template, decoding)
             checked[side] = tuple(check_answers(generations, problems.problems, grader=self.config.grader))
-        return PairAnswers(spec.name, dataset, checked["base"], checked["post"],
-                           {"base": dataclasses.asdict(base.info), "post": dataclasses.asdict(post.info)},
+        return PairAnswers(spec.name, dataset, checked["base"], checked["post"], infos,
                            problems.provenance(), template.name, dataclasses.asdict(decoding), key, sources)
 
     def _answers_of(self, loaded, problems, template, decoding: Decoding) -> tuple[list[Generation], dict]:

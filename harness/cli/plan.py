@@ -75,6 +75,7 @@ def plan_pairs(pair_names: list[str], *, registry: str | None, device: str, dtyp
                max_new_tokens: int | None = None, generation_batch: int | None = None,
                eap_batch: int | None = None, chunk: int | None = None, fidelity_alpha: float | None = None):
     """[(pair, ModelShape, Workload, [StageEstimate])] for each pair."""
+    from harness.audit.session import resident_models
     from harness.models.registry import load_architectures, load_registry
     from harness.plan.estimate import Throughput, Workload, plan_pair
     from harness.plan.shapes import shape_of
@@ -91,7 +92,8 @@ def plan_pairs(pair_names: list[str], *, registry: str | None, device: str, dtyp
         budget = max_new_tokens or spec.max_new_tokens
         workload = Workload(questions=questions, alphas=alphas, prompt_tokens=prompt_tokens,
                             answer_tokens=answer_tokens or budget, max_new_tokens=budget,
-                            fidelity_samples=fidelity_samples, fidelity_edges=fidelity_edges, dtype=dtype)
+                            fidelity_samples=fidelity_samples, fidelity_edges=fidelity_edges, dtype=dtype,
+                            models=resident_models(device))
         plans.append((name, shape, workload,
                       plan_pair(shape, workload, memory, speed, generation_batch, eap_batch, chunk, fidelity_alpha)))
     return plans

@@ -52,14 +52,19 @@ def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu"
 
     A merged model's fingerprint is `state_dict_fingerprint` of its weights.
     """
+    return load_pair_side(spec, "base", dtype, device), load_pair_side(spec, "post", dtype, device)
+
+
+def load_pair_side(spec: PairSpec, side: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """One model of a pair: side `base` or `post`."""
     base_path = build_reference(spec.base)
-    if spec.base_adapter is not None:
-        base = merged_adapter_model(spec.name, base_path, Path(spec.base_adapter), dtype, device)
-    else:
-        base = load_model(base_path, dtype=dtype, device=device, revision=spec.base_revision)
+    if side == "base":
+        if spec.base_adapter is not None:
+            return merged_adapter_model(spec.name, base_path, Path(spec.base_adapter), dtype, device)
+        return load_model(base_path, dtype=dtype, device=device, revision=spec.base_revision)
     if spec.post is not None:
-        return base, load_model(build_reference(spec.post), dtype=dtype, device=device, revision=spec.post_revision)
-    return base, merged_adapter_model(spec.name, base_path, Path(spec.post_adapter), dtype, device)
+        return load_model(build_reference(spec.post), dtype=dtype, device=device, revision=spec.post_revision)
+    return merged_adapter_model(spec.name, base_path, Path(spec.post_adapter), dtype, device)
 
 
 def merged_adapter_model(pair: str, base_path: str, adapter: Path, dtype: str, device: str) -> LoadedModel:

@@ -1,7 +1,8 @@
 """Predicted peak memory and work of each audit stage, from a model's shape alone.
 
 Byte counts follow what the harness's own code keeps alive, not a generic transformer formula:
-- weights: both models of a pair stay resident (`ModelSession`), in the run's dtype;
+- weights: the models `ModelSession` keeps resident (both of a pair on the CPU, one on CUDA), in the
+  run's dtype;
 - generation: HF `generate`, a KV cache of (prompt + max_new_tokens) positions per sequence, the
   prefill's MLP activations and the last position's logits;
 - EAP (`harness.circuit.eap.score_batch`): the tensors autograd saves for an activation-only backward
@@ -49,7 +50,7 @@ class Workload:
     fidelity_samples: int
     fidelity_edges: int          # edges ablated per sample (top and uniform ones together)
     dtype: str
-    models: int = 2              # resident at once (both models of a pair)
+    models: int = 2              # resident at once (harness.audit.session.resident_models)
 
     def t_cut(self, alpha: float) -> int:
         return max(math.floor(alpha * self.answer_tokens), 1)
