@@ -139,7 +139,7 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     path = Path(spec)
-    kwargs: dict = {"dtype": torch_dtype}
+    kwargs: dict = {"dtype": torch_dtype, "device_map": torch_device}   # weights load straight to the device
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UserError(f"GGUF file {spec} does not exist")
