@@ -44,8 +44,8 @@ def _write_fixtures(pipeline: AuditPipeline, folder: Path, batch_size: int = 5) 
     problems = load_problems(dataset_spec("sums.jsonl"), n=QUESTIONS).problems
     decoding = Decoding(max_new_tokens=spec.max_new_tokens, batch_size=batch_size)
     docs = {}
-    for side, loaded in zip(("base", "post"), pipeline.session.models(spec)):
-        docs[side] = build_fixture(loaded, problems, get_template(spec.prompt_template), decoding,
+    for side in ("base", "post"):
+        docs[side] = build_fixture(pipeline.session.model(spec, side), problems, get_template(spec.prompt_template), decoding,
                                    dataset="sums.jsonl", progress=False)
         write_fixture(folder / f"tiny-rl-{side}.json", docs[side])
     return docs
@@ -100,9 +100,9 @@ def test_a_fixture_of_the_first_questions_is_used_for_those_and_the_rest_generat
     pipeline = _pipeline(tiny, folder, monkeypatch, "cache-build4")
     spec = pipeline.pair("tiny-rl")
     problems = load_problems(dataset_spec("sums.jsonl"), n=QUESTIONS).problems[:10]
-    for side, loaded in zip(("base", "post"), pipeline.session.models(spec)):
+    for side in ("base", "post"):
         write_fixture(folder / f"tiny-rl-{side}.json", build_fixture(
-            loaded, problems, get_template(spec.prompt_template),
+            pipeline.session.model(spec, side), problems, get_template(spec.prompt_template),
             Decoding(max_new_tokens=spec.max_new_tokens, batch_size=5), dataset="sums.jsonl", progress=False))
     answers = _pipeline(tiny, folder, monkeypatch, "cache-part").answers("tiny-rl", "sums.jsonl")
     assert answers.sources["base"]["source"] == "fixture" and answers.sources["base"]["ok"]
