@@ -4,8 +4,6 @@ and its predicted peaks against peaks measured on random-weight models built fro
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
@@ -14,14 +12,8 @@ from harness.cli import main
 from harness.cli.plan import parse_bytes
 from harness.errors import UserError
 from harness.models.registry import load_architectures, load_registry
-from harness.plan.estimate import (
-    Workload,
-    ablation_peak,
-    eap_peak,
-    generation_peak,
-    largest_fitting,
-    weight_bytes,
-)
+from harness.plan.estimate import Workload, eap_peak, largest_fitting, weight_bytes
+from harness.plan.measure import measured_peak, predicted_peak
 from harness.plan.shapes import ModelShape, shape_of
 
 SMOLLM2 = load_architectures()["bundled:smollm2-135m-instruct"]
@@ -103,33 +95,6 @@ def test_audit_refuses_a_run_that_will_not_fit(capsys, tmp_path):
     assert not any(tmp_path.iterdir())      # refused before any work
 
 
-def measured_peak(config: dict, stage: str, tmp_path, **options) -> int:
-    """Peak bytes of one stage in a fresh process. A fixed mmap threshold makes glibc return every
-    freed block of ≥ 64 KiB at once, so the resident set follows live tensors (as CUDA's
-    max_memory_allocated does) instead of the allocator's retained heap."""
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    argv = [sys.executable, "-m", "harness.plan.measure", "--config", str(path), "--stage", stage]
-    for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-
-
-def predicted_peak(config: dict, stage: str, *, dtype="float32", alpha=0.5, prompt_tokens=64, answer_tokens=128,
-                   max_new_tokens=32, batch=1, fidelity_edges=16) -> int:
-    shape = ModelShape.from_config(config, "test")
-    w = Workload(questions=batch, alphas=(alpha,), prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
-                 max_new_tokens=max_new_tokens, fidelity_samples=1, fidelity_edges=fidelity_edges, dtype=dtype,
-                 models=1)
-    parts = {"load": lambda: {"weights": weight_bytes(shape, dtype)},
-             "generation": lambda: generation_peak(shape, w, batch),
-             "eap": lambda: eap_peak(shape, w, alpha, batch),
-             "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
-    return sum(parts.values())
-
-
 SMOLLM2_CONFIG = {"model_type": "llama", **SMOLLM2}
 CASES = [
     ("load", {}),
@@ -167,8 +132,6 @@ def test_predicted_peak_matches_measured_1b(stage, options, tmp_path):
     measured = measured_peak(ONE_B, stage, tmp_path, **options)
     print(f"1B {stage} {options}: predicted {predicted / 2**30:.2f} GiB, measured {measured / 2**30:.2f} GiB")
     assert measured == pytest.approx(predicted, rel=0.2)
-
-
 
 
 @pytest.mark.slow

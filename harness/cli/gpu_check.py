@@ -17,12 +17,11 @@ T̄ = 256, so the check itself is tested where no GPU is lent.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from harness.cli import COMMANDS
 from harness.errors import UserError
@@ -63,7 +62,8 @@ def engine_check(device: str) -> list[dict]:
 def memory_check(device: str, dry_run: bool, folder: Path) -> list[dict]:
     """Predicted vs measured peaks, each measured in a fresh process."""
     from harness.models.registry import load_architectures
-    from harness.plan.estimate import Workload, ablation_peak, eap_peak, generation_peak, weight_bytes
+    from harness.plan.estimate import weight_bytes
+    from harness.plan.measure import measured_peak, predicted_peak, stage_workload
     from harness.plan.shapes import ModelShape
 
     shapes = load_architectures()
@@ -74,35 +74,25 @@ def memory_check(device: str, dry_run: bool, folder: Path) -> list[dict]:
                                            num_attention_heads=8, num_key_value_heads=8)
     dtype = "float32" if dry_run else "bfloat16"
     t_bar, prompt = (256, 64) if dry_run else (T_BAR, PROMPT)
+    cases = [("eap", {"alpha": a}) for a in PAPER_ALPHAS] + [("generation", {"batch": 4}),
+                                                            ("fidelity", {"alpha": 0.1, "batch": 8})]
     rows = []
     for name, config in configs.items():
         config = {"model_type": "llama", **config}
-        path = folder / f"{name}.json"
-        path.write_text(json.dumps(config))
-        shape = ModelShape.from_config(config, name)
-        cases = [("eap", {"alpha": a}) for a in PAPER_ALPHAS] + [("generation", {"batch": 4}),
-                                                                ("fidelity", {"alpha": 0.1, "batch": 8})]
-        for stage, options in cases:
-            alpha, batch = options.get("alpha", 0.5), options.get("batch", 1)
-            w = Workload(questions=batch, alphas=(alpha,), prompt_tokens=prompt, answer_tokens=t_bar,
-                         max_new_tokens=64, fidelity_samples=1, fidelity_edges=16, dtype=dtype, models=1)
-            parts = {"eap": lambda: eap_peak(shape, w, alpha, batch),
-                     "generation": lambda: generation_peak(shape, w, batch),
-                     "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
-            predicted = sum(parts.values())
-            argv = [sys.executable, "-m", "harness.plan.measure", "--config", str(path), "--stage", stage,
-                    "--dtype", dtype, "--device", device, "--alpha", str(alpha), "--prompt-tokens", str(prompt),
-                    "--answer-tokens", str(t_bar), "--max-new-tokens", "64", "--batch", str(batch)]
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-            out = subprocess.run(argv, capture_output=True, text=True, env=env)
-            if out.returncode:
-                rows.append({"model": name, "stage": stage, **options, "error": out.stderr.strip()[-500:]})
+        for stage, case in cases:
+            options = {"dtype": dtype, "prompt_tokens": prompt, "answer_tokens": t_bar, "max_new_tokens": 64,
+                       **case}
+            predicted = predicted_peak(config, stage, **options)
+            try:
+                measured = measured_peak(config, stage, folder, device, **options)
+            except RuntimeError as err:
+                rows.append({"model": name, "stage": stage, **case, "error": str(err)})
                 continue
-            measured = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-            rows.append({"model": name, "stage": stage, **options, "t_cut": w.t_cut(alpha), "dtype": dtype,
+            w = stage_workload(**options)
+            rows.append({"model": name, "stage": stage, **case, "t_cut": w.t_cut(w.alphas[0]), "dtype": dtype,
                          "predicted_bytes": predicted, "measured_bytes": measured,
                          "ratio": predicted / measured, "ok": abs(predicted / measured - 1) <= 0.2,
-                         "weights_bytes": weight_bytes(shape, dtype)})
+                         "weights_bytes": weight_bytes(ModelShape.from_config(config, name), dtype)})
     return rows
 
 
@@ -127,8 +117,6 @@ def throughput_check(device: str, dry_run: bool) -> list[dict]:
     run_eap(model, samples, batch_size=min(n, 8), progress=False)
     sync()
     eap_seconds = time.perf_counter() - started
-    from types import SimpleNamespace
-
     new = 16 if dry_run else 256
     loaded = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
     started = time.perf_counter()

@@ -21,6 +21,10 @@ UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 **
 DEFAULT_SPEED = {"cuda": (150e12, 1.5e12), "cpu": (0.1e12, 10e9)}
 
 
+def default_speed(device: str) -> tuple[float, float]:
+    return DEFAULT_SPEED["cuda" if device.startswith("cuda") else "cpu"]
+
+
 def parse_bytes(text: str, flag: str = "--memory") -> int:
     """'80GiB', '24 GB', '512MiB' or a plain byte count → bytes."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
@@ -140,12 +144,12 @@ def check_audit_plan(pairs: list[str], config, *, registry: str | None, alphas: 
     batch sizes (`config`: the AuditConfig) must fit the device's memory (or `memory`). Returns one
     line for the log; a stage that cannot fit is a UserError naming it."""
     budget = parse_bytes(memory) if memory else available_memory(config.device)
-    kind = "cuda" if config.device.startswith("cuda") else "cpu"
+    flops, bandwidth = default_speed(config.device)
     plans = plan_pairs(pairs, registry=registry, device=config.device, dtype=config.dtype, memory=budget,
                        alphas=alphas, questions=config.questions, prompt_tokens=PROMPT_TOKENS,
                        answer_tokens=None, fidelity_samples=config.fidelity_samples,
-                       fidelity_edges=config.fidelity_edges, flops_per_s=DEFAULT_SPEED[kind][0],
-                       bytes_per_s=DEFAULT_SPEED[kind][1], max_new_tokens=config.max_new_tokens,
+                       fidelity_edges=config.fidelity_edges, flops_per_s=flops,
+                       bytes_per_s=bandwidth, max_new_tokens=config.max_new_tokens,
                        generation_batch=config.generation_batch_size, eap_batch=config.eap_batch_size,
                        chunk=config.ablation_chunk, fidelity_alpha=config.fidelity_alpha)
     reasons = misfits(plans, budget)
@@ -167,9 +171,9 @@ def run(args) -> int:
         raise UserError("--pairs: give at least one pair name, comma separated")
     dtype = args.dtype or default_dtype(args.device)
     memory = parse_bytes(args.memory) if args.memory else available_memory(args.device)
-    kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    flops = args.tflops * 1e12 if args.tflops else DEFAULT_SPEED[kind][0]
-    bandwidth = args.bandwidth * 1e9 if args.bandwidth else DEFAULT_SPEED[kind][1]
+    flops, bandwidth = default_speed(args.device)
+    flops = args.tflops * 1e12 if args.tflops else flops
+    bandwidth = args.bandwidth * 1e9 if args.bandwidth else bandwidth
     defaults = AuditConfig()
     plans = plan_pairs([p.strip() for p in args.pairs.split(",") if p.strip()], registry=args.registry,
                        device=args.device, dtype=dtype, memory=memory,

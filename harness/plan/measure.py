@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from harness.plan.estimate import Workload
+from harness.plan.estimate import Workload, ablation_peak, eap_peak, generation_peak, weight_bytes
+from harness.plan.shapes import ModelShape
 
 STAGES = ("load", "generation", "eap", "fidelity", "eap-full-head", "backward")
 
@@ -95,7 +98,6 @@ def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, bat
         from harness.circuit.ablation import ablate_edges
         from harness.circuit.graph import build_graph
         from harness.plan.estimate import worst_restart_layer
-        from harness.plan.shapes import ModelShape
 
         graph = build_graph(model.config.num_hidden_layers)
         layer = worst_restart_layer(ModelShape.from_config(model.config.to_dict(), "model"), batch)
@@ -104,6 +106,45 @@ def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, bat
         ablate_edges(model, samples[:1], edges, chunk=batch, progress=False)
     else:
         raise SystemExit(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+def stage_workload(*, dtype: str = "float32", alpha: float = 0.5, prompt_tokens: int = 64,
+                   answer_tokens: int = 128, max_new_tokens: int = 32, batch: int = 1,
+                   fidelity_edges: int = 16) -> Workload:
+    """The one-model workload a measurement runs (the defaults are this module's CLI defaults)."""
+    return Workload(questions=batch, alphas=(alpha,), prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
+                    max_new_tokens=max_new_tokens, fidelity_samples=1, fidelity_edges=fidelity_edges,
+                    dtype=dtype, models=1)
+
+
+def predicted_peak(config: dict, stage: str, **options) -> int:
+    """What the planner predicts for the measurement `measured_peak(config, stage, **options)` makes."""
+    shape = ModelShape.from_config(config, "measured model")
+    w = stage_workload(**options)
+    alpha, batch = w.alphas[0], w.questions
+    parts = {"load": lambda: {"weights": weight_bytes(shape, w.dtype)},
+             "generation": lambda: generation_peak(shape, w, batch),
+             "eap": lambda: eap_peak(shape, w, alpha, batch),
+             "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
+    return sum(parts.values())
+
+
+def measured_peak(config: dict, stage: str, folder: Path, device: str = "cpu", **options) -> int:
+    """Peak bytes of one stage, measured in a fresh process (`main`); options as `stage_workload`.
+    A fixed mmap threshold makes glibc return every freed block of ≥ 64 KiB at once, so the resident
+    set follows live tensors (as CUDA's max_memory_allocated does) instead of the allocator's
+    retained heap. A failed measurement raises RuntimeError with the process's last words."""
+    path = Path(folder) / "config.json"
+    path.write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "harness.plan.measure", "--config", str(path), "--stage", stage,
+            "--device", device]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="generation/EAP batch, or fidelity chunk")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    w = Workload(questions=args.batch, alphas=(args.alpha,), prompt_tokens=args.prompt_tokens,
-                 answer_tokens=args.answer_tokens, max_new_tokens=args.max_new_tokens, fidelity_samples=1,
-                 fidelity_edges=args.fidelity_edges, dtype=args.dtype, models=1)
+    w = stage_workload(dtype=args.dtype, alpha=args.alpha, prompt_tokens=args.prompt_tokens,
+                       answer_tokens=args.answer_tokens, max_new_tokens=args.max_new_tokens, batch=args.batch,
+                       fidelity_edges=args.fidelity_edges)
     cuda = args.device.startswith("cuda")
     config = json.loads(args.config.read_text())
     # warm-up: a one-layer model of the same config runs the stage first, so imports, kernels and
