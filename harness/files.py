@@ -222,6 +222,24 @@ def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_file_lock(path: Path) -> Iterator[bool]:
+    """Take the exclusive lock on `path` for the block if no other process holds it: yields True
+    (held) or False (another holder; nothing taken)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class ActiveRun:
     """A shared lock on `<root>/.active.lock` held while this process uses the cache (one per root
     and process: `ActiveRun.of(root)`). The first run to start when no other holds it removes the

@@ -177,9 +177,43 @@ def claim_run_folder(options: ClaimOptions) -> None:
     shutil.rmtree(folder / "figures", ignore_errors=True)
 
 
+def worker_gpus(config: pytest.Config) -> list[str]:
+    """The GPUs the xdist controller deals to its workers, one each: CUDA_VISIBLE_DEVICES's list, else
+    (with --device cuda) every device torch sees; [] on the CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    if not str(config.getoption("device") or "").startswith("cuda"):
+        return []
+    import torch   # the controller runs no test, so starting CUDA here does not bind a worker's device
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: give worker gwK the K-th GPU (round-robin) before it starts CUDA."""
+    gpus = worker_gpus(node.config)
+    if gpus:
+        node.workerinput["harness_gpu"] = gpus[int(node.workerinput["workerid"].removeprefix("gw")) % len(gpus)]
+
+
+def bind_worker_gpu(config: pytest.Config) -> str | None:
+    """On an xdist worker given a GPU: make it the only one CUDA shows (so `cuda` means it); a
+    `--device cuda:N` with N > 0 is refused there, since each worker sees one device."""
+    gpu = getattr(config, "workerinput", {}).get("harness_gpu")
+    if gpu is None:
+        return None
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    device = str(config.getoption("device") or "")
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise UserError(f"--device {device}: each xdist worker sees one GPU (its own, {gpu}); give --device cuda")
+    return gpu
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id, section=None, statement=None): a claim of the audited paper")
     try:
+        gpu = bind_worker_gpu(config)
         options = parse_options(config)
         if not hasattr(config, "workerinput"):
             claim_run_folder(options)
@@ -192,10 +226,25 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id=options.run_id, device=options.device, dtype=options.dtype, n=options.n,
         grid={"pairs": options.pairs, "datasets": options.datasets, "alphas": options.alphas,
               "metrics": options.metrics, "token_mode": options.token_mode},
-        baseline=str(options.baseline_path) if options.baseline_path else None)
+        baseline=str(options.baseline_path) if options.baseline_path else None,
+        **_process_provenance(config, gpu))
     state = ClaimSession(options, baseline, provenance)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(ClaimCollector(state), "claim-collector")
+
+
+def _process_provenance(config: pytest.Config, gpu: str | None) -> dict[str, Any]:
+    """Where the run's work was split: --shard, the xdist worker count, and on a worker its id and GPU."""
+    out: dict[str, Any] = {}
+    if config.getoption("shard", None):
+        out["shard"] = config.getoption("shard")
+    workers = getattr(config.option, "numprocesses", None)
+    if workers:
+        out["xdist_workers"] = workers
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        out.update(worker=worker["workerid"], **({"worker_gpu": gpu} if gpu is not None else {}))
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -339,7 +388,8 @@ def _n(value: Any) -> str:
 def with_run_provenance(cell: CellResult, session: ClaimSession) -> CellResult:
     run = session.provenance
     defaults = {"run_id": run["run_id"], "code_version": run["code_version"], "device": run["device"],
-                "dtype": run["dtype"], "libraries": run["libraries"]}
+                "dtype": run["dtype"], "libraries": run["libraries"], "shard": run.get("shard"),
+                "worker": run.get("worker"), "worker_gpu": run.get("worker_gpu")}
     return cell.replace(provenance={**{k: v for k, v in defaults.items() if v is not None}, **cell.provenance})
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness.audit.claims.common import GridCell
 from harness.audit.config import AuditConfig, parse_settings
-from harness.audit.grid import GRID_FIELDS, Families, RunGrid
+from harness.audit.grid import GRID_FIELDS, PAIRLESS_GROUP, Families, RunGrid, parse_shard
 from harness.audit.stages import AuditPipeline
 from harness.errors import UserError
 from harness.models.loading import default_dtype
@@ -40,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(repeatable; `python -m harness audit --list-settings` lists them)")
     group.addoption("--grader", default=AuditConfig.grader,
                     help="auto (paper for GSM8K/MATH, the task's scorer for reasoning-gym), paper or lenient")
+    group.addoption("--shard", default=None, metavar="I/N",
+                    help="run the I-th of N shards (1-based): the grid's pairs dealt round-robin; shards that "
+                         "share HARNESS_CACHE split the work, `python -m harness report merge` joins their reports")
     group.addoption("--short-answers", default=AuditConfig.short_answers,
                     help="answers shorter than T_cut: slice (the paper's code), drop or error")
 
@@ -79,14 +82,31 @@ def claim_of(item: pytest.Item) -> str | None:
     return (mark.args[0] if mark.args else mark.kwargs.get("id")) if mark else None
 
 
+def cell_group(item: pytest.Item) -> str:
+    """The item's group (harness.audit.grid.RunGrid.groups): its pair, or the pairless group."""
+    return grid_cell(item).pair or PAIRLESS_GROUP
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect cells a claim does not speak about (e.g. C1 on a DPO pair; C4 on an online-RL pair)."""
+    """Deselect cells a claim does not speak about (e.g. C1 on a DPO pair; C4 on an online-RL pair)
+    and, with --shard, the other shards' groups; mark each claim test with its group for
+    `pytest -n N --dist loadgroup`."""
     grid = run_grid(config)
+    shard = _usage(lambda: parse_shard(config.getoption("shard"))) if config.getoption("shard") else None
+    if shard is not None and shard[1] > len(grid.groups()):
+        raise pytest.UsageError(f"--shard {shard[0]}/{shard[1]}: the grid has {len(grid.groups())} groups of cells "
+                                f"(one per pair, one for the cells of no pair); use at most {len(grid.groups())} shards")
     keep, drop = [], []
     for item in items:
         claim_id = claim_of(item)
         suite_item = Path(str(item.fspath)).parent == Path(__file__).parent
-        (keep if not suite_item or claim_id is None or grid.applies(claim_id, grid_cell(item)) else drop).append(item)
+        if suite_item and claim_id is not None:
+            if not grid.applies(claim_id, grid_cell(item)) or (
+                    shard is not None and grid.shard_of(cell_group(item), shard[1]) != shard[0]):
+                drop.append(item)
+                continue
+            item.add_marker(pytest.mark.xdist_group(cell_group(item)))
+        keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -129,15 +149,31 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Put the run's cache ledger (what was computed, read back, healed) in the report's provenance."""
+    """Put the run's cache ledger (what was computed, read back, healed) in the report's provenance;
+    an xdist worker sends its ledger to the controller instead (`pytest_testnodedown`)."""
     pipeline = session.config.stash.get(PIPELINE_KEY, None)
-    if pipeline is not None and SESSION_KEY in session.config.stash:
+    if pipeline is None or SESSION_KEY not in session.config.stash:
+        return
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["harness_cache"] = pipeline.cache_report()
+    else:
         session.config.stash[SESSION_KEY].provenance["cache"] = pipeline.cache_report()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the xdist controller: each worker's cache ledger, under provenance.cache.workers."""
+    report = getattr(node, "workeroutput", {}).get("harness_cache")
+    config = node.config
+    if report is not None and SESSION_KEY in config.stash:
+        cache = config.stash[SESSION_KEY].provenance.setdefault("cache", {"workers": {}})
+        cache["workers"][node.workeroutput.get("workerid", node.gateway.id)] = report
 
 
 @pytest.fixture(scope="session")
 def families(audit: AuditPipeline, request: pytest.FixtureRequest) -> Families:
-    return Families(audit, run_grid(request.config))
+    claims = tuple(dict.fromkeys(c for c in map(claim_of, request.session.items) if c is not None))
+    return Families(audit, run_grid(request.config), claims)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import torch
 from harness.audit.config import AuditConfig
 from harness.audit.stages import AuditPipeline
 from harness.cli import main
+from harness.data.selection import TOKEN_MODES
 from harness.errors import UserError
 from harness.models import pairs as pair_loading
 
@@ -84,3 +85,29 @@ def test_one_resident_model_gives_the_same_cell(tmp_path: Path, monkeypatch) -> 
     for side in ("base", "post"):
         assert torch.equal(getattr(cells[1], side).scores, getattr(cells[2], side).scores)
     assert cells[1].fidelity == cells[2].fidelity
+
+
+def test_preparing_a_pair_loads_each_model_once_whatever_the_number_of_cells(tmp_path: Path, monkeypatch) -> None:
+    """With one resident model (CUDA), `prepare` runs every stage of one side before the other: the
+    models load 4 times (answers base, post; then scores base, post) for one cell or one per token mode, where
+    computing the cells one by one reloads at every cell. The cells are the same either way. (The
+    tiny models' answers are 2 tokens, so every alpha has T_cut 1: the cells differ by token mode.)"""
+    tiny_pairs.write_registry(tmp_path / "pairs.toml")
+    tiny_pairs.write_dataset(tmp_path / "sums.jsonl")
+    dataset = str(tmp_path / "sums.jsonl")
+    monkeypatch.setattr("harness.audit.session.resident_models", lambda device: 1)
+    loads, cells = {}, {}
+    for how, modes in (("prepared", TOKEN_MODES[:1]), ("prepared", TOKEN_MODES), ("cell by cell", TOKEN_MODES)):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{how}-{len(modes)}"))
+        pipeline = AuditPipeline(AuditConfig(questions=20, grader="lenient", fidelity_edges=6), tmp_path / "pairs.toml",
+                                 progress=False)
+        if how == "prepared":
+            pipeline.prepare("tiny-rl", [dataset], [(dataset, 0.5, m) for m in modes], causal=True)
+        cells[how, len(modes)] = [pipeline.cell("tiny-rl", dataset, 0.5, m) for m in modes]
+        for cell in cells[how, len(modes)]:
+            pipeline.causal(cell, "post")
+        loads[how, len(modes)] = pipeline.ledger.as_dict()["models:loaded"]
+    many = len(TOKEN_MODES)
+    assert loads["prepared", 1] == 4 and loads["prepared", many] == 4 and loads["cell by cell", many] > 4
+    for prepared, by_cell in zip(cells["prepared", many], cells["cell by cell", many]):
+        assert torch.equal(prepared.post.scores, by_cell.post.scores) and prepared.fidelity == by_cell.fidelity

@@ -20,12 +20,24 @@ from harness.audit.stages import AuditPipeline
 from harness.audit.verdicts import CellResult
 from harness.data.problems import dataset_spec
 from harness.errors import UserError
+from harness.files import content_key
 from harness.models.registry import ONLINE_RL, SEED_CONTROL, PairSpec
 
 DEFAULT_ALPHAS = (0.1, 0.3, 0.5)
 DEFAULT_METRICS = ("intensity", "complexity", "kurtosis")
 DEFAULT_TOKEN_MODES = ("own",)
 GRID_FIELDS = GridCell._fields
+
+
+PAIRLESS_GROUP = "grid"   # the group of cells with no pair (C6 reads every online-RL pair)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """(i, N) of `--shard i/N`, 1 <= i <= N; anything else raises a UserError."""
+    head, _, tail = str(text).partition("/")
+    if not (head.strip().isdigit() and tail.strip().isdigit()) or not 1 <= int(head) <= int(tail):
+        raise UserError(f"--shard {text!r}: give i/N with 1 <= i <= N, e.g. --shard 1/4")
+    return int(head), int(tail)
 
 
 @dataclass(frozen=True)
@@ -108,22 +120,47 @@ class RunGrid:
         cells = [GridCell(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
         return [g for g in cells if self.applies(claim_id, g) and self.is_control(g) == control]
 
+    def groups(self) -> list[str]:
+        """The groups cells are run in, one per pair (so a worker or shard loads a pair's models
+        once) and one for the cells of no pair, in grid order."""
+        return [*self.pairs, PAIRLESS_GROUP]
+
+    def shard_of(self, group: str, shards: int) -> int:
+        """The 1-based shard of `shards` that runs `group`: groups dealt round-robin in grid order."""
+        return self.groups().index(group) % shards + 1
+
     def figure_datasets(self, claim_id: str, pair: str) -> list[str]:
         return [d for d in self.datasets if self.applies(claim_id, GridCell(pair, d))]
 
 
+def pair_lease(spec: PairSpec) -> str:
+    """The name of the lease a process holds while it prepares this pair's stages."""
+    return f"pair-{content_key(repr(spec))}"
+
+
 class Families:
     """Judges each claim's family once per session: every cell of the claim on the run's grid, then
-    Holm within them. `-k` chooses which cells run and are shown, never what a cell is corrected for."""
+    Holm within them. `-k` chooses which cells run and are shown, never what a cell is corrected for.
 
-    def __init__(self, audit: AuditPipeline, grid: RunGrid) -> None:
+    Before a family is judged, every pair's stages are prepared (`prepare_pairs`), each under a lease
+    in the shared cache: processes on one cache (xdist workers, `--shard` runs) each take the pairs
+    no other is preparing, then wait for the rest and read them back. Each family is then judged
+    from the same cached stages in every process, so a cell is the same whichever process runs it.
+    claims: the claim ids this session judges (default: every claim with a family rule); a pair's
+    stages are those these claims read.
+    """
+
+    def __init__(self, audit: AuditPipeline, grid: RunGrid, claims: tuple[str, ...] | None = None) -> None:
         self.audit, self.grid = audit, grid
+        self.claims = tuple(c for c in (claims or CLAIMS_BY_ID) if CLAIMS_BY_ID[c].rule is not None)
         self.done: dict[str, dict[GridCell, CellResult]] = {}
+        self.prepared: set[str] = set()
 
     def result(self, claim_id: str, cell: GridCell) -> CellResult:
         """The CellResult of `cell`, judged with the rest of its claim's family on first use (the
         seed-control cells as their own family, each marked `extra.control`)."""
         if claim_id not in self.done:
+            self.prepare_pairs(first=cell.pair)
             judge = family_rule(claim_id)
             self.done[claim_id] = judge(self.audit, claim_id, self.grid.family(claim_id), self.grid.context())
             controls = self.grid.family(claim_id, control=True)
@@ -134,3 +171,45 @@ class Families:
         if cell not in self.done[claim_id]:
             raise UserError(f"cell {cell} of {claim_id} is not on the run's grid")
         return self.done[claim_id][cell]
+
+    def prepare_pairs(self, first: str | None = None) -> None:
+        """Prepare every pair of the grid: `first` (the running cell's pair) and each pair whose lease
+        is free, then, waiting on their leases, the pairs other processes are preparing."""
+        order = ([first] if first in self.grid.pairs else []) + [p for p in self.grid.pairs if p != first]
+        busy = [pair for pair in order if not self.prepare(pair, wait=False)]
+        for pair in busy:
+            self.prepare(pair)
+
+    def prepare(self, pair: str, wait: bool = True) -> bool:
+        """Compute (or read back) the stages of `pair` this session's claims read, holding the pair's
+        lease: True when done; False at once when `wait` is False and another process holds it."""
+        if pair in self.prepared:
+            return True
+        datasets, points, causal, estimators = self.stages_of(pair)
+        if datasets:
+            with self.audit.store.lease(pair_lease(self.grid.registry[pair]), wait=wait) as held:
+                if not held:
+                    return False
+                try:
+                    self.audit.prepare(pair, datasets, points, causal=causal, estimators=estimators)
+                except Exception:   # noqa: BLE001 - each stage remembers its failure; the judge that
+                    pass            # reads the stage raises it again and reports it as its cells'
+        self.prepared.add(pair)
+        return True
+
+    def stages_of(self, pair: str) -> tuple[list[str], list[tuple[str, float, str]], bool, tuple[str, ...]]:
+        """(datasets, cells as (dataset, alpha, token mode), whether C8's causal check, extra
+        estimators) that this session's claims read of `pair`: answers only for the accuracy claim,
+        every grid alpha and token mode for the others."""
+        datasets, points, causal, metric_claim = [], [], False, False
+        for dataset in self.grid.datasets:
+            rules = {CLAIMS_BY_ID[c].rule for c in self.claims if self.grid.applies(c, GridCell(pair, dataset))}
+            if not rules:
+                continue
+            datasets.append(dataset)
+            if rules - {"accuracy"}:
+                points += [(dataset, a, m) for a in self.grid.alphas for m in self.grid.token_modes]
+            causal = causal or "fidelity" in rules
+            metric_claim = metric_claim or "metric_change" in rules
+        lookahead = metric_claim and self.audit.config.robustness_estimator == "lookahead"
+        return datasets, points, causal, ("lookahead",) if lookahead else ()

@@ -39,6 +39,7 @@ from harness.data.grading import Check, CheckedGeneration, check_answers
 from harness.data.problems import dataset_spec, load_problems
 from harness.data.selection import (
     Selection,
+    SelectionError,
     SelectionParams,
     build_eap_rows,
     select_samples,
@@ -161,6 +162,7 @@ class AuditPipeline:
         self._failed: dict[tuple[str, str], Exception] = {}
         self._healed_generations: list[dict] = []
         self._cells: dict[tuple, CellData] = {}
+        self._scores: dict[str, EdgeScores] = {}
         self.fixtures = FixtureIndex(fixture_folder(config.answer_fixtures))
         self._fixture_checks: dict[str, Verification] = {}
 
@@ -281,8 +283,10 @@ class AuditPipeline:
             scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
             return scores
 
-        scores = self.store.folder_entry("eap", key, EdgeScores.load, compute, lambda s, folder: s.save(folder))
-        return key, scores
+        if key not in self._scores:   # read once per session: prepare() and cell() both ask
+            self._scores[key] = self.store.folder_entry("eap", key, EdgeScores.load, compute,
+                                                        lambda s, folder: s.save(folder))
+        return key, self._scores[key]
 
     def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""
@@ -340,6 +344,47 @@ class AuditPipeline:
         return self.store.json_entry("causal", causal_key(cell.provenance["cache_keys"][f"eap_{side}"], k, cfg),
                                      compute)
 
+    # ------------------------------------------------------------ a pair's stages, side by side
+
+    def prepare(self, pair_name: str, datasets: list[str], points: list[tuple[str, float, str]], *,
+                causal: bool = False, estimators: tuple[str, ...] = ()) -> None:
+        """Compute (or read back) the stages of the pair's `datasets` and its cells at `points` (dataset,
+        alpha, token mode) ahead of `cell`: answers, then every EAP, fidelity and `estimators` score of the base
+        model, then of the post model, then (`causal`) the C8 check on the post model. One side at a
+        time, so a device that holds one model (CUDA) loads each once, not at every alpha. A point
+        whose selection leaves no sample is skipped: its cell reports that."""
+        spec = self.pair(pair_name)
+        for dataset in dict.fromkeys(list(datasets) + [d for d, _, _ in points]):
+            self.answers(pair_name, dataset)
+        asked = [(d, float(a), m) for d, a, m in points]
+        measured = [(d, self.measured_at(a), m) for d, a, m in asked]
+        selected = []
+        for dataset, alpha, mode in dict.fromkeys(asked + measured):
+            try:
+                selected.append((dataset, float(alpha), mode, self.selection(pair_name, dataset, alpha)))
+            except SelectionError:
+                continue
+        for index, side in enumerate(SIDES):
+            for dataset, alpha, mode, selection in selected:
+                rows = build_eap_rows(selection, mode)[index]
+                fingerprint = self.answers(pair_name, dataset).models[side]["fingerprint"]
+                key, scores = self.edge_scores(spec, side, fingerprint, rows)
+                if self.measured_at(alpha) == alpha:
+                    self.fidelity(spec, side, key, scores, rows)
+                for method in estimators if (dataset, alpha, mode) in asked else ():
+                    self.edge_scores(spec, side, fingerprint, rows, method)
+        if causal:   # at the alpha fidelity is measured at, for each point that selects (as C8 reads it)
+            for dataset, alpha, mode in dict.fromkeys((d, self.measured_at(a), m) for d, a, m, _ in selected
+                                                      if (d, a, m) in asked):
+                try:
+                    self.causal(self.cell(pair_name, dataset, alpha, mode), "post")
+                except SelectionError:
+                    continue
+
+    def measured_at(self, alpha: float) -> float:
+        """The alpha whose fidelity a cell at `alpha` carries (`fidelity_alpha`, else its own)."""
+        return float(alpha if self.config.fidelity_alpha is None else self.config.fidelity_alpha)
+
     # ------------------------------------------------------------ a whole cell
 
     def cell(self, pair_name: str, dataset: str, alpha: float, token_mode: str = "own") -> CellData:
@@ -355,7 +400,7 @@ class AuditPipeline:
         answers = self.answers(pair_name, dataset)
         selection = self.selection(pair_name, dataset, alpha)
         rows = dict(zip(SIDES, build_eap_rows(selection, token_mode)))
-        measured_at = float(alpha if self.config.fidelity_alpha is None else self.config.fidelity_alpha)
+        measured_at = self.measured_at(alpha)
         scores, fidelity, eap_keys = {}, {}, {}
         for side in SIDES:
             fingerprint = answers.models[side]["fingerprint"]
@@ -377,7 +422,6 @@ class AuditPipeline:
             "grader": {"setting": self.config.grader,
                        "resolved": sorted({c.check.grader for c in answers.base + answers.post})},
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
-            "ledger": self.ledger.as_dict(),
         }
         result = CellData(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
                           fidelity, provenance, measured_at)

@@ -10,11 +10,12 @@ place) and verified on read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.audit.config import AuditConfig
 from harness.circuit.ablation import DEFAULT_CHUNK
@@ -29,6 +30,7 @@ from harness.files import (
     quarantine,
     read_checked_json,
     temp_dir,
+    try_file_lock,
     verify_manifest,
     write_checked_json,
     write_manifest,
@@ -114,6 +116,19 @@ class CacheStore:
 
     def folder(self, stage: str) -> Path:
         return self.root / stage
+
+    @contextlib.contextmanager
+    def lease(self, name: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the lease `name` (a file lock under `<cache root>/.locks/`) for the block, so that
+        processes sharing the cache (xdist workers, shards) do a piece of work once: yields True once
+        held; with `wait=False`, False at once when another process holds it."""
+        path = self.cache / ".locks" / f"lease-{name}.lock"
+        if wait:
+            with file_lock(path):
+                yield True
+        else:
+            with try_file_lock(path) as held:
+                yield held
 
     def json_entry(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
         """The stage's JSON entry for `key`, computed and written when missing or corrupt."""

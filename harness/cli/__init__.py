@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("harness.cli.plan", "predicted peak memory, work and batch sizes of each audit stage, from configs"),
     "gpu-check": ("harness.cli.gpu_check", "EAP, the planner and throughput checked on a GPU (one JSON file)"),
     "audit": ("harness.cli.audit", "run the claim suites on the bundled pairs and write the report"),
+    "cluster": ("harness.cli.cluster", "an audit split into shards run as SLURM (or local) jobs, then merged"),
 }
 
 

@@ -14,6 +14,7 @@ the same budget reads answers and edge scores back instead of recomputing them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -50,9 +51,11 @@ def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(Path(args.reports_dir).resolve()),
             "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
             "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
-            "--device", args.device, "-q"] + ([] if args.no_progress else ["-s"])
+            "--device", args.device, "-q"] + ([] if args.no_progress or args.workers else ["-s"])
+    if args.workers:
+        argv += ["-n", str(args.workers), "--dist", "loadgroup"]
     for flag, value in (("--dtype", args.dtype), ("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
-                        ("-k", args.k), ("--claims-baseline", args.baseline)):
+                        ("-k", args.k), ("--claims-baseline", args.baseline), ("--shard", args.shard)):
         if value is not None:
             argv += [flag, str(value)]
     if not any(item.startswith("fidelity_alpha=") for item in settings):
@@ -106,7 +109,7 @@ def preflight(args, settings: list[str]) -> None:
     first problem is a UserError (one line, exit 2)."""
     import dataclasses
 
-    from harness.audit.grid import RunGrid
+    from harness.audit.grid import RunGrid, parse_shard
     from harness.cli.plan import check_audit_plan
     from harness.models.loading import default_dtype
     from harness.data.problems import dataset_spec, load_problems
@@ -118,6 +121,9 @@ def preflight(args, settings: list[str]) -> None:
 
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
                          alphas=tuple(parse_alphas(list(names(args.alphas)))))
+    if args.shard is not None and parse_shard(args.shard)[1] > len(grid.groups()):
+        raise UserError(f"--shard {args.shard}: the grid has {len(grid.groups())} groups of cells (one per pair, "
+                        f"one for the cells of no pair); use at most {len(grid.groups())} shards")
     for pair in grid.pairs:
         check_pair_files(grid.registry[pair])
     for dataset in grid.datasets:
@@ -142,6 +148,7 @@ def run_audit(args) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)   # xdist workers start with this many
     if args.list_settings:
         defaults = AuditConfig()
         for key in settable_keys():
@@ -149,6 +156,10 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
+    if args.shard is not None:
+        from harness.audit.grid import parse_shard
+
+        parse_shard(args.shard)
     if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
         raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     check_writable_folder(args.reports_dir, "--reports-dir")
@@ -257,6 +268,11 @@ def register(subparsers) -> None:
     a.add_argument("--threads", type=whole_number("--threads"), default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     a.add_argument("--no-progress", action="store_true", help="hide the stages' progress bars")
+    a.add_argument("--workers", type=whole_number("--workers"), default=None,
+                   help="pytest-xdist worker processes (cells grouped by pair; with several GPUs visible, one each)")
+    a.add_argument("--shard", default=None, metavar="I/N",
+                   help="run the I-th of N shards (1-based) of the grid's pairs; shards sharing HARNESS_CACHE "
+                        "split the work; join their reports with `python -m harness report merge`")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED "
                    "(without it the audit exits 1 only when a claim test raised, 2 on bad input)")
     a.add_argument("--set", action="append", metavar="KEY=VALUE",
