@@ -289,3 +289,25 @@ def test_targets_only_ablation_matches_a_position_masked_reference(family):
     torch.testing.assert_close(naive.delta[0][mask], reference.float(), rtol=1e-6, atol=1e-9)
     differs = (targets.delta[0][mask] - everywhere.delta[0][mask]).abs()
     assert float(differs.max()) > 1e-3
+
+
+def test_patch_sources_are_computed_per_sample_when_it_is_ablated(monkeypatch):
+    """Only one sample's corrupted source stack exists at a time: each is recorded right before its
+    sample's clean run, and the deltas equal those of the stacks computed up front."""
+    from harness.circuit import ablation
+
+    model = tiny_model("llama")
+    corrupted = [Sample(f"c{i}", tuple((t + 1) % VOCAB for t in s.prompt_ids), s.target_ids)
+                 for i, s in enumerate(SAMPLES)]
+    edges = [(0, 8), (3, 8)]
+    order, patch, clean = [], ablation.patch_sources, ablation.record_clean
+    monkeypatch.setattr(ablation, "patch_sources", lambda im, bad, pad: order.append(bad.id) or patch(im, bad, pad))
+    monkeypatch.setattr(ablation, "record_clean", lambda im, batch, *a: order.append("clean") or clean(im, batch, *a))
+    result = ablate_edges(model, SAMPLES, edges, kind="patch", corrupted=corrupted, progress=False)
+    assert order == [x for c in corrupted for x in (c.id, "clean")]
+    with InstrumentedModel(model, "paper") as im:
+        for n, (sample, bad) in enumerate(zip(SAMPLES, corrupted)):
+            ablated = record_sources(im, make_batch([bad], 0, Positions.ALL))
+            batch = make_batch([sample], 0, Positions.ALL)
+            expected = ablation.naive_edge_deltas(im, batch, edges, ablated)
+            assert torch.allclose(result.delta[n, [0, 3], [8, 8]], expected.float(), atol=1e-9)

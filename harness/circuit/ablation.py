@@ -25,6 +25,7 @@ from harness.circuit.batches import (
     LossFn,
     Positions,
     Sample,
+    last_positions,
     make_batch,
     target_nll,
     validate_samples,
@@ -83,7 +84,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 def record_sources(im: InstrumentedModel, batch: Batch) -> torch.Tensor:
     """Source outputs of a clean run, detached: [n_src, b, t, h] in the model's dtype."""
     with torch.no_grad(), im.run_state(RunState()) as state:
-        im.logits(batch.input_ids, batch.attention_mask)
+        im.logits(batch.input_ids, batch.attention_mask, keep_last=1)   # the head's output is not needed
     return torch.stack([state.live[u].detach() for u in range(im.graph.n_src)])
 
 
@@ -109,20 +110,21 @@ def mean_sources(im: InstrumentedModel, samples: Sequence[Sample], pad_id: int,
     return (total / count.clamp(min=1)[None, :, None])[:, None]
 
 
-def patch_sources(im: InstrumentedModel, samples: Sequence[Sample], corrupted: Sequence[Sample],
-                  pad_id: int) -> list[torch.Tensor]:
-    """Per-sample source values on the corrupted inputs: each [n_src, 1, t, h]."""
+def check_corrupted(samples: Sequence[Sample], corrupted: Sequence[Sample]) -> None:
+    """One corrupted input per sample, in order, each as long as its clean sample (else UserError)."""
     if len(corrupted) != len(samples):
         raise UserError(f"{len(samples)} samples but {len(corrupted)} corrupted inputs; give one "
                         "corrupted input per sample, in the same order")
-    values = []
     for clean, bad in zip(samples, corrupted):
         if bad.input_length != clean.input_length:
             raise UserError(f"sample {clean.id!r}: corrupted input has {bad.input_length} tokens, "
                             f"the clean one {clean.input_length}; patching needs equal lengths")
-        batch = make_batch([bad], pad_id, Positions.ALL).to(_device(im.model))
-        values.append(record_sources(im, batch))
-    return values
+
+
+def patch_sources(im: InstrumentedModel, corrupted: Sample, pad_id: int) -> torch.Tensor:
+    """One sample's source values on its corrupted input, [n_src, 1, t, h]: computed when that
+    sample is ablated, so only one sample's stack is on the device at a time."""
+    return record_sources(im, make_batch([corrupted], pad_id, Positions.ALL).to(_device(im.model)))
 
 
 def _ablated_for(ablated: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -183,11 +185,15 @@ def record_clean(im: InstrumentedModel, batch: Batch, ablated: torch.Tensor | No
     if batch.input_ids.shape[0] != 1:
         raise ValueError("the fast path takes a batch of one sample")
     span = slice(None)
-    if loss_fn is target_nll:                   # the head runs only over the target span
-        predicting = batch.target_mask[0].nonzero()[:, 0]
-        span = slice(int(predicting[0]), int(predicting[-1]) + 1)
     with torch.no_grad(), im.run_state(RunState(ablated=ablated, record=True)) as state:
-        loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
+        if loss_fn is target_nll:               # the head and log-softmax over the target span only
+            predicting = batch.target_mask[0].nonzero()[:, 0]
+            span = slice(int(predicting[0]), int(predicting[-1]) + 1)
+            keep = batch.input_ids.shape[1] - span.start
+            loss = target_nll(im.logits(batch.input_ids, batch.attention_mask, keep_last=keep),
+                              last_positions(batch, keep)).float()
+        else:
+            loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
     return CleanRun(loss, state, span)
 
 
@@ -284,17 +290,19 @@ def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Seque
         for u, v in edges:
             if not (0 <= u < graph.n_src and 0 <= v < graph.n_dst) or not mask[u, v]:
                 raise UserError(f"edge ({u}, {v}) is not an edge of the {graph.layout.value} graph")
-        if kind is AblationKind.PATCH and corrupted is None:
-            raise UserError("patch ablation needs corrupted inputs (one per sample, same lengths)")
+        if kind is AblationKind.PATCH:
+            if corrupted is None:
+                raise UserError("patch ablation needs corrupted inputs (one per sample, same lengths)")
+            check_corrupted(samples, corrupted)
         shared = mean_sources(im, samples, pad_id, MeanOver(mean_over)) if kind is AblationKind.MEAN else None
-        patched = patch_sources(im, samples, corrupted, pad_id) if kind is AblationKind.PATCH else None
         delta = torch.full((len(samples), graph.n_src, graph.n_dst), float("nan"))
         clean_loss = torch.zeros(len(samples))
         for n, sample in enumerate(tqdm(samples, desc=f"ablate ({kind.value})", unit="sample",
                                         disable=not progress)):
             batch = make_batch([sample], pad_id, positions).to(device)
             where = batch.position_mask if positions is Positions.TARGETS else None
-            ablated = patched[n] if patched is not None else _ablated_for(shared, sample.input_length)
+            ablated = (patch_sources(im, corrupted[n], pad_id) if kind is AblationKind.PATCH
+                       else _ablated_for(shared, sample.input_length))
             if fast:
                 clean = record_clean(im, batch, ablated, loss_fn)
                 clean_loss[n] = clean.loss.cpu()[0]

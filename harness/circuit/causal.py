@@ -24,7 +24,7 @@ from harness.circuit.batches import (
     make_batch,
     target_nll,
 )
-from harness.circuit.eap import EdgeScores, score_batch
+from harness.circuit.eap import EdgeScores, batch_loss, score_batch
 from harness.circuit.intervention import InstrumentedModel, RunState
 
 
@@ -35,7 +35,7 @@ def _sample_losses(im: InstrumentedModel, samples: Sequence[Sample], removed: to
     batch = make_batch(samples, pad_id, Positions.ALL).to(device)
     m = removed.to(device=device, dtype=next(im.model.parameters()).dtype)[None]
     with torch.no_grad(), im.run_state(RunState(edge_mask=m)):
-        return loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float().cpu().tolist()
+        return batch_loss(im, batch, loss_fn).float().cpu().tolist()
 
 
 def _dataset_loss(im: InstrumentedModel, samples: Sequence[Sample], removed: torch.Tensor,

@@ -93,6 +93,17 @@ def _length_sorted_batches(samples: Sequence[Sample], batch_size: int) -> list[l
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def batch_loss(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nll) -> torch.Tensor:
+    """Per-sample loss [b] under the active RunState. For `target_nll` the head and log-softmax run
+    over the target span only ([b, span, vocab], not [b, t, vocab]): same values, a fraction of the
+    memory at long prompts and large vocabularies."""
+    if loss_fn is target_nll:
+        span = target_span(batch)
+        return target_nll(im.logits(batch.input_ids, batch.attention_mask, keep_last=span),
+                          last_positions(batch, span))
+    return loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch)
+
+
 def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nll,
                 ablated: torch.Tensor | None = None,
                 edge_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,12 +114,7 @@ def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nl
                                         dtype=torch.float32, device=device),
                      position_mask=batch.position_mask, ablated=ablated, edge_mask=edge_mask)
     with torch.enable_grad(), im.run_state(state):
-        if loss_fn is target_nll:   # the head and log-softmax over the target span only
-            span = target_span(batch)
-            loss = target_nll(im.logits(batch.input_ids, batch.attention_mask, keep_last=span),
-                              last_positions(batch, span))
-        else:
-            loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch)
+        loss = batch_loss(im, batch, loss_fn)
         loss.sum().backward()
     return state.scores, loss.detach().float()
 

@@ -151,7 +151,7 @@ def ablation_peak(shape: ModelShape, w: Workload, alpha: float, chunk: int) -> d
     restart = worst_restart_layer(shape, chunk)
     variants = min(chunk, edges_into_layer(restart)) + 1
     upcast = weight_bytes(shape, "float32") if DTYPE_BYTES[w.dtype] < FLOAT32 else 0
-    clean_logits = 2 * t * shape.vocab * c                       # record_clean: full logits + log-softmax
+    clean_logits = 2 * span * shape.vocab * c                    # record_clean: span logits + log-softmax
     stacked = (variants * 2 * (layers - restart) * t * h * c     # restarted layers' sources, kept
                + (2 * restart + 2 + variants) * t * h * c        # one destination's stacked parents + term
                + variants * t * (3 * shape.intermediate + 4 * h) * c
