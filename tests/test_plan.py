@@ -142,8 +142,11 @@ def test_gpu_check_dry_run_passes_on_cpu(tmp_path):
     out = tmp_path / "gpu-check.json"
     assert main(["gpu-check", "--dry-run", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert [row["dtype"] for row in result["engine"]] == ["float32", "bfloat16"]
+    assert [row.get("dtype") for row in result["engine"][:2]] == ["float32", "bfloat16"]
     assert result["engine"][0]["max_error_relative"] < 1e-4
+    identities = {(row["model"], row["check"]) for row in result["engine"][2:] if row["ok"]}
+    assert {("llama", "ablation fast vs naive on cpu"), ("qwen2", "lookahead(0) vs eap on cpu"),
+            ("qwen2", "causal on cpu vs cpu")} <= identities and len(identities) == 14
     assert {row["model"] for row in result["memory"]} == {"smollm2-135m", "deepseek-math-7b"}
     assert all(0.8 <= row["ratio"] <= 1.2 for row in result["memory"])
     assert all(row["tokens_per_s"] > 0 for row in result["throughput"])

@@ -9,6 +9,8 @@ JSON file (`make gpu-check`; a few minutes on one GPU).
    with random weights (no hub), EAP at the T_cut of the paper's α for T̄ = 1024, generation and
    exact ablation.
 3. Throughput: EAP and greedy generation, tokens per second.
+4. The engine's identities on the device (`engine_identities`): EAP, exact ablation, lookahead and
+   the causal curve against the CPU, fast against naive ablation, lookahead(0) against EAP.
 
 `--dry-run` runs the same on the CPU with the 7B shape cut to 2 layers at a quarter of the width and
 T̄ = 256, so the check itself is tested where no GPU is lent.
@@ -56,6 +58,58 @@ def engine_check(device: str) -> list[dict]:
         rho = spearmanr(scores[:, real].flatten().numpy(), reference[:, real].flatten().numpy()).statistic
         rows.append({"dtype": dtype, "max_error_relative": float(error), "spearman": float(rho),
                      "ok": bool(error < (1e-4 if dtype == "float32" else 0.1) and rho > 0.95)})
+    return rows
+
+
+def engine_identities(device: str) -> list[dict]:
+    """The engine's identities on `device`, for a llama and a qwen2 model in float64 (random weights):
+    EAP, exact ablation (the fast stacked path), lookahead with 0 steps and the causal curve on the
+    device against the same computations on the CPU, and on the device the fast ablation path against
+    the naive one and lookahead(0) against EAP. Each row: the largest difference relative to the
+    largest value, ok below 1e-5 (the model runs in float64; scores and deltas are kept in float32,
+    so a device's other summation order shows at float32's rounding)."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from harness.circuit.ablation import ablate_edges
+    from harness.circuit.batches import Sample
+    from harness.circuit.causal import causal_curve
+    from harness.circuit.eap import run_eap
+
+    shape = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=256)
+    samples = [Sample(f"s{k}", tuple(range(3 + k, 30 + k)), tuple(range(50, 56 + k))) for k in range(3)]
+
+    def relative(a, b) -> float:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        keep = np.isfinite(a) & np.isfinite(b)
+        return float(np.abs(a[keep] - b[keep]).max() / max(np.abs(b[keep]).max(), 1e-300))
+
+    def computations(model) -> dict:
+        eap = run_eap(model, samples, batch_size=1, progress=False)
+        real = eap.graph.mask().nonzero()[::7][:16].tolist()
+        edges = [tuple(e) for e in real]
+        return {"eap": eap.scores,
+                "ablation": ablate_edges(model, samples, edges, progress=False).delta,
+                "ablation naive": ablate_edges(model, samples, edges, fast=False, progress=False).delta,
+                "lookahead(0)": run_eap(model, samples, method="lookahead", steps=0, progress=False).scores,
+                "causal": causal_curve(model, samples, eap, ks=[1, 8, 64], n_random=2, progress=False).question_loss_top}
+
+    rows = []
+    for name, config_class, model_class in (("llama", LlamaConfig, LlamaForCausalLM),
+                                            ("qwen2", Qwen2Config, Qwen2ForCausalLM)):
+        torch.manual_seed(0)
+        model = model_class(config_class(**shape)).double().eval()
+        model.requires_grad_(False)
+        on_cpu = computations(model)
+        on_device = computations(model.to(device))
+        pairs = [(f"{what} on {device} vs cpu", on_device[what], on_cpu[what]) for what in on_cpu]
+        pairs += [(f"ablation fast vs naive on {device}", on_device["ablation"], on_device["ablation naive"]),
+                  (f"lookahead(0) vs eap on {device}", on_device["lookahead(0)"], on_device["eap"])]
+        for what, a, b in pairs:
+            error = relative(a, b)
+            rows.append({"model": name, "check": what, "max_error_relative": error, "ok": error < 1e-5})
     return rows
 
 
@@ -140,7 +194,7 @@ def run(args) -> int:
     result = {"device": device, "dry_run": args.dry_run, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}
     print(f"gpu-check on {device}: engine ...", flush=True)
-    result["engine"] = engine_check(device)
+    result["engine"] = engine_check(device) + engine_identities(device)
     print("gpu-check: planner vs measured peaks ...", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         result["memory"] = memory_check(device, args.dry_run, Path(folder))
