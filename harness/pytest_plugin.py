@@ -185,7 +185,7 @@ def worker_gpus(config: pytest.Config) -> list[str]:
         return [g.strip() for g in visible.split(",") if g.strip()]
     if not str(config.getoption("device") or "").startswith("cuda"):
         return []
-    import torch   # the controller runs no test, so starting CUDA here does not bind a worker's device
+    import torch  # the controller runs no test, so starting CUDA here does not bind a worker's device
     return [str(i) for i in range(torch.cuda.device_count())]
 
 

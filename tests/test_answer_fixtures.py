@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 import tiny_pairs
+
 from harness.audit.config import AuditConfig
 from harness.audit.stages import AuditPipeline
 from harness.data.fixtures import build_fixture, write_fixture

@@ -7,7 +7,7 @@ import torch
 from model_factories import FAMILIES, VOCAB, tiny_model
 from scipy.stats import spearmanr
 
-from harness.circuit.batches import Positions, Sample, make_batch, target_nll
+from harness.circuit.batches import Positions, Sample, make_batch
 from harness.circuit.eap import mask_gradient_scores, run_eap, score_batch
 from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import InstrumentedModel, RunState

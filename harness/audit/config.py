@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
+from harness.data.backends import BACKENDS
 from harness.data.grading import GRADER_SETTINGS
 from harness.data.selection import SHORT_ANSWERS, TOKEN_MODES, VARIANTS
 from harness.errors import UserError
@@ -49,6 +50,8 @@ class AuditConfig:
     generating when they match the model fingerprint, prompt and decoding: `bundled` (the bundled
     pairs' fixtures/smollm2/answers), `none`, or a path. fixture_verify_questions: answers per model
     regenerated to check a fixture (token-identical, else every answer of that model is regenerated).
+    generation_backend: what generates the answers (harness.data.backends): `hf` (the model's
+    `generate`; the CPU path) or `vllm` (a vLLM engine on the model's folder or hub id; GPU machines).
     """
 
     questions: int = 100
@@ -80,6 +83,7 @@ class AuditConfig:
     short_answers: str = "slice"
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
+    generation_backend: str = "hf"
     metrics: MetricConfig = field(default_factory=MetricConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
@@ -106,6 +110,8 @@ class AuditConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.generation_backend not in BACKENDS:
+            raise UserError(f"generation_backend must be one of {', '.join(BACKENDS)}, got {self.generation_backend!r}")
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
             raise UserError(f"robustness_estimator must be one of {', '.join(ROBUSTNESS_ESTIMATORS)}, "
                             f"got {self.robustness_estimator!r}")

@@ -33,6 +33,7 @@ from harness.circuit.batches import Sample
 from harness.circuit.causal import causal_curve, log_spaced
 from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
+from harness.data.backends import Backend, make_backend
 from harness.data.fixtures import FixtureIndex, Verification, verify_sample
 from harness.data.generation import Decoding, Generation, generate_answers
 from harness.data.grading import Check, CheckedGeneration, check_answers
@@ -163,6 +164,7 @@ class AuditPipeline:
         self._healed_generations: list[dict] = []
         self._cells: dict[tuple, CellData] = {}
         self._scores: dict[str, EdgeScores] = {}
+        self._engines: dict[str, Backend] = {}
         self.fixtures = FixtureIndex(fixture_folder(config.answer_fixtures))
         self._fixture_checks: dict[str, Verification] = {}
 
@@ -247,8 +249,12 @@ class AuditPipeline:
     def _generate_answers(self, loaded, problems, template, decoding: Decoding, **options) -> list[Generation]:
         """generate_answers with this run's progress setting; cache entries it heals are counted."""
         before = len(self._healed_generations)
+        name, fingerprint = self.config.generation_backend, loaded.info.fingerprint
+        if name != "hf" and fingerprint not in self._engines:   # a vLLM engine: built once per model
+            self._engines[fingerprint] = make_backend(name, loaded)
         generations = generate_answers(loaded, problems, template, decoding, progress=self.progress,
-                                       healed=self._healed_generations, **options)
+                                       healed=self._healed_generations, backend=self._engines.get(fingerprint, name),
+                                       **options)
         for _ in range(len(self._healed_generations) - before):
             self.ledger.count("generations", "healed")
         return generations

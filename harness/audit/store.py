@@ -62,7 +62,8 @@ def answers_key(pair_identity: dict, dataset_spec: str, config: AuditConfig, tem
     """Both models' checked answers: the pair's weight files, the problem set, template, decoding, and
     the grader (the entry stores the checks, not only the generations) with the grading code's version."""
     return content_key(CACHE_VERSION, "answers", pair_identity, dataset_spec, config.questions, config.data_seed,
-                       template, decoding, config.dtype, config.grader, GRADING_VERSION, bit_context(config.device))
+                       template, decoding, config.dtype, config.grader, GRADING_VERSION, bit_context(config.device),
+                       *([config.generation_backend] if config.generation_backend != "hf" else []))
 
 
 def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str = "eap") -> str:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from harness.audit.config import AuditConfig, parse_settings, settable_keys
 from harness.audit.verdicts import parse_alphas
-from harness.data.problems import MAX_PROBLEMS
 from harness.cli import COMMANDS, whole_number
+from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
 from harness.files import atomic_write_text, check_writable_folder
 from harness.report.compare import sensitivity_table
@@ -111,8 +111,8 @@ def preflight(args, settings: list[str]) -> None:
 
     from harness.audit.grid import RunGrid, parse_shard
     from harness.cli.plan import check_audit_plan
-    from harness.models.loading import default_dtype
     from harness.data.problems import dataset_spec, load_problems
+    from harness.models.loading import default_dtype
     from harness.models.pairs import check_pair_files
     from harness.models.registry import load_registry
 

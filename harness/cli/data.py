@@ -56,9 +56,11 @@ def run_generate(args) -> int:
     problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
     loaded = load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
                         revision=args.revision)
+    if args.compare_backends:
+        return compare_backends(loaded, problem_set.problems, template, decoding, Path(args.out))
     started = time.perf_counter()
     generations = generate_answers(loaded, problem_set.problems, template, decoding,
-                                   use_cache=not args.no_cache)
+                                   use_cache=not args.no_cache, backend=args.backend)
     seconds = time.perf_counter() - started
     checked = check_answers(generations, problem_set.problems, grader=args.grader)
     out = Path(args.out)
@@ -75,6 +77,24 @@ def run_generate(args) -> int:
                     "seconds": round(seconds, 2)}})
     print(f"{correct}/{len(checked)} correct; {n_tokens} answer tokens in {seconds:.1f} s "
           f"→ {out}")
+    return 0
+
+
+def compare_backends(loaded, problems, template, decoding: Decoding, out: Path) -> int:
+    """Answer the problems with every backend (no cache) and write their token agreement to `out`."""
+    from harness.data.backends import BACKENDS, make_backend, token_agreement
+
+    answers = {}
+    for name in BACKENDS:
+        started = time.perf_counter()
+        answers[name] = generate_answers(loaded, problems, template, decoding, use_cache=False,
+                                         backend=make_backend(name, loaded))
+        print(f"{name}: {len(problems)} answers in {time.perf_counter() - started:.1f} s", flush=True)
+    agreement = token_agreement(answers["hf"], answers["vllm"])
+    atomic_write_json(out, {"backends": list(BACKENDS), "model": dataclasses.asdict(loaded.info),
+                            "decoding": dataclasses.asdict(decoding), **agreement})
+    print(f"hf vs vllm on {agreement['n']} problems: {agreement['identical']:.1%} token-identical, mean common "
+          f"prefix {agreement['mean_prefix_share']:.1%} of the longer answer -> {out}")
     return 0
 
 
@@ -168,6 +188,10 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0, help="sampling seed")
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
     g.add_argument("--no-cache", action="store_true", help="regenerate even if cached")
+    g.add_argument("--backend", default="hf", choices=("hf", "vllm"),
+                   help="hf (the model's generate; default, CPU) or vllm (a vLLM engine on the model folder or hub id)")
+    g.add_argument("--compare-backends", action="store_true",
+                   help="answer with hf and with vllm (no cache) and write their token agreement to --out (JSON)")
     g.add_argument("--grader", default="auto", choices=GRADER_SETTINGS,
                    help="auto (default): paper for GSM8K/MATH, the task's own scorer for reasoning-gym; "
                         "paper: last \\boxed{} only (GSM8K: else '#### N'), math-verify equivalence; "

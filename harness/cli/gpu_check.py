@@ -11,6 +11,7 @@ JSON file (`make gpu-check`; a few minutes on one GPU).
 3. Throughput: EAP and greedy generation, tokens per second.
 4. The engine's identities on the device (`engine_identities`): EAP, exact ablation, lookahead and
    the causal curve against the CPU, fast against naive ablation, lookahead(0) against EAP.
+5. hf against the vLLM backend's answers (token agreement), where vLLM is installed.
 
 `--dry-run` runs the same on the CPU with the 7B shape cut to 2 layers at a quarter of the width and
 T̄ = 256, so the check itself is tested where no GPU is lent.
@@ -156,7 +157,8 @@ def throughput_check(device: str, dry_run: bool) -> list[dict]:
 
     from harness.circuit.batches import Sample
     from harness.circuit.eap import run_eap
-    from harness.data.generation import Decoding, _generate_batch
+    from harness.data.backends import HFBackend
+    from harness.data.generation import Decoding
     from harness.models.registry import load_architectures
     from harness.plan.measure import random_model
 
@@ -174,13 +176,35 @@ def throughput_check(device: str, dry_run: bool) -> list[dict]:
     new = 16 if dry_run else 256
     loaded = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
     started = time.perf_counter()
-    _generate_batch(loaded, [list(range(1, 65))] * 8, Decoding(max_new_tokens=new), eos={model.config.vocab_size})
+    HFBackend(loaded).generate([list(range(1, 65))] * 8, Decoding(max_new_tokens=new), eos={model.config.vocab_size})
     sync()
     gen_seconds = time.perf_counter() - started
     return [{"what": "eap", "dtype": dtype, "tokens": n * length, "seconds": eap_seconds,
              "tokens_per_s": n * length / eap_seconds},
             {"what": "generation", "dtype": dtype, "batch": 8, "new_tokens": 8 * new, "seconds": gen_seconds,
              "tokens_per_s": 8 * new / gen_seconds}]
+
+
+def backend_check(device: str) -> dict:
+    """hf against vllm (`generate --compare-backends`'s measure) on the tiny llama folder, greedy: the
+    real vLLM import, where it is installed; recorded, not a pass/fail gate (near-ties may part)."""
+    try:
+        import vllm
+    except ImportError:
+        return {"vllm": "not installed (pip install -e '.[vllm]')"}
+    from harness.data.backends import make_backend, token_agreement
+    from harness.data.generation import Decoding, generate_answers
+    from harness.data.problems import load_reasoning_gym
+    from harness.models.loading import load_model
+    from harness.models.tiny import tiny_model_folder
+
+    loaded = load_model(str(tiny_model_folder("llama")), dtype="float32", device=device)
+    problems = list(load_reasoning_gym("chain_sum", n=8, seed=1).problems)
+    answers = [generate_answers(loaded, problems, "bare", Decoding(max_new_tokens=16), use_cache=False,
+                                progress=False, backend=make_backend(name, loaded)) for name in ("hf", "vllm")]
+    agreement = token_agreement(*answers)
+    return {"vllm": vllm.__version__, "identical": agreement["identical"],
+            "mean_prefix_share": agreement["mean_prefix_share"]}
 
 
 def run(args) -> int:
@@ -200,6 +224,8 @@ def run(args) -> int:
         result["memory"] = memory_check(device, args.dry_run, Path(folder))
     print("gpu-check: throughput ...", flush=True)
     result["throughput"] = throughput_check(device, args.dry_run)
+    print("gpu-check: generation backends ...", flush=True)
+    result["backends"] = backend_check(device)
     result["seconds"] = time.perf_counter() - started
     checks = result["engine"] + result["memory"]
     result["ok"] = all(row.get("ok", False) for row in checks)

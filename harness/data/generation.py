@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
+from harness.data.backends import Backend, make_backend
 from harness.data.problems import Problem
 from harness.errors import UserError
 from harness.files import (
@@ -139,31 +139,6 @@ def _finish(new_ids: list[int], eos: set[int], tokenizer, stops: Sequence[str]) 
     return ids, "eos" if eos_at is not None else "length"
 
 
-def _generate_batch(loaded, prompts: list[list[int]], decoding: Decoding, eos: set[int]) -> list[list[int]]:
-    """Left-pad the prompts, run `generate`, return each row's new tokens (padding included)."""
-    from transformers import GenerationConfig
-
-    tokenizer, model = loaded.tokenizer, loaded.model
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    device = next(model.parameters()).device
-    config = GenerationConfig(
-        max_new_tokens=decoding.max_new_tokens, do_sample=decoding.mode == "sample",
-        temperature=decoding.temperature if decoding.mode == "sample" else None,
-        top_p=decoding.top_p if decoding.mode == "sample" else None, top_k=None,
-        pad_token_id=pad_id, eos_token_id=sorted(eos),
-        stop_strings=list(decoding.stop_strings) or None)
-    seed = int(content_key(decoding.seed, prompts)[:8], 16)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                             generation_config=config,
-                             tokenizer=tokenizer if decoding.stop_strings else None)
-    return [row[width:].tolist() for row in out.cpu()]
-
-
 def generation_key(fingerprint: str, template: PromptTemplate, prompt: str, prompt_ids: Sequence[int],
                    decoding: Decoding) -> str:
     """What identifies one answer: model fingerprint, template, prompt (text and ids) and the
@@ -174,12 +149,14 @@ def generation_key(fingerprint: str, template: PromptTemplate, prompt: str, prom
 
 def generate_answers(loaded, problems: Sequence[Problem], template: PromptTemplate | str,
                      decoding: Decoding = Decoding(), *, use_cache: bool = True,
-                     progress: bool = True, healed: list[dict] | None = None) -> list[Generation]:
+                     progress: bool = True, healed: list[dict] | None = None,
+                     backend: str | Backend = "hf") -> list[Generation]:
     """Answer every problem with `loaded` (a models.LoadedModel); output order = problem order.
 
     template: a PromptTemplate or its name. Prompts are grouped by length into batches of
     `decoding.batch_size` to limit padding. healed: where to list cache entries found corrupt (each
-    is moved aside and regenerated).
+    is moved aside and regenerated). backend: `hf` or `vllm` (harness.data.backends), or a backend
+    built for `loaded`; a backend other than hf is part of each answer's cache key.
     """
     if isinstance(template, str):
         template = get_template(template)
@@ -194,7 +171,8 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
                         f"context of {context} ({len(too_long)} such problem(s)); leave such problems out")
     # the disk entry also depends on what changes bits (CPU threads); answer fixtures match on
     # generation_key alone because they are verified token for token before use
-    bits = bit_context(str(loaded.model.device))
+    engine = make_backend(backend, loaded) if isinstance(backend, str) else backend
+    bits = {**bit_context(str(loaded.model.device)), **({"backend": engine.name} if engine.name != "hf" else {})}
     keys = [content_key(generation_key(fingerprint, template, prompt, ids, decoding), bits) for prompt, ids in encoded]
     folder = cache_root() / "generations"
     results: dict[int, Generation] = {}
@@ -209,7 +187,7 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
     with tqdm(total=len(todo), desc="generate", unit="answer", disable=not progress or not todo) as bar:
         for start in range(0, len(todo), decoding.batch_size):
             batch = todo[start:start + decoding.batch_size]
-            outputs = _generate_batch(loaded, [encoded[i][1] for i in batch], decoding, eos)
+            outputs = engine.generate([encoded[i][1] for i in batch], decoding, eos)
             for i, new_ids in zip(batch, outputs):
                 answer_ids, reason = _finish(new_ids, eos, tokenizer, decoding.stop_strings)
                 gen = Generation(problem_id=problems[i].id, prompt=encoded[i][0],

@@ -67,11 +67,12 @@ def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, bat
     vocab = model.config.vocab_size
     ids = [1 + (7 * k) % (vocab - 1) for k in range(w.prompt_tokens + max(w.answer_tokens, w.max_new_tokens))]
     if stage == "generation":
-        from harness.data.generation import Decoding, _generate_batch
+        from harness.data.backends import HFBackend
+        from harness.data.generation import Decoding
 
         loaded = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
-        _generate_batch(loaded, [ids[: w.prompt_tokens]] * batch, Decoding(max_new_tokens=w.max_new_tokens),
-                        eos={vocab})     # no real token ends an answer: every row runs to the budget
+        HFBackend(loaded).generate([ids[: w.prompt_tokens]] * batch, Decoding(max_new_tokens=w.max_new_tokens),
+                                   eos={vocab})     # no real token ends an answer: every row runs to the budget
         return
     from harness.circuit.batches import Sample
 
