@@ -94,8 +94,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     grid = run_grid(config)
     shard = _usage(lambda: parse_shard(config.getoption("shard"))) if config.getoption("shard") else None
     if shard is not None and shard[1] > len(grid.groups()):
-        raise pytest.UsageError(f"--shard {shard[0]}/{shard[1]}: the grid has {len(grid.groups())} groups of cells "
-                                f"(one per pair, one for the cells of no pair); use at most {len(grid.groups())} shards")
+        groups = len(grid.groups())
+        raise pytest.UsageError(f"--shard {shard[0]}/{shard[1]}: the grid has {groups} groups of cells "
+                                f"(one per pair, one for the cells of no pair); use at most {groups} shards")
     keep, drop = [], []
     for item in items:
         claim_id = claim_of(item)

@@ -354,11 +354,11 @@ class AuditPipeline:
 
     def prepare(self, pair_name: str, datasets: list[str], points: list[tuple[str, float, str]], *,
                 causal: bool = False, estimators: tuple[str, ...] = ()) -> None:
-        """Compute (or read back) the stages of the pair's `datasets` and its cells at `points` (dataset,
-        alpha, token mode) ahead of `cell`: answers, then every EAP, fidelity and `estimators` score of the base
-        model, then of the post model, then (`causal`) the C8 check on the post model. One side at a
-        time, so a device that holds one model (CUDA) loads each once, not at every alpha. A point
-        whose selection leaves no sample is skipped: its cell reports that."""
+        """Compute (or read back) the stages of the pair's `datasets` and of its cells at `points`
+        (dataset, alpha, token mode) ahead of `cell`: answers, then every EAP, fidelity and
+        `estimators` score of the base model, then of the post model, then (`causal`) the C8 check on
+        the post model. One side at a time, so a device that holds one model (CUDA) loads each once,
+        not at every alpha. A point whose selection leaves no sample is skipped: its cell says so."""
         spec = self.pair(pair_name)
         for dataset in dict.fromkeys(list(datasets) + [d for d, _, _ in points]):
             self.answers(pair_name, dataset)

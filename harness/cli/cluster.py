@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--cpus-per-shard", type=whole_number("--cpus-per-shard"), default=None)
     c.add_argument("--slurm-partition", default=None)
     c.add_argument("--slurm-account", default=None)
-    c.add_argument("audit", nargs=argparse.REMAINDER, help="-- then the audit's own options, e.g. -- --pairs deepseek-math")
+    c.add_argument("audit", nargs=argparse.REMAINDER,
+                   help="-- then the audit's own options, e.g. -- --pairs deepseek-math")
     c.set_defaults(run=run_cluster)
 
 
