@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from harness.pytest_plugin import SESSION_KEY
 
 GRID_KEY = pytest.StashKey[RunGrid]()
 PIPELINE_KEY = pytest.StashKey[AuditPipeline]()
+PROGRESS_KEY = pytest.StashKey["WorkerProgress | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,7 +119,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def terminal_line_writer(config: pytest.Config):
     """Write one line to the pytest terminal now, past output capture (as live logging does), so stage
-    progress shows without -s; None when there is no terminal."""
+    progress shows without -s; on an xdist worker, to the controller's relay (`WorkerProgress`);
+    None when there is no terminal."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        relay = worker.get("harness_progress")
+        if relay is None:
+            return None
+        path = Path(relay) / f"{worker['workerid']}.log"
+
+        def write_from_worker(line: str) -> None:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(f"[{worker['workerid']}] {line}\n")
+
+        return write_from_worker
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if terminal is None:
@@ -128,6 +145,51 @@ def terminal_line_writer(config: pytest.Config):
             terminal.write_line(line)
 
     return write
+
+
+class WorkerProgress:
+    """The xdist workers' stage lines, shown live by the controller (a worker's own stdout and stderr
+    do not reach the terminal): each worker appends lines to `<folder>/<worker id>.log`, and a
+    controller thread writes every complete new line to the terminal twice a second."""
+
+    def __init__(self, write) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="harness-progress-"))
+        self.write = write
+        self.read: dict[Path, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        while not self.stop.wait(0.5):
+            self.flush()
+
+    def flush(self) -> None:
+        for path in sorted(self.folder.glob("*.log")):
+            with open(path, "rb") as handle:
+                handle.seek(self.read.get(path, 0))
+                chunk = handle.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self.read[path] = self.read.get(path, 0) + len(complete)
+            for line in complete.decode("utf-8").splitlines():
+                self.write(line)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.flush()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: give each worker the folder its stage lines are relayed through."""
+    config = node.config
+    if PROGRESS_KEY not in config.stash:
+        write = terminal_line_writer(config)
+        config.stash[PROGRESS_KEY] = WorkerProgress(write) if write is not None else None
+    if config.stash[PROGRESS_KEY] is not None:
+        node.workerinput["harness_progress"] = str(config.stash[PROGRESS_KEY].folder)
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +214,9 @@ def audit(pytestconfig: pytest.Config) -> AuditPipeline:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Put the run's cache ledger (what was computed, read back, healed) in the report's provenance;
     an xdist worker sends its ledger to the controller instead (`pytest_testnodedown`)."""
+    relay = session.config.stash.get(PROGRESS_KEY, None)
+    if relay is not None:
+        relay.close()
     pipeline = session.config.stash.get(PIPELINE_KEY, None)
     if pipeline is None or SESSION_KEY not in session.config.stash:
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from harness.files import atomic_write_json, cache_root, temp_dir
+from harness.files import atomic_write_json, cache_root, file_lock, temp_dir
 from harness.models.loading import load_model, smollm2_gguf_path
 
 BUNDLED_BASES = ("smollm2-135m-instruct",)
@@ -22,11 +22,19 @@ def bundled_base_folder() -> Path:
     The GGUF's `quantization_config` is dropped (trainers refuse GGUF-flagged models) and the model
     is rebuilt with `from_config` because transformers will not save a GGUF-loaded model.
     """
-    from transformers import AutoModelForCausalLM
-
     folder = cache_root() / "models" / "smollm2-135m-instruct-f32"
     if (folder / "config.json").exists():
         return folder
+    with file_lock(cache_root() / ".locks" / "convert-smollm2-135m-instruct.lock"):   # one converter at a time
+        if not (folder / "config.json").exists():                                      # (xdist workers, shards)
+            _convert(folder)
+    return folder
+
+
+def _convert(folder: Path) -> None:
+    """Write the GGUF as a float32 HF folder at `folder` (through a temporary folder)."""
+    from transformers import AutoModelForCausalLM
+
     gguf = smollm2_gguf_path()
     loaded = load_model(str(gguf), dtype="float32")
     config = loaded.model.config
@@ -48,5 +56,4 @@ def bundled_base_folder() -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
 
