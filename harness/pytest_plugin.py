@@ -90,7 +90,7 @@ class ClaimSession:
     figures: dict[str, Figure] = field(default_factory=dict)
     regressions: list[str] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
-    selected: int | None = None     # claim tests selected to run (None: not known, e.g. an xdist controller)
+    selected: int | None = None     # claim tests selected to run (None: not known)
 
 
 SESSION_KEY = pytest.StashKey[ClaimSession]()
@@ -497,8 +497,16 @@ class ClaimCollector:
         self.state = state
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if not hasattr(session.config, "workerinput") and session.items:
+        """Count the claim tests selected; every xdist worker collects them all, and sends its count to
+        the controller (`pytest_testnodedown`), which collects none."""
+        if session.items:
             self.state.selected = sum(_claim_marker(item) is not None for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        selected = getattr(node, "workeroutput", {}).get("harness_selected")
+        if selected is not None:
+            self.state.selected = max(self.state.selected or 0, selected)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect cells and figures (also from xdist workers' reports, on the controller)."""
@@ -516,7 +524,10 @@ class ClaimCollector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the run's reports (controller only; nothing when no cell or figure was recorded)."""
         state = self.state
-        if hasattr(session.config, "workerinput") or not (state.cells or state.figures):
+        if hasattr(session.config, "workerinput"):
+            session.config.workeroutput["harness_selected"] = state.selected
+            return
+        if not (state.cells or state.figures):
             return
         provenance = {**state.provenance, "selected_cells": state.selected}
         run = ClaimsRun(state.options.run_id, list(state.cells.values()), provenance,

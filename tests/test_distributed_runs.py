@@ -57,6 +57,9 @@ def test_xdist_workers_and_cluster_shards_equal_the_serial_run(tmp_path: Path) -
     harness(tmp_path, "cache-shards", "cluster", "--shards", "2", "--executor", "local", "--run-id", "sharded",
             "--reports-dir", "reports", "--", *AUDIT)
 
+    summaries = {r: json.loads((tmp_path / "reports" / r / "claims.json").read_text())["summary"]
+                 for r in ("serial", "xdist")}
+    assert summaries["xdist"]["selected"] == summaries["serial"]["selected"] == 24   # the missing-cell check runs
     serial, serial_run = report(tmp_path, "serial")
     xdist, xdist_run = report(tmp_path, "xdist")
     merged, merged_run = report(tmp_path, "sharded")
