@@ -209,28 +209,15 @@ def quarantine(entry: Path, root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+def file_lock(path: Path, shared: bool = False, wait: bool = True) -> Iterator[bool]:
     """Hold an advisory lock (POSIX flock) on `path` for the block: exclusive by default, so a second
-    process computing the same entry waits and then reads the first one's result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def try_file_lock(path: Path) -> Iterator[bool]:
-    """Take the exclusive lock on `path` for the block if no other process holds it: yields True
-    (held) or False (another holder; nothing taken)."""
+    process computing the same entry waits and then reads the first one's result. Yields True once
+    held; with `wait=False`, False at once (nothing taken) when another process holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return

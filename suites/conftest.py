@@ -14,7 +14,7 @@ import pytest
 
 from harness.audit.claims.common import GridCell
 from harness.audit.config import AuditConfig, parse_settings
-from harness.audit.grid import GRID_FIELDS, PAIRLESS_GROUP, Families, RunGrid, parse_shard
+from harness.audit.grid import GRID_FIELDS, PAIRLESS_GROUP, Families, RunGrid
 from harness.audit.stages import AuditPipeline
 from harness.errors import UserError
 from harness.models.loading import default_dtype
@@ -96,11 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     and, with --shard, the other shards' groups; mark each claim test with its group for
     `pytest -n N --dist loadgroup`."""
     grid = run_grid(config)
-    shard = _usage(lambda: parse_shard(config.getoption("shard"))) if config.getoption("shard") else None
-    if shard is not None and shard[1] > len(grid.groups()):
-        groups = len(grid.groups())
-        raise pytest.UsageError(f"--shard {shard[0]}/{shard[1]}: the grid has {groups} groups of cells "
-                                f"(one per pair, one for the cells of no pair); use at most {groups} shards")
+    shard = _usage(lambda: grid.check_shard(config.getoption("shard"))) if config.getoption("shard") else None
     keep, drop = [], []
     for item in items:
         claim_id = claim_of(item)

@@ -125,6 +125,15 @@ class RunGrid:
         once) and one for the cells of no pair, in grid order."""
         return [*self.pairs, PAIRLESS_GROUP]
 
+    def check_shard(self, text: str) -> tuple[int, int]:
+        """(i, N) of `--shard i/N`, refused (UserError) when malformed or N exceeds the grid's groups."""
+        index, shards = parse_shard(text)
+        groups = len(self.groups())
+        if shards > groups:
+            raise UserError(f"--shard {text}: the grid has {groups} groups of cells (one per pair, one for the "
+                            f"cells of no pair); use at most {groups} shards")
+        return index, shards
+
     def shard_of(self, group: str, shards: int) -> int:
         """The 1-based shard of `shards` that runs `group`: groups dealt round-robin in grid order."""
         return self.groups().index(group) % shards + 1

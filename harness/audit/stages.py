@@ -367,7 +367,7 @@ class AuditPipeline:
         selected = []
         for dataset, alpha, mode in dict.fromkeys(asked + measured):
             try:
-                selected.append((dataset, float(alpha), mode, self.selection(pair_name, dataset, alpha)))
+                selected.append((dataset, alpha, mode, self.selection(pair_name, dataset, alpha)))
             except SelectionError:
                 continue
         for index, side in enumerate(SIDES):

@@ -30,7 +30,6 @@ from harness.files import (
     quarantine,
     read_checked_json,
     temp_dir,
-    try_file_lock,
     verify_manifest,
     write_checked_json,
     write_manifest,
@@ -123,13 +122,8 @@ class CacheStore:
         """Hold the lease `name` (a file lock under `<cache root>/.locks/`) for the block, so that
         processes sharing the cache (xdist workers, shards) do a piece of work once: yields True once
         held; with `wait=False`, False at once when another process holds it."""
-        path = self.cache / ".locks" / f"lease-{name}.lock"
-        if wait:
-            with file_lock(path):
-                yield True
-        else:
-            with try_file_lock(path) as held:
-                yield held
+        with file_lock(self.cache / ".locks" / f"lease-{name}.lock", wait=wait) as held:
+            yield held
 
     def json_entry(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
         """The stage's JSON entry for `key`, computed and written when missing or corrupt."""

@@ -109,7 +109,7 @@ def preflight(args, settings: list[str]) -> None:
     first problem is a UserError (one line, exit 2)."""
     import dataclasses
 
-    from harness.audit.grid import RunGrid, parse_shard
+    from harness.audit.grid import RunGrid
     from harness.cli.plan import check_audit_plan
     from harness.data.problems import dataset_spec, load_problems
     from harness.models.loading import default_dtype
@@ -121,9 +121,8 @@ def preflight(args, settings: list[str]) -> None:
 
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
                          alphas=tuple(parse_alphas(list(names(args.alphas)))))
-    if args.shard is not None and parse_shard(args.shard)[1] > len(grid.groups()):
-        raise UserError(f"--shard {args.shard}: the grid has {len(grid.groups())} groups of cells (one per pair, "
-                        f"one for the cells of no pair); use at most {len(grid.groups())} shards")
+    if args.shard is not None:
+        grid.check_shard(args.shard)
     for pair in grid.pairs:
         check_pair_files(grid.registry[pair])
     for dataset in grid.datasets:
@@ -156,10 +155,6 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
-    if args.shard is not None:
-        from harness.audit.grid import parse_shard
-
-        parse_shard(args.shard)
     if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
         raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     check_writable_folder(args.reports_dir, "--reports-dir")

@@ -32,6 +32,9 @@ from harness.errors import UserError
 PAPER_ALPHAS = (0.03, 0.1, 0.3, 0.5)
 T_BAR = 1024          # answer length the memory check's T_cut values are taken of
 PROMPT = 256
+# the random-weight model the engine checks run on
+ENGINE_SHAPE = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=256)
 
 
 def engine_check(device: str) -> list[dict]:
@@ -44,9 +47,7 @@ def engine_check(device: str) -> list[dict]:
     from harness.circuit.eap import mask_gradient_scores, run_eap
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=256)).double().eval().to(device)
+    model = LlamaForCausalLM(LlamaConfig(**ENGINE_SHAPE)).double().eval().to(device)
     model.requires_grad_(False)
     samples = [Sample(f"s{k}", tuple(range(3 + k, 40 + k)), tuple(range(50, 58 + k))) for k in range(3)]
     reference = mask_gradient_scores(model, samples)
@@ -78,8 +79,6 @@ def engine_identities(device: str) -> list[dict]:
     from harness.circuit.causal import causal_curve
     from harness.circuit.eap import run_eap
 
-    shape = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=256)
     samples = [Sample(f"s{k}", tuple(range(3 + k, 30 + k)), tuple(range(50, 56 + k))) for k in range(3)]
 
     def relative(a, b) -> float:
@@ -101,7 +100,7 @@ def engine_identities(device: str) -> list[dict]:
     for name, config_class, model_class in (("llama", LlamaConfig, LlamaForCausalLM),
                                             ("qwen2", Qwen2Config, Qwen2ForCausalLM)):
         torch.manual_seed(0)
-        model = model_class(config_class(**shape)).double().eval()
+        model = model_class(config_class(**ENGINE_SHAPE)).double().eval()
         model.requires_grad_(False)
         on_cpu = computations(model)
         on_device = computations(model.to(device))
