@@ -12,6 +12,8 @@ from scipy.stats import binomtest
 from harness.cli import main
 from harness.errors import UserError
 from harness.training.posttrain import (
+    FINAL_SENTENCE,
+    HELDOUT_POOL,
     TASKS,
     TRAINED_ALGORITHMS,
     PostTrainConfig,
@@ -60,12 +62,12 @@ def test_mcnemar_exact_is_binomial_on_discordant_pairs():
 def test_heldout_problems_are_the_audit_questions_and_never_appear_in_training(task):
     from harness.data.problems import dataset_spec, load_problems
 
-    held = task_problems("heldout", 120, task)
+    held = task_problems("heldout", HELDOUT_POOL, task)
     train = task_problems("train", 1000, task)
-    assert len({p["question"] for p in held}) == 120          # distinct
+    assert len({p["question"] for p in held}) == HELDOUT_POOL  # distinct
     assert not {p["question"] for p in held} & {p["question"] for p in train}
     assert task_problems("heldout", 10, task) == held[:10]  # deterministic, nested
-    audited = load_problems(dataset_spec(task), n=120, seed=0).problems
+    audited = load_problems(dataset_spec(task), n=HELDOUT_POOL, seed=0).problems
     assert [p.question for p in audited] == [p["question"] for p in held]
 
 
@@ -132,10 +134,25 @@ def test_committed_runs_share_everything_but_algorithm_and_seed_and_show_a_train
 @pytest.mark.parametrize("algo", RUNS)
 def test_committed_generations_are_what_the_adapter_produces(algo):
     """Regenerate the first held-out answers with the committed adapter: they match the table's."""
-    from harness.models.bundled import bundled_base_folder
+    from harness.models.bundled import bundled_sft_folder
     from harness.training.posttrain import evaluate, load_post_model
 
     held = json.loads((SMOLLM2 / algo / "heldout.json").read_text())
-    model, tokenizer = load_post_model(str(bundled_base_folder()), SMOLLM2 / algo)
+    model, tokenizer = load_post_model(str(bundled_sft_folder()), SMOLLM2 / algo)
     rows = evaluate(model, tokenizer, task_problems("heldout", 4, TASKS[0]), 128, algo)
     assert [r["completion"] for r in rows] == [r["completion"] for r in held["post"][:4]]
+
+
+def test_heldout_summary_counts_the_trained_format_and_the_changed_answers():
+    def row(text, correct, task="chain_sum_2d"):
+        return {"task": task, "completion": text, "tokens": len(text.split()), "correct": correct,
+                "format": FINAL_SENTENCE.search(text) is not None}
+
+    base = [row("We add. The answer is 5.", True), row("We add. The answer is 7.", False),
+            row("it is 9", False), row("We add. The answer is 2.", True)]
+    post = [row("We add. The answer is 5.", True), row("We add. The answer is 8.", True),
+            row("We add. The answer is 9.", True), row("2", False)]
+    summary = heldout_summary("grpo", base, post)
+    assert summary["base_format"] == 0.75 and summary["post_format"] == 0.75
+    assert summary["changed_answers"] == 0.75          # all but the first question's answer changed
+    assert (summary["fixed"], summary["broken"]) == (2, 1)

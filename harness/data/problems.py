@@ -32,12 +32,11 @@ REASONING_GYM_PRESETS: dict[str, dict[str, Any]] = {
                          "operators": ["+", "-", "*"], "allow_parentheses": False,
                          "allow_negation": False},
     "products": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-    # the bundled pairs' two tasks (reasoning answers): one-digit operands, where SmolLM2-135M answers
-    # about a quarter right with its steps written out; "distinct": no question is drawn twice (the
-    # spaces are small: 200 and 300 problems)
-    "chain_sum_1d": {"task": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+    # the bundled pairs' two tasks (reasoning answers of the SFT checkpoint): two-digit operands;
+    # "distinct": no question is drawn twice
+    "chain_sum_2d": {"task": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2,
                      "distinct": True},
-    "arithmetic_1d": {"task": "basic_arithmetic", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+    "arithmetic_2d": {"task": "basic_arithmetic", "min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2,
                       "operators": ["+", "-", "*"], "allow_parentheses": False, "allow_negation": False,
                       "distinct": True},
 }
@@ -261,8 +260,8 @@ DATASETS: dict[str, str] = {
     "chain_sum": "rg:chain_sum",
     "basic_arithmetic": "rg:basic_arithmetic",
     "products": "rg:products",
-    "chain_sum_1d": "rg:chain_sum_1d",
-    "arithmetic_1d": "rg:arithmetic_1d",
+    "chain_sum_2d": "rg:chain_sum_2d",
+    "arithmetic_2d": "rg:arithmetic_2d",
     "gsm_symbolic": "rg:gsm_symbolic",
     "gsm8k": "hf:openai/gsm8k",
     "math500": "hf:HuggingFaceH4/MATH-500",

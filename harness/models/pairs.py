@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.models.bundled import BUNDLED_BASES, bundled_base_folder
+from harness.models.bundled import BUNDLED_BASES, bundled_folder
 from harness.models.loading import (
     LoadedModel,
     ModelInfo,
@@ -24,7 +24,7 @@ def build_reference(ref: str) -> str:
         name = ref.split(":", 1)[1]
         if name not in BUNDLED_BASES:
             raise UserError(f"unknown bundled model {name!r}; bundled bases: {', '.join(BUNDLED_BASES)}")
-        return str(bundled_base_folder())
+        return str(bundled_folder(name))
     if ref.startswith("tiny:"):
         parts = ref.split(":")
         return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))

@@ -32,8 +32,9 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "pairs.tom
 ALGORITHMS = ("sft", "grpo", "ppo", "dpo", "online-dpo", "rloo", "reward-weighted")
 ONLINE_RL = "online-rl"
 PREFERENCE_KINDS = ("offline-preference", "online-preference")
+SUPERVISED = "supervised"
 SEED_CONTROL = "seed-control"   # two runs of one algorithm that differ only in the seed
-ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, "supervised", SEED_CONTROL)
+ALGORITHM_KINDS = (ONLINE_RL, *PREFERENCE_KINDS, SUPERVISED, SEED_CONTROL)
 # keys of an `[architectures."<model reference>"]` table: the HF config fields the planner reads
 ARCHITECTURE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
                      "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings",

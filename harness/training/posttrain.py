@@ -1,6 +1,8 @@
-"""Controlled post-training from one checkpoint: GRPO, RLOO, DPO and online DPO with LoRA (TRL + PEFT).
+"""Controlled post-training from one checkpoint: SFT, GRPO, RLOO, DPO and online DPO with LoRA (TRL + PEFT).
 
-All runs start from the same base, see prompts from the same training pool (two reasoning-gym tasks,
+`sft` makes the checkpoint: supervised fine-tuning of SmolLM2-135M-Instruct on worked solutions
+(`harness.training.worked`), so that the base of every bundled pair writes its steps before "The answer
+is N.", as the paper's SFT bases do. All other runs start from that checkpoint, see prompts from the same training pool (two reasoning-gym tasks,
 `TASKS`, interleaved), use the same LoRA shape, learning rate, optimizer steps and 16 sequences per
 step, and are rewarded by the same exact-final-answer check of a reasoning answer (prompt template
 `chat-reason`: steps, then "The answer is N."). They differ in algorithm and seed only:
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,16 +36,19 @@ from harness.errors import UserError
 from harness.files import atomic_write_json, cache_root, temp_file
 from harness.models.bundled import bundled_base_folder
 from harness.models.loading import LoadedModel, ModelInfo, state_dict_fingerprint
+from harness.models.pairs import build_reference
 from harness.models.prompts import PromptTemplate, get_template, render_prompt
-from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS
+from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS, SUPERVISED
+from harness.training.worked import worked_solution
 from harness.versions import library_versions
 
-TRAINED_ALGORITHMS = ("grpo", "rloo", "dpo", "online-dpo")
-ALGORITHM_KIND = {"grpo": ONLINE_RL, "rloo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0], "online-dpo": PREFERENCE_KINDS[1]}
+TRAINED_ALGORITHMS = ("sft", "grpo", "rloo", "dpo", "online-dpo")
+ALGORITHM_KIND = {"sft": SUPERVISED, "grpo": ONLINE_RL, "rloo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0],
+                  "online-dpo": PREFERENCE_KINDS[1]}
 # the training and held-out tasks: reasoning-gym presets of harness.data.problems, the audit's datasets
-TASKS: tuple[str, ...] = ("chain_sum_1d", "arithmetic_1d")
+TASKS: tuple[str, ...] = ("chain_sum_2d", "arithmetic_2d")
 TRAIN_SEED, HELDOUT_SEED = 1000, 0   # held-out = the audit's datasets at its default data_seed (0)
-HELDOUT_POOL = 120  # per task: the questions the bundled audit answers (the rest of the small spaces trains)
+HELDOUT_POOL = 200  # per task: the questions the bundled audit may answer (training draws outside them)
 SEQUENCES_PER_STEP = 16
 
 
@@ -77,8 +83,11 @@ class PostTrainConfig:
 
 
 def resolve_base(base: str | None) -> str:
-    """`None` or "bundled" means the converted SmolLM2 folder; anything else is a path or hub id."""
-    return str(bundled_base_folder()) if base in (None, "bundled", "smollm2") else base
+    """`None` or "bundled" means the converted SmolLM2-135M-Instruct folder; a `bundled:<name>` reference
+    its built folder; anything else is a path or hub id."""
+    if base in (None, "bundled", "smollm2"):
+        return str(bundled_base_folder())
+    return build_reference(base)
 
 
 # ---------------------------------------------------------------- data, prompts, answers
@@ -106,7 +115,8 @@ def task_problems(split: str, n: int, task: str) -> list[dict]:
     out = []
     for i, x in enumerate(reasoning_gym.create_dataset(name, size=4 * n, seed=TRAIN_SEED, **config)):
         if x["question"] not in held:
-            out.append({"id": f"train-{task}-{i}", "question": x["question"], "answer": str(x["answer"]), "task": task})
+            out.append({"id": f"train-{task}-{i}", "question": x["question"], "answer": str(x["answer"]), "task": task,
+                        "expression": x["metadata"]["expression"]})
         if len(out) == n:
             return out
     raise UserError(f"could not draw {n} training problems from {task} outside the held-out pool")
@@ -238,7 +248,16 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     extra: dict = {}
     prompts = [{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
                for p in problems]
-    if config.algo in ("grpo", "rloo"):
+    if config.algo == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        data = [{"prompt": row["prompt"], "completion": worked_solution(p["expression"])}
+                for row, p in zip(prompts, problems)]
+        args = SFTConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
+                         max_length=384, completion_only_loss=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data),
+                             processing_class=tokenizer, peft_config=_peft_config(config))
+    elif config.algo in ("grpo", "rloo"):
         from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algo == "grpo" else (RLOOConfig, RLOOTrainer)
@@ -382,11 +401,18 @@ def evaluate(model, tokenizer, problems: list[dict], max_new_tokens: int, label:
             for p, c in zip(problems, check_answers(generations, rows, grader=POSTTRAIN_GRADER))]
 
 
+# the trained format: a completion that ends with this sentence follows it, whether right or wrong
+FINAL_SENTENCE = re.compile(r"The answer is -?\d+\.\s*$")
+
+
 def heldout_row(problem_id, task, question: str, answer: str, checked) -> dict:
-    """One held-out row of heldout.json: the problem, the model's completion and its grade."""
+    """One held-out row of heldout.json: the problem, the model's completion, its grade, and whether
+    it ends in the trained format ("The answer is N.")."""
+    text = checked.generation.text
     return {"id": problem_id, "task": task, "question": question, "answer": answer,
-            "completion": checked.generation.text, "tokens": len(checked.generation.answer_ids),
-            "extracted": checked.check.extracted, "correct": checked.correct}
+            "completion": text, "tokens": len(checked.generation.answer_ids),
+            "extracted": checked.check.extracted, "correct": checked.correct,
+            "format": FINAL_SENTENCE.search(text) is not None}
 
 
 def _base_generations(base: str, problems: list[dict], max_new_tokens: int) -> list[dict]:
@@ -462,11 +488,16 @@ def heldout_rows_from_fixture(path: Path, task: str, n: int | None = None) -> li
 
 
 def heldout_summary(algo: str, base_rows: list[dict], post_rows: list[dict]) -> dict:
-    """accuracy_row over all held-out rows, plus one per task (`by_task`) and mean answer lengths."""
+    """accuracy_row over all held-out rows, plus one per task (`by_task`), mean answer lengths, the
+    share of answers in the trained format (`base_format`, `post_format`) and the share of questions
+    whose post-trained answer differs from the checkpoint's (`changed_answers`)."""
     def row(b, p):
         return {**accuracy_row(algo, [r["correct"] for r in b], [r["correct"] for r in p]),
                 "base_mean_tokens": sum(r["tokens"] for r in b) / len(b),
-                "post_mean_tokens": sum(r["tokens"] for r in p) / len(p)}
+                "post_mean_tokens": sum(r["tokens"] for r in p) / len(p),
+                "base_format": sum(r["format"] for r in b) / len(b),
+                "post_format": sum(r["format"] for r in p) / len(p),
+                "changed_answers": sum(x["completion"] != y["completion"] for x, y in zip(b, p)) / len(b)}
 
     tasks = list(dict.fromkeys(r["task"] for r in base_rows))
     return {**row(base_rows, post_rows),
@@ -490,12 +521,14 @@ def accuracy_markdown(rows: list[dict]) -> str:
     def cell(acc, ci):
         return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
-    lines = ["| run | algorithm | task | n | base | post | fixed | broken | McNemar exact p | mean tokens base → post |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | algorithm | task | n | base | post | fixed | broken | McNemar exact p | mean tokens base → post "
+             "| in format base → post | answers changed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for task, t in [("all", r), *r.get("by_task", {}).items()]:
             lines.append(f"| {r.get('run', r['algo'])} | {r['algo']} | {task} | {t['n']} | "
                          f"{cell(t['base_accuracy'], t['base_wilson95'])} | {cell(t['post_accuracy'], t['post_wilson95'])} | "
                          f"{t['fixed']} | {t['broken']} | {t['p_value']:.3g} | "
-                         f"{t['base_mean_tokens']:.1f} → {t['post_mean_tokens']:.1f} |")
+                         f"{t['base_mean_tokens']:.1f} → {t['post_mean_tokens']:.1f} | "
+                         f"{t['base_format']:.2f} → {t['post_format']:.2f} | {t['changed_answers']:.2f} |")
     return "\n".join(lines) + "\n"
