@@ -31,16 +31,23 @@ from harness.report.document import load_claims
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # Named budgets (`--budget`); an option given on the command line overrides its budget's value.
-# default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README).
-# nightly: every bundled pair (the seed-1 replicates too) at the paper's alpha grid, fidelity on more
-# questions and edges. Fidelity and robustness (exact ablation) and the C8 causal check run at one
-# alpha per pair and dataset (`fidelity_alpha`, else the grid's middle one); every cell names the alpha
-# it carries. Answers come from the verified answer fixtures where they match (`answer_fixtures`).
+# default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README): the
+# online-RL pairs GRPO and RLOO, offline DPO and the GRPO seed control, on the held-out pool of 200
+# questions per task (all shipped as verified answer fixtures), 40 questions per cell (a seeded sample
+# of those both models answer right), alpha 0.03 (T_cut = 2 at the bundled answers' T-bar of about 80
+# tokens) and 0.5; fidelity, robustness and C8 at alpha 0.03. `make audit` runs it with `--workers 2
+# --threads 1`, one pair per worker at a time (the answer fixtures were generated with one thread, so
+# their check regenerates the same bits).
+# nightly: every bundled pair (the seed-1 replicates too) at the paper's alpha grid, up to the paper's 100
+# questions per cell, fidelity on more questions and edges. Fidelity and robustness (exact ablation) and
+# the C8 causal check run at one alpha per pair and dataset (`fidelity_alpha`, else the grid's middle
+# one); every cell names the alpha it carries. Answers come from the verified answer fixtures where they
+# match (`answer_fixtures`).
 AUDIT_BUDGETS: dict[str, dict] = {
-    "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-online-dpo,smollm2-grpo-seeds",
-                "questions": 120, "n": 100, "alphas": "0.1,0.5", "fidelity_edges": 24, "fidelity_samples": 10,
-                "fidelity_alpha": 0.1},
-    "nightly": {"pairs": None, "questions": 120, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
+    "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-grpo-seeds",
+                "questions": 200, "n": 40, "alphas": "0.03,0.5", "fidelity_edges": 24, "fidelity_samples": 10,
+                "fidelity_alpha": 0.03},
+    "nightly": {"pairs": None, "questions": 200, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
                 "fidelity_samples": 16, "fidelity_alpha": 0.1},
 }
 AUDIT_BUDGET = AUDIT_BUDGETS["default"]
