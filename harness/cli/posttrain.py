@@ -80,7 +80,9 @@ def register(subparsers) -> None:
     p.add_argument("--algo", required=True, choices=TRAINED_ALGORITHMS)
     p.add_argument("--steps", type=whole_number("--steps"), default=8, help="optimizer steps (16 sequences each)")
     p.add_argument("--out", required=True, help="output folder: adapter/, configs, log, curves.png")
-    p.add_argument("--base", default=None, help="base model folder or hub id (default: bundled SmolLM2)")
+    p.add_argument("--base", default=None,
+                   help="base model: a folder, a hub id or a bundled model such as bundled:smollm2-135m-reason "
+                        "(the bundled pairs' SFT checkpoint; default: SmolLM2-135M-Instruct)")
     p.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0)
     p.add_argument("--lr", type=real_number("--lr", 0, 1, open_low=True), default=3e-4, help="learning rate")
     p.add_argument("--lora-r", type=whole_number("--lora-r"), default=8)

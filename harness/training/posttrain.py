@@ -2,10 +2,11 @@
 
 `sft` makes the checkpoint: supervised fine-tuning of SmolLM2-135M-Instruct on worked solutions
 (`harness.training.worked`), so that the base of every bundled pair writes its steps before "The answer
-is N.", as the paper's SFT bases do. All other runs start from that checkpoint, see prompts from the same training pool (two reasoning-gym tasks,
-`TASKS`, interleaved), use the same LoRA shape, learning rate, optimizer steps and 16 sequences per
-step, and are rewarded by the same exact-final-answer check of a reasoning answer (prompt template
-`chat-reason`: steps, then "The answer is N."). They differ in algorithm and seed only:
+is N.", as the paper's SFT bases do. All other runs start from that checkpoint, see prompts from the
+same training pool (two reasoning-gym tasks, `TASKS`, interleaved), use the same LoRA shape, learning
+rate, optimizer steps and 16 sequences per step, and are rewarded by the same exact-final-answer check
+of a reasoning answer (prompt template `chat-reason`: steps, then "The answer is N."). They differ in
+algorithm and seed only:
 
 - grpo: online RL (group-relative policy gradient over 4 sampled completions per prompt);
 - rloo: online RL with the REINFORCE leave-one-out baseline (4 completions per prompt);
