@@ -35,7 +35,6 @@ from harness.data.grading import check_answer, check_answers
 from harness.data.problems import Problem, reasoning_gym_config
 from harness.errors import UserError
 from harness.files import atomic_write_json, cache_root, temp_file
-from harness.models.bundled import bundled_base_folder
 from harness.models.loading import LoadedModel, ModelInfo, state_dict_fingerprint
 from harness.models.pairs import build_reference
 from harness.models.prompts import PromptTemplate, get_template, render_prompt
@@ -84,11 +83,9 @@ class PostTrainConfig:
 
 
 def resolve_base(base: str | None) -> str:
-    """`None` or "bundled" means the converted SmolLM2-135M-Instruct folder; a `bundled:<name>` reference
-    its built folder; anything else is a path or hub id."""
-    if base in (None, "bundled", "smollm2"):
-        return str(bundled_base_folder())
-    return build_reference(base)
+    """The folder or hub id of `base`: `None`, "bundled" or "smollm2" mean SmolLM2-135M-Instruct, a
+    `bundled:<name>` reference its built folder, anything else is a path or hub id."""
+    return build_reference("bundled:smollm2-135m-instruct" if base in (None, "bundled", "smollm2") else base)
 
 
 # ---------------------------------------------------------------- data, prompts, answers
