@@ -12,6 +12,7 @@ from scipy.stats import binomtest
 from harness.cli import main
 from harness.errors import UserError
 from harness.training.posttrain import (
+    ALGORITHM_FIELDS,
     FINAL_SENTENCE,
     HELDOUT_POOL,
     TASKS,
@@ -126,8 +127,12 @@ def test_committed_runs_share_everything_but_algorithm_and_seed_and_show_a_train
         assert (SMOLLM2 / run / "curves.png").stat().st_size > 1000
         key = "reward" if summary["config"]["algo"] in ("grpo", "rloo") else "loss"
         assert sum(key in r for r in log) == summary["config"]["steps"]
-        configs[run] = {k: v for k, v in summary["config"].items() if k not in ("algo", "seed")}
-    assert all(c == configs["grpo"] for c in configs.values())
+        configs[run] = summary["config"]
+    shared = [k for k in configs["grpo"] if k not in ("algo", "seed", *ALGORITHM_FIELDS)]
+    assert shared and all({k: c[k] for k in shared} == {k: configs["grpo"][k] for k in shared} for c in configs.values())
+    for name, users in ALGORITHM_FIELDS.items():   # an algorithm's own settings: the same in each of its runs
+        used = {configs[run][name] for run in RUNS if configs[run]["algo"] in users}
+        assert len(used) == 1, (name, used)
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import platform
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +45,9 @@ from harness.versions import library_versions
 TRAINED_ALGORITHMS = ("sft", "grpo", "rloo", "dpo", "online-dpo")
 ALGORITHM_KIND = {"sft": SUPERVISED, "grpo": ONLINE_RL, "rloo": ONLINE_RL, "dpo": PREFERENCE_KINDS[0],
                   "online-dpo": PREFERENCE_KINDS[1]}
+# PostTrainConfig fields read by some algorithms only; every other field is shared by all runs
+ALGORITHM_FIELDS = {"beta": ("dpo", "online-dpo"), "rl_generations": ("grpo", "rloo"),
+                    "dpo_samples_per_problem": ("dpo",), "dpo_epochs": ("dpo",)}
 # the training and held-out tasks: reasoning-gym presets of harness.data.problems, the audit's datasets
 TASKS: tuple[str, ...] = ("chain_sum_2d", "arithmetic_2d")
 TRAIN_SEED, HELDOUT_SEED = 1000, 0   # held-out = the audit's datasets at its default data_seed (0)
@@ -69,7 +72,7 @@ class PostTrainConfig:
     rl_generations: int = 4           # completions per prompt (GRPO, RLOO)
     train_pool: int = 1000            # training problems per task
     dpo_samples_per_problem: int = 4  # base samples drawn per problem to find a (correct, wrong) pair
-    dpo_epochs: int = 4               # passes over the static pairs (sampling them is the slow part)
+    dpo_epochs: int = 1               # passes over the static pairs; more passes over fewer pairs overfit them
     tasks: tuple[str, ...] = field(default_factory=lambda: TASKS)
 
     def __post_init__(self):
@@ -173,28 +176,33 @@ def _loaded(model, tokenizer, label: str) -> LoadedModel:
 
 
 def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostTrainConfig,
-                           n_pairs: int) -> list[dict]:
-    """Sample the base once; a problem with a correct and a wrong sample gives (chosen, rejected)."""
+                           n_pairs: int) -> tuple[list[dict], int]:
+    """Sample the base; a problem with a correct and a wrong sample gives (chosen, rejected).
+
+    Problems go 16 at a time, their `dpo_samples_per_problem` samples in one batch (one sampling
+    seed per chunk). Returns the pairs (at most `n_pairs`) and how many problems were sampled.
+    """
     pairs: list[dict] = []
-    chunk = 16
+    chunk, draws_per = 16, config.dpo_samples_per_problem
     loaded = _loaded(model, tokenizer, "base")
     template = prompt_template(tokenizer)
+    decoding = Decoding(mode="sample", max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                        seed=config.seed, batch_size=chunk * draws_per)
     for start in range(0, len(problems), chunk):
         group = [_problem(start + i, p["question"], p["answer"]) for i, p in enumerate(problems[start:start + chunk])]
-        draws = [generate_answers(loaded, group, template,
-                                  Decoding(mode="sample", max_new_tokens=config.max_new_tokens,
-                                           temperature=config.temperature, seed=config.seed + start + j,
-                                           batch_size=64), use_cache=False, progress=False)
-                 for j in range(config.dpo_samples_per_problem)]
+        copies = [replace(problem, id=f"{problem.id}#draw{j}") for problem in group for j in range(draws_per)]
+        draws = generate_answers(loaded, copies, template, replace(decoding, seed=config.seed + start),
+                                 use_cache=False, progress=False)
         for i, problem in enumerate(group):
-            checked = [check_answer(d[i].text, problem, grader=POSTTRAIN_GRADER) for d in draws]
-            good = [d[i].text for d, c in zip(draws, checked) if c.correct]
-            bad = [d[i].text for d, c in zip(draws, checked) if not c.correct]
+            texts = [d.text for d in draws[i * draws_per:(i + 1) * draws_per]]
+            verdicts = [check_answer(text, problem, grader=POSTTRAIN_GRADER).correct for text in texts]
+            good = [t for t, ok in zip(texts, verdicts) if ok]
+            bad = [t for t, ok in zip(texts, verdicts) if not ok]
             if good and bad:
-                pairs.append({"prompt": draws[0][i].prompt, "chosen": good[0], "rejected": bad[0]})
+                pairs.append({"prompt": draws[i * draws_per].prompt, "chosen": good[0], "rejected": bad[0]})
             if len(pairs) == n_pairs:
-                return pairs
-    return pairs
+                return pairs, start + i + 1
+    return pairs, len(problems)
 
 
 # ---------------------------------------------------------------- training
@@ -269,11 +277,12 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
         from trl import DPOConfig, DPOTrainer
 
         n_pairs = SEQUENCES_PER_STEP // 2 * max(1, config.steps // config.dpo_epochs)
-        pairs = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
+        pairs, sampled = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
         if len(pairs) < SEQUENCES_PER_STEP // 2:
             raise UserError(f"only {len(pairs)} preference pairs found: the base never or always solves "
                             "these problems, so DPO has no signal")
-        extra = {"preference_pairs": len(pairs), "pair_sampling_s": round(time.time() - started, 1)}
+        extra = {"preference_pairs": len(pairs), "problems_sampled": sampled,
+                 "pair_sampling_s": round(time.time() - started, 1)}
         atomic_write_json(out / "preference_pairs.json", pairs)
         args = DPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
                          beta=config.beta, max_length=384)
