@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install audit test test-slow bench gpu-check clean
+.PHONY: install audit nightly test test-slow bench gpu-check clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 # two worker processes of one thread each: the shipped answer fixtures were generated with one thread
 audit: install
 	$(PY) -m harness audit --workers 2 --threads 1
+
+# the fuller grid for nightly regression runs (README, Budgets): every bundled pair, the paper's alpha grid
+nightly: install
+	$(PY) -m harness audit --budget nightly --workers 2 --threads 1
 
 test: install
 	$(PY) -m pytest tests -m "not slow" -q

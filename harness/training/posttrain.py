@@ -180,7 +180,8 @@ def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostT
     """Sample the base; a problem with a correct and a wrong sample gives (chosen, rejected).
 
     Problems go 16 at a time, their `dpo_samples_per_problem` samples in one batch (one sampling
-    seed per chunk). Returns the pairs (at most `n_pairs`) and how many problems were sampled.
+    seed per chunk). Returns the pairs (at most `n_pairs`) and how many problems it took: up to the one
+    that gave the last pair (the rest of that one's chunk was sampled, unused).
     """
     pairs: list[dict] = []
     chunk, draws_per = 16, config.dpo_samples_per_problem
