@@ -1,5 +1,7 @@
-"""pytest plugin for claim audits: the `claim` marker, grid options, the `claim_cell` fixture,
-verdict-shaped outcomes, the terminal claim matrix, the reports and the baseline check.
+"""pytest plugin for claim audits, the one place every hook and option lives: the `claim` marker, the
+run's grid and the audit's settings, the `point` parametrisation of the claim suites (one test per
+cell of every catalogued claim), the `claim_cell` fixture, verdict-shaped outcomes, stage progress,
+the terminal claim matrix, the reports and the baseline check.
 
 Outcome of a test that records a cell:
   SUPPORTED -> passed; REFUTED -> failed; INCONCLUSIVE -> failed, counted as "inconclusive";
@@ -14,18 +16,23 @@ whose folder exists is refused unless `--overwrite` (which clears the old report
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import itertools
 import os
 import re
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec
+from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec, add_papers
+from harness.audit.claims.common import GridCell, cell_id
+from harness.audit.config import AuditConfig, parse_settings
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id, parse_alphas
 from harness.data.selection import TOKEN_MODES
 from harness.errors import UserError
@@ -34,6 +41,11 @@ from harness.report.compare import DriftLimit, baseline_problems
 from harness.report.document import ClaimsRun, Figure, load_claims, run_provenance
 from harness.report.matrix import SEVERITY, build_matrix, claim_answer, claim_label, control_summary
 from harness.report.writers import cell_properties, write_reports
+
+if TYPE_CHECKING:   # the pipeline imports torch: loaded only by a run with claim suites
+    from harness.audit.grid import Families, RunGrid
+    from harness.audit.records import CellData
+    from harness.audit.stages import AuditPipeline
 
 # Test arguments the plugin parametrises from the command line, in id order.
 GRID_ARGS = ("pair", "dataset", "alpha", "metric", "token_mode")
@@ -74,6 +86,7 @@ class ClaimOptions:
     reports_dir: Path
     baseline_path: Path | None
     drift_limits: tuple[DriftLimit, ...]
+    config: AuditConfig
     overwrite: bool = False
 
     @property
@@ -122,6 +135,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--claims-baseline", help="claims.json of a stored run; a changed verdict fails the cell")
     group.addoption("--claims-compare-fail", action="append",
                     help="with --claims-baseline: fail on drift, e.g. effect:10% (repeatable)")
+    group.addoption("--papers", action="append", metavar="PATH",
+                    help="paper files (or folders of them) whose claims join the catalogue (repeatable)")
+    group.addoption("--registry", default=None, help="pair registry TOML (default: fixtures/pairs.toml)")
+    group.addoption("--questions", type=int, default=AuditConfig.questions,
+                    help=f"problems answered per dataset (default {AuditConfig.questions})")
+    group.addoption("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
+    group.addoption("--selection-variant", default=AuditConfig.variant, help="paper or paper-code")
+    group.addoption("--fidelity-threshold", type=float, default=AuditConfig.fidelity_threshold,
+                    help="the Spearman a fidelity interval is judged against (FAITHFUL above, UNFAITHFUL "
+                         "below, UNCERTAIN across); reported beside each verdict, it gates none")
+    group.addoption("--fidelity-edges", type=int, default=AuditConfig.fidelity_edges,
+                    help="edges sampled per model for the fidelity check")
+    group.addoption("--fidelity-samples", type=int, default=AuditConfig.fidelity_samples,
+                    help="questions per model for the fidelity check")
+    group.addoption("--set", action="append", dest="settings", metavar="KEY=VALUE",
+                    help="any audit setting, e.g. stats.sesoi_rel=0.1, metrics.range_policy=joint, decoding=sample "
+                         "(repeatable; `python -m harness audit --list-settings` lists them)")
+    group.addoption("--grader", default=AuditConfig.grader,
+                    help="auto (paper for GSM8K/MATH, the task's scorer for reasoning-gym), paper or lenient")
+    group.addoption("--shard", default=None, metavar="I/N",
+                    help="run the I-th of N shards (1-based): the grid's pairs dealt round-robin; shards that "
+                         "share HARNESS_CACHE split the work, `python -m harness report merge` joins their reports")
+    group.addoption("--short-answers", default=AuditConfig.short_answers,
+                    help="answers shorter than T_cut: slice (the paper's code), drop or error")
 
 
 def parse_options(config: pytest.Config) -> ClaimOptions:
@@ -155,9 +192,26 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
     limits = tuple(DriftLimit.parse(text) for text in get("claims_compare_fail") or [])
     if limits and baseline is None:
         raise UserError("--claims-compare-fail needs --claims-baseline FILE to compare against")
+    add_papers(_split(get("papers")))
     return ClaimOptions(_split(get("pairs")), _split(get("datasets")), tuple(alphas), _split(get("metrics")),
                         modes, n, device, dtype, run_id, reports_dir,
-                        Path(baseline) if baseline else None, limits, bool(get("claims_overwrite")))
+                        Path(baseline) if baseline else None, limits, audit_config(config, n, device, dtype),
+                        bool(get("claims_overwrite")))
+
+
+def audit_config(config: pytest.Config, n: int | None, device: str | None, dtype: str | None) -> AuditConfig:
+    """The run's one AuditConfig, from the audit options and every --set KEY=VALUE."""
+    get = config.getoption
+    device = device or "cpu"
+    if dtype is None:
+        from harness.models.loading import default_dtype  # imports torch: only when needed
+        dtype = default_dtype(device)
+    return AuditConfig(
+        questions=get("questions"), n_select=n or AuditConfig.n_select, variant=get("selection_variant"),
+        max_new_tokens=get("max_new_tokens"), device=device, dtype=dtype,
+        fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
+        fidelity_samples=get("fidelity_samples"), grader=get("grader"),
+        short_answers=get("short_answers")).with_settings(parse_settings(get("settings")))
 
 
 def claim_run_folder(options: ClaimOptions) -> None:
@@ -191,7 +245,19 @@ def worker_gpus(config: pytest.Config) -> list[str]:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    """xdist controller: give worker gwK the K-th GPU (round-robin) before it starts CUDA."""
+    """xdist controller: give worker gwK the K-th GPU (round-robin) before it starts CUDA, and the folder
+    its stage lines are relayed through (`WorkerProgress`)."""
+    config = node.config
+    deal_gpu(node)
+    if PROGRESS_KEY not in config.stash:
+        write = terminal_line_writer(config)
+        config.stash[PROGRESS_KEY] = WorkerProgress(write) if write is not None else None
+    if config.stash[PROGRESS_KEY] is not None:
+        node.workerinput["harness_progress"] = str(config.stash[PROGRESS_KEY].folder)
+
+
+def deal_gpu(node) -> None:
+    """Give xdist worker gwK the K-th of the controller's GPUs (`worker_gpus`), round-robin."""
     gpus = worker_gpus(node.config)
     if gpus:
         node.workerinput["harness_gpu"] = gpus[int(node.workerinput["workerid"].removeprefix("gw")) % len(gpus)]
@@ -231,6 +297,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state = ClaimSession(options, baseline, provenance)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(ClaimCollector(state), "claim-collector")
+    if options.pairs or options.datasets or options.metrics or config.getoption("registry"):
+        run_grid(config)   # a bad grid option is a usage error before collection starts
 
 
 def _process_provenance(config: pytest.Config, gpu: str | None) -> dict[str, Any]:
@@ -247,13 +315,38 @@ def _process_provenance(config: pytest.Config, gpu: str | None) -> dict[str, Any
     return out
 
 
-@pytest.fixture(scope="session")
-def claim_options(pytestconfig: pytest.Config) -> ClaimOptions:
-    """The parsed claim options (grid, n, device, dtype, run id, reports folder)."""
-    return pytestconfig.stash[SESSION_KEY].options
-
-
 # ---------------------------------------------------------------- collection
+
+class ClaimPoint(NamedTuple):
+    """The value of a claim suite's `point` argument: one cell of one claim on the run's grid."""
+
+    claim: str
+    grid: GridCell
+
+
+GRID_KEY = pytest.StashKey["RunGrid"]()
+
+
+def _usage(fn):
+    try:
+        return fn()
+    except UserError as err:
+        raise pytest.UsageError(str(err)) from None
+
+
+def run_grid(config: pytest.Config) -> RunGrid:
+    """The run's grid, built once per session from the options and the registry."""
+    from harness.audit.grid import RunGrid  # the pipeline (torch): only for a run with claim suites
+    from harness.models.registry import load_registry
+
+    if GRID_KEY not in config.stash:
+        options = config.stash[SESSION_KEY].options
+        registry = _usage(lambda: load_registry(config.getoption("registry")))
+        config.stash[GRID_KEY] = _usage(lambda: RunGrid.build(
+            registry, pairs=options.pairs, datasets=options.datasets, alphas=options.alphas,
+            metrics=options.metrics, token_modes=options.token_mode))
+    return config.stash[GRID_KEY]
+
 
 def _grid_id(name: str, value: Any) -> str:
     if name == "alpha":
@@ -262,8 +355,17 @@ def _grid_id(name: str, value: Any) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise pair/dataset/alpha/metric/token_mode arguments from the options, else from the
-    test module's `CLAIM_GRID` dict; ids read like `smollm2_grpo-gsm8k-a010`."""
+    """A test taking `point` (the claim suites) runs once per cell of every catalogued claim with a
+    rule, on the run's grid: its id is the cell id, its marks the claim and its xdist group (the pair).
+    Other claim tests' pair/dataset/alpha/metric/token_mode arguments come from the options, else from
+    the test module's `CLAIM_GRID` dict; ids read like `smollm2_grpo-gsm8k-a010`."""
+    if "point" in metafunc.fixturenames:
+        grid = run_grid(metafunc.config)
+        points = [pytest.param(ClaimPoint(claim.id, g), id=cell_id(claim, g),
+                               marks=[pytest.mark.claim(claim.id), pytest.mark.xdist_group(grid.group(g))])
+                  for claim in CLAIMS_BY_ID.values() if claim.rule is not None for g in grid.cells(claim.id)]
+        metafunc.parametrize("point", points)
+        return
     explicit = {name.strip() for mark in metafunc.definition.iter_markers("parametrize")
                 for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])}
     names = [n for n in GRID_ARGS if n in metafunc.fixturenames and n not in explicit]
@@ -295,16 +397,47 @@ def _claim_marker(item: pytest.Item) -> ClaimSpec | None:
     statement = mark.kwargs.get("statement") or (mark.args[2] if len(mark.args) > 2 else None)
     if known is None and not statement:
         raise pytest.UsageError(f"{item.nodeid}: claim {claim_id!r} is not in the catalogue; give its statement")
+    if known is not None and not (section or statement):
+        return known
     return ClaimSpec(claim_id, known.name if known else claim_id, section or (known.section if known else ""),
-                     statement or known.statement, known.direction if known else "increase")
+                     statement or known.statement, known.direction if known else "increase",
+                     paper=known.paper if known else mark.kwargs.get("paper", ""))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Let `-k C1` and `-k intensity` select a claim's tests."""
+def point_of(item: pytest.Item) -> ClaimPoint | None:
+    """The claim suite test's ClaimPoint, or None for another test."""
+    params = getattr(item, "callspec", None)
+    return params.params.get("point") if params else None
+
+
+def grid_cell(item: pytest.Item) -> GridCell:
+    """The grid cell a claim test stands for: its `point`, else its grid arguments."""
+    point = point_of(item)
+    if point is not None:
+        return point.grid
+    params = getattr(item, "callspec", None)
+    params = params.params if params else {}
+    return GridCell(**{k: params.get(k) for k in GRID_ARGS})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Let `-k C1` and `-k intensity` select a claim's tests; with --shard, deselect the claim suite
+    tests of the other shards' groups (the grid's pairs dealt round-robin)."""
     for item in items:
         spec = _claim_marker(item)
         if spec is not None:
             item.extra_keyword_matches.update({spec.id, spec.name})
+    if not config.getoption("shard"):
+        return
+    grid = run_grid(config)
+    index, shards = _usage(lambda: grid.check_shard(config.getoption("shard")))
+    keep, drop = [], []
+    for item in items:
+        point = point_of(item)
+        (drop if point and grid.shard_of(grid.group(point.grid), shards) != index else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 # ---------------------------------------------------------------- recording a cell
@@ -415,15 +548,11 @@ def error_record(phase: str, excinfo: pytest.ExceptionInfo | None, item: pytest.
 
 def error_cell(item: pytest.Item, claim: ClaimSpec, error: dict[str, Any], session: ClaimSession) -> CellResult:
     """The INVALID cell of a claim test that raised or recorded nothing, with the id it would have had."""
-    params = item.callspec.params if hasattr(item, "callspec") else {}
-    grid = {name: params.get(name) for name in GRID_ARGS}
-    mode = grid["token_mode"] if grid["token_mode"] not in (None, "own") else None
-    cell_id = make_cell_id(claim.id, claim.name, grid["pair"], grid["dataset"], grid["metric"], mode,
-                           alpha=grid["alpha"])
+    g = grid_cell(item)
     reason = f"error in {error['stage']}: {error['type']}: {error['message']}"
-    cell = CellResult(claim.id, claim.name, cell_id, Verdict.INVALID, ERROR_RULE, reason, grid["pair"],
-                      grid["dataset"], grid["alpha"], grid["metric"], grid["token_mode"],
-                      extra={"error": error}, provenance={"test": item.nodeid})
+    cell = CellResult(claim.id, claim.name, cell_id(claim, g), Verdict.INVALID, ERROR_RULE, reason, g.pair,
+                      g.dataset, g.alpha, g.metric, g.token_mode, extra={"error": error},
+                      provenance={"test": item.nodeid})
     return with_run_provenance(cell, session)
 
 
@@ -433,6 +562,147 @@ def claim_cell(request: pytest.FixtureRequest) -> CellRecorder:
     recorder = CellRecorder(request.node, request.config.stash[SESSION_KEY])
     request.node.stash[RECORD_KEY] = recorder
     return recorder
+
+
+# ---------------------------------------------------------------- the audit's pipeline and families
+
+PIPELINE_KEY = pytest.StashKey["AuditPipeline"]()
+PROGRESS_KEY = pytest.StashKey["WorkerProgress | None"]()
+
+
+@pytest.fixture(scope="session")
+def audit(pytestconfig: pytest.Config) -> AuditPipeline:
+    """The session's pipeline: the run's one config, stages cached on disk and in memory."""
+    from harness.audit.stages import AuditPipeline
+
+    pipeline = AuditPipeline(pytestconfig.stash[SESSION_KEY].options.config, pytestconfig.getoption("registry"),
+                             progress=pytestconfig.getoption("capture") == "no",
+                             log=terminal_line_writer(pytestconfig))
+    pytestconfig.stash[PIPELINE_KEY] = pipeline
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def families(audit: AuditPipeline, request: pytest.FixtureRequest) -> Families:
+    """Each claim's family, judged once on the run's grid (the claims the session runs)."""
+    from harness.audit.grid import Families
+
+    claims = tuple(dict.fromkeys(p.claim for p in map(point_of, request.session.items) if p is not None))
+    return Families(audit, run_grid(request.config), claims)
+
+
+@pytest.fixture
+def judged(families: Families, point: ClaimPoint) -> CellResult:
+    """This test's CellResult, judged with the rest of its claim's family on the run's grid."""
+    return families.result(point.claim, point.grid)
+
+
+@pytest.fixture
+def figure_cell(families: Families, point: ClaimPoint) -> CellData | None:
+    """The pipeline cell to draw a pair's figure from, or None: once per pair, at its first dataset,
+    the largest alpha and the first token mode of the run."""
+    g, grid = point.grid, families.grid
+    if g.pair is None or g.alpha is None:
+        return None
+    datasets = grid.figure_datasets(point.claim, g.pair)
+    if not datasets or (g.dataset, g.alpha, g.token_mode) != (datasets[0], max(grid.alphas), grid.token_modes[0]):
+        return None
+    try:
+        return families.audit.cell(g.pair, g.dataset, g.alpha, g.token_mode)
+    except UserError:
+        return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Put the run's cache ledger (what was computed, read back, healed) in the report's provenance;
+    an xdist worker sends its ledger to the controller instead (`pytest_testnodedown`)."""
+    relay = session.config.stash.get(PROGRESS_KEY, None)
+    if relay is not None:
+        relay.close()
+    pipeline = session.config.stash.get(PIPELINE_KEY, None)
+    if pipeline is None or SESSION_KEY not in session.config.stash:
+        return
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["harness_cache"] = pipeline.cache_report()
+    else:
+        session.config.stash[SESSION_KEY].provenance["cache"] = pipeline.cache_report()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the xdist controller: each worker's cache ledger, under provenance.cache.workers."""
+    report = getattr(node, "workeroutput", {}).get("harness_cache")
+    config = node.config
+    if report is not None and SESSION_KEY in config.stash:
+        cache = config.stash[SESSION_KEY].provenance.setdefault("cache", {"workers": {}})
+        cache["workers"][node.workeroutput.get("workerid", node.gateway.id)] = report
+
+
+# ---------------------------------------------------------------- stage progress
+
+def terminal_line_writer(config: pytest.Config):
+    """Write one line to the pytest terminal now, past output capture (as live logging does), so stage
+    progress shows without -s; on an xdist worker, to the controller's relay (`WorkerProgress`);
+    None when there is no terminal."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        relay = worker.get("harness_progress")
+        if relay is None:
+            return None
+        path = Path(relay) / f"{worker['workerid']}.log"
+
+        def write_from_worker(line: str) -> None:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(f"[{worker['workerid']}] {line}\n")
+
+        return write_from_worker
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return None
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if terminal._tw.width_of_current_line:   # after -q's progress characters
+                terminal._tw.line()
+            terminal.write_line(line)
+
+    return write
+
+
+class WorkerProgress:
+    """The xdist workers' stage lines, shown live by the controller (a worker's own stdout and stderr
+    do not reach the terminal): each worker appends lines to `<folder>/<worker id>.log`, and a
+    controller thread writes every complete new line to the terminal twice a second."""
+
+    def __init__(self, write) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="harness-progress-"))
+        self.write = write
+        self.read: dict[Path, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        while not self.stop.wait(0.5):
+            self.flush()
+
+    def flush(self) -> None:
+        for path in sorted(self.folder.glob("*.log")):
+            with open(path, "rb") as handle:
+                handle.seek(self.read.get(path, 0))
+                chunk = handle.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self.read[path] = self.read.get(path, 0) + len(complete)
+            for line in complete.decode("utf-8").splitlines():
+                self.write(line)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.flush()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- outcomes

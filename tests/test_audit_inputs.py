@@ -66,16 +66,19 @@ def test_suites_refuse_bad_grid_options(pytester: pytest.Pytester, args, message
 
 
 def test_suites_collect_each_claim_on_the_pairs_it_speaks_about(pytester: pytest.Pytester) -> None:
+    """One test per cell, its id the cell id: C1 on the online-RL pairs and the seed control, C4 on the
+    preference pairs, C9 on every pair, no tiny test pair."""
     result = pytester.runpytest(str(SUITES), "-p", "no:cacheprovider", "--collect-only", "-q")
-    ids = [line for line in result.outlines if "::test_" in line]
-    assert any("test_intensity[smollm2_grpo-chain_sum_2d-a010-own]" in i for i in ids)
-    assert any("test_intensity[smollm2_rloo-arithmetic_2d-a050-own]" in i for i in ids)
-    assert any("test_intensity[smollm2_grpo_seeds-chain_sum_2d-a010-own]" in i for i in ids)   # the control
-    assert not any("test_intensity[smollm2_dpo" in i for i in ids)
-    assert any("test_dpo_deviates[smollm2_dpo-chain_sum_2d-a030-kurtosis-own]" in i for i in ids)
-    assert not any("test_dpo_deviates[smollm2_grpo_seeds" in i for i in ids)
+    ids = [line.split("::", 1)[1] for line in result.outlines if "::test_" in line]
+    assert "test_claim[C1-intensity-smollm2_grpo-chain_sum_2d-a010]" in ids
+    assert "test_claim[C1-intensity-smollm2_rloo-arithmetic_2d-a050]" in ids
+    assert "test_claim[C1-intensity-smollm2_grpo_seeds-chain_sum_2d-a010]" in ids   # the control
+    assert not any(i.startswith("test_claim[C1-intensity-smollm2_dpo") for i in ids)
+    assert "test_claim[C4-dpo_deviates-smollm2_dpo-chain_sum_2d-kurtosis-a030]" in ids
+    assert not any(i.startswith("test_claim[C4-dpo_deviates-smollm2_grpo_seeds") for i in ids)
     assert not any("tiny" in i for i in ids)
-    assert any(i.endswith("test_accuracy[smollm2_online_dpo-arithmetic_2d]") for i in ids)
+    assert "test_claim[C9-accuracy-smollm2_online_dpo-arithmetic_2d]" in ids
+    assert "test_claim[C6-diversity]" in ids
 
 
 def test_audit_command_line_carries_the_budget() -> None:

@@ -1,7 +1,8 @@
 """Every claim's verdict is reachable: on a synthetic grid of the smallest size the README states, a
 planted effect reaches SUPPORTED, its reverse REFUTED, and a null stays INCONCLUSIVE, through each
-claim's real family rule (`harness.audit.claims.<rule>.judge`). The grid's cells are planted in the
-score tensors the rules receive, so the truth is known by construction.
+claim's real rule and the family judge (`harness.audit.claims.family.judge_claim`), from planted records
+with no pipeline, model or cache. The grid's cells are planted in the score tensors the rules receive,
+so the truth is known by construction.
 
 Smallest grids (README, "Reachable verdicts"), with the default statistics settings:
   C1, C3, C7  n >= 10 questions per cell (min_n; the sign-flip p can reach 2^-n, Holm needs < 0.05 / 2m)
@@ -21,8 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.audit.claims import family_rule
+from harness.audit.claims import get_claim
 from harness.audit.claims.common import FamilyContext, GridCell
+from harness.audit.claims.family import judge_claim
 from harness.audit.config import AuditConfig
 from harness.audit.verdicts import Verdict
 
@@ -39,8 +41,8 @@ def heavy(rng: np.random.Generator, df: float, n: int = N) -> np.ndarray:
     return scale * (pattern + rng.standard_t(df, (n, *SHAPE)))
 
 
-class FakeAudit:
-    """The parts of AuditPipeline the family rules read, serving planted (base, post) score tensors."""
+class PlantedRecords:
+    """A records source (harness.audit.records.Records) serving planted (base, post) score tensors."""
 
     def __init__(self, cells: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray]],
                  answers: dict[tuple[str, str], tuple[list[bool], list[bool]]] | None = None) -> None:
@@ -49,6 +51,9 @@ class FakeAudit:
 
     def pair(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, algorithm_kind=KINDS[name])
+
+    def kind(self, name: str) -> str:
+        return KINDS[name]
 
     def cell(self, pair: str, dataset: str, alpha: float, mode: str = "own") -> SimpleNamespace:
         base, post = self.cells[(pair, dataset, alpha)]
@@ -74,8 +79,8 @@ class FakeAudit:
                                decoding={}, key="k")
 
 
-def judge(claim_id: str, audit: FakeAudit, grid: list[GridCell], context: FamilyContext = FamilyContext()):
-    return family_rule(claim_id)(audit, claim_id, grid, context)
+def judge(claim_id: str, records: PlantedRecords, grid: list[GridCell], context: FamilyContext = FamilyContext()):
+    return judge_claim(get_claim(claim_id), records, grid, context)
 
 
 def verdicts(results: dict) -> list[Verdict]:
@@ -105,7 +110,7 @@ def test_metric_claims_reach_every_verdict(claim_id: str) -> None:
     null = heavy(rng, DF[claim_id])   # another draw from the base's distribution: no systematic change
     outcome = {}
     for name, (b, p) in {"planted": (base, planted), "reverse": (planted, base), "null": (base, null)}.items():
-        outcome[name] = verdicts(judge(claim_id, FakeAudit({("rl", "d", 0.5): (b, p)}), [g]))[0]
+        outcome[name] = verdicts(judge(claim_id, PlantedRecords({("rl", "d", 0.5): (b, p)}), [g]))[0]
     assert outcome == {"planted": Verdict.SUPPORTED, "reverse": Verdict.REFUTED, "null": Verdict.INCONCLUSIVE}
 
 
@@ -113,7 +118,7 @@ def test_pure_rescaling_supports_c1_and_leaves_c2_c3_c7_without_change() -> None
     """W_post = 1.3 W_base: intensity rises by 30 %; the per-model-range histogram (C2), kurtosis (C3)
     and node entropy (C7) are scale-free, so their cells are ties: no change."""
     base = heavy(np.random.default_rng(2), 4)
-    audit = FakeAudit({("rl", "d", 0.5): (base, 1.3 * base)})
+    audit = PlantedRecords({("rl", "d", 0.5): (base, 1.3 * base)})
     g = GridCell("rl", "d", 0.5, None, "own")
     results = {c: judge(c, audit, [g])[g] for c in ("C1", "C2", "C3", "C7")}
     assert results["C1"].verdict is Verdict.SUPPORTED
@@ -130,7 +135,7 @@ def test_a_significant_effect_smaller_than_the_smallest_effect_of_interest_decid
     base = heavy(rng, 4)
     post = 1.01 * base * (1 + 1e-4 * rng.normal(size=base.shape))
     g = GridCell("rl", "d", 0.5, None, "own")
-    audit = FakeAudit({("rl", "d", 0.5): (base, post)})
+    audit = PlantedRecords({("rl", "d", 0.5): (base, post)})
     cell = judge("C1", audit, [g])[g]
     assert cell.verdict is Verdict.INCONCLUSIVE and cell.p_holm < 0.01
     assert cell.reason.startswith("no meaningful change") and cell.extra["equivalent"]
@@ -145,7 +150,7 @@ def test_differences_below_numerical_precision_are_ties() -> None:
     post = base * (1 + 1e-6)
     g = GridCell("rl", "d", 0.5, None, "own")
     for claim_id in ("C1", "C2", "C3", "C7"):
-        cell = judge(claim_id, FakeAudit({("rl", "d", 0.5): (base, post)}), [g])[g]
+        cell = judge(claim_id, PlantedRecords({("rl", "d", 0.5): (base, post)}), [g])[g]
         assert cell.verdict is Verdict.INCONCLUSIVE and cell.reason.startswith("no change"), (claim_id, cell.reason)
 
 
@@ -153,7 +158,7 @@ def test_an_unreachable_grid_says_so_with_its_numbers() -> None:
     """With 30 sign flips the smallest p is 1/31: Holm over 2 hypotheses cannot pass 0.05 / 2."""
     rng = np.random.default_rng(5)
     base = heavy(rng, 4)
-    audit = FakeAudit({("rl", "d", 0.5): (base, 1.5 * base)})
+    audit = PlantedRecords({("rl", "d", 0.5): (base, 1.5 * base)})
     audit.config = audit.config.with_settings({"stats.n_perm": "30"})
     cell = judge("C1", audit, [GridCell("rl", "d", 0.5, None, "own")])[GridCell("rl", "d", 0.5, None, "own")]
     assert cell.verdict is Verdict.INCONCLUSIVE and not cell.extra["reachable"]
@@ -174,7 +179,7 @@ def test_c4_reaches_every_verdict(dpo_gain: float, online: bool, expected: Verdi
     base = heavy(rng, 4)
     noise = lambda: 1 + 0.01 * rng.normal(size=base.shape)  # noqa: E731
     pref = "odpo" if online else "dpo"
-    audit = FakeAudit({("rl", "d", 0.5): (base, 1.3 * base * noise()),
+    audit = PlantedRecords({("rl", "d", 0.5): (base, 1.3 * base * noise()),
                        (pref, "d", 0.5): (base, dpo_gain * base * noise())})
     g = GridCell(pref, "d", 0.5, "intensity", "own")
     cell = judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
@@ -185,7 +190,7 @@ def test_c4_reaches_every_verdict(dpo_gain: float, online: bool, expected: Verdi
 def test_c4_no_change_in_dpo_is_no_deviation_when_online_rl_does_not_change_either() -> None:
     rng = np.random.default_rng(6)
     base = heavy(rng, 4)
-    audit = FakeAudit({("rl", "d", 0.5): (base, base * (1 + 0.01 * rng.normal(size=base.shape))),
+    audit = PlantedRecords({("rl", "d", 0.5): (base, base * (1 + 0.01 * rng.normal(size=base.shape))),
                        ("dpo", "d", 0.5): (base, base * (1 + 0.01 * rng.normal(size=base.shape)))})
     g = GridCell("dpo", "d", 0.5, "intensity", "own")
     cell = judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
@@ -202,7 +207,7 @@ def test_c4_no_change_in_dpo_is_no_deviation_when_online_rl_does_not_change_eith
 def test_c5_reaches_every_verdict(low_gain: float, high_gain: float, expected: Verdict) -> None:
     rng = np.random.default_rng(7)
     base_low, base_high = heavy(rng, 4), heavy(rng, 4)
-    audit = FakeAudit({("rl", "d", 0.1): (base_low, low_gain * base_low * (1 + 0.01 * rng.normal(size=base_low.shape))),
+    audit = PlantedRecords({("rl", "d", 0.1): (base_low, low_gain * base_low * (1 + 0.01 * rng.normal(size=base_low.shape))),
                        ("rl", "d", 0.5): (base_high, high_gain * base_high)})
     g = GridCell("rl", "d", None, "intensity", "own")
     cell = judge("C5", audit, [g], FamilyContext(alphas=(0.1, 0.5)))[g]
@@ -232,7 +237,7 @@ def _diversity_cells(kind: str) -> dict:
 def test_c6_reaches_every_verdict(kind: str, expected: Verdict) -> None:
     experiments = tuple((p, d, 0.5) for p in ("rl", "rl2") for d in ("d1", "d2"))
     g = GridCell(token_mode="own")
-    cell = judge("C6", FakeAudit(_diversity_cells(kind)), [g], FamilyContext(experiments=experiments))[g]
+    cell = judge("C6", PlantedRecords(_diversity_cells(kind)), [g], FamilyContext(experiments=experiments))[g]
     assert cell.verdict is expected, cell.reason
     assert cell.extra["share_rise"]["n"] == 4 and len(cell.extra["experiments"]) == 4
 
@@ -240,7 +245,7 @@ def test_c6_reaches_every_verdict(kind: str, expected: Verdict) -> None:
 def test_c6_with_one_cluster_is_unreachable_and_says_so() -> None:
     cells = {k: v for k, v in _diversity_cells("rise").items() if k[:2] == ("rl", "d1")}
     g = GridCell(token_mode="own")
-    cell = judge("C6", FakeAudit(cells), [g], FamilyContext(experiments=(("rl", "d1", 0.5),)))[g]
+    cell = judge("C6", PlantedRecords(cells), [g], FamilyContext(experiments=(("rl", "d1", 0.5),)))[g]
     assert cell.verdict is Verdict.INCONCLUSIVE and "1 pair x dataset cluster" in cell.reason
 
 
@@ -253,13 +258,13 @@ def test_c9_reaches_every_verdict(fixed: int, broken: int, expected: Verdict) ->
     base = [True] * both + [False] * neither + [False] * fixed + [True] * broken
     post = [True] * both + [False] * neither + [True] * fixed + [False] * broken
     g = GridCell("rl", "d")
-    cell = judge("C9", FakeAudit({}, {("rl", "d"): (base, post)}), [g])[g]
+    cell = judge("C9", PlantedRecords({}, {("rl", "d"): (base, post)}), [g])[g]
     assert cell.verdict is expected, cell.reason
 
 
 # ---------------------------------------------------------------- C8: fidelity and the causal check
 
-class CausalAudit(FakeAudit):
+class CausalRecords(PlantedRecords):
     """Cells whose fidelity was measured on `n_fidelity` questions, with a causal check on `n_causal`
     questions where removing the top-k EAP edges costs `gain` nats more than removing k random ones."""
 
@@ -294,13 +299,13 @@ class CausalAudit(FakeAudit):
 ])
 def test_c8_needs_min_n_questions_in_both_parts(n_fidelity, n_causal, gain, status, expected, reason) -> None:
     g = GridCell("rl", "d", 0.5, None, "own")
-    cell = judge("C8", CausalAudit(n_fidelity, n_causal, gain, status), [g])[g]
+    cell = judge("C8", CausalRecords(n_fidelity, n_causal, gain, status), [g])[g]
     assert cell.verdict is expected and reason in cell.reason, cell.reason
     assert "INVALID with fewer than 10 questions (stats.min_n)" in cell.rule
 
 
 def test_c8_minimum_is_the_stats_setting() -> None:
     g = GridCell("rl", "d", 0.5, None, "own")
-    cell = judge("C8", CausalAudit(6, 6, 0.5, **{"stats.min_n": "5"}), [g])[g]
+    cell = judge("C8", CausalRecords(6, 6, 0.5, **{"stats.min_n": "5"}), [g])[g]
     assert cell.verdict is Verdict.SUPPORTED, cell.reason
     assert "fewer than 5 questions (stats.min_n)" in cell.rule

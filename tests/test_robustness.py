@@ -4,17 +4,16 @@ verdicts agree; an effect planted in the EAP scores alone is caught by the exact
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from model_factories import VOCAB
 from test_eap_engine import _linearised_gpt2
-from test_reachability import FakeAudit
+from test_reachability import PlantedRecords
 
-from harness.audit.claims import family_rule
-from harness.audit.claims.common import GridCell
+from harness.audit.claims import get_claim
+from harness.audit.claims.common import FamilyContext, GridCell
+from harness.audit.claims.family import judge_claim
 from harness.audit.verdicts import Verdict
 from harness.circuit.ablation import ablate_edges
 from harness.circuit.batches import Sample
@@ -41,8 +40,8 @@ def _measure(model, samples, loss) -> tuple[np.ndarray, dict, object]:
     return eap.scores.double().numpy(), record, eap.graph
 
 
-class MeasuredAudit(FakeAudit):
-    """FakeAudit whose cells carry real EAP scores, a graph and the exact deltas of the fidelity stage."""
+class MeasuredRecords(PlantedRecords):
+    """PlantedRecords whose cells carry real EAP scores, a graph and the exact deltas of the fidelity stage."""
 
     def __init__(self, base, post, graph, records):
         super().__init__({("rl", "d", 0.5): (base, post)})
@@ -73,12 +72,12 @@ def linear_pair():
 
 def _judge(audit, claim_id="C1"):
     g = GridCell("rl", "d", 0.5, None, "own")
-    return family_rule(claim_id)(audit, claim_id, [g], SimpleNamespace(rl_pairs=(), alphas=(), experiments=()))[g]
+    return judge_claim(get_claim(claim_id), audit, [g], FamilyContext())[g]
 
 
 def test_on_a_linear_model_the_robustness_verdict_equals_the_eap_verdict(linear_pair) -> None:
     wb, wp, graph, records = linear_pair
-    cell = _judge(MeasuredAudit(wb, wp, graph, records))
+    cell = _judge(MeasuredRecords(wb, wp, graph, records))
     assert cell.verdict is not Verdict.INVALID
     assert cell.robustness["verdict"] == cell.verdict.value, (cell.reason, cell.robustness["reason"])
     assert cell.robustness["effect"] == pytest.approx(cell.effect, rel=1e-6)
@@ -90,7 +89,7 @@ def test_an_effect_only_in_the_eap_scores_is_caught_by_exact_ablation(linear_pai
     exact ablation (unchanged) says no change: the robustness verdict disagrees."""
     wb, _, graph, records = linear_pair
     same = {"base": records["base"], "post": records["base"]}
-    cell = _judge(MeasuredAudit(wb, 1.4 * wb, graph, same))
+    cell = _judge(MeasuredRecords(wb, 1.4 * wb, graph, same))
     assert cell.verdict is Verdict.SUPPORTED
     assert cell.robustness["verdict"] == "INCONCLUSIVE" and cell.robustness["reason"].startswith("no change")
 
@@ -98,7 +97,7 @@ def test_an_effect_only_in_the_eap_scores_is_caught_by_exact_ablation(linear_pai
 def test_claims_without_a_sampled_version_say_why(linear_pair) -> None:
     wb, wp, graph, records = linear_pair
     for claim_id in ("C2", "C7"):
-        cell = _judge(MeasuredAudit(wb, wp, graph, records), claim_id)
+        cell = _judge(MeasuredRecords(wb, wp, graph, records), claim_id)
         assert cell.robustness["applicable"] is False and cell.robustness["verdict"] is None
         assert cell.robustness["reason"]
 
@@ -107,9 +106,9 @@ def test_lookahead_as_the_robustness_estimator_agrees_with_eap_where_eap_is_exac
     """With robustness_estimator=lookahead the claim's own test reruns on lookahead scores of every edge;
     on the linear model they equal EAP's, and so do the verdicts."""
     wb, wp, graph, records = linear_pair
-    audit = MeasuredAudit(wb, wp, graph, records)
+    audit = MeasuredRecords(wb, wp, graph, records)
     audit.config = audit.config.with_settings({"robustness_estimator": "lookahead"})
-    audit.estimator_scores = lambda cell, method: (cell.base, cell.post)
+    audit.estimates = lambda cell, method: (cell.base, cell.post)
     cell = _judge(audit)
     assert cell.robustness["estimator"].startswith("lookahead") and cell.robustness["verdict"] == cell.verdict.value
     assert _judge(audit, "C7").robustness["verdict"] is not None   # every edge: C7 has a version too

@@ -14,7 +14,7 @@ from harness.audit.grid import PAIRLESS_GROUP, Families, RunGrid, pair_lease, pa
 from harness.audit.store import CacheStore, Ledger
 from harness.errors import UserError
 from harness.models.registry import load_registry
-from harness.pytest_plugin import bind_worker_gpu, pytest_configure_node
+from harness.pytest_plugin import bind_worker_gpu, deal_gpu
 
 
 @pytest.mark.parametrize("text, expected", [("1/1", (1, 1)), ("2/4", (2, 4)), (" 3 / 3 ", (3, 3))])
@@ -117,7 +117,7 @@ def test_each_xdist_worker_is_given_one_gpu_round_robin(monkeypatch) -> None:
     given = {}
     for worker in ("gw0", "gw1", "gw2"):
         node = SimpleNamespace(config=config, workerinput={"workerid": worker})
-        pytest_configure_node(node)
+        deal_gpu(node)
         given[worker] = node.workerinput["harness_gpu"]
     assert given == {"gw0": "3", "gw1": "5", "gw2": "3"}
 
@@ -131,7 +131,7 @@ def test_each_xdist_worker_is_given_one_gpu_round_robin(monkeypatch) -> None:
 def test_without_gpus_no_worker_is_bound(monkeypatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     node = SimpleNamespace(config=SimpleNamespace(getoption=lambda name: "cpu"), workerinput={"workerid": "gw0"})
-    pytest_configure_node(node)
+    deal_gpu(node)
     assert "harness_gpu" not in node.workerinput
     assert bind_worker_gpu(SimpleNamespace(workerinput={"workerid": "gw0"}, getoption=lambda name: "cpu")) is None
 

@@ -14,8 +14,10 @@ import itertools
 from dataclasses import dataclass
 
 from harness.analysis.metrics import METRICS
-from harness.audit.claims import CLAIMS_BY_ID, family_rule
+from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.claims.common import FamilyContext, GridCell
+from harness.audit.claims.family import judge_claim
+from harness.audit.collect import PipelineRecords
 from harness.audit.stages import AuditPipeline
 from harness.audit.verdicts import CellResult
 from harness.data.problems import dataset_spec
@@ -102,23 +104,33 @@ class RunGrid:
     def rl_pairs(self) -> tuple[str, ...]:
         return tuple(p for p in self.pairs if self.registry[p].algorithm_kind == ONLINE_RL)
 
-    def experiments(self) -> tuple[tuple[str, str, float], ...]:
-        """(online-RL pair, dataset, alpha) triples that C6 counts."""
+    def experiments(self, claim_id: str) -> tuple[tuple[str, str, float], ...]:
+        """(online-RL pair, dataset, alpha) triples of the grid that the claim reads (C6 counts them)."""
         return tuple((p, d, a) for p in self.rl_pairs() for d in self.datasets for a in self.alphas
-                     if self.applies("C6", GridCell(p, d)))
+                     if self.applies(claim_id, GridCell(p, d)))
 
-    def context(self) -> FamilyContext:
-        return FamilyContext(self.rl_pairs(), self.alphas, self.experiments())
+    def context(self, claim_id: str) -> FamilyContext:
+        """What the claim's rule reads beyond its own cells (harness.audit.claims.common.FamilyContext)."""
+        return FamilyContext(self.rl_pairs(), self.alphas, self.experiments(claim_id))
 
-    def family(self, claim_id: str, control: bool = False) -> list[GridCell]:
-        """Every cell of the claim on this grid, in test order: its Holm family, whatever -k runs.
-        The seed-control cells are a family of their own (`control=True`), so the control never
-        changes a real cell's correction."""
+    def cells(self, claim_id: str) -> list[GridCell]:
+        """Every cell of the claim on this grid that it speaks about (seed controls included), in test
+        order: the product of its axes."""
         axes = CLAIMS_BY_ID[claim_id].axes
         values = {"pair": self.pairs, "dataset": self.datasets, "alpha": self.alphas, "metric": self.metrics,
                   "token_mode": self.token_modes}
         cells = [GridCell(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
-        return [g for g in cells if self.applies(claim_id, g) and self.is_control(g) == control]
+        return [g for g in cells if self.applies(claim_id, g)]
+
+    def family(self, claim_id: str, control: bool = False) -> list[GridCell]:
+        """The claim's cells that are corrected together: its Holm family, whatever -k runs. The
+        seed-control cells are a family of their own (`control=True`), so the control never changes
+        a real cell's correction."""
+        return [g for g in self.cells(claim_id) if self.is_control(g) == control]
+
+    def group(self, g: GridCell) -> str:
+        """The group a cell runs in (`groups`): its pair, or the pairless group."""
+        return g.pair or PAIRLESS_GROUP
 
     def groups(self) -> list[str]:
         """The groups cells are run in, one per pair (so a worker or shard loads a pair's models
@@ -161,6 +173,7 @@ class Families:
 
     def __init__(self, audit: AuditPipeline, grid: RunGrid, claims: tuple[str, ...] | None = None) -> None:
         self.audit, self.grid = audit, grid
+        self.records = PipelineRecords(audit)
         self.claims = tuple(c for c in (claims or CLAIMS_BY_ID) if CLAIMS_BY_ID[c].rule is not None)
         self.done: dict[str, dict[GridCell, CellResult]] = {}
         self.prepared: set[str] = set()
@@ -170,11 +183,11 @@ class Families:
         seed-control cells as their own family, each marked `extra.control`)."""
         if claim_id not in self.done:
             self.prepare_pairs(first=cell.pair)
-            judge = family_rule(claim_id)
-            self.done[claim_id] = judge(self.audit, claim_id, self.grid.family(claim_id), self.grid.context())
+            claim, context = CLAIMS_BY_ID[claim_id], self.grid.context(claim_id)
+            self.done[claim_id] = judge_claim(claim, self.records, self.grid.family(claim_id), context)
             controls = self.grid.family(claim_id, control=True)
             if controls:
-                judged = judge(self.audit, claim_id, controls, self.grid.context())
+                judged = judge_claim(claim, self.records, controls, context)
                 self.done[claim_id].update({g: dataclasses.replace(r, extra={**r.extra, "control": "seed"})
                                             for g, r in judged.items()})
         if cell not in self.done[claim_id]:
@@ -208,17 +221,18 @@ class Families:
 
     def stages_of(self, pair: str) -> tuple[list[str], list[tuple[str, float, str]], bool, tuple[str, ...]]:
         """(datasets, cells as (dataset, alpha, token mode), whether C8's causal check, extra
-        estimators) that this session's claims read of `pair`: answers only for the accuracy claim,
-        every grid alpha and token mode for the others."""
-        datasets, points, causal, metric_claim = [], [], False, False
+        estimators) that this session's claims need of `pair`, from what each claim declares it
+        needs (ClaimSpec.needs): answers alone, or cells at every grid alpha and token mode."""
+        datasets, points, causal, estimates = [], [], False, False
         for dataset in self.grid.datasets:
-            rules = {CLAIMS_BY_ID[c].rule for c in self.claims if self.grid.applies(c, GridCell(pair, dataset))}
-            if not rules:
+            needs = {n for c in self.claims if self.grid.applies(c, GridCell(pair, dataset))
+                     for n in CLAIMS_BY_ID[c].needs}
+            if not needs:
                 continue
             datasets.append(dataset)
-            if rules - {"accuracy"}:
+            if needs & {"cells", "causal", "estimates"}:
                 points += [(dataset, a, m) for a in self.grid.alphas for m in self.grid.token_modes]
-            causal = causal or "fidelity" in rules
-            metric_claim = metric_claim or "metric_change" in rules
-        lookahead = metric_claim and self.audit.config.robustness_estimator == "lookahead"
+            causal = causal or "causal" in needs
+            estimates = estimates or "estimates" in needs
+        lookahead = estimates and self.audit.config.robustness_estimator == "lookahead"
         return datasets, points, causal, ("lookahead",) if lookahead else ()

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from harness.audit.config import AuditConfig, validate_alpha, validate_token_mode
+from harness.audit.records import SIDES, CellData, PairAnswers
 from harness.audit.session import ModelSession
 from harness.audit.store import (
     CacheStore,
@@ -36,7 +36,7 @@ from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.backends import Backend, make_backend
 from harness.data.fixtures import FixtureIndex, Verification, verify_sample
 from harness.data.generation import Decoding, Generation, generate_answers
-from harness.data.grading import Check, CheckedGeneration, check_answers
+from harness.data.grading import check_answers
 from harness.data.problems import dataset_spec, load_problems
 from harness.data.selection import (
     Selection,
@@ -50,71 +50,12 @@ from harness.models.loading import scoring_pad_id
 from harness.models.prompts import get_template
 from harness.models.registry import DEFAULT_REGISTRY, PairSpec
 
-SIDES = ("base", "post")
 BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
 
 
 def fixture_folder(setting: str) -> Path | None:
     """The answer-fixture folder of the `answer_fixtures` setting: bundled, none, or a path."""
     return {"bundled": BUNDLED_FIXTURES, "none": None}.get(setting, Path(setting))
-
-
-@dataclass(frozen=True)
-class PairAnswers:
-    """Both models' checked greedy answers to the same problems, with what produced them."""
-
-    pair: str
-    dataset: str
-    base: tuple[CheckedGeneration, ...]
-    post: tuple[CheckedGeneration, ...]
-    models: dict[str, dict]   # "base"/"post" -> ModelInfo fields (fingerprint, source, ...)
-    data: dict                # problem-set provenance (name, revision, n, config)
-    template: str
-    decoding: dict
-    key: str
-    sources: dict[str, dict]  # "base"/"post" -> where the answers came from (fixture, verified, or generated)
-
-    def to_json(self) -> dict:
-        return {side: [{"generation": c.generation.to_json(), "check": dataclasses.asdict(c.check)}
-                       for c in getattr(self, side)] for side in SIDES} | {
-            "models": self.models, "data": self.data, "template": self.template, "decoding": self.decoding,
-            "sources": self.sources}
-
-    @classmethod
-    def from_json(cls, raw: dict, pair: str, dataset: str, key: str) -> "PairAnswers":
-        rows = {side: tuple(CheckedGeneration(Generation.from_json(r["generation"]), Check(**r["check"]))
-                            for r in raw[side]) for side in SIDES}
-        return cls(pair, dataset, rows["base"], rows["post"], raw["models"], raw["data"], raw["template"],
-                   raw["decoding"], key, raw.get("sources", {}))
-
-
-@dataclass(frozen=True)
-class CellData:
-    """Everything a claim needs for one (pair, dataset, alpha, token mode).
-
-    base/post: EdgeScores of each model on its rows (same question order). fidelity: per model the
-    fidelity record (the fields of `harness.circuit.fidelity.Fidelity` plus "samples", the measured
-    "ids", "edges" and exact "deltas" [questions][edges]), measured at alpha `measured_at`.
-    """
-
-    pair: PairSpec
-    dataset: str
-    alpha: float
-    token_mode: str
-    selection: Selection
-    base: EdgeScores
-    post: EdgeScores
-    fidelity: dict[str, dict]
-    provenance: dict[str, Any]
-    measured_at: float
-
-    @property
-    def n(self) -> int:
-        return len(self.selection.ids)
-
-    @property
-    def funnel(self) -> list[dict]:
-        return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in self.selection.funnel]
 
 
 class StageLog:

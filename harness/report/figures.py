@@ -9,8 +9,6 @@ from harness.audit.verdicts import CellResult
 from harness.report import plots
 from harness.report.document import Figure
 
-DIVERSITY_CLAIM = "C6"
-
 
 def alpha_figures(cells: list[CellResult]) -> list[Figure]:
     """One 'effect vs alpha' figure per claim with alpha-indexed cells that have an effect."""
@@ -34,10 +32,12 @@ def alpha_figures(cells: list[CellResult]) -> list[Figure]:
 
 
 def diversity_figure(cells: list[CellResult]) -> list[Figure]:
-    """Fig. 3a analogue: one point per experiment (base vs post pooled diversity), from each C6 cell."""
+    """Fig. 3a analogue: one point per experiment (base vs post pooled diversity), from each cell of a
+    diversity claim (C6)."""
     figures = []
     for cell in cells:
-        if cell.claim_id != DIVERSITY_CLAIM:
+        spec = CLAIMS_BY_ID.get(cell.claim_id)
+        if spec is None or spec.rule != "diversity":
             continue
         points = [x for x in cell.extra.get("experiments", []) if x.get("base") is not None and "skipped" not in x]
         if not points:
@@ -47,7 +47,7 @@ def diversity_figure(cells: list[CellResult]) -> list[Figure]:
         figures.append(Figure(f"{cell.cell_id}-fig3a", png,
                               f"Fig. 3a analogue ({cell.cell_id}): pooled inter-sample diversity (1 − mean pairwise "
                               "correlation of W), base vs post-trained, one point per experiment, labelled with its "
-                              "own test's outcome", DIVERSITY_CLAIM, derived=True))
+                              "own test's outcome", cell.claim_id, derived=True))
     return figures
 
 

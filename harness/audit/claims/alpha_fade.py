@@ -18,23 +18,21 @@ from harness.analysis.metrics import METRICS, per_sample_values
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.paired import PairedTest, paired_test
 from harness.analysis.stats.resampling import ties_within_precision
-from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.claims import ClaimSpec
 from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
     GridCell,
-    bh_adjusted,
     cell_fidelity,
-    cell_id,
     edge_arrays,
-    family_extra,
     fidelity_extra,
     finite,
-    try_cell,
 )
+from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import not_applicable
-from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CellResult, Margin, Verdict, family_verdicts, verdict_rule
+from harness.audit.config import AuditConfig
+from harness.audit.records import CellData, Records
+from harness.audit.verdicts import Margin, verdict_rule
 from harness.data.selection import SelectionError
 
 MIN_ALPHAS = 2
@@ -51,10 +49,10 @@ class FadeRow:
     cells: tuple[CellData, ...]
 
 
-def oriented_change(cell: CellData, metric: str, audit: AuditPipeline) -> dict[str, float]:
+def oriented_change(cell: CellData, metric: str, config: AuditConfig) -> dict[str, float]:
     """question id -> direction * (post - base) / mean(|post|, |base|) of the metric (ties: 0)."""
-    values = per_sample_values(metric, *edge_arrays(cell), audit.config.metrics)
-    post, _ = ties_within_precision(values.base, values.post, audit.config.stats.tie_rel_tol)
+    values = per_sample_values(metric, *edge_arrays(cell), config.metrics)
+    post, _ = ties_within_precision(values.base, values.post, config.stats.tie_rel_tol)
     scale = (np.abs(post) + np.abs(values.base)) / 2
     change = np.divide(post - values.base, scale, out=np.zeros_like(scale), where=scale > 0)
     return dict(zip(cell.selection.ids, (METRICS[metric].direction * change).tolist()))
@@ -69,14 +67,14 @@ def rule_text(stats: StatsConfig) -> str:
             f"Needs at least {MIN_ALPHAS} alpha levels and {stats.min_n} shared questions")
 
 
-def _row(audit: AuditPipeline, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
-    stats = audit.config.stats
+def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
+    stats = records.config.stats
     levels, changes, cells = [], [], []
     for a in sorted(alphas):
-        cell = try_cell(audit, g.pair, g.dataset, a, g.token_mode)
+        cell = records.cell(g.pair, g.dataset, a, g.token_mode)
         if not isinstance(cell, SelectionError):
             levels.append(a)
-            changes.append(oriented_change(cell, g.metric, audit))
+            changes.append(oriented_change(cell, g.metric, records.config))
             cells.append(cell)
     means = tuple(float(np.mean(list(c.values()))) if c else math.nan for c in changes)
     if len(levels) < MIN_ALPHAS:
@@ -90,41 +88,30 @@ def _row(audit: AuditPipeline, g: GridCell, alphas: tuple[float, ...]) -> FadeRo
     return FadeRow(g, test, tuple(levels), means, tuple(cells))
 
 
-def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
-          ) -> dict[GridCell, CellResult]:
-    claim = CLAIMS_BY_ID[claim_id]
-    stats = audit.config.stats
-    rule = rule_text(stats)
-    rows = [_row(audit, g, context.alphas) for g in grid]
-    tests = [r.test for r in rows]
-    margins = [Margin(r.test.mean_diff, r.test.ci_low, r.test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
-               if isinstance(r.test, PairedTest) else None for r in rows]
-    decisions = family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n,
-                                margins=margins, rule=rule)
-    bh = bh_adjusted(tests, decisions)
-    out = {}
-    for row, decision, p_bh in zip(rows, decisions, bh):
-        g, test = row.grid, row.test
+def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
+    """The oriented change at the grid's largest alpha against its smallest, per (pair, dataset, metric, mode)."""
+    stats = records.config.stats
+    text = rule_text(stats)
+    out = []
+    for g in grid:
+        row = _row(records, g, context.alphas)
+        test = row.test
         paired = test if isinstance(test, PairedTest) else None
-        counter = [a for a, m in zip(row.levels, row.mean_changes) if m < 0]
-        reason = (test.invalid_reason if decision.label is Verdict.INVALID and test.invalid_reason
-                  else decision.reason)
-        out[g] = CellResult(
-            claim_id, claim.name, cell_id(claim_id, g), decision.label, rule, reason, g.pair, g.dataset, None,
-            g.metric, g.token_mode, n=test.n,
-            base_value=finite(paired.mean_base) if paired else None,
-            post_value=finite(paired.mean_post) if paired else None,
-            effect=finite(paired.mean_diff) if paired else None,
-            ci_low=finite(paired.ci_low) if paired else None, ci_high=finite(paired.ci_high) if paired else None,
-            ci_method=paired.ci_method if paired else None, p_value=finite(test.p_claimed),
-            p_holm=finite(decision.p_adjusted), p_bh=finite(p_bh),
-            fidelity=cell_fidelity(list(row.cells)),
-            robustness=not_applicable(audit, "C5 compares two alpha levels; exact deltas are measured at one"),
-            funnel=[{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
-            extra={**family_extra(grid, claim_id, decision, stats), "alphas": list(row.levels),
-                   "compared": [row.levels[0], row.levels[-1]] if len(row.levels) >= MIN_ALPHAS else [],
-                   "mean_oriented_change": list(row.mean_changes), "counter_example_alphas": counter,
-                   "fidelity": fidelity_extra(list(row.cells))},
-            provenance={**(row.cells[0].provenance if row.cells else {}),
-                        "metric_config": audit.config.metrics.as_dict()})
+        margin = (Margin(test.mean_diff, test.ci_low, test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
+                  if paired else None)
+        out.append(Outcome(g, text, test, margin, fields={
+            "base_value": finite(paired.mean_base) if paired else None,
+            "post_value": finite(paired.mean_post) if paired else None,
+            "effect": finite(paired.mean_diff) if paired else None,
+            "ci_low": finite(paired.ci_low) if paired else None, "ci_high": finite(paired.ci_high) if paired else None,
+            "ci_method": paired.ci_method if paired else None, "fidelity": cell_fidelity(list(row.cells)),
+            "robustness": not_applicable(records.config, "C5 compares two alpha levels; exact deltas are measured at one"),
+            "funnel": [{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
+            "extra": {"alphas": list(row.levels),
+                      "compared": [row.levels[0], row.levels[-1]] if len(row.levels) >= MIN_ALPHAS else [],
+                      "mean_oriented_change": list(row.mean_changes),
+                      "counter_example_alphas": [a for a, m in zip(row.levels, row.mean_changes) if m < 0],
+                      "fidelity": fidelity_extra(list(row.cells))},
+            "provenance": {**(row.cells[0].provenance if row.cells else {}),
+                           "metric_config": records.config.metrics.as_dict()}}))
     return out

@@ -1,9 +1,7 @@
-"""What every claim's family rule shares: the grid cell a test stands for, the fidelity it carries, the
-family record written into each cell, and the smallest effect of interest of a cell. Metric and
-statistics settings come from the run's one configuration (`audit.config.metrics`, `.stats`).
-
-A family is every cell of the claim on the run's grid (harness.audit.grid), whatever -k selects; its
-members, hash and Holm's m are recorded in every cell's `extra`, so a report says what Holm corrected for.
+"""What the claim rules share: the grid cell a test stands for, the test record of a cell that is
+not a paired or pooled test, the fidelity a cell carries, and the smallest effect of interest of a
+cell. Rules read records only (harness.audit.records); the family judge (harness.audit.claims.family)
+decides.
 """
 
 from __future__ import annotations
@@ -14,15 +12,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness.analysis.metrics import MetricConfig, per_sample_values
+from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
-from harness.analysis.stats.multiplicity import benjamini_hochberg
-from harness.analysis.stats.resampling import ties_within_precision
-from harness.audit.claims import CLAIMS_BY_ID
-from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CORRECTION, CellResult, Decision, Margin, Verdict, make_cell_id, verdict_rule
+from harness.audit.claims import ClaimSpec
+from harness.audit.records import CellData
+from harness.audit.verdicts import Margin, make_cell_id, verdict_rule
 from harness.data.selection import SelectionError
-from harness.files import content_key
 
 
 class GridCell(NamedTuple):
@@ -60,21 +55,15 @@ class FamilyContext:
     experiments: tuple[tuple[str, str, float], ...] = ()
 
 
-def cell_id(claim_id: str, g: GridCell) -> str:
+def cell_id(claim: ClaimSpec, g: GridCell) -> str:
+    """The cell's id, e.g. C1-intensity-smollm2_grpo-arithmetic_2d-a003 (the token mode when not own)."""
     mode = g.token_mode if g.token_mode not in (None, "own") else None
-    return make_cell_id(claim_id, CLAIMS_BY_ID[claim_id].name, g.pair, g.dataset, g.metric, mode, alpha=g.alpha)
+    return make_cell_id(claim.id, claim.name, g.pair, g.dataset, g.metric, mode, alpha=g.alpha)
 
 
 def edge_arrays(cell: CellData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(W_base, W_post, mask) of a cell as arrays: [n, n_src, n_dst] float32 twice, [n_src, n_dst] bool."""
     return cell.base.scores.numpy(), cell.post.scores.numpy(), cell.base.mask.numpy()
-
-
-def metric_diffs(cell: CellData, metric: str, metrics: MetricConfig, stats: StatsConfig) -> np.ndarray:
-    """Per-question post - base of a metric, [n] float64, ties (stats.tie_rel_tol) set to 0."""
-    values = per_sample_values(metric, *edge_arrays(cell), metrics)
-    post, _ = ties_within_precision(values.base, values.post, stats.tie_rel_tol)
-    return np.asarray(post - values.base, dtype=float)
 
 
 def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, direction: int,
@@ -119,41 +108,11 @@ def metric_rule(stats: StatsConfig, metrics: MetricConfig, decided_on: str) -> s
             f"zeros {'included' if metrics.include_structural_zeros else 'excluded'}")
 
 
-def family_extra(cells: list[GridCell], claim_id: str, decision: Decision, stats: StatsConfig) -> dict:
-    """What a cell was corrected with: the family fixed by the grid, its hash, and Holm's m; whether the
-    interval lay inside the smallest effect of interest, and whether the grid could reach a verdict."""
-    ids = [cell_id(claim_id, g) for g in cells]
-    return {"family_size": len(cells), "family": ids, "family_hash": content_key(ids),
-            "holm_m": decision.holm_m, "p_holm_opposite": finite(decision.p_adjusted_opposite),
-            "correction": f"{CORRECTION} (BH reported)", "equivalent": decision.equivalent,
-            "reachable": decision.reachable, "stats_config": stats.as_dict()}
-
-
-def bh_adjusted(tests: list, decisions: list[Decision]) -> np.ndarray:
-    """Benjamini-Hochberg p of each test, over the tests whose cell is not INVALID."""
-    return benjamini_hochberg([t.p_claimed if d.label is not Verdict.INVALID else math.nan
-                               for t, d in zip(tests, decisions)])
-
-
 def finite(x: Any) -> float | None:
     """A float, or None for a missing, NaN or infinite value."""
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def invalid_cell(audit: AuditPipeline, claim_id: str, g: GridCell, reason: str, funnel: list | None = None,
-                 rule: str | None = None) -> CellResult:
-    claim = CLAIMS_BY_ID[claim_id]
-    return CellResult(claim_id, claim.name, cell_id(claim_id, g), Verdict.INVALID,
-                      rule or verdict_rule(audit.config.stats.alpha, audit.config.stats.min_n), reason, g.pair, g.dataset, g.alpha,
-                      g.metric, g.token_mode, funnel=funnel or [], provenance={"audit_config": audit.config.as_dict()})
-
-
-def try_cell(audit: AuditPipeline, pair: str, dataset: str, alpha: float, mode: str) -> CellData | SelectionError:
-    try:
-        return audit.cell(pair, dataset, alpha, mode)
-    except SelectionError as err:
-        return err
-
-
 def funnel_of(err: SelectionError) -> list[dict]:
+    """The sample counts after each selection stage of a selection that kept no question."""
     return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in err.funnel]

@@ -17,18 +17,13 @@ from harness.analysis.stats.clustered import ClusteredShare, clustered_share
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import holm
 from harness.analysis.stats.pooled import cell_test
-from harness.audit.claims import CLAIMS_BY_ID
-from harness.audit.claims.common import (
-    FamilyContext,
-    GridCell,
-    cell_fidelity,
-    cell_id,
-    edge_arrays,
-    try_cell,
-)
+from harness.audit.claims import ClaimSpec
+from harness.audit.claims.common import FamilyContext, GridCell, cell_fidelity, edge_arrays
+from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import NOT_APPLICABLE, not_applicable
-from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CORRECTION, CellResult, Verdict
+from harness.audit.config import AuditConfig
+from harness.audit.records import CellData, Records
+from harness.audit.verdicts import CORRECTION, Verdict
 from harness.data.selection import SelectionError
 
 MIN_CLUSTERS = 2
@@ -50,21 +45,20 @@ def rule_text(stats: StatsConfig) -> str:
             f"across token modes is not applied: each mode's cell is its own decision")
 
 
-def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
-          ) -> dict[GridCell, CellResult]:
-    claim = CLAIMS_BY_ID[claim_id]
-    stats = audit.config.stats
-    rule = rule_text(stats)
-    out = {}
+def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
+    """One cell per token mode: the share of the grid's experiments whose pooled diversity rises."""
+    stats = records.config.stats
+    text = rule_text(stats)
+    out = []
     for g in grid:
         details, usable = [], []
         for pair, dataset, a in context.experiments:
             label = f"{pair}/{dataset}/a{a}"
-            cell = try_cell(audit, pair, dataset, a, g.token_mode)
+            cell = records.cell(pair, dataset, a, g.token_mode)
             if isinstance(cell, SelectionError):
                 details.append({"experiment": label, "skipped": "selection left no sample"})
                 continue
-            pooled = cell_test("diversity", *edge_arrays(cell), audit.config.metrics, stats).pooled
+            pooled = cell_test("diversity", *edge_arrays(cell), records.config.metrics, stats).pooled
             entry = {"experiment": label, "cluster": f"{pair}/{dataset}", "n": pooled.n, "base": pooled.base,
                      "post": pooled.post, "diff": pooled.diff, "p_rise": pooled.p_claimed,
                      "p_fall": pooled.p_opposite, "tie": pooled.no_change,
@@ -74,12 +68,15 @@ def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: Fa
             else:
                 usable.append((entry, cell, pooled.min_p))
             details.append(entry)
-        out[g] = _decide(audit, claim_id, claim.name, g, rule, details, usable, stats)
+        out.append(_outcome(records.config, g, text, details, usable))
     return out
 
 
-def _decide(audit: AuditPipeline, claim_id: str, name: str, g: GridCell, rule: str, details: list[dict],
-            usable: list[tuple[dict, CellData, float]], stats: StatsConfig) -> CellResult:
+def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict],
+             usable: list[tuple[dict, CellData, float]]) -> Outcome:
+    """The share of rises, decided on its cluster-bootstrap interval (no family correction across cells:
+    each token mode's cell is its own decision)."""
+    stats = config.stats
     entries = [u[0] for u in usable]
     e = len(entries)
     p = holm([x["p_rise"] for x in entries] + [x["p_fall"] for x in entries]) if e else np.array([])
@@ -99,22 +96,21 @@ def _decide(audit: AuditPipeline, claim_id: str, name: str, g: GridCell, rule: s
     label, reason, reachable = _label(e, n_clusters, min_p, entries, rises, falls, stats)
     share = lambda s: None if s is None else {  # noqa: E731
         "share": s.share, "hits": s.hits, "n": s.n, "ci": [_num(s.ci_low), _num(s.ci_high)]}
-    return CellResult(
-        claim_id, name, cell_id(claim_id, g), label, rule, reason, None, None, None, "diversity", g.token_mode,
-        n=e, base_value=stats.claimed_rate, post_value=rises.share if rises else None,
-        effect=rises.share - stats.claimed_rate if rises else None,
-        ci_low=_num(rises.ci_low) if rises else None, ci_high=_num(rises.ci_high) if rises else None,
-        ci_method=rises.ci_method if rises else None,
-        fidelity=cell_fidelity([u[1] for u in usable]),
-        robustness=not_applicable(audit, NOT_APPLICABLE["diversity"]),
-        funnel=[{"stage": "experiments", "n": len(details)}, {"stage": "usable", "n": e},
-                {"stage": "clusters", "n": n_clusters}],
-        extra={"experiments": details, "share_rise": share(rises), "share_fall": share(falls),
-               "claimed_rate_inside_ci": bool(rises and rises.ci_high >= stats.claimed_rate >= rises.ci_low),
-               "correction": f"Holm over the 2E one-sided hypotheses of the experiments ({CORRECTION})",
-               "reachable": reachable, "stats_config": stats.as_dict()},
-        provenance={"audit_config": audit.config.as_dict(), "metric_config": audit.config.metrics.as_dict(),
-                    "cache_keys": [u[1].provenance["cache_keys"] for u in usable]})
+    return Outcome(g, text, decided=(label, reason), family_record=False, fields={
+        "metric": "diversity", "n": e, "base_value": stats.claimed_rate, "post_value": rises.share if rises else None,
+        "effect": rises.share - stats.claimed_rate if rises else None,
+        "ci_low": _num(rises.ci_low) if rises else None, "ci_high": _num(rises.ci_high) if rises else None,
+        "ci_method": rises.ci_method if rises else None,
+        "fidelity": cell_fidelity([u[1] for u in usable]),
+        "robustness": not_applicable(config, NOT_APPLICABLE["diversity"]),
+        "funnel": [{"stage": "experiments", "n": len(details)}, {"stage": "usable", "n": e},
+                   {"stage": "clusters", "n": n_clusters}],
+        "extra": {"experiments": details, "share_rise": share(rises), "share_fall": share(falls),
+                  "claimed_rate_inside_ci": bool(rises and rises.ci_high >= stats.claimed_rate >= rises.ci_low),
+                  "correction": f"Holm over the 2E one-sided hypotheses of the experiments ({CORRECTION})",
+                  "reachable": reachable, "stats_config": stats.as_dict()},
+        "provenance": {"audit_config": config.as_dict(), "metric_config": config.metrics.as_dict(),
+                       "cache_keys": [u[1].provenance["cache_keys"] for u in usable]}})
 
 
 def _label(e: int, n_clusters: int, min_p: float, entries: list[dict], rises: ClusteredShare | None,

@@ -16,28 +16,25 @@ import math
 import numpy as np
 
 from harness.analysis.stats.paired import PairedTest, paired_test
-from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.claims import ClaimSpec
 from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
     GridCell,
-    bh_adjusted,
     cell_fidelity,
-    cell_id,
-    family_extra,
     fidelity_extra,
     finite,
     funnel_of,
-    invalid_cell,
-    try_cell,
 )
-from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import CellResult, Decision, Verdict, family_verdicts
+from harness.audit.claims.family import Outcome
+from harness.audit.config import AuditConfig
+from harness.audit.records import CellData, Records
+from harness.audit.verdicts import Decision, Verdict
 from harness.data.selection import SelectionError
 
 
-def rule_text(audit: AuditPipeline) -> str:
-    cfg, stats = audit.config, audit.config.stats
+def rule_text(cfg: AuditConfig) -> str:
+    stats = cfg.stats
     return (f"Fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation (float32) on "
             f"{cfg.fidelity_edges} uniform random real edges x up to {cfg.fidelity_samples} questions, "
             f"{stats.ci_level:.0%} bootstrap CI over questions and edges; FAITHFUL if the CI lies above "
@@ -61,41 +58,43 @@ def causal_test(causal: dict, stats) -> PairedTest | FamilyTest:
                        seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
 
 
-def judge(audit: AuditPipeline, claim_id: str, grid: list[GridCell], context: FamilyContext
-          ) -> dict[GridCell, CellResult]:
-    claim = CLAIMS_BY_ID[claim_id]
-    stats = audit.config.stats
-    rule = rule_text(audit)
-    rows: list[tuple[GridCell, CellData, dict, PairedTest | FamilyTest]] = []
-    out = {}
+def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
+    """Each cell: both models' fidelity records and the post model's causal check, at the alpha its
+    fidelity was measured at; the causal checks are the family Holm corrects."""
+    config = records.config
+    text = rule_text(config)
+    out = []
     for g in grid:
-        cell = try_cell(audit, g.pair, g.dataset, g.alpha, g.token_mode)
+        cell = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
         if isinstance(cell, SelectionError):
-            out[g] = invalid_cell(audit, claim_id, g, "selection left no sample", funnel_of(cell), rule)
+            out.append(Outcome(g, text, skipped="selection left no sample",
+                               fields={"funnel": funnel_of(cell), "provenance": {"audit_config": config.as_dict()}}))
             continue
-        measured = cell if cell.measured_at == cell.alpha else audit.cell(g.pair, g.dataset, cell.measured_at,
-                                                                         g.token_mode)
-        causal = audit.causal(measured, "post")   # at the alpha fidelity was measured at, shared like it
-        rows.append((g, cell, {**causal, "measured_at": measured.alpha}, causal_test(causal, stats)))
-    decisions = family_verdicts([r[3] for r in rows], alpha=stats.alpha, min_n=stats.min_n, rule=rule)
-    bh = bh_adjusted([r[3] for r in rows], decisions)
-    for (g, cell, causal, test), causal_decision, p_bh in zip(rows, decisions, bh):
+        measured = cell if cell.measured_at == cell.alpha else records.cell(g.pair, g.dataset, cell.measured_at,
+                                                                           g.token_mode)
+        if isinstance(measured, SelectionError):
+            raise measured
+        causal = records.causal(measured, "post")   # at the alpha fidelity was measured at, shared like it
+        test = causal_test(causal, config.stats)
         fidelity = cell_fidelity([cell])
-        label, reason = _label(cell, fidelity, causal_decision, stats.min_n)
-        out[g] = CellResult(
-            claim_id, claim.name, cell_id(claim_id, g), label, rule, reason, g.pair, g.dataset, g.alpha, None,
-            g.token_mode, n=min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
-            base_value=finite(cell.fidelity["base"].get("spearman")), post_value=finite(cell.fidelity["post"].get("spearman")),
-            effect=finite(getattr(test, "mean_diff", None)), ci_low=finite(getattr(test, "ci_low", None)),
-            ci_high=finite(getattr(test, "ci_high", None)),
-            ci_method="causal check: loss(top-k removed) - loss(k random removed), nats, BCa over questions",
-            p_value=finite(test.p_claimed), p_holm=finite(causal_decision.p_adjusted), p_bh=finite(p_bh),
-            fidelity=fidelity, funnel=cell.funnel,
-            extra={**family_extra(grid, claim_id, causal_decision, stats), "fidelity": fidelity_extra([cell]),
-                   "causal": causal, "causal_verdict": causal_decision.label.value,
-                   "causal_reason": causal_decision.reason},
-            provenance=cell.provenance)
+        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, config.stats.min_n), fields={
+            "n": min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
+            "base_value": finite(cell.fidelity["base"].get("spearman")),
+            "post_value": finite(cell.fidelity["post"].get("spearman")),
+            "effect": finite(getattr(test, "mean_diff", None)), "ci_low": finite(getattr(test, "ci_low", None)),
+            "ci_high": finite(getattr(test, "ci_high", None)),
+            "ci_method": "causal check: loss(top-k removed) - loss(k random removed), nats, BCa over questions",
+            "fidelity": fidelity, "funnel": cell.funnel, "provenance": cell.provenance,
+            "extra": {"fidelity": fidelity_extra([cell]), "causal": {**causal, "measured_at": measured.alpha}}}))
     return out
+
+
+def _combine(cell: CellData, fidelity: dict | None, min_n: int):
+    """C8's verdict from its two parts: the fidelity records and the causal check's family decision."""
+    def combine(causal: Decision) -> tuple[Verdict, str, dict]:
+        label, reason = _label(cell, fidelity, causal, min_n)
+        return label, reason, {"causal_verdict": causal.label.value, "causal_reason": causal.reason}
+    return combine
 
 
 def _label(cell: CellData, fidelity: dict | None, causal: Decision, min_n: int) -> tuple[Verdict, str]:

@@ -22,8 +22,10 @@ from harness.analysis.stats.paired import PairedTest, paired_test
 from harness.analysis.stats.pooled import cell_test
 from harness.analysis.stats.resampling import ties_within_precision
 from harness.audit.claims.common import GridCell, finite, relative_margin
-from harness.audit.stages import AuditPipeline, CellData
-from harness.audit.verdicts import family_verdicts, verdict_rule
+from harness.audit.claims.family import decide_tests
+from harness.audit.config import AuditConfig
+from harness.audit.records import CellData, Records
+from harness.audit.verdicts import verdict_rule
 
 APPLICABLE = {"intensity": "mean |delta| over the sampled real edges, scaled to the cells (unbiased)",
               "kurtosis": "excess kurtosis of the deltas over the cells, from the sample's moments (consistent)"}
@@ -34,12 +36,12 @@ NOT_APPLICABLE = {
 }
 
 
-def _values(cell: CellData, side: str, metric: str, audit: AuditPipeline) -> dict[str, float]:
+def _values(cell: CellData, side: str, metric: str, config: AuditConfig) -> dict[str, float]:
     """question id -> the metric of that question's exact deltas on the sampled edges."""
     record = cell.fidelity[side]
     deltas = np.asarray(record["deltas"], dtype=float)              # [questions, sampled edges]
     graph = cell.base.graph
-    share = graph.n_edges / (graph.n_src * graph.n_dst) if audit.config.metrics.include_structural_zeros else 1.0
+    share = graph.n_edges / (graph.n_src * graph.n_dst) if config.metrics.include_structural_zeros else 1.0
     if metric == "intensity":
         values = share * np.abs(deltas).mean(axis=1)
     else:   # kurtosis of the cell distribution: raw moments of the sample, scaled by the share of real cells
@@ -52,24 +54,24 @@ def _values(cell: CellData, side: str, metric: str, audit: AuditPipeline) -> dic
     return dict(zip(record["ids"], values.tolist()))
 
 
-def robustness(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
+def robustness(records: Records, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
     """The robustness record of each (grid cell, cell data) of a metric claim's family, on the configured
     `robustness_estimator`."""
-    if audit.config.robustness_estimator == "lookahead":
-        return _on_estimator(audit, metric, rows, "lookahead")
-    return _on_exact_sample(audit, metric, rows)
+    if records.config.robustness_estimator == "lookahead":
+        return _on_estimator(records, metric, rows, "lookahead")
+    return _on_exact_sample(records.config, metric, rows)
 
 
-def _on_estimator(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]],
+def _on_estimator(records: Records, metric: str, rows: list[tuple[GridCell, CellData]],
                   method: str) -> dict[GridCell, dict]:
     """The claim's own test on every edge and question, with W from another estimator; Holm over the family."""
-    stats = audit.config.stats
+    stats = records.config.stats
     estimator = f"{method} estimator on every edge (harness.circuit.lookahead), the claim's own test"
     tests = []
     for _, cell in rows:
-        base, post = audit.estimator_scores(cell, method)
+        base, post = records.estimates(cell, method)
         tests.append(cell_test(metric, base.scores.numpy(), post.scores.numpy(), base.mask.numpy(),
-                               audit.config.metrics, stats))
+                               records.config.metrics, stats))
     direction = METRICS[metric].direction
 
     def values(ct):
@@ -80,8 +82,7 @@ def _on_estimator(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, 
     margins = [relative_margin(values(ct)[1], ct.decisive_test.ci_low, ct.decisive_test.ci_high, values(ct)[0],
                                direction, stats) for ct in tests]
     rule = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
-    decisions = family_verdicts([ct.decisive_test for ct in tests], alpha=stats.alpha, min_n=stats.min_n,
-                                margins=margins, rule=rule)
+    decisions = decide_tests([ct.decisive_test for ct in tests], stats, rule, margins)
     return {g: {"estimator": estimator, "applicable": True, "verdict": d.label.value, "reason": d.reason,
                 "effect": finite(values(ct)[1]), "ci": [finite(ct.decisive_test.ci_low), finite(ct.decisive_test.ci_high)],
                 "p_value": finite(ct.decisive_test.p_claimed), "p_holm": finite(d.p_adjusted), "n": ct.decisive_test.n,
@@ -89,15 +90,15 @@ def _on_estimator(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, 
             for (g, cell), ct, d in zip(rows, tests, decisions)}
 
 
-def _on_exact_sample(audit: AuditPipeline, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
+def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
     """Exact ablation on the fidelity check's edge sample; Holm runs over the family's distinct
     measurements (cells measured at one shared alpha carry the same one)."""
-    estimator = (f"exact single-edge zero ablation on {audit.config.fidelity_edges} uniform random real edges "
+    estimator = (f"exact single-edge zero ablation on {config.fidelity_edges} uniform random real edges "
                  f"(float32), the fidelity measurement's deltas")
     if metric not in APPLICABLE:
         return {g: {"estimator": estimator, "applicable": False, "verdict": None,
                     "reason": NOT_APPLICABLE.get(metric, "no sampled version of this metric")} for g, _ in rows}
-    stats = audit.config.stats
+    stats = config.stats
     direction = METRICS[metric].direction
     tests: dict[tuple, PairedTest | None] = {}
     for _, cell in rows:
@@ -105,7 +106,7 @@ def _on_exact_sample(audit: AuditPipeline, metric: str, rows: list[tuple[GridCel
         if key in tests or not all("deltas" in cell.fidelity.get(s, {}) for s in ("base", "post")):
             tests.setdefault(key, None)
             continue
-        base, post = _values(cell, "base", metric, audit), _values(cell, "post", metric, audit)
+        base, post = _values(cell, "base", metric, config), _values(cell, "post", metric, config)
         shared = [q for q in base if q in post and np.isfinite(base[q]) and np.isfinite(post[q])]
         b = np.array([base[q] for q in shared])
         p, _ = ties_within_precision(b, np.array([post[q] for q in shared]), stats.tie_rel_tol)
@@ -113,9 +114,9 @@ def _on_exact_sample(audit: AuditPipeline, metric: str, rows: list[tuple[GridCel
                                  zero_method=stats.zero_method, ci_level=stats.ci_level)
     measured = [(k, t) for k, t in tests.items() if t is not None]
     rule = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
-    decisions = family_verdicts(
-        [t for _, t in measured], alpha=stats.alpha, min_n=stats.min_n, rule=rule,
-        margins=[relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats) for _, t in measured])
+    decisions = decide_tests(
+        [t for _, t in measured], stats, rule,
+        [relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats) for _, t in measured])
     by_key = {k: (t, d) for (k, t), d in zip(measured, decisions)}
     out: dict[GridCell, dict[str, Any]] = {}
     for g, cell in rows:
@@ -128,17 +129,14 @@ def _on_exact_sample(audit: AuditPipeline, metric: str, rows: list[tuple[GridCel
         out[g] = {"estimator": estimator, "estimates": APPLICABLE[metric], "applicable": True,
                   "verdict": decision.label.value, "reason": decision.reason, "effect": finite(test.mean_diff),
                   "ci": [finite(test.ci_low), finite(test.ci_high)], "p_value": finite(test.p_claimed),
-                  "p_holm": finite(decision.p_adjusted), "n": test.n, "n_edges": audit.config.fidelity_edges,
+                  "p_holm": finite(decision.p_adjusted), "n": test.n, "n_edges": config.fidelity_edges,
                   "base_value": finite(test.mean_base), "post_value": finite(test.mean_post),
                   "relative_change": finite(test.mean_diff / abs(test.mean_base)) if test.mean_base else None,
                   "measured_at": cell.measured_at, "holm_m": decision.holm_m}
     return out
 
 
-def not_applicable(audit: AuditPipeline, reason: str) -> dict:
+def not_applicable(config: AuditConfig, reason: str) -> dict:
     """The robustness record of a claim with no sampled version."""
-    return {"estimator": f"exact single-edge zero ablation on {audit.config.fidelity_edges} uniform random real "
+    return {"estimator": f"exact single-edge zero ablation on {config.fidelity_edges} uniform random real "
                          "edges", "applicable": False, "verdict": None, "reason": reason}
-
-
-
