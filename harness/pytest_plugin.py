@@ -552,7 +552,7 @@ def error_cell(item: pytest.Item, claim: ClaimSpec, error: dict[str, Any], sessi
     reason = f"error in {error['stage']}: {error['type']}: {error['message']}"
     cell = CellResult(claim.id, claim.name, cell_id(claim, g), Verdict.INVALID, ERROR_RULE, reason, g.pair,
                       g.dataset, g.alpha, g.metric, g.token_mode, extra={"error": error},
-                      provenance={"test": item.nodeid})
+                      provenance={"test": item.nodeid}, paper=claim.paper)
     return with_run_provenance(cell, session)
 
 

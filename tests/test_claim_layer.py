@@ -7,6 +7,8 @@ The second paper (tests/papers/attention-example.toml) has one claim, X1, "onlin
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +63,7 @@ G = GridCell("rl", "d", 0.5, None, "own")
 def test_a_claim_is_decided_from_plain_records(gain: float, expected: Verdict) -> None:
     cell = judge_claim(get_claim("C1"), planted(gain), [G], _context())[G]
     assert cell.verdict is expected, cell.reason
-    assert cell.extra["family"] == ["C1-intensity-rl-d-a050"]
+    assert cell.paper == "2509.21044" and cell.extra["family"] == ["C1-intensity-rl-d-a050"]
 
 
 def _context() -> FamilyContext:
@@ -99,7 +101,7 @@ def test_the_new_claims_rule_function_decides_from_plain_records() -> None:
         sys.path.remove(str(PAPERS))
     assert [c.id for c in claims] in (["X1"], [])   # [] when an earlier test added the paper
     assert x1.paper == "attention-example" and x1.rule == "attention_rules:rule"
-    assert cell.verdict is Verdict.SUPPORTED, cell.reason
+    assert cell.verdict is Verdict.SUPPORTED and cell.paper == "attention-example", cell.reason
     c1 = judge_claim(get_claim("C1"), records, [G], _context())[G]
     assert abs(c1.extra["relative_change"]) < cell.effect / cell.base_value
 
@@ -153,3 +155,41 @@ def test_stages_follow_what_a_claim_declares_it_needs() -> None:
         assert stages("Z8") == (["d"], [], False, ())   # a new rule other than "accuracy" need not sweep EAP
     finally:
         del CLAIMS_BY_ID["Z8"]
+
+
+@pytest.mark.slow
+def test_a_second_paper_runs_through_the_suites_under_its_own_id(tmp_path: Path) -> None:
+    """The suites on the tiny pairs with `--papers tests/papers`: X1's cells are in the report beside
+    C1's, under the paper id attention-example; the package is not edited."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pathlib import Path
+import tiny_pairs
+tiny_pairs.write_registry(Path('pairs.toml'))
+tiny_pairs.write_dataset(Path('sums.jsonl'))
+"""
+    env = dict(os.environ, HARNESS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(PAPERS), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT),
+         "--registry", "pairs.toml", "--pairs", "tiny-rl", "--datasets", "sums.jsonl", "--alphas", "0.6,1.0",
+         "--questions", "120", "--grader", "lenient", "--fidelity-edges", "8", "--fidelity-samples", "10",
+         "--papers", str(PAPERS), "-k", "X1 or C1", "--run-id", "two-papers", "--reports-dir", str(tmp_path / "r")],
+        cwd=tmp_path, env=env, capture_output=True, text=True)
+    document = json.loads((tmp_path / "r" / "two-papers" / "claims.json").read_text())
+    papers = {c["cell_id"]: c["paper"] for c in document["cells"]}
+    assert papers == {"C1-intensity-tiny_rl-sums_jsonl-a060": "2509.21044",
+                      "C1-intensity-tiny_rl-sums_jsonl-a100": "2509.21044",
+                      "X1-attention_intensity-tiny_rl-sums_jsonl-a060": "attention-example",
+                      "X1-attention_intensity-tiny_rl-sums_jsonl-a100": "attention-example"}, done.stdout[-3000:]
+    x1 = [c for c in document["cells"] if c["claim_id"] == "X1"]
+    assert all(c["n"] > 0 and c["p_holm"] is not None and c["extra"]["family_size"] == 2 for c in x1)
+    assert {"id": "X1", "paper": "attention-example", "name": "attention_intensity", "section": "§1",
+            "statement": get_claim_text(), "direction": "increase"} in document["claims"]
+    assert "paper attention-example" in (tmp_path / "r" / "two-papers" / "claims.md").read_text()
+
+
+def get_claim_text() -> str:
+    return load_paper(PAPERS / "attention-example.toml")[1][0].statement

@@ -21,7 +21,7 @@ import numpy as np
 from harness.analysis.stats.multiplicity import holm
 from harness.errors import UserError
 
-CLAIMS_SCHEMA_VERSION = 2   # 2: fidelity is a record (spearman, ci, status, ...), robustness added
+CLAIMS_SCHEMA_VERSION = 3   # 2: fidelity is a record (spearman, ci, status, ...), robustness added; 3: paper
 
 
 class Verdict(str, enum.Enum):
@@ -110,6 +110,7 @@ class CellResult:
     verdict, effect, ci, p_value, n, n_edges, ...}, or {applicable: false, reason} where the claim has
     no such version; None when not measured.
     funnel lists the sample counts after each selection stage: [{"stage": str, "n": int}].
+    paper: the id of the paper the claim is from (harness/audit/papers/<id>.toml).
     """
 
     claim_id: str
@@ -139,6 +140,7 @@ class CellResult:
     funnel: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    paper: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict.parse(self.verdict))
@@ -183,7 +185,7 @@ class CellResult:
 _TEXT, _NUMBER = (str,), (numbers.Real,)   # numbers.*: numpy scalars count, as they do in memory
 FIELD_KINDS: dict[str, tuple[tuple[type, ...], bool]] = {
     **{name: (_TEXT, False) for name in ("claim_id", "claim_name", "cell_id", "verdict", "rule", "reason")},
-    **{name: (_TEXT, True) for name in ("pair", "dataset", "metric", "token_mode", "ci_method")},
+    **{name: (_TEXT, True) for name in ("pair", "dataset", "metric", "token_mode", "ci_method", "paper")},
     **{name: (_NUMBER, True) for name in ("alpha", "base_value", "post_value", "effect", "ci_low", "ci_high",
                                           "effect_size", "p_value", "p_holm", "p_bh")},
     "n": ((numbers.Integral,), True), "fidelity": ((dict,), True), "robustness": ((dict,), True), "funnel": ((list,), False),

@@ -86,7 +86,7 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
         cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
         lines += [f"## {claim_label(claim_id)}", ""]
         if spec:
-            lines += [f"> {spec.statement} ({spec.section}; expected direction: {spec.direction})", ""]
+            lines += [f"> {spec.statement} (paper {spec.paper}, {spec.section}; expected direction: {spec.direction})", ""]
         for rule in sorted({c.rule for c in cells}):
             lines += [f"Rule: {_md_escape(rule)}", ""]
         if cells:
@@ -211,7 +211,8 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
                  + "".join(_badge(Verdict(v), n) for v, n in counts.items() if n) + "</h2>"]
         if spec:
             parts.append(f'<p class="statement">{_e(spec.statement)}</p>'
-                         f'<p class="meta">{_e(spec.section)} · expected direction: {_e(spec.direction)}</p>')
+                         f'<p class="meta">paper {_e(spec.paper)}, {_e(spec.section)} · expected direction: '
+                         f'{_e(spec.direction)}</p>')
         if cells:
             parts.append(f'<p><b>Answer:</b> {_e(claim_answer(cells))}</p>')
         parts += [f'<div class="rule">Rule: {_e(rule)}</div>' for rule in sorted({c.rule for c in cells})]

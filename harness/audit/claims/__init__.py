@@ -56,9 +56,9 @@ class ClaimSpec:
     paper: str = DEFAULT_PAPER
 
     def describe(self) -> dict[str, str]:
-        """What a report records of the claim: id, name, section, statement, direction."""
-        return {"id": self.id, "name": self.name, "section": self.section, "statement": self.statement,
-                "direction": self.direction}
+        """What a report records of the claim: id, paper, name, section, statement, direction."""
+        return {"id": self.id, "paper": self.paper, "name": self.name, "section": self.section,
+                "statement": self.statement, "direction": self.direction}
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

@@ -121,7 +121,8 @@ def _record(claim: ClaimSpec, o: Outcome, decision: Decision | None, p_bh: float
         if o.family_record:
             extra = {**family_extra(members, claim, decision, stats), **extra}
     values.update(fields)
-    return CellResult(claim.id, claim.name, cell_id(claim, g), label, o.rule, reason, extra=extra, **values)
+    return CellResult(claim.id, claim.name, cell_id(claim, g), label, o.rule, reason, extra=extra, paper=claim.paper,
+                      **values)
 
 
 def family_extra(members: list[GridCell], claim: ClaimSpec, decision: Decision, stats: StatsConfig) -> dict:
