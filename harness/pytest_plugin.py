@@ -34,7 +34,8 @@ from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec, add_papers
 from harness.audit.claims.common import GridCell, cell_id
 from harness.audit.config import AuditConfig, parse_settings
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id, parse_alphas
-from harness.data.selection import TOKEN_MODES
+from harness.data.generation import DecodingSettings
+from harness.data.selection import TOKEN_MODES, SelectionSettings
 from harness.errors import UserError
 from harness.report import plots
 from harness.report.compare import DriftLimit, baseline_problems
@@ -141,7 +142,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--questions", type=int, default=AuditConfig.questions,
                     help=f"problems answered per dataset (default {AuditConfig.questions})")
     group.addoption("--max-new-tokens", type=int, default=None, help="answer budget (default: the pair's)")
-    group.addoption("--selection-variant", default=AuditConfig.variant, help="paper or paper-code")
+    group.addoption("--selection-variant", default=SelectionSettings.variant, help="paper or paper-code")
     group.addoption("--fidelity-threshold", type=float, default=AuditConfig.fidelity_threshold,
                     help="the Spearman a fidelity interval is judged against (FAITHFUL above, UNFAITHFUL "
                          "below, UNCERTAIN across); reported beside each verdict, it gates none")
@@ -157,7 +158,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", default=None, metavar="I/N",
                     help="run the I-th of N shards (1-based): the grid's pairs dealt round-robin; shards that "
                          "share HARNESS_CACHE split the work, `python -m harness report merge` joins their reports")
-    group.addoption("--short-answers", default=AuditConfig.short_answers,
+    group.addoption("--short-answers", default=SelectionSettings.short_answers,
                     help="answers shorter than T_cut: slice (the paper's code), drop or error")
 
 
@@ -207,11 +208,13 @@ def audit_config(config: pytest.Config, n: int | None, device: str | None, dtype
         from harness.models.loading import default_dtype  # imports torch: only when needed
         dtype = default_dtype(device)
     return AuditConfig(
-        questions=get("questions"), n_select=n or AuditConfig.n_select, variant=get("selection_variant"),
-        max_new_tokens=get("max_new_tokens"), device=device, dtype=dtype,
+        questions=get("questions"), device=device, dtype=dtype,
+        selection=SelectionSettings(variant=get("selection_variant"), n=n or SelectionSettings.n,
+                                    short_answers=get("short_answers")),
+        decoding=DecodingSettings(max_new_tokens=get("max_new_tokens")),
         fidelity_threshold=get("fidelity_threshold"), fidelity_edges=get("fidelity_edges"),
-        fidelity_samples=get("fidelity_samples"), grader=get("grader"),
-        short_answers=get("short_answers")).with_settings(parse_settings(get("settings")))
+        fidelity_samples=get("fidelity_samples"),
+        grader=get("grader")).with_settings(parse_settings(get("settings")))
 
 
 def claim_run_folder(options: ClaimOptions) -> None:

@@ -14,7 +14,7 @@ import tiny_pairs
 from harness.audit.config import AuditConfig
 from harness.audit.stages import AuditPipeline
 from harness.data.fixtures import build_fixture, write_fixture
-from harness.data.generation import Decoding
+from harness.data.generation import Decoding, DecodingSettings
 from harness.data.problems import dataset_spec, load_problems
 from harness.models.prompts import get_template
 
@@ -90,7 +90,8 @@ def test_no_fixture_for_another_decoding(tiny, monkeypatch):
         _write_fixtures(_pipeline(tiny, folder, monkeypatch, "cache-build3"), folder)
     monkeypatch.setenv("HARNESS_CACHE", str(tiny / "cache-other"))
     monkeypatch.chdir(tiny)
-    config = AuditConfig(questions=QUESTIONS, answer_fixtures=str(folder), max_new_tokens=3)
+    config = AuditConfig(questions=QUESTIONS, answer_fixtures=str(folder),
+                         decoding=DecodingSettings(max_new_tokens=3))
     answers = AuditPipeline(config, tiny / "pairs.toml", progress=False).answers("tiny-rl", "sums.jsonl")
     assert answers.sources["base"]["source"] == "generated"
 

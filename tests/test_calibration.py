@@ -47,7 +47,7 @@ def test_null_pairs_keep_false_positive_rate_of_the_cell_procedure():
         base, post = null_pair(rng, 30)
         for metric in METRICS:
             test = cell_test(metric, base, post, MASK, config, FAST).decisive_test
-            verdict = decide_verdict(test, test.p_claimed, test.p_opposite, alpha=ALPHA, min_n=10)
+            verdict = decide_verdict(test, test.p_claimed, test.p_opposite, significance=ALPHA, min_n=10)
             supported[metric] += verdict.label is Verdict.SUPPORTED
             refuted[metric] += verdict.label is Verdict.REFUTED
     # metrics of one simulation are correlated, so each metric is bounded on its own
@@ -168,7 +168,7 @@ def test_c4_equivalence_holds_its_level_at_the_margin():
     for _ in range(R):
         base = 10.0 + rng.normal(0.0, 0.01, n)
         post = base * (1 + margin) + rng.normal(0.0, 0.6, n)
-        low, high = compare_magnitudes(PairValues("dpo", ids, base, post), [reference], +1, alpha=ALPHA,
+        low, high = compare_magnitudes(PairValues("dpo", ids, base, post), [reference], +1, equivalence_level=ALPHA,
                                        n_boot=400, seed=int(rng.integers(1 << 30))).focal_ci_tost
         declared += -margin < low and high < margin
     assert declared <= upper_bound(ALPHA, R), declared / R

@@ -20,33 +20,45 @@ from harness.report.document import ClaimsRun
 def test_settings_convert_to_each_fields_type() -> None:
     config = AuditConfig().with_settings(parse_settings([
         "stats.sesoi_rel=0.1", "metrics.range_policy=joint", "metrics.bins_band=10,20",
-        "metrics.include_structural_zeros=false", "decoding=sample", "temperature=0.7", "max_new_tokens=none",
-        "grader=lenient", "short_answers=drop", "stats.n_perm=500"]))
+        "metrics.include_structural_zeros=false", "decoding.mode=sample", "decoding.temperature=0.7",
+        "decoding.max_new_tokens=none", "grader=lenient", "selection.short_answers=drop", "stats.n_perm=500"]))
     assert config.stats.sesoi_rel == 0.1 and config.stats.n_perm == 500
     assert config.metrics.range_policy is RangePolicy.JOINT and config.metrics.bins_band == (10, 20)
     assert config.metrics.include_structural_zeros is False
-    assert (config.decoding, config.temperature, config.max_new_tokens) == ("sample", 0.7, None)
-    assert (config.grader, config.short_answers) == ("lenient", "drop")
+    assert (config.decoding.mode, config.decoding.temperature, config.decoding.max_new_tokens) == ("sample", 0.7, None)
+    assert (config.grader, config.selection.short_answers) == ("lenient", "drop")
     recorded = config.as_dict()
     assert recorded["stats"]["sesoi_rel"] == 0.1 and recorded["metrics"]["range_policy"] == "joint"
 
 
+@pytest.mark.parametrize("old, new", [("stats.alpha", "stats.significance"), ("decoding", "decoding.mode"),
+                                      ("n_select", "selection.n"), ("generation_batch_size", "decoding.batch_size")])
+def test_an_old_key_is_refused_with_the_key_to_use_now(old: str, new: str) -> None:
+    """`alpha` is the paper's truncation fraction only; selection and decoding settings are nested."""
+    with pytest.raises(UserError, match=f"--set {old}: this setting is now {new}"):
+        AuditConfig().with_settings({old: "0.1"})
+    assert "stats.significance" in settable_keys() and "stats.equivalence_level" in settable_keys()
+
+
 def test_every_field_is_settable() -> None:
     keys = settable_keys()
-    for key in ("stats.tie_rel_tol", "stats.claimed_rate", "metrics.eps", "layout", "positions", "variant",
-                "eap_batch_size", "generation_batch_size", "top_p"):
+    for key in ("stats.tie_rel_tol", "stats.claimed_rate", "metrics.eps", "layout", "positions", "selection.variant",
+                "eap_batch_size", "decoding.batch_size", "decoding.top_p", "selection.delta"):
         assert key in keys
 
 
 @pytest.mark.parametrize("item, message", [
     ("stats.foo=1", "unknown setting"),
     ("bins=10", "unknown setting"),
-    ("stats.alpha=abc", "not a valid float"),
+    ("stats.significance=abc", "not a valid float"),
     ("metrics.range_policy=sideways", "not a valid RangePolicy"),
     ("metrics.include_structural_zeros=maybe", "not a valid bool"),
-    ("stats.alpha=1.5", "must lie in (0, 1)"),
+    ("stats.significance=1.5", "must lie in (0, 1)"),
     ("layout=heads", "layout must be paper or block"),
-    ("decoding=beam", "decoding must be one of greedy, sample"),
+    ("decoding.mode=beam", "decoding mode must be greedy or sample"),
+    ("decoding.max_new_tokens=0", "decoding.max_new_tokens must be at least 1 or none"),
+    ("selection.beta=2", "need 0 <= beta <= gamma"),
+    ("stats.equivalence_level=0.6", "stats.equivalence_level must lie in (0, 0.5)"),
 ])
 def test_bad_settings_get_a_specific_error(item: str, message: str) -> None:
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -55,7 +67,7 @@ def test_bad_settings_get_a_specific_error(item: str, message: str) -> None:
 
 def test_a_setting_without_a_value_is_refused() -> None:
     with pytest.raises(UserError, match="expected KEY=VALUE"):
-        parse_settings(["stats.alpha"])
+        parse_settings(["stats.significance"])
 
 
 def _cell(cell_id: str, verdict: str, effect: float) -> CellResult:
@@ -76,7 +88,7 @@ def test_sensitivity_table_marks_the_cells_whose_verdict_moves() -> None:
 @pytest.mark.parametrize("args, message", [
     (["--vary", "stats.sesoi_rel=0.1"], "at least two values"),
     (["--vary", "stats.nope=1,2"], "unknown setting"),
-    (["--set", "stats.alpha=2"], "must lie in (0, 1)"),
+    (["--set", "stats.significance=2"], "must lie in (0, 1)"),
 ])
 def test_audit_refuses_bad_settings_before_any_work(args: list[str], message: str) -> None:
     run = subprocess.run([sys.executable, "-m", "harness", "audit", *args], capture_output=True, text=True,

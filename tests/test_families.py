@@ -67,7 +67,7 @@ def test_k_selects_cells_but_not_their_family(pytester: pytest.Pytester, monkeyp
     torch.set_num_threads(1)
     try:
         full = {c["cell_id"]: c for c in _audit(pytester, "full")["cells"]}
-        picked = {c["cell_id"]: c for c in _audit(pytester, "picked", "-k", "test_intensity and a030")["cells"]}
+        picked = {c["cell_id"]: c for c in _audit(pytester, "picked", "-k", "intensity and a030")["cells"]}
     finally:
         torch.set_num_threads(threads)
     assert list(picked) == ["C1-intensity-tiny_rl-sums_jsonl-a030"]

@@ -253,7 +253,7 @@ def test_decide_verdict_rules():
         (math.nan, 0.5, Verdict.INVALID),
     ]
     for p, p_opp, label in cases:   # fidelity gates nothing: it is reported beside the verdict
-        v = decide_verdict(base, p, p_opp, alpha=0.05, min_n=10)
+        v = decide_verdict(base, p, p_opp, significance=0.05, min_n=10)
         assert v.label is label, (p, p_opp)
         assert "Holm" in v.rule and "0.05" in v.rule
     assert decide_verdict(base, 0.01, 0.99, min_n=30).label is Verdict.INVALID
@@ -267,7 +267,7 @@ def test_family_verdicts_apply_holm_and_count_no_change_as_inconclusive():
     tests = [paired_test(np.zeros(30), rng.normal(mu, 1.0, 30), +1) for mu in (0.8, 0.45, 0.0)]
     tests.append(paired_test(np.zeros(30), np.zeros(30), +1))
     tests.append(paired_test(np.zeros(2), np.ones(2), +1))   # too few questions: invalid
-    verdicts = family_verdicts(tests, alpha=0.05)
+    verdicts = family_verdicts(tests, significance=0.05)
     # one Holm pass over both directions of the four usable cells (2m = 8 hypotheses); the
     # unchanged cell enters with p = 1 in both directions and is INCONCLUSIVE: no change
     both = holm([t.p_permutation for t in tests[:4]] + [t.p_permutation_opposite for t in tests[:4]])

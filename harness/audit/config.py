@@ -14,12 +14,20 @@ from typing import Any
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
 from harness.data.backends import BACKENDS
+from harness.data.generation import DecodingSettings
 from harness.data.grading import GRADER_SETTINGS
-from harness.data.selection import SHORT_ANSWERS, TOKEN_MODES, VARIANTS
+from harness.data.selection import TOKEN_MODES, SelectionSettings
 from harness.errors import UserError
 
-DECODING_MODES = ("greedy", "sample")
 ROBUSTNESS_ESTIMATORS = ("exact", "lookahead")
+NESTED = ("selection", "decoding", "metrics", "stats")
+# Keys `--set` took before the settings were nested or renamed: refused with the key to use now.
+RENAMED = {"n_select": "selection.n", "variant": "selection.variant", "beta": "selection.beta",
+           "gamma": "selection.gamma", "delta": "selection.delta", "selection_seed": "selection.seed",
+           "short_answers": "selection.short_answers", "decoding": "decoding.mode",
+           "max_new_tokens": "decoding.max_new_tokens", "temperature": "decoding.temperature",
+           "top_p": "decoding.top_p", "generation_batch_size": "decoding.batch_size",
+           "stats.alpha": "stats.significance (alpha is the paper's truncation fraction)"}
 
 
 @dataclass(frozen=True)
@@ -27,9 +35,10 @@ class AuditConfig:
     """Budget and method choices of an audit run; `as_dict()` goes into every cell's provenance.
 
     questions: problems drawn per dataset (both models answer all of them).
-    n_select: questions kept at most after selection (the paper: 100).
-    max_new_tokens: answer budget; None uses the pair's registry value.
-    decoding: greedy (the paper) or sample (temperature, top_p, seeded by `seed`).
+    selection: how questions are selected at every alpha (harness.data.selection.SelectionSettings:
+    variant, length window, questions kept at most `n` (the paper: 100), seed, short answers).
+    decoding: how answers are generated (harness.data.generation.DecodingSettings: greedy (the paper)
+    or sample, seeded by `seed`; the answer budget, None for the pair's registry value; batch size).
     fidelity_samples / fidelity_edges: questions (at most) and uniform random edges per model in the
     fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
@@ -44,8 +53,6 @@ class AuditConfig:
     stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
     grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
     own scorer for reasoning-gym), paper or lenient.
-    short_answers: a kept answer shorter than T_cut is sliced (all its tokens are targets; the
-    paper's code), dropped, or an error (harness.data.selection).
     answer_fixtures: folder of shipped greedy answers (harness.data.fixtures) used in place of
     generating when they match the model fingerprint, prompt and decoding: `bundled` (the bundled
     pairs' fixtures/smollm2/answers), `none`, or a path. fixture_verify_questions: answers per model
@@ -55,18 +62,7 @@ class AuditConfig:
     """
 
     questions: int = 100
-    n_select: int = 100
-    variant: str = "paper-code"
-    beta: float = 0.5
-    gamma: float = 1.5
-    delta: float = 0.5
-    selection_seed: int = 42
     data_seed: int = 0
-    max_new_tokens: int | None = None
-    decoding: str = "greedy"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    generation_batch_size: int = 8
     eap_batch_size: int = 1
     layout: str = "paper"
     positions: str = "all"
@@ -80,36 +76,25 @@ class AuditConfig:
     robustness_estimator: str = "exact"
     seed: int = 0
     grader: str = "auto"
-    short_answers: str = "slice"
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
     generation_backend: str = "hf"
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
     metrics: MetricConfig = field(default_factory=MetricConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise UserError(f"unknown selection variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-        if self.decoding not in DECODING_MODES:
-            raise UserError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
-        if self.decoding == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise UserError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got temperature={self.temperature}, "
-                            f"top_p={self.top_p}")
         if self.layout not in ("paper", "block"):
             raise UserError(f"layout must be paper or block, got {self.layout!r}")
         if self.positions not in ("all", "targets"):
             raise UserError(f"positions must be all or targets, got {self.positions!r}")
         if self.grader not in GRADER_SETTINGS:
             raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
-        if self.short_answers not in SHORT_ANSWERS:
-            raise UserError(f"unknown short_answers policy {self.short_answers!r}; choose one of "
-                            f"{', '.join(SHORT_ANSWERS)}")
-        for name in ("questions", "n_select", "generation_batch_size", "eap_batch_size",
+        for name in ("questions", "eap_batch_size",
                      "fidelity_samples", "fidelity_edges", "fixture_verify_questions", "ablation_chunk"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.generation_backend not in BACKENDS:
             raise UserError(f"generation_backend must be one of {', '.join(BACKENDS)}, got {self.generation_backend!r}")
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
@@ -126,11 +111,14 @@ class AuditConfig:
         return out
 
     def with_settings(self, settings: dict[str, str]) -> AuditConfig:
-        """A copy with `KEY=VALUE` settings applied; KEY is a field name, or `metrics.NAME` / `stats.NAME`;
-        VALUE is text converted to the field's type (a tuple as comma-separated values)."""
-        nested: dict[str, dict[str, Any]] = {"metrics": {}, "stats": {}}
+        """A copy with `KEY=VALUE` settings applied; KEY is a field name, or `GROUP.NAME` for a group of
+        NESTED; VALUE is text converted to the field's type (a tuple as comma-separated values). A key
+        of RENAMED is refused with the key to use now."""
+        nested: dict[str, dict[str, Any]] = {name: {} for name in NESTED}
         top: dict[str, Any] = {}
         for key, text in settings.items():
+            if key in RENAMED:
+                raise UserError(f"--set {key}: this setting is now {RENAMED[key]}")
             head, _, tail = key.partition(".")
             if tail and head in nested:
                 nested[head][tail] = _convert(getattr(self, head), tail, text, key)
@@ -144,10 +132,9 @@ class AuditConfig:
 
 def settable_keys() -> list[str]:
     """Every KEY that `--set KEY=VALUE` accepts."""
-    keys = [f.name for f in dataclasses.fields(AuditConfig) if f.name not in ("metrics", "stats")]
-    keys += [f"metrics.{f.name}" for f in dataclasses.fields(MetricConfig)]
-    keys += [f"stats.{f.name}" for f in dataclasses.fields(StatsConfig)]
-    return keys
+    defaults = AuditConfig()
+    keys = [f.name for f in dataclasses.fields(AuditConfig) if f.name not in NESTED]
+    return keys + [f"{group}.{f.name}" for group in NESTED for f in dataclasses.fields(getattr(defaults, group))]
 
 
 def _convert(owner: Any, name: str, text: str, key: str) -> Any:

@@ -136,9 +136,7 @@ class AuditPipeline:
     def _checked_answers(self, pair_name: str, dataset: str) -> PairAnswers:
         spec = self.pair(pair_name)
         cfg = self.config
-        decoding = Decoding(mode=cfg.decoding, max_new_tokens=cfg.max_new_tokens or spec.max_new_tokens,
-                            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
-                            seed=cfg.seed)
+        decoding = cfg.decoding.for_pair(spec.max_new_tokens, cfg.seed)
         key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
                           decoding.cache_fields())
         raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json())
@@ -206,9 +204,7 @@ class AuditPipeline:
         """Eqs. 10-12 on the cached answers (milliseconds; recomputed, not stored)."""
         cfg = self.config
         answers = self.answers(pair_name, dataset)
-        params = SelectionParams(variant=cfg.variant, alpha=validate_alpha(alpha), beta=cfg.beta,
-                                 gamma=cfg.gamma, delta=cfg.delta, n=cfg.n_select, seed=cfg.selection_seed,
-                                 short_answers=cfg.short_answers)
+        params = SelectionParams.at(cfg.selection, validate_alpha(alpha))
         return select_samples(answers.base, answers.post, params)
 
     # ------------------------------------------------------------ stage 3: EAP

@@ -224,7 +224,7 @@ class Decision:
 
 CORRECTION = ("Holm over the family's 2m one-sided hypotheses (m usable cells, each tested in the claimed and "
               "in the opposite direction), so that the chance of any SUPPORTED or REFUTED under the global "
-              "null is at most alpha")
+              "null is at most the significance level")
 
 
 @dataclass(frozen=True)
@@ -249,13 +249,13 @@ class Margin:
         return min(a, b), max(a, b)
 
 
-def verdict_rule(alpha: float, min_n: int, sesoi: str | None = None) -> str:
+def verdict_rule(significance: float, min_n: int, sesoi: str | None = None) -> str:
     margin = (f" and the {sesoi} excludes the smallest effect of interest (lies wholly beyond it, in the tested "
               f"direction)" if sesoi else "")
     no_change = (f"; no meaningful change (INCONCLUSIVE, equivalent) when the {sesoi} lies wholly inside it"
                  if sesoi else "")
     return (
-        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {alpha}{margin}; "
+        f"SUPPORTED if the one-sided p-value in the claimed direction, Holm-adjusted, is < {significance}{margin}; "
         f"REFUTED if the same holds in the opposite direction; the correction is {CORRECTION}; INVALID if n < "
         f"{min_n}, a value is NaN or a stage failed; the verdict is on the EAP scores whatever their fidelity, "
         f"which is reported beside it; otherwise INCONCLUSIVE (no change, every difference a tie, is "
@@ -268,7 +268,7 @@ def decide_verdict(
     p_adjusted: float,
     p_adjusted_opposite: float,
     *,
-    alpha: float = 0.05,
+    significance: float = 0.05,
     min_n: int = 10,
     holm_m: int = 1,
     margin: Margin | None = None,
@@ -280,7 +280,7 @@ def decide_verdict(
     smallest one-sided p its design can give). With a `margin`, significance alone does not decide:
     the interval must also lie beyond the smallest effect of interest.
     """
-    rule = rule or verdict_rule(alpha, min_n, "interval" if margin else None)
+    rule = rule or verdict_rule(significance, min_n, "interval" if margin else None)
 
     def make(label: Verdict, reason: str, **flags: bool) -> Decision:
         return Decision(label, rule, reason, float(p_adjusted), float(p_adjusted_opposite), holm_m, **flags)
@@ -295,10 +295,10 @@ def decide_verdict(
         return make(Verdict.INCONCLUSIVE, "no change: every paired difference is a tie (zero within numerical "
                     "precision)", equivalent=True)
     min_p = getattr(test, "min_p", None)
-    if min_p is not None and min_p * holm_m >= alpha:
+    if min_p is not None and min_p * holm_m >= significance:
         return make(Verdict.INCONCLUSIVE, f"unreachable on this grid: the smallest attainable one-sided p is "
-                    f"{min_p:.3g}, and Holm over m = {holm_m} hypotheses needs p < {alpha}/{holm_m} = "
-                    f"{alpha / holm_m:.3g}", reachable=False)
+                    f"{min_p:.3g}, and Holm over m = {holm_m} hypotheses needs p < {significance}/{holm_m} = "
+                    f"{significance / holm_m:.3g}", reachable=False)
     within = ""
     if margin is not None:
         low, high = margin.oriented()
@@ -309,28 +309,28 @@ def decide_verdict(
         if -margin.size < low and high < margin.size:
             return make(Verdict.INCONCLUSIVE, f"no meaningful change: the {interval} lies inside +-{margin.text}",
                         equivalent=True)
-    if p_adjusted < alpha:
+    if p_adjusted < significance:
         if margin is None or low > margin.size:
-            return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}"
+            return make(Verdict.SUPPORTED, f"claimed direction p_holm = {p_adjusted:.3g} < {significance}"
                         + (f", {interval} beyond {margin.text}" if margin else ""))
-        return make(Verdict.INCONCLUSIVE, f"claimed direction p_holm = {p_adjusted:.3g} < {alpha}, but the "
+        return make(Verdict.INCONCLUSIVE, f"claimed direction p_holm = {p_adjusted:.3g} < {significance}, but the "
                     f"{interval} reaches inside the smallest effect of interest {margin.text}{within}")
-    if p_adjusted_opposite < alpha:
+    if p_adjusted_opposite < significance:
         if margin is None or high < -margin.size:
-            return make(Verdict.REFUTED, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}"
+            return make(Verdict.REFUTED, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {significance}"
                         + (f", {interval} beyond -{margin.text}" if margin else ""))
-        return make(Verdict.INCONCLUSIVE, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {alpha}, but "
+        return make(Verdict.INCONCLUSIVE, f"opposite direction p_holm = {p_adjusted_opposite:.3g} < {significance}, but "
                     f"the {interval} reaches inside the smallest effect of interest {margin.text}{within}")
     return make(
         Verdict.INCONCLUSIVE,
-        f"p_holm = {p_adjusted:.3g} (claimed), {p_adjusted_opposite:.3g} (opposite), both >= {alpha}",
+        f"p_holm = {p_adjusted:.3g} (claimed), {p_adjusted_opposite:.3g} (opposite), both >= {significance}",
     )
 
 
 def family_verdicts(
     tests: Sequence[Any],
     *,
-    alpha: float = 0.05,
+    significance: float = 0.05,
     min_n: int = 10,
     margins: Sequence[Margin | None] | None = None,
     rule: str | None = None,
@@ -347,6 +347,6 @@ def family_verdicts(
     claimed, opposite = both[:len(tests)], both[len(tests):]
     m = int(np.isfinite(raw).sum())
     return [
-        decide_verdict(t, pc, po, alpha=alpha, min_n=min_n, holm_m=m, margin=mg, rule=rule)
+        decide_verdict(t, pc, po, significance=significance, min_n=min_n, holm_m=m, margin=mg, rule=rule)
         for t, pc, po, mg in zip(tests, claimed, opposite, margins)
     ]

@@ -118,6 +118,7 @@ def preflight(args, settings: list[str]) -> None:
 
     from harness.audit.grid import RunGrid
     from harness.cli.plan import check_audit_plan
+    from harness.data.generation import DecodingSettings
     from harness.data.problems import dataset_spec, load_problems
     from harness.models.loading import default_dtype
     from harness.models.pairs import check_pair_files
@@ -138,7 +139,7 @@ def preflight(args, settings: list[str]) -> None:
             load_problems(spec, n=1)
     config = dataclasses.replace(
         AuditConfig(), questions=args.questions, fidelity_edges=args.fidelity_edges,
-        fidelity_samples=args.fidelity_samples, device=args.device, max_new_tokens=args.max_new_tokens,
+        fidelity_samples=args.fidelity_samples, device=args.device, decoding=DecodingSettings(max_new_tokens=args.max_new_tokens),
         dtype=args.dtype or default_dtype(args.device)).with_settings(parse_settings(settings))
     print(check_audit_plan(list(grid.pairs), config, registry=args.registry, alphas=grid.alphas,
                            memory=args.memory))

@@ -149,13 +149,13 @@ def check_audit_plan(pairs: list[str], config, *, registry: str | None, alphas: 
                        alphas=alphas, questions=config.questions, prompt_tokens=PROMPT_TOKENS,
                        answer_tokens=None, fidelity_samples=config.fidelity_samples,
                        fidelity_edges=config.fidelity_edges, flops_per_s=flops,
-                       bytes_per_s=bandwidth, max_new_tokens=config.max_new_tokens,
-                       generation_batch=config.generation_batch_size, eap_batch=config.eap_batch_size,
+                       bytes_per_s=bandwidth, max_new_tokens=config.decoding.max_new_tokens,
+                       generation_batch=config.decoding.batch_size, eap_batch=config.eap_batch_size,
                        chunk=config.ablation_chunk, fidelity_alpha=config.fidelity_alpha)
     reasons = misfits(plans, budget)
     if reasons:
         raise UserError(f"the planner predicts {len(reasons)} stage(s) will not fit {format_bytes(budget)}: "
-                        + first_reasons(reasons) + "; set smaller batches (--set generation_batch_size=N, "
+                        + first_reasons(reasons) + "; set smaller batches (--set decoding.batch_size=N, "
                         "eap_batch_size=N, ablation_chunk=N), or lower --max-new-tokens or --alphas; "
                         "`python -m harness plan` shows every stage")
     name, stage = max(((name, s) for name, _, _, stages in plans for s in stages), key=lambda x: x[1].peak_bytes)

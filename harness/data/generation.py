@@ -74,6 +74,28 @@ class Decoding:
 
 
 @dataclass(frozen=True)
+class DecodingSettings:
+    """The audit's decoding choices (`decoding.*` settings), resolved per pair by `for_pair`.
+    max_new_tokens None: the pair's own answer budget. Defaults are `Decoding`'s."""
+
+    mode: Literal["greedy", "sample"] = Decoding.mode
+    max_new_tokens: int | None = None
+    temperature: float = Decoding.temperature
+    top_p: float = Decoding.top_p
+    batch_size: int = Decoding.batch_size
+
+    def __post_init__(self):
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise UserError(f"decoding.max_new_tokens must be at least 1 or none, got {self.max_new_tokens}")
+        self.for_pair(1, 0)   # the rest is Decoding's own check
+
+    def for_pair(self, budget: int, seed: int) -> Decoding:
+        """The Decoding of a pair whose answer budget is `budget` tokens, seeded by `seed`."""
+        return Decoding(mode=self.mode, max_new_tokens=self.max_new_tokens or budget, temperature=self.temperature,
+                        top_p=self.top_p, seed=seed, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
 class Generation:
     """One model answer. answer_ids: generated tokens without EOS or stop string (length T).
     reference_ids: the dataset's reference solution under the same tokenizer, if it has one."""

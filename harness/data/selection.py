@@ -18,6 +18,7 @@ then shrinks as alpha grows), or "error".
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -38,14 +39,15 @@ TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
 
 
 @dataclass(frozen=True)
-class SelectionParams:
-    """alpha: T_cut fraction of T̄. beta, gamma: length window as fractions of T̄. delta: largest
-    relative length gap between the two answers. n: questions kept at most. seed: subsample seed.
-    short_answers: a kept answer shorter than T_cut is "slice"d (all its tokens are targets; the
-    paper's code), or such questions are "drop"ped, or it is an "error"."""
+class SelectionSettings:
+    """How questions are selected, at every alpha (the audit's `selection.*` settings).
+
+    variant: the paper's equations or its code (`paper`, `paper-code`). beta, gamma: length window as
+    fractions of T̄. delta: largest relative length gap between the two answers. n: questions kept at
+    most. seed: subsample seed. short_answers: a kept answer shorter than T_cut is "slice"d (all its
+    tokens are targets; the paper's code), or such questions are "drop"ped, or it is an "error"."""
 
     variant: Variant = "paper-code"
-    alpha: float = 0.1
     beta: float = 0.5
     gamma: float = 1.5
     delta: float = 0.5
@@ -56,8 +58,6 @@ class SelectionParams:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise UserError(f"unknown selection variant {self.variant!r}; choose paper or paper-code")
-        if not 0 < self.alpha <= 1:
-            raise UserError(f"alpha must be in (0, 1], got {self.alpha}")
         if not 0 <= self.beta <= self.gamma:
             raise UserError(f"need 0 <= beta <= gamma, got beta={self.beta}, gamma={self.gamma}")
         if self.delta < 0:
@@ -67,6 +67,22 @@ class SelectionParams:
         if self.short_answers not in SHORT_ANSWERS:
             raise UserError(f"short_answers must be one of {', '.join(SHORT_ANSWERS)}, "
                             f"got {self.short_answers!r}")
+
+
+@dataclass(frozen=True)
+class SelectionParams(SelectionSettings):
+    """The selection settings at one alpha: T_cut is max(floor(alpha x T̄), 1) tokens."""
+
+    alpha: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.alpha <= 1:
+            raise UserError(f"alpha must be in (0, 1], got {self.alpha}")
+
+    @classmethod
+    def at(cls, settings: SelectionSettings, alpha: float) -> SelectionParams:
+        return cls(**dataclasses.asdict(settings), alpha=alpha)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def attention_intensity(w: np.ndarray, mask: np.ndarray, attention: np.ndarray) 
 
 def rule(claim, records, grid, context):
     stats = records.config.stats
-    text = (f"{verdict_rule(stats.alpha, stats.min_n, 'interval of the mean difference')}. Tested effect: mean over "
+    text = (f"{verdict_rule(stats.significance, stats.min_n, 'interval of the mean difference')}. Tested effect: mean over "
             "questions of post - base mean |W| on the edges into q, k and v; sign-flip permutation p")
     out = []
     for g in grid:

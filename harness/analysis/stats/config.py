@@ -12,7 +12,10 @@ from harness.errors import UserError
 class StatsConfig:
     """Decision parameters fixed before the data is seen; recorded with every verdict.
 
-    alpha: family-wise significance level. ci_level: level of every reported interval.
+    significance: family-wise significance level of every one-sided test (Holm). ci_level: level of
+      every reported interval. equivalence_level: level of each one-sided test of an equivalence
+      (TOST: a 1 - 2 x equivalence_level interval inside the margin). Neither is the paper's alpha,
+      the truncation fraction of the answer.
     sesoi_rel: smallest effect of interest, a relative change (effect / |base value|). A verdict
       needs its interval beyond it; an interval inside +-sesoi_rel is "no meaningful change". The
       default 5 % lies between the change the paper calls no change (DPO intensity, -1.5 %) and the
@@ -27,8 +30,9 @@ class StatsConfig:
     min_n: fewest questions a cell is judged on.
     """
 
-    alpha: float = 0.05
+    significance: float = 0.05
     ci_level: float = 0.95
+    equivalence_level: float = 0.05
     sesoi_rel: float = 0.05
     sesoi_accuracy: float = 0.02
     tie_rel_tol: float = 1e-4
@@ -41,9 +45,11 @@ class StatsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "ci_level", "claimed_rate"):
+        for name in ("significance", "ci_level", "claimed_rate"):
             if not 0 < getattr(self, name) < 1:
                 raise UserError(f"stats.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+        if not 0 < self.equivalence_level < 0.5:
+            raise UserError(f"stats.equivalence_level must lie in (0, 0.5), got {self.equivalence_level!r}")
         for name in ("sesoi_rel", "sesoi_accuracy", "tie_rel_tol"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"stats.{name} must lie in [0, 1), got {getattr(self, name)!r}")

@@ -39,7 +39,7 @@ class MagnitudeComparison:
     difference: float
     ci_low: float
     ci_high: float
-    focal_ci_tost: tuple[float, float]   # (1 - 2 alpha) interval of R_focal, for the equivalence test
+    focal_ci_tost: tuple[float, float]   # (1 - 2 equivalence_level) interval of R_focal, for the TOST
     reference_ci: tuple[float, float]    # ci_level interval of mean R_ref
     p_weaker: float
     p_stronger: float
@@ -62,7 +62,7 @@ def _relative(weights: np.ndarray, values: PairValues, index: np.ndarray, direct
         return direction * (post / base - 1.0)
 
 
-def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], direction: int, *, alpha: float = 0.05,
+def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], direction: int, *, equivalence_level: float = 0.05,
                        n_boot: int = 2000, seed: int = 0, ci_level: float = 0.95) -> MagnitudeComparison:
     """Is the focal pair's oriented relative change smaller than the reference pairs' mean?
 
@@ -91,7 +91,7 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
     diff = boot[0] - boot[1:].mean(axis=0)
     tail = (1 - ci_level) / 2
     low, high = np.quantile(diff, [tail, 1 - tail]) if diff.size else (math.nan, math.nan)
-    tost = tuple(float(x) for x in np.quantile(boot[0], [alpha, 1 - alpha])) if diff.size else (math.nan, math.nan)
+    tost = tuple(float(x) for x in np.quantile(boot[0], [equivalence_level, 1 - equivalence_level])) if diff.size else (math.nan, math.nan)
     ref = (tuple(float(x) for x in np.quantile(boot[1:].mean(axis=0), [tail, 1 - tail])) if diff.size
            else (math.nan, math.nan))
     return MagnitudeComparison(

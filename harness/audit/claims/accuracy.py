@@ -18,7 +18,7 @@ from harness.audit.verdicts import Margin, verdict_rule
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
     """Paired accuracy on every generated question: one-sided exact McNemar in each direction."""
     stats = records.config.stats
-    text = (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the accuracy change')}. "
+    text = (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the accuracy change')}. "
             "Tested effect: post - base accuracy on every answered question; p: exact one-sided McNemar (binomial "
             "on the discordant questions: fixed vs broken); interval: percentile bootstrap over questions. Smallest "
             f"effect of interest: {stats.sesoi_accuracy:g} accuracy. No discordant question is no change")

@@ -59,7 +59,7 @@ def oriented_change(cell: CellData, metric: str, config: AuditConfig) -> dict[st
 
 
 def rule_text(stats: StatsConfig) -> str:
-    return (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the mean difference')}. "
+    return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the mean difference')}. "
             "Tested effect: mean over the questions kept at both levels of s(alpha_max) - s(alpha_min), with "
             "s = direction x (post - base) / mean(|post|, |base|) the per-question relative change oriented toward "
             "the online-RL claim; sign-flip permutation p, BCa bootstrap interval. The claim holds when the "

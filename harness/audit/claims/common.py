@@ -101,7 +101,7 @@ def fidelity_extra(cells: list[CellData]) -> dict:
 
 def metric_rule(stats: StatsConfig, metrics: MetricConfig, decided_on: str) -> str:
     """The rule text of a metric claim cell, with every setting that can change its verdict."""
-    return (f"{verdict_rule(stats.alpha, stats.min_n, f'{stats.ci_level:.0%} interval of the tested effect')}. "
+    return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the tested effect')}. "
             f"Tested effect: {decided_on}. Smallest effect of interest: {stats.sesoi_rel:g} x |base value|. "
             f"Ties: a difference within {stats.tie_rel_tol:g} x max(|base|, |post|) counts as zero. Metric "
             f"settings: range {metrics.range_policy.value}, {metrics.bins} bins, eps {metrics.eps:g}, structural "

@@ -33,7 +33,7 @@ def rule_text(stats: StatsConfig) -> str:
     rate, majority = stats.claimed_rate, 0.5
     return (f"Each experiment (online-RL pair x dataset x alpha) is tested on its pooled inter-sample diversity "
             f"(1 - mean pairwise correlation of W): swap-permutation p in both directions ({stats.n_perm_pooled} "
-            f"draws), Holm over the 2E hypotheses of the E experiments at {stats.alpha}: a rise, a fall, or "
+            f"draws), Holm over the 2E hypotheses of the E experiments at {stats.significance}: a rise, a fall, or "
             f"undecided. The shares of rises and of falls get {stats.ci_level:.0%} percentile cluster-bootstrap "
             f"intervals (whole pair x dataset clusters resampled, {stats.n_boot} draws). SUPPORTED if the share "
             f"of rises is credibly above {majority} (interval low > {majority}) and {rate} is not excluded "
@@ -82,7 +82,7 @@ def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict],
     p = holm([x["p_rise"] for x in entries] + [x["p_fall"] for x in entries]) if e else np.array([])
     for i, x in enumerate(entries):
         x["p_holm_rise"], x["p_holm_fall"] = float(p[i]), float(p[e + i])
-        x["outcome"] = ("rise" if p[i] < stats.alpha else "fall" if p[e + i] < stats.alpha
+        x["outcome"] = ("rise" if p[i] < stats.significance else "fall" if p[e + i] < stats.significance
                         else "tie" if x["tie"] else "undecided")
     clusters = [x["cluster"] for x in entries]
     rises = falls = None
@@ -122,9 +122,9 @@ def _label(e: int, n_clusters: int, min_p: float, entries: list[dict], rises: Cl
     if n_clusters < MIN_CLUSTERS:
         return (Verdict.INCONCLUSIVE, f"unreachable on this grid: {n_clusters} pair x dataset cluster(s) < "
                 f"{MIN_CLUSTERS}, so the share's interval cannot be estimated", False)
-    if min_p * 2 * e >= stats.alpha:
+    if min_p * 2 * e >= stats.significance:
         return (Verdict.INCONCLUSIVE, f"unreachable on this grid: the smallest swap p {min_p:.3g} cannot pass Holm "
-                f"over {2 * e} hypotheses (needs < {stats.alpha / (2 * e):.3g}; raise stats.n_perm_pooled)", False)
+                f"over {2 * e} hypotheses (needs < {stats.significance / (2 * e):.3g}; raise stats.n_perm_pooled)", False)
     counts = f"{rises.hits}/{e} rise [{rises.ci_low:.2f}, {rises.ci_high:.2f}], {falls.hits}/{e} fall " \
              f"[{falls.ci_low:.2f}, {falls.ci_high:.2f}] over {n_clusters} clusters"
     rate = stats.claimed_rate

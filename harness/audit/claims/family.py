@@ -68,7 +68,7 @@ def decide_tests(tests: Sequence[Any], stats: StatsConfig, rule: str,
                  margins: Sequence[Margin | None] | None = None) -> list[Decision]:
     """Holm over both directions of every usable test, each decided against its margin (the
     correction of one family, at the run's significance level and minimum n)."""
-    return family_verdicts(tests, alpha=stats.alpha, min_n=stats.min_n, margins=margins, rule=rule)
+    return family_verdicts(tests, significance=stats.significance, min_n=stats.min_n, margins=margins, rule=rule)
 
 
 def judge_family(claim: ClaimSpec, outcomes: Sequence[Outcome], stats: StatsConfig) -> dict[GridCell, CellResult]:

@@ -41,7 +41,7 @@ def rule_text(cfg: AuditConfig) -> str:
             f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Causal check (post model): per question, "
             f"the loss with the top-k EAP edges removed minus the loss with k random edges removed, averaged over "
             f"the k grid and the random draws; one-sided sign-flip test that it is > 0, Holm over C8 at "
-            f"{stats.alpha}; both are measured at one alpha per pair and dataset (fidelity_alpha) where it is set. "
+            f"{stats.significance}; both are measured at one alpha per pair and dataset (fidelity_alpha) where it is set. "
             f"SUPPORTED if both models are FAITHFUL and the causal check is significant; REFUTED if "
             f"a model is UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
             f"{stats.min_n} questions (stats.min_n) in either model's fidelity measurement or in the causal "

@@ -44,7 +44,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     out = []
     for g, cell in cells.items():
         if isinstance(cell, SelectionError):
-            out.append(Outcome(g, verdict_rule(stats.alpha, stats.min_n),
+            out.append(Outcome(g, verdict_rule(stats.significance, stats.min_n),
                                skipped=f"selection left no sample: {str(cell).splitlines()[0]}",
                                fields={"funnel": funnel_of(cell), "provenance": {"audit_config": records.config.as_dict()}}))
             continue

@@ -42,7 +42,7 @@ NOT_APPLICABLE = ("C4 compares relative changes of whole-W metrics across pairs;
 
 
 def rule_text(stats: StatsConfig, online: bool) -> str:
-    base = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the difference")
+    base = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the difference")
     tested = ("Tested effect: difference = R(preference pair) - mean R(online-RL pairs), R = direction x (mean post / "
               "mean base - 1) the relative change of the metric's mean oriented toward the online-RL claim, "
               "percentile bootstrap over the pairs' pooled questions, drawn jointly (they share base model and "
@@ -54,8 +54,8 @@ def rule_text(stats: StatsConfig, online: bool) -> str:
                 f"inside +-{stats.sesoi_rel:g} (online DPO moves like online RL). {tested}")
     return (f"{base}, with 'claimed' = the offline-preference pair's change is weaker (difference < 0). Also "
             f"SUPPORTED when its own change is equivalent to none while online RL's is not: its "
-            f"{1 - 2 * stats.alpha:.0%} bootstrap interval of R lies inside +-{stats.sesoi_rel:g} (TOST at "
-            f"{stats.alpha}; 'no or weak change') and the online-RL pairs' mean R has its {stats.ci_level:.0%} "
+            f"{1 - 2 * stats.equivalence_level:.0%} bootstrap interval of R lies inside +-{stats.sesoi_rel:g} (TOST at "
+            f"{stats.equivalence_level}; 'no or weak change') and the online-RL pairs' mean R has its {stats.ci_level:.0%} "
             f"interval beyond +{stats.sesoi_rel:g}. {tested}")
 
 
@@ -92,9 +92,10 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...]) -> Outcom
         test = FamilyTest(cell.n, math.nan, math.nan, "no online-RL pair with selected questions on this dataset and alpha")
     else:
         try:
-            comparison = compare_magnitudes(_values(cell, g.metric, config), [_values(c, g.metric, config) for c in rl_cells],
-                                            METRICS[g.metric].direction, alpha=stats.alpha, n_boot=stats.n_boot,
-                                            seed=stats.seed, ci_level=stats.ci_level)
+            comparison = compare_magnitudes(
+                _values(cell, g.metric, config), [_values(c, g.metric, config) for c in rl_cells],
+                METRICS[g.metric].direction, equivalence_level=stats.equivalence_level, n_boot=stats.n_boot,
+                seed=stats.seed, ci_level=stats.ci_level)
         except UserError as err:
             test = FamilyTest(cell.n, math.nan, math.nan, str(err))
         else:

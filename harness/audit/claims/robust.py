@@ -81,7 +81,7 @@ def _on_estimator(records: Records, metric: str, rows: list[tuple[GridCell, Cell
 
     margins = [relative_margin(values(ct)[1], ct.decisive_test.ci_low, ct.decisive_test.ci_high, values(ct)[0],
                                direction, stats) for ct in tests]
-    rule = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
+    rule = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
     decisions = decide_tests([ct.decisive_test for ct in tests], stats, rule, margins)
     return {g: {"estimator": estimator, "applicable": True, "verdict": d.label.value, "reason": d.reason,
                 "effect": finite(values(ct)[1]), "ci": [finite(ct.decisive_test.ci_low), finite(ct.decisive_test.ci_high)],
@@ -113,7 +113,7 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
         tests[key] = paired_test(b, p, direction, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
                                  zero_method=stats.zero_method, ci_level=stats.ci_level)
     measured = [(k, t) for k, t in tests.items() if t is not None]
-    rule = verdict_rule(stats.alpha, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
+    rule = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
     decisions = decide_tests(
         [t for _, t in measured], stats, rule,
         [relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats) for _, t in measured])
