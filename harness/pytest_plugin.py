@@ -32,8 +32,8 @@ import pytest
 
 from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec, add_papers
 from harness.audit.claims.common import GridCell, cell_id
-from harness.audit.config import AuditConfig, parse_settings
-from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id, parse_alphas
+from harness.audit.config import AuditConfig, parse_alphas, parse_settings
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
 from harness.data.generation import DecodingSettings
 from harness.data.selection import TOKEN_MODES, SelectionSettings
 from harness.errors import UserError

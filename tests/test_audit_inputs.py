@@ -35,15 +35,15 @@ def test_alpha_outside_unit_interval_is_refused(alpha) -> None:
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("variant", "codez", "unknown selection variant 'codez'; choose one of paper, paper-code"),
-    ("questions", 0, "questions must be at least 1"),
-    ("fidelity_threshold", 2.0, "Spearman correlation in"),
+    ("selection.variant", "codez", "unknown selection variant 'codez'; choose paper or paper-code"),
+    ("questions", "0", "questions must be at least 1"),
+    ("fidelity_threshold", "2.0", "Spearman correlation in"),
     ("grader", "strict", "unknown grader 'strict'; choose one of auto, paper, lenient"),
-    ("short_answers", "keep", "unknown short_answers policy 'keep'; choose one of slice, drop, error"),
+    ("selection.short_answers", "keep", "short_answers must be one of slice, drop, error, got 'keep'"),
 ])
 def test_audit_config_rejects_bad_values(field, value, message) -> None:
     with pytest.raises(UserError, match=message):
-        AuditConfig(**{field: value})
+        AuditConfig().with_settings({field: value})
 
 
 def test_unknown_pair_lists_the_registry() -> None:
@@ -56,7 +56,7 @@ def test_unknown_pair_lists_the_registry() -> None:
     (["--pairs", "nope"], "*--pairs: unknown nope; known pairs: *smollm2-grpo*"),
     (["--metrics", "loudness"], "*--metrics: unknown loudness; known metrics: intensity, complexity*"),
     (["--datasets", "nope"], "*unknown dataset 'nope'; choose one of chain_sum*"),
-    (["--alphas", "1.5"], "*--alphas: 1.5 is outside (0, 1]*"),
+    (["--alphas", "1.5"], "*--alphas must be in (0, 1], got 1.5*"),
     (["--token-mode", "mixed"], "*--token-mode: unknown mixed; choose from own, shared-base*"),
 ])
 def test_suites_refuse_bad_grid_options(pytester: pytest.Pytester, args, message) -> None:
@@ -81,24 +81,52 @@ def test_suites_collect_each_claim_on_the_pairs_it_speaks_about(pytester: pytest
     assert "test_claim[C6-diversity]" in ids
 
 
-def test_audit_command_line_carries_the_budget() -> None:
-    from harness.cli.audit import AUDIT_BUDGET, apply_budget, pytest_args, register
+def _audit_args(*argv: str):
+    from harness.cli.audit import apply_budget, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["audit", "--run-id", "r1", "-k", "C1", "--pairs", "smollm2-grpo"])
+    args = parser.parse_args(["audit", *argv])
     apply_budget(args)
-    argv = pytest_args(args, args.run_id, ["stats.sesoi_rel=0.1"])
+    return args
+
+
+def test_audit_command_line_carries_the_budget() -> None:
+    from harness.cli.audit import AUDIT_BUDGET, audit_config, pytest_args
+
+    args = _audit_args("--run-id", "r1", "-k", "C1", "--pairs", "smollm2-grpo")
+    config = audit_config(args, ["stats.sesoi_rel=0.1"])
+    argv = pytest_args(args, args.run_id, config)
     assert argv[0] == str(SUITES)
-    settings = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
-    assert settings == [f"fidelity_alpha={AUDIT_BUDGET['fidelity_alpha']}", "stats.sesoi_rel=0.1"]
-    middle = parser.parse_args(["audit", "--run-id", "r2", "--alphas", "0.2,0.3,0.4"])
-    apply_budget(middle)     # the budget's fidelity alpha is off this grid: the grid's middle one
-    assert "fidelity_alpha=0.3" in pytest_args(middle, "r2", [])
-    for flag, value in (("--questions", str(AUDIT_BUDGET["questions"])), ("--alphas", AUDIT_BUDGET["alphas"]),
-                        ("--run-id", "r1"), ("-k", "C1"), ("--pairs", "smollm2-grpo")):
+    settings = dict(argv[i + 1].split("=", 1) for i, flag in enumerate(argv) if flag == "--set")
+    assert settings == {"questions": str(AUDIT_BUDGET["questions"]), "fidelity_samples": "10",
+                        "fidelity_edges": "24", "fidelity_alpha": str(AUDIT_BUDGET["fidelity_alpha"]),
+                        "selection.n": str(AUDIT_BUDGET["n"]), "stats.sesoi_rel": "0.1"}
+    middle = _audit_args("--run-id", "r2", "--alphas", "0.2,0.3,0.4")   # the budget's fidelity alpha is off
+    assert audit_config(middle, []).fidelity_alpha == 0.3                # this grid: the grid's middle one
+    for flag, value in (("--alphas", AUDIT_BUDGET["alphas"]), ("--run-id", "r1"), ("-k", "C1"),
+                        ("--pairs", "smollm2-grpo")):
         assert argv[argv.index(flag) + 1] == value
-    assert "--max-new-tokens" not in argv  # the pair's own budget unless asked
+    assert config.decoding.max_new_tokens is None   # the pair's own budget unless asked
+
+
+@pytest.mark.parametrize("argv, settings", [
+    ((), []),
+    (("--questions", "120", "--alphas", "0.1,0.5", "--device", "cpu"),
+     ["decoding.mode=sample", "decoding.temperature=0.7", "metrics.bins_band=10,20", "metrics.range_policy=joint",
+      "metrics.include_structural_zeros=false", "stats.significance=0.01", "fidelity_alpha=none"]),
+])
+def test_the_audit_config_reaches_the_suites_unchanged(pytester: pytest.Pytester, argv, settings) -> None:
+    """The CLI builds the one AuditConfig; pytest's argv carries it as --set KEY=VALUE (settings_of), and
+    the suites' plugin reads back the same config, field for field."""
+    from harness.cli.audit import audit_config, pytest_args
+    from harness.pytest_plugin import SESSION_KEY
+
+    args = _audit_args("--reports-dir", str(pytester.path / "r"), *argv)
+    config = audit_config(args, settings)
+    suite_args = pytest_args(args, "roundtrip", config)
+    read_back = pytester.parseconfigure("-p", "harness.pytest_plugin", *suite_args[1:]).stash[SESSION_KEY].options.config
+    assert read_back == config
 
 
 def test_an_unknown_pair_is_refused_in_one_line_before_the_suites_run(pytester: pytest.Pytester) -> None:
@@ -175,16 +203,13 @@ def test_audit_default_run_ids_are_distinct(tmp_path, monkeypatch, capsys) -> No
 
 
 def test_weights_default_to_bfloat16_on_cuda_and_float32_on_cpu() -> None:
-    from harness.cli.audit import apply_budget, pytest_args, register
+    from harness.cli.audit import audit_config, pytest_args
     from harness.models.loading import default_dtype
 
     assert (default_dtype("cuda"), default_dtype("cuda:3"), default_dtype("cpu")) == ("bfloat16", "bfloat16", "float32")
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["audit", "--device", "cuda"])
-    apply_budget(args)
-    assert "--dtype" not in pytest_args(args, "r", [])   # the suites resolve it from the device
-    args = parser.parse_args(["audit", "--device", "cuda", "--dtype", "float32"])
-    apply_budget(args)
-    argv = pytest_args(args, "r", [])
+    args = _audit_args("--device", "cuda")
+    argv = pytest_args(args, "r", audit_config(args, []))
+    assert argv[argv.index("--dtype") + 1] == "bfloat16"
+    args = _audit_args("--device", "cuda", "--dtype", "float32")
+    argv = pytest_args(args, "r", audit_config(args, []))
     assert argv[argv.index("--dtype") + 1] == "float32"

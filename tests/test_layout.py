@@ -23,9 +23,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Modules of `harness` that `path` imports, at any depth (lazy imports included)."""
-    name = module_name(path)
+def imports_of(path: Path, name: str | None = None) -> set[str]:
+    """Modules of `harness` that `path` imports, at any depth (lazy imports included); `name` is the
+    module's own name (default: from its place in the package)."""
+    name = name or module_name(path)
     is_package = path.name == "__init__.py"
     modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
     found = set()
@@ -94,6 +95,43 @@ def test_no_import_cycle_between_modules() -> None:
 def test_imports_run_one_way_between_stages() -> None:
     wrong = [f"{m} imports {i}" for m, deps in all_imports().items() for i in deps if stage_rank(i) > stage_rank(m)]
     assert not wrong, "\n".join(wrong)
+
+
+# The pipeline that fetches records: a claim's rule reads records (harness.audit.records), never these.
+PIPELINE = {"harness.audit.stages", "harness.audit.grid", "harness.audit.collect", "harness.audit.session",
+            "harness.audit.store"}
+SUITES = PACKAGE.parent / "suites"
+
+
+def pipeline_imports(paths: list[Path], package: str) -> dict[str, set[str]]:
+    """{module: the pipeline modules it imports} for each of `paths` that imports any."""
+    found = {f"{package}.{p.stem}": imports_of(p, f"{package}.{p.stem}") & PIPELINE for p in paths}
+    return {m: deps for m, deps in found.items() if deps}
+
+
+def test_claim_rules_read_records_not_the_pipeline() -> None:
+    rules = sorted((PACKAGE / "audit" / "claims").glob("*.py"))
+    assert len(rules) >= 8 and pipeline_imports(rules, "harness.audit.claims") == {}
+
+
+def test_the_rule_check_refuses_a_rule_that_imports_the_pipeline(tmp_path: Path) -> None:
+    planted = tmp_path / "greedy_rule.py"
+    planted.write_text("from harness.audit.stages import AuditPipeline\n\n"
+                       "def rule(claim, records, grid, context):\n"
+                       "    from harness.audit.collect import PipelineRecords\n")
+    assert pipeline_imports([planted], "harness.audit.claims") == {
+        "harness.audit.claims.greedy_rule": {"harness.audit.stages", "harness.audit.collect"}}
+
+
+def test_suites_hold_only_the_claims_test_and_its_figures() -> None:
+    """suites/ imports the catalogue, metrics and plots; its options, grid and fixtures are the
+    plugin's, and its conftest.py declares nothing."""
+    allowed = {"harness.audit.claims", "harness.analysis.metrics", "harness.report.plots"}
+    found = {p.name: imports_of(p, f"suites.{p.stem}") for p in sorted(SUITES.glob("*.py"))}
+    assert set(found) == {"conftest.py", "test_claims.py"}
+    assert found["conftest.py"] == set() and found["test_claims.py"] <= allowed, found
+    conftest = ast.parse((SUITES / "conftest.py").read_text())
+    assert [type(node).__name__ for node in conftest.body] == ["Expr"]   # its docstring alone
 
 
 def test_only_the_plugin_imports_pytest() -> None:

@@ -136,7 +136,7 @@ def test_options_override_module_grid(claims_dir: pytest.Pytester) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--alphas", "0.1,x"], "*--alphas: 'x' is not a number*"),
-    (["--alphas", "1.5"], "*--alphas: 1.5 is outside (0, 1]*"),
+    (["--alphas", "1.5"], "*--alphas must be in (0, 1], got 1.5*"),
     (["--alphas", "0.1,0.3", "--alphas", "0.10"], "*--alphas: 0.1 is given twice; give each alpha once*"),
     (["--token-mode", "mixed"], "*--token-mode: unknown mixed; choose from own, shared*"),
     (["--n", "0"], "*--n must be a positive number*"),

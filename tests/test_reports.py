@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from harness.audit.claims import CLAIMS, get_claim
+from harness.audit.config import parse_alphas
 from harness.audit.verdicts import (
     CLAIMS_SCHEMA_VERSION,
     CellResult,
     Verdict,
     alpha_tag,
     make_cell_id,
-    parse_alphas,
 )
 from harness.cli import main as harness_main
 from harness.errors import UserError
@@ -105,7 +105,7 @@ def test_distinct_alphas_give_distinct_cell_ids() -> None:
 
 @pytest.mark.parametrize("texts, message", [(["0.3", "0.30"], "--alphas: 0.3 is given twice"),
                                              (["0.1", "x"], "--alphas: 'x' is not a number"),
-                                             (["0"], r"--alphas: 0.0 is outside \(0, 1\]")])
+                                             (["0"], r"--alphas must be in \(0, 1\], got 0.0")])
 def test_parse_alphas_rejects_repeats_and_bad_values(texts, message) -> None:
     with pytest.raises(UserError, match=message):
         parse_alphas(texts)

@@ -9,7 +9,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
@@ -165,6 +165,35 @@ def _convert(owner: Any, name: str, text: str, key: str) -> Any:
         raise UserError(f"--set {key}={text}: not a valid {getattr(kind, '__name__', kind)}") from None
 
 
+def settings_of(config: AuditConfig) -> dict[str, str]:
+    """KEY -> VALUE text of every setting in which `config` differs from the defaults: the inverse of
+    `AuditConfig().with_settings(...)`, how a config travels as `--set KEY=VALUE` to processes that
+    take text (pytest's argv, xdist workers)."""
+    defaults, out = AuditConfig(), {}
+    for key in settable_keys():
+        value, default = _value(config, key), _value(defaults, key)
+        if value != default:
+            out[key] = _text(value)
+    return out
+
+
+def _value(config: AuditConfig, key: str) -> Any:
+    head, _, tail = key.partition(".")
+    return getattr(getattr(config, head), tail) if tail else getattr(config, head)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(_text(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def parse_settings(items: list[str] | None) -> dict[str, str]:
     """['stats.sesoi_rel=0.1', ...] -> {'stats.sesoi_rel': '0.1', ...}; a malformed item is a UserError."""
     out: dict[str, str] = {}
@@ -176,10 +205,28 @@ def parse_settings(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def validate_alpha(alpha: float) -> float:
+def validate_alpha(alpha: float, where: str = "alpha") -> float:
+    """The paper's truncation fraction alpha, in (0, 1], else a UserError naming `where`."""
     if not 0 < alpha <= 1:
-        raise UserError(f"alpha must be in (0, 1], got {alpha}")
+        raise UserError(f"{where} must be in (0, 1], got {alpha}")
     return float(alpha)
+
+
+def parse_alphas(values: str | Sequence[str], flag: str = "--alphas") -> tuple[float, ...]:
+    """The alphas of comma-separated text or text items, in order (the one parser of alpha values);
+    a non-number, a value outside (0, 1] or a repeated value (one cell counted twice by Holm) is a
+    UserError naming `flag`."""
+    items = [t.strip() for t in (values.split(",") if isinstance(values, str) else values) if t.strip()]
+    alphas: list[float] = []
+    for text in items:
+        try:
+            value = validate_alpha(float(text), flag)
+        except ValueError:
+            raise UserError(f"{flag}: {text!r} is not a number") from None
+        if value in alphas:
+            raise UserError(f"{flag}: {value} is given twice; give each alpha once")
+        alphas.append(value)
+    return tuple(alphas)
 
 
 def validate_token_mode(mode: str) -> str:

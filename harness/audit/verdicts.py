@@ -61,23 +61,6 @@ def alpha_tag(alpha: float | None) -> str:
     return f"a{int(whole):03d}" + (f"p{rest}" if rest else "")
 
 
-def parse_alphas(texts: Sequence[str], flag: str = "--alphas") -> tuple[float, ...]:
-    """alpha values (fractions in (0, 1]) from text items, in order; a non-number, a value outside
-    (0, 1] or a repeated value (it would be one cell counted twice by Holm) raises a UserError."""
-    alphas: list[float] = []
-    for text in texts:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{flag}: {text!r} is not a number") from None
-        if not 0 < value <= 1:
-            raise UserError(f"{flag}: {value} is outside (0, 1]")
-        if value in alphas:
-            raise UserError(f"{flag}: {value} is given twice; give each alpha once")
-        alphas.append(value)
-    return tuple(alphas)
-
-
 def _slug(part: Any) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", str(part)).strip("_")
 

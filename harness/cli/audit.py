@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.audit.config import AuditConfig, parse_settings, settable_keys
-from harness.audit.verdicts import parse_alphas
+from harness.audit.config import AuditConfig, parse_alphas, parse_settings, settable_keys, settings_of
 from harness.cli import COMMANDS, whole_number
 from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
@@ -53,24 +52,39 @@ AUDIT_BUDGETS: dict[str, dict] = {
 AUDIT_BUDGET = AUDIT_BUDGETS["default"]
 
 
-def pytest_args(args, run_id: str, settings: list[str]) -> list[str]:
-    """The pytest command line of an audit run."""
+def audit_config(args, settings: list[str]) -> AuditConfig:
+    """The run's one AuditConfig: the budget's and the flags' values, then every --set KEY=VALUE.
+    Fidelity, robustness and C8 are measured at the budget's fidelity alpha where the grid has it, else
+    at the grid's middle alpha, unless --set fidelity_alpha says otherwise."""
+    from harness.data.generation import DecodingSettings
+    from harness.data.selection import SelectionSettings
+    from harness.models.loading import default_dtype
+
+    alphas = sorted(parse_alphas(args.alphas))
+    chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
+    config = AuditConfig(questions=args.questions, fidelity_edges=args.fidelity_edges,
+                         fidelity_samples=args.fidelity_samples, fidelity_alpha=chosen, device=args.device,
+                         dtype=args.dtype or default_dtype(args.device), selection=SelectionSettings(n=args.n),
+                         decoding=DecodingSettings(max_new_tokens=args.max_new_tokens))
+    return config.with_settings(parse_settings(settings))
+
+
+def pytest_args(args, run_id: str, config: AuditConfig) -> list[str]:
+    """The pytest command line of an audit run: the grid and run options, and the run's config as
+    `--set KEY=VALUE` for every setting that differs from the defaults (harness.audit.config.settings_of)."""
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(Path(args.reports_dir).resolve()),
-            "--questions", str(args.questions), "--n", str(args.n), "--alphas", args.alphas,
-            "--fidelity-edges", str(args.fidelity_edges), "--fidelity-samples", str(args.fidelity_samples),
-            "--device", args.device, "-q"] + ([] if args.no_progress or args.workers else ["-s"])
+            "--alphas", args.alphas, "--device", config.device, "--dtype", config.dtype, "-q"]
+    argv += [] if args.no_progress or args.workers else ["-s"]
     if args.workers:
         argv += ["-n", str(args.workers), "--dist", "loadgroup"]
-    for flag, value in (("--dtype", args.dtype), ("--pairs", args.pairs), ("--max-new-tokens", args.max_new_tokens), ("--datasets", args.datasets), ("--registry", args.registry),
+    for flag, value in (("--pairs", args.pairs), ("--datasets", args.datasets), ("--registry", args.registry), ("--n", args.n),
                         ("-k", args.k), ("--claims-baseline", args.baseline), ("--shard", args.shard)):
         if value is not None:
             argv += [flag, str(value)]
-    if not any(item.startswith("fidelity_alpha=") for item in settings):
-        alphas = sorted(parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]))
-        chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
-        argv += ["--set", f"fidelity_alpha={chosen}"] if chosen is not None else []
-    for item in settings:
-        argv += ["--set", item]
+    for path in args.papers or []:
+        argv += ["--papers", path]
+    for key, value in settings_of(config).items():
+        argv += ["--set", f"{key}={value}"]
     return argv + (["--overwrite"] if getattr(args, "overwrite", False) else [])
 
 
@@ -109,26 +123,24 @@ def apply_budget(args) -> None:
             setattr(args, key, value)
 
 
-def preflight(args, settings: list[str]) -> None:
+def preflight(args, config: AuditConfig) -> None:
     """What would otherwise fail in every claim test, checked before any work: the registry, the
     pairs and their local model and adapter files, the datasets (readable, with answers), the
     grid's options, and the planner's memory check of every stage at the run's batch sizes. The
     first problem is a UserError (one line, exit 2)."""
-    import dataclasses
-
+    from harness.audit.claims import add_papers
     from harness.audit.grid import RunGrid
     from harness.cli.plan import check_audit_plan
-    from harness.data.generation import DecodingSettings
     from harness.data.problems import dataset_spec, load_problems
-    from harness.models.loading import default_dtype
     from harness.models.pairs import check_pair_files
     from harness.models.registry import load_registry
 
     def names(text: str | None) -> tuple[str, ...]:
         return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
+    add_papers(args.papers or [])
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
-                         alphas=tuple(parse_alphas(list(names(args.alphas)))))
+                         alphas=parse_alphas(args.alphas))
     if args.shard is not None:
         grid.check_shard(args.shard)
     for pair in grid.pairs:
@@ -137,10 +149,6 @@ def preflight(args, settings: list[str]) -> None:
         spec = dataset_spec(dataset)
         if not spec.startswith("hf:"):   # a hub dataset is fetched when answered
             load_problems(spec, n=1)
-    config = dataclasses.replace(
-        AuditConfig(), questions=args.questions, fidelity_edges=args.fidelity_edges,
-        fidelity_samples=args.fidelity_samples, device=args.device, decoding=DecodingSettings(max_new_tokens=args.max_new_tokens),
-        dtype=args.dtype or default_dtype(args.device)).with_settings(parse_settings(settings))
     print(check_audit_plan(list(grid.pairs), config, registry=args.registry, alphas=grid.alphas,
                            memory=args.memory))
 
@@ -163,7 +171,7 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
-    if not parse_alphas([a.strip() for a in args.alphas.split(",") if a.strip()]):
+    if not parse_alphas(args.alphas):
         raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     check_writable_folder(args.reports_dir, "--reports-dir")
     if args.run_id is None:
@@ -171,12 +179,12 @@ def run_audit(args) -> int:
 
         args.run_id = default_run_id()
     settings = list(args.set or [])
-    AuditConfig().with_settings(parse_settings(settings))   # a bad setting fails here, before any work
+    config = audit_config(args, settings)   # a bad setting fails here, before any work
     vary = _vary(args.vary)
-    preflight(args, settings)
+    preflight(args, config)
     if vary is None:
         check_run_id(args, args.run_id)
-        code, _, errored = _run_once(args, args.run_id, settings)
+        code, _, errored = _run_once(args, args.run_id, config, " ".join(settings))
         return 1 if errored else (int(code) if args.strict else 0)
     key, values = vary
     run_ids = [f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
@@ -185,7 +193,7 @@ def run_audit(args) -> int:
         check_run_id(args, run_id)
     runs, worst, any_errored = [], 0, False
     for value, run_id in zip(values, run_ids):
-        code, folder, errored = _run_once(args, run_id, [*settings, f"{key}={value}"])
+        code, folder, errored = _run_once(args, run_id, config.with_settings({key: value}), f"{key}={value}")
         runs.append((value, load_claims(folder)))
         worst, any_errored = max(worst, int(code)), any_errored or errored
     table = Path(args.reports_dir) / f"{args.run_id}-sensitivity-{key}.md"
@@ -194,13 +202,13 @@ def run_audit(args) -> int:
     return 1 if any_errored else (worst if args.strict else 0)
 
 
-def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path, bool]:
+def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, Path, bool]:
     """One suite run; (pytest exit code, report folder, whether a cell errored or a selected cell is
     missing). No report of this run is a UserError."""
     from harness.pytest_plugin import run_suites
 
     started = time.perf_counter()
-    code = run_suites(pytest_args(args, run_id, settings))
+    code = run_suites(pytest_args(args, run_id, config))
     seconds = time.perf_counter() - started
     report = Path(args.reports_dir) / run_id / "claims.html"
     if int(code) == 5:   # pytest: no tests collected
@@ -216,7 +224,7 @@ def _run_once(args, run_id: str, settings: list[str]) -> tuple[int, Path, bool]:
     verdicts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
     selected, errors = summary.get("selected"), summary.get("errors", 0)
     of = f" of {selected} selected" if selected is not None else ""
-    print(f"\naudit {' '.join(settings)} finished in {seconds / 60:.1f} min: {summary['cells']} cells{of} "
+    print(f"\naudit {label} finished in {seconds / 60:.1f} min: {summary['cells']} cells{of} "
           f"({verdicts})")
     print(f"report: {report.resolve()}")
     for healed in document.get("provenance", {}).get("cache", {}).get("healed", []):
@@ -283,4 +291,6 @@ def register(subparsers) -> None:
     a.add_argument("--vary", metavar="KEY=V1,V2,...",
                    help="sensitivity run: one claim matrix per value of KEY, then a table comparing their verdicts")
     a.add_argument("--list-settings", action="store_true", help="print every settable KEY with its default")
+    a.add_argument("--papers", action="append", metavar="PATH",
+                   help="paper files (or folders of them) whose claims join the catalogue (repeatable)")
     a.set_defaults(run=run_audit)

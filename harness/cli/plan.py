@@ -36,18 +36,6 @@ def parse_bytes(text: str, flag: str = "--memory") -> int:
     return value
 
 
-def parse_alphas(text: str) -> tuple[float, ...]:
-    from harness.audit.config import validate_alpha
-
-    try:
-        alphas = tuple(validate_alpha(float(a)) for a in text.split(","))
-    except ValueError:
-        raise UserError(f"--alphas must be numbers in (0, 1], comma separated, got {text!r}") from None
-    if len(set(alphas)) != len(alphas):
-        raise UserError(f"--alphas: {text!r} repeats a value; give each alpha once")
-    return alphas
-
-
 def available_memory(device: str) -> int:
     """The device's memory when --memory is not given: a CUDA device's total, or this machine's
     available RAM (MemAvailable)."""
@@ -164,7 +152,7 @@ def check_audit_plan(pairs: list[str], config, *, registry: str | None, alphas: 
 
 
 def run(args) -> int:
-    from harness.audit.config import AuditConfig
+    from harness.audit.config import AuditConfig, parse_alphas
     from harness.models.loading import default_dtype
 
     if not args.pairs:
