@@ -60,7 +60,7 @@ def audit_config(args, settings: list[str]) -> AuditConfig:
     from harness.data.selection import SelectionSettings
     from harness.models.loading import default_dtype
 
-    alphas = sorted(parse_alphas(args.alphas))
+    alphas = sorted(args.alphas)
     chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
     config = AuditConfig(questions=args.questions, fidelity_edges=args.fidelity_edges,
                          fidelity_samples=args.fidelity_samples, fidelity_alpha=chosen, device=args.device,
@@ -73,7 +73,7 @@ def pytest_args(args, run_id: str, config: AuditConfig) -> list[str]:
     """The pytest command line of an audit run: the grid and run options, and the run's config as
     `--set KEY=VALUE` for every setting that differs from the defaults (harness.audit.config.settings_of)."""
     argv = [str(SUITES), "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(Path(args.reports_dir).resolve()),
-            "--alphas", args.alphas, "--device", config.device, "--dtype", config.dtype, "-q"]
+            "--alphas", ",".join(map(repr, args.alphas)), "--device", config.device, "--dtype", config.dtype, "-q"]
     argv += [] if args.no_progress or args.workers else ["-s"]
     if args.workers:
         argv += ["-n", str(args.workers), "--dist", "loadgroup"]
@@ -115,12 +115,16 @@ def _vary(text: str | None) -> tuple[str, list[str]] | None:
 
 
 def apply_budget(args) -> None:
-    """Fill every option left unset on the command line from the chosen `--budget`."""
+    """Fill every option left unset on the command line from the chosen `--budget`; `args.alphas`
+    becomes the grid's alphas, parsed here once (a tuple)."""
     if args.budget not in AUDIT_BUDGETS:
         raise UserError(f"unknown --budget {args.budget!r}; choose one of {', '.join(AUDIT_BUDGETS)}")
     for key, value in AUDIT_BUDGETS[args.budget].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    args.alphas = parse_alphas(args.alphas)
+    if not args.alphas:
+        raise UserError("--alphas: give at least one alpha in (0, 1], e.g. 0.1,0.3")
 
 
 def preflight(args, config: AuditConfig) -> None:
@@ -140,7 +144,7 @@ def preflight(args, config: AuditConfig) -> None:
 
     add_papers(args.papers or [])
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
-                         alphas=parse_alphas(args.alphas))
+                         alphas=args.alphas)
     if args.shard is not None:
         grid.check_shard(args.shard)
     for pair in grid.pairs:
@@ -171,8 +175,6 @@ def run_audit(args) -> int:
             value = getattr(getattr(defaults, head), tail) if tail else getattr(defaults, head)
             print(f"{key} = {getattr(value, 'value', value)}")
         return 0
-    if not parse_alphas(args.alphas):
-        raise UserError(f"--alphas {args.alphas!r}: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     check_writable_folder(args.reports_dir, "--reports-dir")
     if args.run_id is None:
         from harness.pytest_plugin import default_run_id
