@@ -19,8 +19,15 @@ from harness.errors import UserError
 
 
 def cache_root() -> Path:
-    """Cache folder: $HARNESS_CACHE, else .harness-cache in the working directory."""
-    return Path(os.environ.get("HARNESS_CACHE", ".harness-cache"))
+    """Cache folder: $HARNESS_CACHE, else .harness-cache in the working directory. A HARNESS_CACHE set
+    to nothing is a UserError (it would make the working folder the cache)."""
+    value = os.environ.get("HARNESS_CACHE")
+    if value is None:
+        return Path(".harness-cache")
+    if not value.strip():
+        raise UserError("HARNESS_CACHE is set but empty; unset it (the cache is then ./.harness-cache) or name "
+                        "a folder for the cache")
+    return Path(value)
 
 
 def content_key(*parts: Any) -> str:
@@ -29,9 +36,11 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# every temporary file or folder the harness writes is named ".<anything>.tmp", so that a later run can
-# find what a killed one left behind (clean_stale_temps)
-TEMP_SUFFIX = ".tmp"
+# every temporary file or folder the harness writes is named ".<anything>.harness-tmp", a name no other
+# program writes, so that a later run can find what a killed one left behind (clean_stale_temps)
+TEMP_SUFFIX = ".harness-tmp"
+# the cache root's folders the harness writes into; clean_stale_temps looks in these only
+CACHE_FOLDERS = ("audit", "generations", "models", "tiny-models", "fingerprints", "posttrain-eval")
 
 
 def current_umask() -> int:
@@ -261,8 +270,9 @@ class ActiveRun:
 
 
 def clean_stale_temps(root: Path) -> list[Path]:
-    """Remove every `.*.tmp` file or folder under `root` (call only while no other run is active)."""
-    stale = [p for p in Path(root).rglob(f".*{TEMP_SUFFIX}") if "quarantine" not in p.parts]
+    """Remove the temporary files and folders killed runs left: `.*.harness-tmp` under the cache's own
+    folders (CACHE_FOLDERS), nothing else (call only while no other run is active)."""
+    stale = [p for folder in CACHE_FOLDERS for p in (Path(root) / folder).rglob(f".*{TEMP_SUFFIX}")]
     for path in stale:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

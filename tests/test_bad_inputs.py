@@ -277,3 +277,17 @@ def test_the_module_entry_point_prints_the_same_one_line(world, command: str, me
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and message in done.stderr
+
+
+def test_an_empty_harness_cache_is_exit_2_before_any_work(world, tmp_path, capsys, monkeypatch) -> None:
+    """Findings v02 and v05: HARNESS_CACHE='' made the working folder the cache, and the first run's
+    clean removed the user's `.notes.tmp` there. Now: one line, exit 2, the folder untouched."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE", "")
+    notes = tmp_path / "src" / ".notes.tmp"
+    notes.parent.mkdir()
+    notes.write_text("mine")
+    status = main(["audit", "--registry", world["REGISTRY"], "--run-id", "v02"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: HARNESS_CACHE is set but empty"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["src"] and notes.read_text() == "mine"

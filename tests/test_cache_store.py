@@ -17,7 +17,16 @@ import torch
 from harness.audit.config import AuditConfig
 from harness.audit.store import CacheStore, Ledger, eap_key
 from harness.errors import UserError
-from harness.files import ActiveRun, CorruptEntry, atomic_write_json, file_lock, read_checked_json, write_checked_json
+from harness.files import (
+    ActiveRun,
+    CorruptEntry,
+    atomic_write_json,
+    cache_root,
+    clean_stale_temps,
+    file_lock,
+    read_checked_json,
+    write_checked_json,
+)
 
 
 def _store(root: Path) -> CacheStore:
@@ -168,7 +177,7 @@ def test_a_killed_runs_temporary_files_are_removed_only_when_no_run_is_active(tm
     other = context.Process(target=_hold_active_lock, args=(str(root), ready, release))
     other.start()
     assert ready.wait(60)
-    stale = [root / "audit" / "eap" / ".k6.abc123.tmp", root / "generations" / ".x.json.def.tmp"]
+    stale = [root / "audit" / "eap" / ".k6.abc123.harness-tmp", root / "generations" / ".x.json.def.harness-tmp"]
     stale[0].mkdir(parents=True)
     (stale[0] / "edges.json").write_text("{}")
     stale[1].parent.mkdir(parents=True)
@@ -224,3 +233,26 @@ def test_weight_fingerprints_are_read_once_per_file_version(tmp_path: Path, monk
     os.utime(weights, ns=(1, 1))
     changed = loading.sha256_files([weights])
     assert changed != first and len(hashed) == 1
+
+
+def test_the_start_up_clean_touches_only_the_harness_own_temporaries(tmp_path: Path) -> None:
+    """A cache root pointed at a folder that holds other programs' files (a home, a shared scratch):
+    their `.draft.tmp` files and folders survive, and so does a harness-named file outside the cache's
+    own folders; only the killed run's temporaries inside them go."""
+    root = tmp_path / "home"
+    theirs = [root / "docs" / ".draft.tmp", root / "project" / ".build.tmp" / "data",
+              root / "audit" / "eap" / ".notes.tmp", root / "notes" / ".x.harness-tmp"]
+    ours = [root / "audit" / "eap" / ".k6.abc123.harness-tmp", root / "generations" / ".g.json.def.harness-tmp"]
+    for path in theirs + ours:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep" if path in theirs else "{")
+    assert sorted(clean_stale_temps(root)) == sorted(ours)
+    assert all(p.read_text() == "keep" for p in theirs) and not any(p.exists() for p in ours)
+
+
+def test_an_empty_harness_cache_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", " ")
+    with pytest.raises(UserError, match="HARNESS_CACHE is set but empty"):
+        cache_root()
+    monkeypatch.delenv("HARNESS_CACHE")
+    assert cache_root() == Path(".harness-cache")

@@ -64,7 +64,7 @@ def test_an_audit_killed_at_random_points_then_rerun_gives_the_uninterrupted_rep
     final = start(tmp_path, "final", cache)
     assert final.wait(900) == 0, final.stderr.read()
     assert cells(tmp_path, "final") == cells(tmp_path, "reference"), f"killed at {killed_at} s"
-    assert not [p for p in cache.rglob(".*.tmp")], "a temporary file outlived the rerun"
+    assert not [p for p in cache.rglob(".*.harness-tmp")], "a temporary file outlived the rerun"
     ledger = json.loads((tmp_path / "reports" / "final" / "claims.json").read_text())["provenance"]["cache"]["ledger"]
     assert ledger.get("answers:cache", 0) >= 1, f"the killed runs' finished stages were not reused: {ledger}"
     print(f"killed at {killed_at} s of an uninterrupted {duration:.1f} s; the rerun's ledger: {ledger}")

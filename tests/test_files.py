@@ -35,7 +35,7 @@ def test_atomic_writes_get_the_umask_mode(tmp_path: Path, umask: int) -> None:
     atomic_write_bytes(tmp_path / "a.bin", b"x")
     atomic_write_json(tmp_path / "sub" / "b.json", {"k": 1})
     assert _mode(tmp_path / "a.bin") == _mode(tmp_path / "sub" / "b.json") == 0o666 & ~umask
-    assert (tmp_path / "a.bin").read_bytes() == b"x" and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "a.bin").read_bytes() == b"x" and not list(tmp_path.glob(".*.harness-tmp"))
 
 
 def test_cache_folders_and_temp_files_get_the_umask_mode(tmp_path: Path, umask: int) -> None:

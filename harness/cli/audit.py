@@ -24,7 +24,7 @@ from harness.audit.config import AuditConfig, parse_alphas, parse_settings, sett
 from harness.cli import COMMANDS, whole_number
 from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
-from harness.files import atomic_write_text, check_writable_folder
+from harness.files import atomic_write_text, cache_root, check_writable_folder
 from harness.report.compare import sensitivity_table
 from harness.report.document import load_claims
 
@@ -158,6 +158,7 @@ def preflight(args, config: AuditConfig) -> None:
 
 
 def run_audit(args) -> int:
+    cache_root()   # a HARNESS_CACHE set to nothing is refused before any work
     apply_budget(args)
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
