@@ -135,6 +135,14 @@ class InstrumentedModel:
 
     # -- installation -------------------------------------------------------------------------
     def __enter__(self) -> "InstrumentedModel":
+        """Install every hook; if installing fails midway, remove what was installed, then raise."""
+        try:
+            return self._install()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _install(self) -> "InstrumentedModel":
         graph, fam = self.graph, self.family
         layers = fam.layers(self.model)
         self._hook(layers[0].register_forward_pre_hook(self._embed_hook))
