@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make audit` (the claim audit) and `make test`.
-# CUDA users: make TORCH_SPEC='torch>=2.4,<2.15' (pip then picks the CUDA build for the machine).
+# CUDA users: make TORCH_SPEC='torch>=2.4,<2.14' (pip then picks the CUDA build for the machine).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0

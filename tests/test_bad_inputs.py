@@ -115,6 +115,8 @@ CASES = [
     ("eap-garbage-safetensors",  "eap --model {GARBAGE} --input {ROWS} --out {T}/o",               "a weight file is not valid safetensors (Error while deserializing header: header too large)"),
     ("eap-empty-safetensors",    "eap --model {EMPTYW} --input {ROWS} --out {T}/o",                "a weight file is not valid safetensors (Error while deserializing header: header too small)"),
     ("eap-truncated-safetensors", "eap --model {TRUNC} --input {ROWS} --out {T}/o",                "is not valid safetensors (Error while deserializing header: incomplete metadata"),
+    ("eap-missing-tensor",       "eap --model {MISSING} --input {ROWS} --out {T}/o",               "1 weight(s) missing from its checkpoint or of the wrong shape for its config (e.g. model.layers.1.mlp.down_proj.weight)"),
+    ("eap-config-more-layers",   "eap --model {LAYERS3} --input {ROWS} --out {T}/o",               "weight(s) missing from its checkpoint or of the wrong shape for its config (e.g. model.layers.2."),
     ("eap-not-gguf",             "eap --model {FAKEGGUF} --input {ROWS} --out {T}/o",              "does not start with the GGUF magic bytes, so it is not a GGUF file"),
     ("eap-input-not-utf8",       "eap --model {M} --input {LATIN1} --out {T}/o",                   "input file {LATIN1} is not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8"),
     ("generate-dataset-not-utf8", "generate --model {M} --dataset {LATIN1} --out {T}/g.jsonl",     "dataset file {LATIN1} is not UTF-8 text (byte 0xe9 on line 1)"),
@@ -190,7 +192,15 @@ def _damaged_copies(root: Path) -> dict[str, Path]:
         shutil.copytree(root / "model", folder)
         (folder / "model.safetensors").write_bytes(data)
         out[name] = folder
-    return out
+    from safetensors.torch import load_file, save_file  # findings e05, e06: a checkpoint that loads, damaged
+    tensors = load_file(root / "model" / "model.safetensors")
+    shutil.copytree(root / "model", root / "missing")
+    save_file({k: v for k, v in tensors.items() if "layers.1.mlp.down_proj" not in k},
+              root / "missing" / "model.safetensors", metadata={"format": "pt"})
+    shutil.copytree(root / "model", root / "layers3")
+    config = json.loads((root / "model" / "config.json").read_text())
+    (root / "layers3" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    return {**out, "MISSING": root / "missing", "LAYERS3": root / "layers3"}
 
 
 def _generations(path: Path, answer_ids=None) -> Path:

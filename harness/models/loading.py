@@ -11,6 +11,7 @@ import torch
 
 from harness.errors import UserError
 from harness.files import CorruptEntry, cache_root, content_key, read_checked_json, write_checked_json
+from harness.versions import warn_untested_versions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
@@ -161,7 +162,7 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        model, loading = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
     except SafetensorError as err:
         raise UserError(f"could not load model {spec}: a weight file is not valid safetensors ({err}); "
                         "it is truncated or damaged: rebuild or download it again") from None
@@ -169,6 +170,12 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
         where = "local folder" if local else "hub id (is the hub reachable?)"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"could not load model {spec} as a {where}: {first}") from None
+    damaged = sorted(map(str, loading.get("missing_keys") or ())) + sorted(map(str, loading.get("mismatched_keys") or ()))
+    if damaged:   # transformers would initialise these at random and only print a load report
+        raise UserError(f"could not load model {spec}: {len(damaged)} weight(s) missing from its checkpoint or of "
+                        f"the wrong shape for its config (e.g. {damaged[0]}); the checkpoint is damaged or its "
+                        "config.json does not match its weights")
+    warn_untested_versions()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}),
                                                   **({"revision": revision} if revision else {}))
