@@ -4,6 +4,7 @@ that lists the valid choices; the audit command line carries its budget."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -213,3 +214,19 @@ def test_weights_default_to_bfloat16_on_cuda_and_float32_on_cpu() -> None:
     args = _audit_args("--device", "cuda", "--dtype", "float32")
     argv = pytest_args(args, "r", audit_config(args, []))
     assert argv[argv.index("--dtype") + 1] == "float32"
+
+
+@pytest.mark.parametrize("axes, message", [
+    ({"pairs": ("smollm2-grpo", "smollm2-grpo")}, "--pairs: 'smollm2-grpo' is given twice"),             # u39
+    ({"datasets": ("sums.jsonl", "sums.jsonl")}, "--datasets: 'sums.jsonl' is given twice"),             # u40
+    ({"pairs": ("tiny-rl", "tiny.rl")}, "--pairs: 'tiny.rl' and 'tiny-rl' share the cell-id part 'tiny_rl'"),  # u17
+    ({"datasets": ("a-b.jsonl", "a_b.jsonl")}, "'a_b.jsonl' and 'a-b.jsonl' share the cell-id part 'a_b_jsonl'"),  # u16
+    ({"metrics": ("intensity", "intensity")}, "--metrics: 'intensity' is given twice"),
+])
+def test_repeated_or_colliding_grid_names_are_refused_up_front(axes, message) -> None:
+    """A repeat would count its cells twice in Holm's family; a collision would overwrite cells."""
+    from harness.audit.grid import RunGrid
+    from harness.models.registry import load_registry
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        RunGrid.build(load_registry(None), **axes)

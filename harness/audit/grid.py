@@ -19,7 +19,7 @@ from harness.audit.claims.common import FamilyContext, GridCell
 from harness.audit.claims.family import judge_claim
 from harness.audit.collect import PipelineRecords
 from harness.audit.stages import AuditPipeline
-from harness.audit.verdicts import CellResult
+from harness.audit.verdicts import CellResult, cell_id_part
 from harness.data.problems import dataset_spec
 from harness.errors import UserError
 from harness.files import content_key
@@ -32,6 +32,19 @@ GRID_FIELDS = GridCell._fields
 
 
 PAIRLESS_GROUP = "grid"   # the group of cells with no pair (C6 reads every online-RL pair)
+
+
+def check_distinct(flag: str, names: tuple) -> None:
+    """Each grid value once, and no two whose cell-id parts are the same (`tiny-rl` and `tiny.rl` both
+    read `tiny_rl`): a repeat would count cells twice in Holm's family, a collision would overwrite
+    cells. Either is a UserError naming them."""
+    seen: dict[str, object] = {}
+    for name in names:
+        part = cell_id_part(name)
+        if part in seen:
+            clash = "is given twice" if seen[part] == name else f"and {seen[part]!r} share the cell-id part {part!r}"
+            raise UserError(f"{flag}: {name!r} {clash}; give each once, under names that differ in letters or digits")
+        seen[part] = name
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -61,6 +74,9 @@ class RunGrid:
               token_modes: tuple[str, ...] = ()) -> RunGrid:
         """The grid from the given axes (empty: the default); unknown names raise a UserError."""
         bundled = [p for p in registry.values() if p.bundled and not p.base.startswith("tiny:")]
+        for flag, given in (("--pairs", pairs), ("--datasets", datasets), ("--metrics", metrics),
+                            ("--token-mode", token_modes)):
+            check_distinct(flag, given)
         pairs = pairs or tuple(p.name for p in bundled)
         unknown = [p for p in pairs if p not in registry]
         if unknown:
@@ -74,9 +90,7 @@ class RunGrid:
         if bad:
             raise UserError(f"--metrics: unknown {', '.join(bad)}; known metrics: {', '.join(METRICS)}")
         alphas = tuple(alphas or DEFAULT_ALPHAS)
-        repeated = sorted({a for a in alphas if alphas.count(a) > 1})
-        if repeated:
-            raise UserError(f"--alphas: {', '.join(map(str, repeated))} given twice; give each alpha once")
+        check_distinct("--alphas", alphas)
         return cls(tuple(pairs), tuple(datasets), alphas, tuple(metrics),
                    tuple(token_modes or DEFAULT_TOKEN_MODES), registry, explicit)
 

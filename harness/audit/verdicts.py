@@ -61,7 +61,10 @@ def alpha_tag(alpha: float | None) -> str:
     return f"a{int(whole):03d}" + (f"p{rest}" if rest else "")
 
 
-def _slug(part: Any) -> str:
+def cell_id_part(part: Any) -> str:
+    """A grid value as it reads in a cell id: non-alphanumerics become '_' (an alpha: its tag)."""
+    if isinstance(part, float):
+        return alpha_tag(part)
     return re.sub(r"[^A-Za-z0-9]+", "_", str(part)).strip("_")
 
 
@@ -70,7 +73,7 @@ def make_cell_id(claim_id: str, claim_name: str, *parts: Any, alpha: float | Non
 
     Parts are slugged (non-alphanumerics become '_') and joined by '-'; None parts are dropped.
     """
-    pieces = [claim_id, _slug(claim_name), *(_slug(p) for p in parts if p is not None)]
+    pieces = [claim_id, cell_id_part(claim_name), *(cell_id_part(p) for p in parts if p is not None)]
     if alpha is not None:
         pieces.append(alpha_tag(alpha))
     return "-".join(p for p in pieces if p)
