@@ -300,8 +300,6 @@ def pytest_configure(config: pytest.Config) -> None:
     state = ClaimSession(options, baseline, provenance)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(ClaimCollector(state), "claim-collector")
-    if options.pairs or options.datasets or options.metrics or config.getoption("registry"):
-        run_grid(config)   # a bad grid option is a usage error before collection starts
 
 
 def _process_provenance(config: pytest.Config, gpu: str | None) -> dict[str, Any]:
@@ -328,6 +326,7 @@ class ClaimPoint(NamedTuple):
 
 
 GRID_KEY = pytest.StashKey["RunGrid"]()
+GRID_ERROR_KEY = pytest.StashKey[pytest.UsageError]()
 
 
 def _usage(fn):
@@ -363,7 +362,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     Other claim tests' pair/dataset/alpha/metric/token_mode arguments come from the options, else from
     the test module's `CLAIM_GRID` dict; ids read like `smollm2_grpo-gsm8k-a010`."""
     if "point" in metafunc.fixturenames:
-        grid = run_grid(metafunc.config)
+        try:
+            grid = run_grid(metafunc.config)
+        except pytest.UsageError as err:   # raised once collection ends (pytest_collection_modifyitems):
+            metafunc.config.stash[GRID_ERROR_KEY] = err   # a usage error there is one line on stderr
+            metafunc.parametrize("point", [])
+            return
         points = [pytest.param(ClaimPoint(claim.id, g), id=cell_id(claim, g),
                                marks=[pytest.mark.claim(claim.id), pytest.mark.xdist_group(grid.group(g))])
                   for claim in CLAIMS_BY_ID.values() if claim.rule is not None for g in grid.cells(claim.id)]
@@ -426,6 +430,8 @@ def grid_cell(item: pytest.Item) -> GridCell:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Let `-k C1` and `-k intensity` select a claim's tests; with --shard, deselect the claim suite
     tests of the other shards' groups (the grid's pairs dealt round-robin)."""
+    if GRID_ERROR_KEY in config.stash:
+        raise config.stash[GRID_ERROR_KEY]
     for item in items:
         spec = _claim_marker(item)
         if spec is not None:

@@ -39,7 +39,7 @@ def test_directional_error_rate_under_the_global_null_is_at_most_alpha(monkeypat
     monkeypatch.setattr("gc.collect", lambda *args: 0)
     reps, m = 4000, 6
     families = _null_families(reps, m, n=20, seed=5)
-    directional = [any(d.label in (Verdict.SUPPORTED, Verdict.REFUTED) for d in family_verdicts(f, alpha=ALPHA))
+    directional = [any(d.label in (Verdict.SUPPORTED, Verdict.REFUTED) for d in family_verdicts(f, significance=ALPHA))
                    for f in families]
     rate = float(np.mean(directional))
     mc_error = math.sqrt(ALPHA * (1 - ALPHA) / reps)
@@ -67,7 +67,7 @@ def test_k_selects_cells_but_not_their_family(pytester: pytest.Pytester, monkeyp
     torch.set_num_threads(1)
     try:
         full = {c["cell_id"]: c for c in _audit(pytester, "full")["cells"]}
-        picked = {c["cell_id"]: c for c in _audit(pytester, "picked", "-k", "intensity and a030")["cells"]}
+        picked = {c["cell_id"]: c for c in _audit(pytester, "picked", "-k", "C1 and a030")["cells"]}
     finally:
         torch.set_num_threads(threads)
     assert list(picked) == ["C1-intensity-tiny_rl-sums_jsonl-a030"]
