@@ -112,6 +112,14 @@ CASES = [
     ("audit-run-id-path",        "audit --run-id ../x --reports-dir {REPORTS}",                     "--run-id '../x': use letters, digits"),
     ("audit-vary-one-value",     "audit --vary metrics.bins=20",                                    "expected KEY=V1,V2[,...] with at least two values"),
     ("audit-unknown-setting",    "audit --set loudness=3",                                          "loudness"),
+    ("audit-set-stats-seed",     "audit --set stats.seed=-1",                                       "stats.seed must be at least 0, got -1"),          # u03
+    ("audit-set-beta-gamma",     "audit --set selection.beta=2 --set selection.gamma=1",            "need 0 <= beta <= gamma, got beta=2.0, gamma=1.0"),  # u04
+    ("audit-set-dtype",          "audit --set dtype=int8",                                          "dtype must be one of float32, bfloat16, float16, float64, got 'int8'"),  # u05
+    ("audit-set-device",         "audit --set device=meta",                                         "unknown device 'meta'; use cpu or cuda[:N]"),     # u06
+    ("audit-set-and-flag",       "audit --questions 120 --set questions=7",                         "--set questions=7 and --questions 120 both set questions; give one"),  # u07
+    ("audit-set-temperature-inf", "audit --set decoding.mode=sample --set decoding.temperature=inf", "sampling needs a finite temperature > 0"),      # u10
+    ("audit-set-n-boot",         "audit --set stats.n_boot=1",                                      "stats.n_boot must be at least 10, got 1"),        # u11
+    ("audit-set-old-key",        "audit --set stats.alpha=0.1",                                     "--set stats.alpha: this setting is now stats.significance"),
     ("eap-garbage-safetensors",  "eap --model {GARBAGE} --input {ROWS} --out {T}/o",               "a weight file is not valid safetensors (Error while deserializing header: header too large)"),
     ("eap-empty-safetensors",    "eap --model {EMPTYW} --input {ROWS} --out {T}/o",                "a weight file is not valid safetensors (Error while deserializing header: header too small)"),
     ("eap-truncated-safetensors", "eap --model {TRUNC} --input {ROWS} --out {T}/o",                "is not valid safetensors (Error while deserializing header: incomplete metadata"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from harness.data.generation import DecodingSettings
 from harness.data.grading import GRADER_SETTINGS
 from harness.data.selection import TOKEN_MODES, SelectionSettings
 from harness.errors import UserError
+from harness.models.loading import DTYPES
 
 ROBUSTNESS_ESTIMATORS = ("exact", "lookahead")
+
 NESTED = ("selection", "decoding", "metrics", "stats")
 # Keys `--set` took before the settings were nested or renamed: refused with the key to use now.
 RENAMED = {"n_select": "selection.n", "variant": "selection.variant", "beta": "selection.beta",
@@ -102,6 +105,12 @@ class AuditConfig:
                             f"got {self.robustness_estimator!r}")
         if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:
             raise UserError(f"fidelity_alpha must be in (0, 1] or none, got {self.fidelity_alpha}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise UserError(f"unknown device {self.device!r}; use cpu or cuda[:N]")
+        if self.seed < 0 or self.data_seed < 0:
+            raise UserError(f"seeds must be at least 0, got seed={self.seed}, data_seed={self.data_seed}")
         if not -1 <= self.fidelity_threshold <= 1:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
 

@@ -50,6 +50,9 @@ AUDIT_BUDGETS: dict[str, dict] = {
                 "fidelity_samples": 16, "fidelity_alpha": 0.1},
 }
 AUDIT_BUDGET = AUDIT_BUDGETS["default"]
+# the flags that set a setting of the run's AuditConfig: giving one and --set its key too is refused
+FLAG_SETTINGS = {"questions": "questions", "fidelity_edges": "fidelity_edges", "fidelity_samples": "fidelity_samples",
+                 "n": "selection.n", "max_new_tokens": "decoding.max_new_tokens", "device": "device", "dtype": "dtype"}
 
 
 def audit_config(args, settings: list[str]) -> AuditConfig:
@@ -66,7 +69,12 @@ def audit_config(args, settings: list[str]) -> AuditConfig:
                          fidelity_samples=args.fidelity_samples, fidelity_alpha=chosen, device=args.device,
                          dtype=args.dtype or default_dtype(args.device), selection=SelectionSettings(n=args.n),
                          decoding=DecodingSettings(max_new_tokens=args.max_new_tokens))
-    return config.with_settings(parse_settings(settings))
+    parsed = parse_settings(settings)
+    for flag, key in getattr(args, "given", {}).items():
+        if key in parsed:
+            option = "--" + flag.replace("_", "-")
+            raise UserError(f"--set {key}={parsed[key]} and {option} {getattr(args, flag)} both set {key}; give one")
+    return config.with_settings(parsed)
 
 
 def pytest_args(args, run_id: str, config: AuditConfig) -> list[str]:
@@ -119,6 +127,8 @@ def apply_budget(args) -> None:
     becomes the grid's alphas, parsed here once (a tuple)."""
     if args.budget not in AUDIT_BUDGETS:
         raise UserError(f"unknown --budget {args.budget!r}; choose one of {', '.join(AUDIT_BUDGETS)}")
+    args.given = {flag: key for flag, key in FLAG_SETTINGS.items() if getattr(args, flag, None) is not None}
+    args.device = args.device or "cpu"
     for key, value in AUDIT_BUDGETS[args.budget].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -274,7 +284,7 @@ def register(subparsers) -> None:
     a.add_argument("--n", type=whole_number("--n"), default=None, help="questions kept per cell at most (default: the budget's)")
     a.add_argument("-k", default=None, help="pytest -k expression, e.g. 'C1 or C9'")
     a.add_argument("--baseline", default=None, help="claims.json of a stored run to compare verdicts with")
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     a.add_argument("--memory", default=None, help="memory the planner checks every stage against, e.g. 80GiB "
                    "(default: the device's; see `python -m harness plan`)")
     a.add_argument("--dtype", default=None, help="weights' dtype (default: bfloat16 on CUDA, float32 on CPU; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,8 @@ class Decoding:
         empty = [s for s in self.stop_strings if not isinstance(s, str) or not s]
         if empty:
             raise UserError(f"stop strings must be non-empty text, got {empty[0]!r}; drop it or give the string")
-        if self.mode == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise UserError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got "
+        if self.mode == "sample" and not (0 < self.temperature < math.inf and 0 < self.top_p <= 1):
+            raise UserError(f"sampling needs a finite temperature > 0 and 0 < top_p <= 1, got "
                             f"temperature={self.temperature}, top_p={self.top_p}")
 
     def cache_fields(self) -> dict:

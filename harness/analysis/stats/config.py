@@ -53,9 +53,9 @@ class StatsConfig:
         for name in ("sesoi_rel", "sesoi_accuracy", "tie_rel_tol"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"stats.{name} must lie in [0, 1), got {getattr(self, name)!r}")
-        for name in ("n_boot", "n_perm", "n_perm_pooled", "min_n"):
-            if getattr(self, name) < 1:
-                raise UserError(f"stats.{name} must be at least 1, got {getattr(self, name)!r}")
+        for name, least in (("n_boot", 10), ("n_perm", 1), ("n_perm_pooled", 1), ("min_n", 1), ("seed", 0)):
+            if getattr(self, name) < least:   # a bootstrap interval needs 10 resamples (circuit/fidelity.py)
+                raise UserError(f"stats.{name} must be at least {least}, got {getattr(self, name)!r}")
         if self.zero_method not in ("wilcox", "pratt"):
             raise UserError(f"stats.zero_method must be wilcox or pratt, got {self.zero_method!r}")
 
