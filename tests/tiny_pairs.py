@@ -35,15 +35,31 @@ def perturbed_copy(source: Path, target: Path, seed: int, scale: float = 0.01) -
     return target
 
 
-def write_registry(path: Path) -> None:
-    """A registry with the two tiny pairs; post models are written beside it."""
+def ship_models(folder: Path) -> None:
+    """Each tiny pair's base and post model as `<folder>/<pair>-base` and `<pair>-post` (the golden
+    run's shipped models: trained here once, read everywhere)."""
+    import shutil
+
+    for seed, (name, family, _, _) in enumerate(PAIRS):
+        shutil.rmtree(folder / f"{name}-base", ignore_errors=True)
+        shutil.copytree(tiny_model_folder(family), folder / f"{name}-base")
+        perturbed_copy(tiny_model_folder(family), folder / f"{name}-post", seed)
+
+
+def write_registry(path: Path, models: str | None = None) -> None:
+    """A registry with the two tiny pairs: their models from `models` (ship_models's folder), else the
+    cache's tiny models with post models written beside the registry."""
     entries = []
     for seed, (name, family, algorithm, kind) in enumerate(PAIRS):
-        post = perturbed_copy(tiny_model_folder(family), path.parent / f"{name}-post", seed)
+        if models is None:
+            base = tiny_model_folder(family).resolve()
+            post = perturbed_copy(base, path.parent / f"{name}-post", seed)
+        else:
+            base, post = Path(models) / f"{name}-base", Path(models) / f"{name}-post"
         entries.append(f'''[[pair]]
 name = "{name}"
 family = "{family}"
-base = "{tiny_model_folder(family).resolve()}"
+base = "{base}"
 post = "{post}"
 algorithm = "{algorithm}"
 algorithm_kind = "{kind}"

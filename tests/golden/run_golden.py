@@ -1,11 +1,14 @@
-"""The golden audit: a fixed run of the claim suites on the two tiny pairs (tests/tiny_pairs.py).
+"""The golden audit: a fixed run of the claim suites on the two tiny pairs (tests/tiny_pairs.py),
+whose four models ship in tests/golden/models (nothing is trained in the run).
 
-    .venv/bin/python tests/golden/run_golden.py        # rewrites tests/golden/claims.json
+    .venv/bin/python tests/golden/run_golden.py            # rewrites tests/golden/claims.json
+    .venv/bin/python tests/golden/run_golden.py --models   # rebuilds the shipped models first
 
 `tests/test_golden.py` reruns it and compares every field of claims.json with the stored one,
 except what names the run or the machine rather than the behaviour: timestamps, run ids,
 durations, the code and library versions, the platform, and the folders it ran in (the temporary
-one and the checkout's).
+one and the checkout's). Verdicts, counts and text compare exactly, floats to a tolerance that
+holds across instruction sets (test_golden.TOLERANCE).
 Regenerate it only in a commit of its own that says why the verdicts changed.
 """
 
@@ -21,6 +24,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "claims.json"
+MODELS = Path(__file__).resolve().parent / "models"   # <pair>-base, <pair>-post for each tiny pair
+# torch's scalar code, MKL's compatible path and oneDNN capped at SSE4.1: the kernels the stored file was
+# computed with; `native` leaves each library its best kernels for the machine
+KERNELS = {"portable": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+           "native": {}}
 SUITE_ARGS = ("--pairs", "tiny-rl,tiny-pref", "--datasets", "sums.jsonl", "--alphas", "0.3,0.6,1.0",
               "--questions", "120", "--fidelity-edges", "12", "--fidelity-samples", "12",
               "--fidelity-threshold", "0",
@@ -33,21 +41,20 @@ PATH_KEYED_FIELDS = {"answers"}
 PATH_KEYED = "<path-dependent key>"
 
 
-def run_audit(workdir: Path) -> dict[str, Any]:
-    """Build the tiny pairs under `workdir`, run the suites there (1 torch thread, fresh cache,
-    portable CPU kernels: torch's scalar code, MKL's compatible path and oneDNN capped at SSE4.1, so
-    an AVX2 and an AVX-512 machine compute the same bits), and return the normalised claims.json."""
+def run_audit(workdir: Path, kernels: str = "portable") -> dict[str, Any]:
+    """Run the suites on the shipped tiny pairs under `workdir` (1 torch thread, fresh cache, the
+    `kernels` of KERNELS) and return the normalised claims.json."""
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
 from pathlib import Path
 import tiny_pairs
-tiny_pairs.write_registry(Path('pairs.toml'))
+tiny_pairs.write_registry(Path('pairs.toml'), models={str(MODELS)!r})
 tiny_pairs.write_dataset(Path('sums.jsonl'))
 """
-    env = dict(os.environ, HARNESS_CACHE=str(workdir / "cache"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0",
-               ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE", ONEDNN_MAX_CPU_ISA="SSE41")
+    env = {k: v for k, v in os.environ.items() if k not in KERNELS["portable"]}
+    env.update(HARNESS_CACHE=str(workdir / "cache"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0", **KERNELS[kernels])
     subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, check=True)
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
            "--rootdir", str(ROOT), "--registry", "pairs.toml", *SUITE_ARGS,
@@ -73,7 +80,25 @@ def normalise(node: Any, workdir: Path) -> Any:
     return node
 
 
+def build_models() -> None:
+    """Train the tiny base models (portable kernels, one thread, a fresh cache) and write both pairs'
+    base and post folders to MODELS."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pathlib import Path
+import tiny_pairs
+tiny_pairs.ship_models(Path({str(MODELS)!r}))
+"""
+    with tempfile.TemporaryDirectory(prefix="golden-models-") as tmp:
+        env = dict(os.environ, HARNESS_CACHE=tmp, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
+                   **KERNELS["portable"])
+        subprocess.run([sys.executable, "-c", script], env=env, check=True)
+
+
 def main() -> None:
+    if "--models" in sys.argv[1:]:
+        build_models()
     with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
         document = run_audit(Path(tmp))
     GOLDEN.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
