@@ -111,6 +111,7 @@ CASES = [
     ("audit-run-id-exists",      "audit --run-id old-run --reports-dir {REPORTS}",                  "--run-id old-run: {REPORTS}/old-run already exists; choose another run id or pass --overwrite"),
     ("audit-run-id-path",        "audit --run-id ../x --reports-dir {REPORTS}",                     "--run-id '../x': use letters, digits"),
     ("audit-vary-one-value",     "audit --vary metrics.bins=20",                                    "expected KEY=V1,V2[,...] with at least two values"),
+    ("audit-vary-repeated",      "audit --vary stats.sesoi_rel=0.1,0.10",                           "'0.10' sets stats.sesoi_rel as an earlier value does; give each value once"),  # u12
     ("audit-unknown-setting",    "audit --set loudness=3",                                          "loudness"),
     ("audit-set-stats-seed",     "audit --set stats.seed=-1",                                       "stats.seed must be at least 0, got -1"),          # u03
     ("audit-set-beta-gamma",     "audit --set selection.beta=2 --set selection.gamma=1",            "need 0 <= beta <= gamma, got beta=2.0, gamma=1.0"),  # u04

@@ -117,8 +117,11 @@ def _vary(text: str | None) -> tuple[str, list[str]] | None:
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not key.strip() or len(items) < 2:
         raise UserError(f"--vary {text!r}: expected KEY=V1,V2[,...] with at least two values, e.g. metrics.bins=20,100")
-    for value in items:
-        AuditConfig().with_settings({key.strip(): value})
+    settings = [AuditConfig().with_settings({key.strip(): value}) for value in items]
+    for i, config in enumerate(settings):
+        if config in settings[:i]:   # the same run twice: its second report would be the first's (u12)
+            raise UserError(f"--vary {text!r}: {items[i]!r} sets {key.strip()} as an earlier value does; "
+                            "give each value once")
     return key.strip(), items
 
 
@@ -224,6 +227,8 @@ def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, 
     code = run_suites(pytest_args(args, run_id, config))
     seconds = time.perf_counter() - started
     report = Path(args.reports_dir) / run_id / "claims.html"
+    if int(code) in (3, 4):   # pytest: an internal or a usage error; no report of this run exists
+        raise UserError(f"the suites refused run {run_id} (pytest exit code {int(code)}); see the output above")
     if int(code) == 5:   # pytest: no tests collected
         raise UserError(f"-k {args.k!r} selected no claim test, so there is no report; list the test ids with "
                         "`pytest suites --collect-only -q`" if args.k else "the audit selected no claim test")
