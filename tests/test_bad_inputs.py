@@ -61,6 +61,7 @@ CASES = [
     ("fidelity-top-k-too-many",  "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k 999",  "--top-k must be between 1 and the 8 ablated edges, got 999"),
     ("fidelity-level",           "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1.5",  "--level must be a number in (0, 1), got 1.5"),
     ("fidelity-threshold",       "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold 2", "--threshold must be a number in [-1, 1], got 2"),
+    ("fidelity-other-model",     "fidelity --eap {EAP} --ablation {ABLOTHER} --out {T}/f",         "but --ablation {ABLOTHER} ablated {T0}/other"),   # f01
     ("fidelity-threshold-nan",   "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold nan", "--threshold must be a number in [-1, 1], got nan"),
     ("fidelity-n-boot-0",        "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --n-boot 0",   "--n-boot must be at least 1, got 0"),
     ("fidelity-ablation-missing", "fidelity --eap {EAP} --ablation {T}/none --out {T}/f",          "ablation.safetensors is missing; run `python -m harness ablate` first"),
@@ -255,11 +256,15 @@ def world(tmp_path_factory) -> dict[str, str]:
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
+             "ABLOTHER": root / "abl-other",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
     assert main(["ablate", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "abl"),
                  "--edges", "sample:8"]) == 0
+    tiny_model("llama", dtype=torch.float32, seed=1).save_pretrained(root / "other")   # the same shapes, other weights
+    assert main(["ablate", "--model", str(root / "other"), "--input", str(root / "rows.jsonl"), "--out",
+                 str(root / "abl-other"), "--edges", "sample:8"]) == 0
     return {k: str(v) for k, v in names.items()}
 
 

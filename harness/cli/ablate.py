@@ -163,7 +163,12 @@ def format_record(record: dict) -> list[str]:
 def run_fidelity(args) -> int:
     out = check_writable_folder(args.out or Path(args.ablation), "--out" if args.out else "--ablation")
     eap = EdgeScores.load(args.eap)
-    ablation, _ = load_ablation(args.ablation)
+    ablation, meta = load_ablation(args.ablation)
+    scored, ablated = (eap.meta.get("model") or {}).get("fingerprint"), (meta.get("model") or {}).get("fingerprint")
+    if scored and ablated and scored != ablated:   # one model's scores against another's ablation (f01)
+        raise UserError(f"--eap {args.eap} scored the model {eap.meta['model'].get('source')} (fingerprint "
+                        f"{scored[:12]}) but --ablation {args.ablation} ablated {meta['model'].get('source')} "
+                        f"(fingerprint {ablated[:12]}); compare one model's scores with its own ablation")
     fidelity = measure_fidelity(eap, ablation, args.top_k, threshold=args.threshold, n_boot=args.n_boot,
                                 level=args.level, seed=args.seed)
     record = fidelity.as_dict()
