@@ -339,6 +339,27 @@ def test_a_symlinked_figure_leaving_the_run_folder_is_refused(tmp_path: Path, ca
     assert "must be a relative path inside the run folder" in capsys.readouterr().err
 
 
+def test_a_figure_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Finding r07: a received shard whose figure file is a FIFO hung `report merge` forever."""
+    claims = _tampered_shard(tmp_path, lambda d: _attached(d).update(file="figures/fifo.png"))
+    os.mkfifo(claims.parent / "figures" / "fifo.png")
+    assert harness_main(["report", "merge", str(claims), "--out", str(tmp_path / "m")]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_merge_refuses_shards_of_different_runs() -> None:
+    """Finding r11: shards run with other settings or another alpha grid were merged without a word."""
+    def shard(name, config_hash, alphas):
+        cell = synthetic_cell(alpha=0.1, provenance={"config_hash": config_hash})
+        return name, ClaimsRun(name, [cell], {"grid": {"pairs": ["toy-grpo"], "alphas": alphas}})
+
+    assert len(merge_runs([shard("s1", "h1", [0.1]), shard("s2", "h1", [0.1])], "m").cells) == 1
+    with pytest.raises(UserError, match=r"shards s1 and s2 were run with different settings \(config_hash h1 vs h2"):
+        merge_runs([shard("s1", "h1", [0.1]), shard("s2", "h2", [0.1])], "m")
+    with pytest.raises(UserError, match="shards s1 and s3 were run on different grids"):
+        merge_runs([shard("s1", "h1", [0.1]), shard("s3", "h1", [0.1, 0.3])], "m")
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_reports_are_written_with_the_users_umask(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)

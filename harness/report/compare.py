@@ -87,6 +87,7 @@ def merge_runs(shards: list[tuple[str, ClaimsRun]], run_id: str) -> ClaimsRun:
     provenance; a conflict is a UserError naming the cell and both shards."""
     if not shards:
         raise UserError("merge needs at least one shard")
+    _check_one_run(shards)
     cells: dict[str, tuple[str, CellResult]] = {}
     figures = {}
     for name, run in shards:
@@ -104,6 +105,27 @@ def merge_runs(shards: list[tuple[str, ClaimsRun]], run_id: str) -> ClaimsRun:
     provenance = {"merged_from": [{"shard": name, "run_id": run.run_id, "created": run.created,
                                    "provenance": run.provenance} for name, run in shards]}
     return ClaimsRun(run_id, [cell for _, cell in cells.values()], provenance, list(figures.values()))
+
+
+def _check_one_run(shards: list[tuple[str, ClaimsRun]]) -> None:
+    """Shards of one run share its grid (the run's `grid` provenance) and its settings (each cell's
+    `config_hash`); shards of different runs are a UserError naming the first difference (r11)."""
+    first_name, first = shards[0]
+    for name, run in shards[1:]:
+        grids = first.provenance.get("grid"), run.provenance.get("grid")
+        if grids[0] != grids[1]:
+            raise UserError(f"shards {first_name} and {name} were run on different grids ({grids[0]} vs "
+                            f"{grids[1]}); merge the shards of one run")
+    hashes: dict[str, str] = {}
+    for name, run in shards:
+        for cell in run.cells:
+            config = cell.provenance.get("config_hash")
+            if config is not None:
+                hashes.setdefault(config, name)
+    if len(hashes) > 1:
+        (a, first_shard), (b, other) = list(hashes.items())[:2]
+        raise UserError(f"shards {first_shard} and {other} were run with different settings (config_hash {a} vs "
+                        f"{b}: compare their provenance.audit_config); merge the shards of one run")
 
 
 def _comparable(cell: CellResult) -> dict:
