@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -204,12 +205,38 @@ def verify_manifest(folder: Path) -> None:
             raise CorruptEntry(f"{name} does not match its sha256")
 
 
+def _stamp() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+
+def own_folder(folder: Path) -> Path:
+    """`folder` as a folder the cache can use: created when missing; a file or a dangling link in its
+    place (a damaged cache) is moved aside to `<folder>.displaced-<time>-<pid>`, with a line on stderr."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists() or folder.exists() and not folder.is_dir():
+        aside = folder.with_name(f"{folder.name}.displaced-{_stamp()}")
+        os.replace(folder, aside)
+        print(f"cache: {folder} was not a folder; moved it to {aside}", file=sys.stderr, flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def own_file(path: Path) -> Path:
+    """`path` as a file the cache can open: a folder in its place is moved aside like `own_folder`'s."""
+    path = Path(path)
+    own_folder(path.parent)
+    if path.is_dir() and not path.is_symlink():
+        aside = path.with_name(f"{path.name}.displaced-{_stamp()}")
+        os.replace(path, aside)
+        print(f"cache: {path} was a folder; moved it to {aside}", file=sys.stderr, flush=True)
+    return path
+
+
 def quarantine(entry: Path, root: Path) -> Path:
     """Move a corrupt file or folder to `<root>/quarantine/` (kept for inspection, never read again);
     returns where it went."""
     entry = Path(entry)
-    target = Path(root) / "quarantine" / f"{entry.parent.name}-{entry.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = own_folder(Path(root) / "quarantine") / f"{entry.parent.name}-{entry.name}.{_stamp()}"
     os.replace(entry, target)
     return target
 
@@ -222,8 +249,7 @@ def file_lock(path: Path, shared: bool = False, wait: bool = True) -> Iterator[b
     """Hold an advisory lock (POSIX flock) on `path` for the block: exclusive by default, so a second
     process computing the same entry waits and then reads the first one's result. Yields True once
     held; with `wait=False`, False at once (nothing taken) when another process holds it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = own_file(path)
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
@@ -244,9 +270,8 @@ class ActiveRun:
     _open: dict[Path, "ActiveRun"] = {}
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.root / ".active.lock", "a")
+        self.root = own_folder(Path(root))
+        self._handle = open(own_file(self.root / ".active.lock"), "a")
         self.cleaned: list[Path] = []
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

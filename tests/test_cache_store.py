@@ -256,3 +256,46 @@ def test_an_empty_harness_cache_is_refused(monkeypatch) -> None:
         cache_root()
     monkeypatch.delenv("HARNESS_CACHE")
     assert cache_root() == Path(".harness-cache")
+
+
+@pytest.mark.parametrize("damage", ["quarantine-file", "quarantine-dangling-link", "locks-file", "active-lock-folder"])
+def test_the_caches_own_structure_heals(tmp_path: Path, damage: str, capsys) -> None:
+    """Findings F1-F3, F7: a quarantine that is a file or a dangling link, a .locks that is a file, an
+    .active.lock that is a folder left every later run INVALID. Each is moved aside, once, with a line."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    where = {"quarantine-file": root / "quarantine", "quarantine-dangling-link": root / "quarantine",
+             "locks-file": root / ".locks", "active-lock-folder": root / ".active.lock"}[damage]
+    if damage == "quarantine-dangling-link":
+        where.symlink_to(tmp_path / "nowhere")
+    elif damage == "active-lock-folder":
+        where.mkdir()
+    else:
+        where.write_text("not a folder")
+    bad = root / "audit" / "causal" / "k1.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{")                                     # a corrupt entry: healing must move it
+    store = _store(root)
+    assert store.json_entry("causal", "k1", lambda: {"v": 1}) == {"v": 1}
+    assert store.json_entry("causal", "k1", lambda: {"v": 2}) == {"v": 1}   # written, then read back
+    assert len(list((root / "quarantine").iterdir())) == 1 and store.ledger.as_dict()["causal:healed"] == 1
+    said = "was a folder" if damage == "active-lock-folder" else "was not a folder"
+    assert len(list(root.glob(f"{where.name}.displaced-*"))) == 1 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, fields, reason", [
+    ("folder", (), "a folder where the entry's file belongs"),                       # F4
+    ("older", ("ks",), "an older format: no ks"),                                    # F5
+])
+def test_an_entry_of_the_wrong_kind_or_an_older_format_is_healed(tmp_path: Path, entry, fields, reason) -> None:
+    root = tmp_path / "cache"
+    path = root / "audit" / "causal" / "k2.json"
+    path.parent.mkdir(parents=True)
+    if entry == "folder":
+        path.mkdir()
+    else:
+        write_checked_json(path, {"top": [1]})   # a valid checksum over fields of another format
+    store = _store(root)
+    assert store.json_entry("causal", "k2", lambda: {"ks": [1, 2]}, fields=fields) == {"ks": [1, 2]}
+    assert store.healed[0]["reason"] == reason and store.ledger.as_dict()["causal:healed"] == 1
+    assert _store(root).json_entry("causal", "k2", lambda: {"ks": [9]}, fields=fields) == {"ks": [1, 2]}

@@ -30,7 +30,7 @@ from harness.audit.store import (
     fidelity_key,
 )
 from harness.circuit.batches import Sample
-from harness.circuit.causal import causal_curve, log_spaced
+from harness.circuit.causal import CausalCurve, causal_curve, log_spaced
 from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.backends import Backend, make_backend
@@ -51,6 +51,10 @@ from harness.models.prompts import get_template
 from harness.models.registry import DEFAULT_REGISTRY, PairSpec
 
 BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
+# what each JSON stage's entry holds: an entry without one of these is an older format, recomputed
+ANSWER_FIELDS = ("base", "post", "models", "data", "template", "decoding")
+FIDELITY_FIELDS = ("spearman", "ci", "status", "samples", "ids", "edges", "deltas", "points")
+CAUSAL_FIELDS = ("side", "samples", *(f.name for f in dataclasses.fields(CausalCurve)))
 
 
 def fixture_folder(setting: str) -> Path | None:
@@ -139,7 +143,8 @@ class AuditPipeline:
         decoding = cfg.decoding.for_pair(spec.max_new_tokens, cfg.seed)
         key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
                           decoding.cache_fields())
-        raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json())
+        raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json(),
+                                    fields=ANSWER_FIELDS)
         return PairAnswers.from_json(raw, pair_name, dataset, key)
 
     def _generate(self, spec: PairSpec, dataset: str, decoding: Decoding, key: str) -> PairAnswers:
@@ -263,7 +268,7 @@ class AuditPipeline:
                     "edges": [list(e) for e in ablation.edges], "deltas": ablation.delta[:, us, vs].tolist(),
                     "points": {"eap": eap_values, "exact": exact_values}}
 
-        return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg), compute)
+        return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg), compute, fields=FIDELITY_FIELDS)
 
     # ------------------------------------------------------------ C8: causal check of the ranking
 
@@ -285,7 +290,7 @@ class AuditPipeline:
             return {"side": side, "samples": k, **dataclasses.asdict(curve)}
 
         return self.store.json_entry("causal", causal_key(cell.provenance["cache_keys"][f"eap_{side}"], k, cfg),
-                                     compute)
+                                     compute, fields=CAUSAL_FIELDS)
 
     # ------------------------------------------------------------ a pair's stages, side by side
 

@@ -125,11 +125,21 @@ class CacheStore:
         with file_lock(self.cache / ".locks" / f"lease-{name}.lock", wait=wait) as held:
             yield held
 
-    def json_entry(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
-        """The stage's JSON entry for `key`, computed and written when missing or corrupt."""
+    def json_entry(self, stage: str, key: str, compute: Callable[[], Any], fields: tuple[str, ...] = ()) -> Any:
+        """The stage's JSON entry for `key`, computed and written when missing or corrupt. An entry
+        without one of `fields` (a valid checksum over an older format) is corrupt too."""
         path = self.folder(stage) / f"{key}.json"
-        return self._entry(stage, key, path, lambda: read_checked_json(path), compute,
-                           lambda value: write_checked_json(path, value))
+
+        def read() -> Any:
+            if path.is_dir():
+                raise CorruptEntry("a folder where the entry's file belongs")
+            value = read_checked_json(path)
+            missing = [f for f in fields if not isinstance(value, dict) or f not in value]
+            if missing:
+                raise CorruptEntry(f"an older format: no {', '.join(missing)}")
+            return value
+
+        return self._entry(stage, key, path, read, compute, lambda value: write_checked_json(path, value))
 
     def folder_entry(self, stage: str, key: str, load: Callable[[Path], Any], compute: Callable[[], Any],
                      save: Callable[[Any, Path], None]) -> Any:
@@ -138,6 +148,8 @@ class CacheStore:
         folder = self.folder(stage) / key
 
         def read() -> Any:
+            if not folder.is_dir():
+                raise CorruptEntry("a file where the entry's folder belongs")
             verify_manifest(folder)
             try:
                 return load(folder)
