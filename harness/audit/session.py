@@ -48,6 +48,8 @@ class ModelSession:
                 else:
                     self._loaded = {(spec.name, side): load_pair_side(spec, side, self.config.dtype,
                                                                       self.config.device)}
+                for (_, loaded_side), loaded in self._loaded.items():
+                    check_fingerprint(spec, loaded_side, loaded, self.config.dtype)
             except Exception as err:
                 self._failed[spec.name] = err
                 raise
@@ -95,3 +97,16 @@ class ModelSession:
 def resident_models(device: str) -> int:
     """How many models a session keeps loaded on `device`: 1 on CUDA, both of a pair elsewhere."""
     return 1 if device.startswith("cuda") else 2
+
+
+def check_fingerprint(spec: PairSpec, side: str, loaded: LoadedModel, dtype: str) -> None:
+    """The registry's `base_fingerprint` / `post_fingerprint`, where it records one, against the model
+    loaded: a mismatch is a UserError (other weights than the pair was registered with). A merged
+    adapter's fingerprint is of its float32 weights, so it is compared in float32 runs only."""
+    expected = spec.base_fingerprint if side == "base" else spec.post_fingerprint
+    merged = spec.base_adapter is not None if side == "base" else spec.post is None
+    if expected is None or (merged and dtype != "float32") or loaded.info.fingerprint == expected:
+        return
+    raise UserError(f"pair {spec.name}: the {side} model's weights ({loaded.info.fingerprint[:19]}…) are not the "
+                    f"ones its registry entry records ({side}_fingerprint {expected[:19]}…); rebuild the model or "
+                    "correct the registry")

@@ -214,12 +214,12 @@ class AuditPipeline:
 
     # ------------------------------------------------------------ stage 3: EAP
 
-    def edge_scores(self, spec: PairSpec, side: str, fingerprint: str, rows: list[dict],
+    def edge_scores(self, spec: PairSpec, side: str, model: str, rows: list[dict],
                     method: str = "eap") -> tuple[str, EdgeScores]:
         """(cache key, EdgeScores) of one model on its rows, from the cache or computed; `method` is the
         estimator (`eap`, the paper's; `lookahead`, the robustness estimator)."""
         cfg = self.config
-        key = eap_key(fingerprint, rows, cfg, method)
+        key = eap_key(model, rows, cfg, method)
 
         def compute() -> EdgeScores:
             loaded = self.session.model(spec, side)
@@ -228,7 +228,7 @@ class AuditPipeline:
                 scores = run_eap(loaded.model, [Sample.from_row(r) for r in rows], layout=cfg.layout,
                                  positions=cfg.positions, batch_size=cfg.eap_batch_size,
                                  pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method)
-            scores.meta.update({"model_fingerprint": fingerprint, "cache_key": key})
+            scores.meta.update({"model_fingerprint": model, "cache_key": key})
             return scores
 
         if key not in self._scores:   # read once per session: prepare() and cell() both ask
@@ -240,7 +240,7 @@ class AuditPipeline:
         """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""
         rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))
         answers = self.answers(cell.pair.name, cell.dataset)
-        base, post = (self.edge_scores(cell.pair, side, answers.models[side]["fingerprint"], rows[side], method)[1]
+        base, post = (self.edge_scores(cell.pair, side, model_key(answers.models[side]), rows[side], method)[1]
                       for side in SIDES)
         return base, post
 
@@ -315,12 +315,12 @@ class AuditPipeline:
         for index, side in enumerate(SIDES):
             for dataset, alpha, mode, selection in selected:
                 rows = build_eap_rows(selection, mode)[index]
-                fingerprint = self.answers(pair_name, dataset).models[side]["fingerprint"]
-                key, scores = self.edge_scores(spec, side, fingerprint, rows)
+                model = model_key(self.answers(pair_name, dataset).models[side])
+                key, scores = self.edge_scores(spec, side, model, rows)
                 if self.measured_at(alpha) == alpha:
                     self.fidelity(spec, side, key, scores, rows)
                 for method in estimators if (dataset, alpha, mode) in asked else ():
-                    self.edge_scores(spec, side, fingerprint, rows, method)
+                    self.edge_scores(spec, side, model, rows, method)
         if causal:   # at the alpha fidelity is measured at, for each point that selects (as C8 reads it)
             for dataset, alpha, mode in dict.fromkeys((d, self.measured_at(a), m) for d, a, m, _ in selected
                                                       if (d, a, m) in asked):
@@ -351,8 +351,7 @@ class AuditPipeline:
         measured_at = self.measured_at(alpha)
         scores, fidelity, eap_keys = {}, {}, {}
         for side in SIDES:
-            fingerprint = answers.models[side]["fingerprint"]
-            eap_keys[side], scores[side] = self.edge_scores(spec, side, fingerprint, rows[side])
+            eap_keys[side], scores[side] = self.edge_scores(spec, side, model_key(answers.models[side]), rows[side])
             if measured_at == float(alpha):
                 fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side])
         if measured_at != float(alpha):
@@ -375,6 +374,13 @@ class AuditPipeline:
                           fidelity, provenance, measured_at)
         self._cells[memo] = result
         return result
+
+
+def model_key(info: dict) -> str:
+    """What identifies a model's scores: its weights' fingerprint and, where recorded, its definition
+    (config, generation config, tokenizer: an edited config.json computes other scores)."""
+    definition = info.get("definition")
+    return f"{info['fingerprint']}|{definition}" if definition else info["fingerprint"]
 
 
 def first_questions(scores: EdgeScores, rows: list[dict], k: int) -> tuple[list[Sample], EdgeScores]:

@@ -26,6 +26,7 @@ class ModelInfo:
     model_class: str
     dtype: str
     device: str
+    definition: str = ""  # what else sets what the weights compute: config, generation config, tokenizer files
 
 
 @dataclass
@@ -121,6 +122,17 @@ def state_dict_fingerprint(model: torch.nn.Module) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+# a model folder's files that, beside its weights, change what it computes (config, generation
+# config, tokenizer): part of every score's cache key (harness.audit.stages.model_key)
+DEFINITION_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+
+
+def definition_fingerprint(folder: Path) -> str:
+    """sha256 of a model folder's definition files (DEFINITION_SUFFIXES), "none" when it has none."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in DEFINITION_SUFFIXES)
+    return sha256_files(files) if files else "none"
+
+
 def _weight_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
 
@@ -186,12 +198,12 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
     model.to(torch_device).eval()
     model.requires_grad_(False)
     if gguf_file:
-        fingerprint = sha256_files([Path(folder) / gguf_file])
+        fingerprint = definition = sha256_files([Path(folder) / gguf_file])   # a GGUF file holds both
     elif local:
-        fingerprint = sha256_files(_weight_files(Path(folder)))
+        fingerprint, definition = sha256_files(_weight_files(Path(folder))), definition_fingerprint(Path(folder))
     else:
-        fingerprint = "hub:" + str(getattr(model.config, "_commit_hash", None) or "unknown-revision")
+        fingerprint = definition = "hub:" + str(getattr(model.config, "_commit_hash", None) or "unknown-revision")
     info = ModelInfo(source=str(spec if not gguf_file else Path(folder) / gguf_file),
                      fingerprint=fingerprint, model_class=type(model).__name__,
-                     dtype=dtype, device=str(torch_device))
+                     dtype=dtype, device=str(torch_device), definition=definition)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

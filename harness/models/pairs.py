@@ -10,6 +10,7 @@ from harness.models.bundled import BUNDLED_BASES, bundled_folder
 from harness.models.loading import (
     LoadedModel,
     ModelInfo,
+    definition_fingerprint,
     load_model,
     state_dict_fingerprint,
 )
@@ -79,5 +80,6 @@ def merged_adapter_model(pair: str, base_path: str, adapter: Path, dtype: str, d
     merged = merged.to(dtype=getattr(torch, dtype), device=device).eval()
     merged.requires_grad_(False)
     info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
-                     model_class=type(merged).__name__, dtype=dtype, device=str(next(merged.parameters()).device))
+                     model_class=type(merged).__name__, dtype=dtype, device=str(next(merged.parameters()).device),
+                     definition=f"{fresh.info.definition}+{definition_fingerprint(adapter)}")
     return LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)
