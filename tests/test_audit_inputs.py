@@ -4,6 +4,7 @@ that lists the valid choices; the audit command line carries its budget."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -230,3 +231,32 @@ def test_repeated_or_colliding_grid_names_are_refused_up_front(axes, message) ->
 
     with pytest.raises(UserError, match=re.escape(message)):
         RunGrid.build(load_registry(None), **axes)
+
+
+@pytest.mark.slow
+def test_vary_runs_the_audit_once_per_value_on_the_tiny_pairs(tmp_path: Path, monkeypatch) -> None:
+    """`audit --vary` end to end: one report per value of a setting and of the token mode (a grid axis),
+    each run with its value, and the sensitivity table over them."""
+    import tiny_pairs
+
+    from harness.cli import main
+
+    tiny_pairs.write_registry(tmp_path / "pairs.toml")
+    tiny_pairs.write_dataset(tmp_path / "sums.jsonl")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    common = ["audit", "--registry", str(tmp_path / "pairs.toml"), "--pairs", "tiny-rl", "--datasets",
+              str(tmp_path / "sums.jsonl"), "--alphas", "0.6", "--questions", "120", "--fidelity-edges", "6",
+              "--fidelity-samples", "10", "--set", "grader=lenient", "-k", "C1", "--no-progress",
+              "--reports-dir", str(tmp_path / "r"), "--threads", "1"]
+    assert main([*common, "--run-id", "m", "--vary", "token_mode=own,shared-base"]) == 0
+    assert main([*common, "--run-id", "s", "--vary", "stats.sesoi_rel=0.05,0.5"]) == 0
+    for run, key, values in (("m", "token_mode", ("own", "shared-base")), ("s", "stats.sesoi_rel", ("0.05", "0.5"))):
+        for value in values:
+            cells = json.loads((tmp_path / "r" / f"{run}-{key}-{value}" / "claims.json").read_text())["cells"]
+            assert len(cells) == 1
+            if key == "token_mode":
+                assert cells[0]["token_mode"] == value
+            else:
+                assert cells[0]["extra"]["stats_config"]["sesoi_rel"] == float(value)
+        table = (tmp_path / "r" / f"{run}-sensitivity-{key}.md").read_text()
+        assert all(value in table for value in values)

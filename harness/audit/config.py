@@ -30,7 +30,8 @@ RENAMED = {"n_select": "selection.n", "variant": "selection.variant", "beta": "s
            "short_answers": "selection.short_answers", "decoding": "decoding.mode",
            "max_new_tokens": "decoding.max_new_tokens", "temperature": "decoding.temperature",
            "top_p": "decoding.top_p", "generation_batch_size": "decoding.batch_size",
-           "stats.alpha": "stats.significance (alpha is the paper's truncation fraction)"}
+           "stats.alpha": "stats.significance (alpha is the paper's truncation fraction)",
+           "seed": "decoding.seed, fidelity_seed or causal_seed (one seed for each draw)"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class AuditConfig:
     selection: how questions are selected at every alpha (harness.data.selection.SelectionSettings:
     variant, length window, questions kept at most `n` (the paper: 100), seed, short answers).
     decoding: how answers are generated (harness.data.generation.DecodingSettings: greedy (the paper)
-    or sample, seeded by `seed`; the answer budget, None for the pair's registry value; batch size).
+    or sample, seeded by its own `seed`; the answer budget, None for the pair's registry value; batch size).
+    fidelity_seed: the draw of the fidelity check's uniform edges; causal_seed: the C8 causal check's
+    random edges. Each draw has its own seed, so `--vary` can move one alone.
     fidelity_samples / fidelity_edges: questions (at most) and uniform random edges per model in the
     fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
@@ -77,7 +80,8 @@ class AuditConfig:
     fidelity_alpha: float | None = None
     ablation_chunk: int = 32          # harness.circuit.ablation.DEFAULT_CHUNK
     robustness_estimator: str = "exact"
-    seed: int = 0
+    fidelity_seed: int = 0
+    causal_seed: int = 0
     grader: str = "auto"
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
@@ -109,8 +113,9 @@ class AuditConfig:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise UserError(f"unknown device {self.device!r}; use cpu or cuda[:N]")
-        if self.seed < 0 or self.data_seed < 0:
-            raise UserError(f"seeds must be at least 0, got seed={self.seed}, data_seed={self.data_seed}")
+        for name in ("data_seed", "fidelity_seed", "causal_seed"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not -1 <= self.fidelity_threshold <= 1:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
 

@@ -140,7 +140,7 @@ class AuditPipeline:
     def _checked_answers(self, pair_name: str, dataset: str) -> PairAnswers:
         spec = self.pair(pair_name)
         cfg = self.config
-        decoding = cfg.decoding.for_pair(spec.max_new_tokens, cfg.seed)
+        decoding = cfg.decoding.for_pair(spec.max_new_tokens)
         key = answers_key(self.session.pair_identity(spec), dataset_spec(dataset), cfg, spec.prompt_template,
                           decoding.cache_fields())
         raw = self.store.json_entry("answers", key, lambda: self._generate(spec, dataset, decoding, key).to_json(),
@@ -258,7 +258,7 @@ class AuditPipeline:
             samples, subset = first_questions(scores, rows, k)
             with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
                 measured, ablation = fidelity_for_model(
-                    loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.seed,
+                    loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.fidelity_seed,
                     chunk=cfg.ablation_chunk,
                     threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
                     pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
@@ -285,7 +285,7 @@ class AuditPipeline:
             samples, subset = first_questions(scores, rows, k)
             with self.log.stage("causal", f"{cell.pair.name} · {cell.dataset} · {side}", k, "questions"):
                 curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
-                                     n_random=2, seed=cfg.seed, pad_id=scoring_pad_id(loaded.tokenizer),
+                                     n_random=2, seed=cfg.causal_seed, pad_id=scoring_pad_id(loaded.tokenizer),
                                      progress=self.progress)
             return {"side": side, "samples": k, **dataclasses.asdict(curve)}
 

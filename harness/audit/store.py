@@ -79,12 +79,12 @@ def fidelity_key(eap: str, n_questions: int, config: AuditConfig) -> str:
     # the chunk changes a delta's rounding only; keyed when not the default, so existing entries stay valid
     chunk = () if config.ablation_chunk == DEFAULT_CHUNK else (("ablation_chunk", config.ablation_chunk),)
     return content_key(CACHE_VERSION, "fidelity-uniform-f32+deltas", eap, n_questions, config.fidelity_edges,
-                       config.seed, config.fidelity_threshold, config.stats.n_boot, *chunk)
+                       config.fidelity_seed, config.fidelity_threshold, config.stats.n_boot, *chunk)
 
 
 def causal_key(eap: str, n_questions: int, config: AuditConfig) -> str:
     """Top-k vs random edges removed: the scores' key, the questions, the seed."""
-    return content_key(CACHE_VERSION, "causal-per-question", eap, n_questions, config.seed)
+    return content_key(CACHE_VERSION, "causal-per-question", eap, n_questions, config.causal_seed)
 
 
 # ---------------------------------------------------------------- entries

@@ -13,6 +13,7 @@ the same budget reads answers and edge scores back instead of recomputing them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -85,7 +86,8 @@ def pytest_args(args, run_id: str, config: AuditConfig) -> list[str]:
     argv += [] if args.no_progress or args.workers else ["-s"]
     if args.workers:
         argv += ["-n", str(args.workers), "--dist", "loadgroup"]
-    for flag, value in (("--pairs", args.pairs), ("--datasets", args.datasets), ("--registry", args.registry), ("--n", args.n),
+    for flag, value in (("--pairs", args.pairs), ("--datasets", args.datasets), ("--registry", args.registry),
+                        ("--n", args.n), ("--token-mode", args.token_mode),
                         ("-k", args.k), ("--claims-baseline", args.baseline), ("--shard", args.shard)):
         if value is not None:
             argv += [flag, str(value)]
@@ -109,6 +111,9 @@ def check_run_id(args, run_id: str) -> None:
                         "--overwrite to replace its report")
 
 
+GRID_SETTING = "token_mode"   # --vary's one key that is a grid axis, not an AuditConfig setting
+
+
 def _vary(text: str | None) -> tuple[str, list[str]] | None:
     """`KEY=V1,V2,...` -> (KEY, [V1, V2, ...]), each value checked against the configuration."""
     if text is None:
@@ -117,6 +122,13 @@ def _vary(text: str | None) -> tuple[str, list[str]] | None:
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not key.strip() or len(items) < 2:
         raise UserError(f"--vary {text!r}: expected KEY=V1,V2[,...] with at least two values, e.g. metrics.bins=20,100")
+    if key.strip() == GRID_SETTING:
+        from harness.data.selection import TOKEN_MODES
+
+        unknown = [v for v in items if v not in TOKEN_MODES]
+        if unknown or len(set(items)) < len(items):
+            raise UserError(f"--vary {text!r}: give distinct token modes of {', '.join(TOKEN_MODES)}")
+        return GRID_SETTING, items
     settings = [AuditConfig().with_settings({key.strip(): value}) for value in items]
     for i, config in enumerate(settings):
         if config in settings[:i]:   # the same run twice: its second report would be the first's (u12)
@@ -138,6 +150,12 @@ def apply_budget(args) -> None:
     args.alphas = parse_alphas(args.alphas)
     if not args.alphas:
         raise UserError("--alphas: give at least one alpha in (0, 1], e.g. 0.1,0.3")
+    if args.token_mode is not None:
+        from harness.data.selection import TOKEN_MODES
+
+        unknown = [m for m in args.token_mode.split(",") if m.strip() not in TOKEN_MODES]
+        if unknown:
+            raise UserError(f"--token-mode: unknown {', '.join(unknown)}; choose from {', '.join(TOKEN_MODES)}")
 
 
 def preflight(args, config: AuditConfig) -> None:
@@ -157,7 +175,7 @@ def preflight(args, config: AuditConfig) -> None:
 
     add_papers(args.papers or [])
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
-                         alphas=args.alphas)
+                         alphas=args.alphas, token_modes=names(args.token_mode))
     if args.shard is not None:
         grid.check_shard(args.shard)
     for pair in grid.pairs:
@@ -209,7 +227,11 @@ def run_audit(args) -> int:
         check_run_id(args, run_id)
     runs, worst, any_errored = [], 0, False
     for value, run_id in zip(values, run_ids):
-        code, folder, errored = _run_once(args, run_id, config.with_settings({key: value}), f"{key}={value}")
+        if key == GRID_SETTING:   # the loss's token mode is a grid axis: each value is a run's --token-mode
+            code, folder, errored = _run_once(argparse.Namespace(**{**vars(args), "token_mode": value}), run_id,
+                                              config, f"{key}={value}")
+        else:
+            code, folder, errored = _run_once(args, run_id, config.with_settings({key: value}), f"{key}={value}")
         runs.append((value, load_claims(folder)))
         worst, any_errored = max(worst, int(code)), any_errored or errored
     table = Path(args.reports_dir) / f"{args.run_id}-sensitivity-{key}.md"
@@ -282,6 +304,9 @@ def register(subparsers) -> None:
     a.add_argument("--questions", type=whole_number("--questions", 1, MAX_PROBLEMS), default=None,
                    help="problems answered per dataset (default: the budget's)")
     a.add_argument("--alphas", default=None, help="T_cut fractions, comma separated (default: the budget's)")
+    a.add_argument("--token-mode", default=None,
+                   help="answer tokens the loss reads: own (the paper), shared-base, shared-post or reference; "
+                        "comma separated for several (default: own); --vary token_mode=own,shared-base compares them")
     a.add_argument("--max-new-tokens", type=whole_number("--max-new-tokens"), default=None,
                    help="answer budget (default: the pair's)")
     a.add_argument("--fidelity-edges", type=whole_number("--fidelity-edges"), default=None)

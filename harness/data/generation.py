@@ -84,16 +84,19 @@ class DecodingSettings:
     temperature: float = Decoding.temperature
     top_p: float = Decoding.top_p
     batch_size: int = Decoding.batch_size
+    seed: int = Decoding.seed   # sampling's seed (greedy decoding draws nothing)
 
     def __post_init__(self):
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"decoding.max_new_tokens must be at least 1 or none, got {self.max_new_tokens}")
-        self.for_pair(1, 0)   # the rest is Decoding's own check
+        if self.seed < 0:
+            raise UserError(f"decoding.seed must be at least 0, got {self.seed}")
+        self.for_pair(1)   # the rest is Decoding's own check
 
-    def for_pair(self, budget: int, seed: int) -> Decoding:
-        """The Decoding of a pair whose answer budget is `budget` tokens, seeded by `seed`."""
+    def for_pair(self, budget: int) -> Decoding:
+        """The Decoding of a pair whose answer budget is `budget` tokens."""
         return Decoding(mode=self.mode, max_new_tokens=self.max_new_tokens or budget, temperature=self.temperature,
-                        top_p=self.top_p, seed=seed, batch_size=self.batch_size)
+                        top_p=self.top_p, seed=self.seed, batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)
