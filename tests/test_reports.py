@@ -28,7 +28,7 @@ from harness.audit.verdicts import (
 from harness.cli import main as harness_main
 from harness.errors import UserError
 from harness.report import ClaimsRun, Figure, load_claims, plots, write_reports
-from harness.report.compare import DriftLimit, diff_runs, merge_runs
+from harness.report.compare import DriftLimit, baseline_problems, change_cause, diff_runs, merge_runs
 from harness.report.matrix import build_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,11 +242,32 @@ def test_diff_lists_verdict_effect_and_membership_changes() -> None:
                             synthetic_cell(alpha=0.3, effect=0.25), synthetic_cell(alpha=0.03)])
     assert diff_runs(old, new) == [
         "+ C1-intensity-toy_grpo-toy-a003: SUPPORTED (new)",
-        "~ C1-intensity-toy_grpo-toy-a010: SUPPORTED -> REFUTED; effect 0.2 -> -0.1 (-150.0%)",
+        "~ C1-intensity-toy_grpo-toy-a010: SUPPORTED -> REFUTED; effect 0.2 -> -0.1 (-150.0%) "
+        "(cause: the data: effect 0.2 -> -0.1, ci_low 0.1 -> -0.2, ci_high 0.3 -> 0)",
         "  C1-intensity-toy_grpo-toy-a030: SUPPORTED; effect 0.2 -> 0.25 (+25.0%)",
         "- C1-intensity-toy_grpo-toy-a050: SUPPORTED (removed)",
     ]
     assert diff_runs(old, old) == []
+
+
+def test_a_changed_verdict_names_its_cause_settings_family_or_data() -> None:
+    """Nightly regression: a verdict that moved because a setting changed, because its correction
+    family grew, or because its data moved, says which (settings first: they explain the rest)."""
+    config = {"questions": 200, "stats": {"sesoi_rel": 0.05, "significance": 0.05}}
+    before = synthetic_cell(alpha=0.1, provenance={"audit_config": config},
+                            extra={"holm_m": 4, "family_size": 2, "family_hash": "f1"})
+    setting = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", provenance={
+        "audit_config": {**config, "stats": {**config["stats"], "sesoi_rel": 0.5}}},
+        extra={"holm_m": 4, "family_size": 2, "family_hash": "f1"})
+    family = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", provenance={"audit_config": config},
+                            extra={"holm_m": 12, "family_size": 6, "family_hash": "f2"})
+    data = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", effect=0.01, provenance={"audit_config": config},
+                          extra={"holm_m": 4, "family_size": 2, "family_hash": "f1"})
+    assert baseline_problems(setting, before, []) == [
+        "verdict changed from the baseline: SUPPORTED -> INCONCLUSIVE (cause: settings: stats.sesoi_rel 0.05 -> 0.5)"]
+    assert change_cause(before, family) == "its correction family: holm_m 4 -> 12, family_size 2 -> 6"
+    assert change_cause(before, data) == "the data: effect 0.2 -> 0.01, ci_low 0.1 -> -0.09, ci_high 0.3 -> 0.11"
+    assert baseline_problems(before, before, []) == []
 
 
 def test_drift_limit_parsing() -> None:

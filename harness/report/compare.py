@@ -45,7 +45,8 @@ def baseline_problems(cell: CellResult, baseline: CellResult | None, limits: lis
         return []
     problems = []
     if cell.verdict is not baseline.verdict:
-        problems.append(f"verdict changed from the baseline: {baseline.verdict.value} -> {cell.verdict.value}")
+        problems.append(f"verdict changed from the baseline: {baseline.verdict.value} -> {cell.verdict.value} "
+                        f"(cause: {change_cause(baseline, cell)})")
     problems += [msg for limit in limits if (msg := limit.check(cell, baseline))]
     return problems
 
@@ -62,11 +63,43 @@ def diff_runs(old: ClaimsRun, new: ClaimsRun) -> list[str]:
         elif b is None:
             lines.append(f"- {cell_id}: {a.verdict.value} (removed)")
         elif a.verdict is not b.verdict:
-            lines.append(f"~ {cell_id}: {a.verdict.value} -> {b.verdict.value}{_effect_change(a, b)}")
+            lines.append(f"~ {cell_id}: {a.verdict.value} -> {b.verdict.value}{_effect_change(a, b)} "
+                         f"(cause: {change_cause(a, b)})")
         elif a.effect != b.effect or a.p_value != b.p_value or a.n != b.n:
             lines.append(f"  {cell_id}: {a.verdict.value}{_effect_change(a, b)}"
                          f"{'' if a.n == b.n else f'; n {a.n} -> {b.n}'}")
     return lines
+
+
+def change_cause(before: CellResult, after: CellResult) -> str:
+    """Why a cell's verdict moved, in the order that explains it: the settings it was judged under
+    (provenance.audit_config), else the family it was corrected with (Holm's m, its members), else its
+    own data (n, effect, p)."""
+    settings = _changed(before.provenance.get("audit_config") or {}, after.provenance.get("audit_config") or {})
+    if settings:
+        shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in settings[:3])
+        return f"settings: {shown}" + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
+    family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_hash")
+              if before.extra.get(k) != after.extra.get(k)]
+    if family:
+        return "its correction family: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in family[:2])
+    data = [(k, getattr(before, k), getattr(after, k)) for k in ("n", "effect", "p_value", "ci_low", "ci_high")
+            if getattr(before, k) != getattr(after, k)]
+    return "the data: " + (", ".join(f"{k} {_num(a) if isinstance(a, float) else a} -> "
+                                     f"{_num(b) if isinstance(b, float) else b}" for k, a, b in data[:3])
+                           or "the same numbers under another rule")
+
+
+def _changed(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, before, after) of every setting that differs between two audit_config records."""
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _changed(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append((f"{prefix}{key}", x, y))
+    return out
 
 
 def _effect_change(a: CellResult, b: CellResult) -> str:

@@ -153,7 +153,7 @@ def _read_figure(path: Path, entry: Any) -> Figure:
             or not (folder / relative).resolve().is_relative_to(folder)):
         raise UserError(f"{path}: figure {figure_name!r}: file {file!r} must be a relative path inside the run "
                         "folder (no absolute path, no '..'), e.g. figures/NAME.png")
-    if not (folder / relative).is_file():   # a FIFO or a device would block or stream forever (r07)
+    if (folder / relative).exists() and not (folder / relative).is_file():   # a FIFO would block forever (r07)
         raise UserError(f"{path}: figure {figure_name!r}: {folder / relative} is not a regular file")
     try:
         png = (folder / relative).read_bytes()
