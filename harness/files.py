@@ -90,6 +90,10 @@ def check_writable_folder(path: Path, flag: str = "--out", *, given: Path | None
     and `given`, the path the user gave, `path` itself by default)."""
     path = Path(path)
     shown = f"{flag} {given if given is not None else path}"
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > 255]
+    if too_long:   # ENAMETOOLONG: Path.exists() raises it on Python 3.11 (findings e03, u13)
+        raise UserError(f"{shown}: the name {too_long[0][:40]}... is {len(too_long[0])} characters; a file or folder "
+                        "name holds at most 255 bytes")
     existing = path
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent

@@ -122,6 +122,13 @@ CASES = [
     ("audit-set-temperature-inf", "audit --set decoding.mode=sample --set decoding.temperature=inf", "sampling needs a finite temperature > 0"),      # u10
     ("audit-set-n-boot",         "audit --set stats.n_boot=1",                                      "stats.n_boot must be at least 10, got 1"),        # u11
     ("audit-set-old-key",        "audit --set stats.alpha=0.1",                                     "--set stats.alpha: this setting is now stats.significance"),
+    ("audit-run-id-too-long",    "audit --run-id " + "a" * 300,                                     "--run-id: 300 characters; give at most 200"),   # u13
+    ("audit-registry-name-int",  "audit --registry {REGNAMEINT}",                                   "pair #1: name must be text (in quotes), got 5"),   # u19
+    ("audit-registry-base-int",  "audit --registry {REGBASEINT}",                                   "base must be text (in quotes), got 5"),   # u28
+    ("audit-registry-bool-budget", "audit --registry {REGBOOL}",                                    "max_new_tokens must be a positive integer, got True"),   # u18
+    ("plan-architecture-negative", "plan --registry {REGARCHNEG} --pairs ok --device cpu --memory 80GiB", "num_hidden_layers must be a whole number of at least 1, got -4"),   # p03
+    ("eap-out-name-too-long",    "eap --model {M} --input {ROWS} --out {T}/" + "a" * 300,          "is 300 characters; a file or folder name holds at most 255 bytes"),   # e03
+    ("answer-fixtures-threads-negative", "answer-fixtures --out {T}/x --pairs smollm2-grpo --questions 1 --threads -1", "--threads must be"),   # x01
     ("eap-garbage-safetensors",  "eap --model {GARBAGE} --input {ROWS} --out {T}/o",               "a weight file is not valid safetensors (Error while deserializing header: header too large)"),
     ("eap-empty-safetensors",    "eap --model {EMPTYW} --input {ROWS} --out {T}/o",                "a weight file is not valid safetensors (Error while deserializing header: header too small)"),
     ("eap-truncated-safetensors", "eap --model {TRUNC} --input {ROWS} --out {T}/o",                "is not valid safetensors (Error while deserializing header: incomplete metadata"),
@@ -244,6 +251,11 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "noanswer.jsonl").write_text(json.dumps({"question": "1+1?"}) + "\n")
     (root / "longq.jsonl").write_text(json.dumps({"question": "one plus one " * 200, "answer": "#### 2"}) + "\n")
     (root / "pairs.toml").write_text(REGISTRY.format(M=root / "model", T0=root, NOANSWER=root / "noanswer.jsonl"))
+    one = REGISTRY.format(M=root / "model", T0=root, NOANSWER=root / "noanswer.jsonl").split("[[pair]]")[3]
+    (root / "reg_name_int.toml").write_text("[[pair]]" + one.replace('name = "ok"', "name = 5"))                   # u19
+    (root / "reg_base_int.toml").write_text("[[pair]]" + one.replace(f'base = "{root / "model"}"', "base = 5"))   # u28
+    (root / "reg_bool_tokens.toml").write_text("[[pair]]" + one.replace("max_new_tokens = 4", "max_new_tokens = true"))
+    (root / "reg_arch_neg.toml").write_text("[[pair]]" + one + '\n[architectures."org/neg"]\nnum_hidden_layers = -4\n')
     cell = CellResult("C1", "intensity", "C1-x", Verdict.INCONCLUSIVE, "rule", "reason", "p", "d", 0.1,
                       "intensity", "own").to_dict()
     claims = {"schema": "rl-circuit-audit/claims", "schema_version": CLAIMS_SCHEMA_VERSION, "run_id": "x",
@@ -256,7 +268,9 @@ def world(tmp_path_factory) -> dict[str, str]:
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
-             "ABLOTHER": root / "abl-other",
+             "ABLOTHER": root / "abl-other", "REGNAMEINT": root / "reg_name_int.toml",
+             "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
+             "REGARCHNEG": root / "reg_arch_neg.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
@@ -315,3 +329,13 @@ def test_an_empty_harness_cache_is_exit_2_before_any_work(world, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: HARNESS_CACHE is set but empty"), err
     assert [p.name for p in tmp_path.iterdir()] == ["src"] and notes.read_text() == "mine"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """Finding v04: `audit --list-settings | head -1` printed a BrokenPipeError traceback and exit 1."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m harness audit --list-settings | head -1; "
+                          "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.count("\n") == 1 and done.stdout.startswith("questions = ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from typing import Callable
 
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(command).parse_args(argv)   # option types raise UserError too
         return int(args.run(args) or 0)
+    except BrokenPipeError:   # the reader left (`... | head -1`): what it read was printed (finding v04)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return UserError.exit_code

@@ -98,6 +98,9 @@ def pytest_args(args, run_id: str, config: AuditConfig) -> list[str]:
     return argv + (["--overwrite"] if getattr(args, "overwrite", False) else [])
 
 
+MAX_RUN_ID = 200   # a folder name holds 255 bytes; --vary appends the key and value
+
+
 def check_run_id(args, run_id: str) -> None:
     """A run id whose report folder exists would show the old report as this run's: refused unless
     --overwrite (the plugin then clears the old report before the run)."""
@@ -105,6 +108,8 @@ def check_run_id(args, run_id: str) -> None:
 
     if not RUN_ID_PATTERN.fullmatch(run_id):
         raise UserError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    if len(run_id) > MAX_RUN_ID:
+        raise UserError(f"--run-id: {len(run_id)} characters; give at most {MAX_RUN_ID} (it names the report folder)")
     folder = Path(args.reports_dir) / run_id
     if folder.exists() and not args.overwrite:
         raise UserError(f"--run-id {run_id}: {folder} already exists; choose another run id or pass "
@@ -215,9 +220,10 @@ def run_audit(args) -> int:
     settings = list(args.set or [])
     config = audit_config(args, settings)   # a bad setting fails here, before any work
     vary = _vary(args.vary)
+    if vary is None:
+        check_run_id(args, args.run_id)   # before the planner's work (finding u13)
     preflight(args, config)
     if vary is None:
-        check_run_id(args, args.run_id)
         code, _, errored = _run_once(args, args.run_id, config, " ".join(settings))
         return 1 if errored else (int(code) if args.strict else 0)
     key, values = vary

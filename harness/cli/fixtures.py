@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli import COMMANDS
+from harness.cli import COMMANDS, whole_number
 from harness.errors import UserError
 
 
@@ -77,5 +77,6 @@ def register(subparsers) -> None:
     p.add_argument("--pairs", default=None, help="bundled pairs, comma separated (default: every adapter pair)")
     p.add_argument("--registry", default=None)
     p.add_argument("--overwrite", action="store_true", help="regenerate files that exist")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--threads", type=whole_number("--threads", minimum=0), default=0,
+                   help="torch CPU threads (0: torch default)")
     p.set_defaults(run=_run)

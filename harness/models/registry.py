@@ -78,6 +78,12 @@ def _parse_entry(raw: dict, index: int, where: Path) -> PairSpec:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{label}: missing required key(s) {', '.join(missing)}")
+    texts = [k for k in ("name", "base", "post", "post_adapter", "base_adapter", "notes", "base_fingerprint",
+                         "post_fingerprint", "adapter_fingerprint") if k in raw and not isinstance(raw[k], str)]
+    if texts:   # findings u19, u28: an integer name or base crashed the grid
+        raise UserError(f"{label}: {texts[0]} must be text (in quotes), got {raw[texts[0]]!r}")
+    if isinstance(raw["max_new_tokens"], bool):   # TOML true is not a token budget (u18)
+        raise UserError(f"{label}: max_new_tokens must be a positive integer, got {raw['max_new_tokens']!r}")
     for key, allowed in (("family", FAMILIES), ("algorithm", ALGORITHMS), ("algorithm_kind", ALGORITHM_KINDS),
                          ("prompt_template", tuple(TEMPLATES))):
         if raw[key] not in allowed:
@@ -125,11 +131,12 @@ def load_architectures(path: str | Path | None = None) -> dict[str, dict]:
         if unknown:
             raise UserError(f"{path}: architecture {reference!r}: unknown key(s) {', '.join(unknown)}; "
                             f"allowed: {', '.join(ARCHITECTURE_KEYS)}")
-        bad = [k for k, v in table.items() if not isinstance(v, bool if k in ("tie_word_embeddings",
-                                                                              "attention_bias") else int)]
+        flags = ("tie_word_embeddings", "attention_bias")
+        bad = [k for k, v in table.items() if not isinstance(v, bool if k in flags else int)
+               or (k not in flags and (isinstance(v, bool) or v < 1))]   # a shape is a positive count (p03)
         if bad:
             raise UserError(f"{path}: architecture {reference!r}: {bad[0]} must be "
-                            f"{'true or false' if bad[0] in ('tie_word_embeddings', 'attention_bias') else 'a whole number'}"
+                            f"{'true or false' if bad[0] in flags else 'a whole number of at least 1'}"
                             f", got {table[bad[0]]!r}")
     return tables
 
