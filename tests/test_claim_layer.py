@@ -88,7 +88,20 @@ print(cell.verdict.value, loaded)
     assert done.stdout.strip() == "SUPPORTED []", done.stdout + done.stderr
 
 
-def test_the_new_claims_rule_function_decides_from_plain_records() -> None:
+@pytest.fixture
+def catalogue():
+    """The catalogue as it was before the test, restored after it (a paper added in one test must not
+    give later suite runs in this process its claims)."""
+    from harness.audit.claims import PAPERS as LOADED
+    claims, papers = dict(CLAIMS_BY_ID), dict(LOADED)
+    yield
+    CLAIMS_BY_ID.clear()
+    CLAIMS_BY_ID.update(claims)
+    LOADED.clear()
+    LOADED.update(papers)
+
+
+def test_the_new_claims_rule_function_decides_from_plain_records(catalogue) -> None:
     """X1's rule (a function outside the package) reads the attention-input edges only: a gain planted
     there alone is SUPPORTED for X1, and C1 (every edge) sees a smaller effect."""
     sys.path.insert(0, str(PAPERS))
@@ -99,14 +112,14 @@ def test_the_new_claims_rule_function_decides_from_plain_records() -> None:
         cell = judge_claim(x1, records, [G], _context())[G]
     finally:
         sys.path.remove(str(PAPERS))
-    assert [c.id for c in claims] in (["X1"], [])   # [] when an earlier test added the paper
+    assert [c.id for c in claims] == ["X1"]
     assert x1.paper == "attention-example" and x1.rule == "attention_rules:rule"
     assert cell.verdict is Verdict.SUPPORTED and cell.paper == "attention-example", cell.reason
     c1 = judge_claim(get_claim("C1"), records, [G], _context())[G]
     assert abs(c1.extra["relative_change"]) < cell.effect / cell.base_value
 
 
-def test_a_paper_file_is_checked(tmp_path: Path) -> None:
+def test_a_paper_file_is_checked(tmp_path: Path, catalogue) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[paper]\nid = "p"\n[[claims]]\nid = "Z1"\nname = "z"\nstatement = "s"\ndirection = "up"\n'
                    'rule = "metric_change"\n')
