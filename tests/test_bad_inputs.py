@@ -339,3 +339,24 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
                           text=True, env=env, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stdout.count("\n") == 1 and done.stdout.startswith("questions = ")
+
+
+def test_check_refuses_a_dataset_other_than_the_one_answered(world, tmp_path, capsys) -> None:
+    """Finding c01: regrading against another dataset with the same ids graded the answers against the
+    wrong gold answers and overwrote the recorded revision."""
+    from harness.cli.data import provenance_path
+    from harness.data.problems import load_problems
+
+    generations = Path(world["BASE"])
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(4)))
+    answered = {"dataset": "sums.jsonl", "revision": "sha256:" + "a" * 64, "n": 4}
+    provenance_path(generations).write_text(json.dumps({"data": answered}))
+    try:
+        status = main(["check", "--generations", str(generations), "--dataset", str(other), "--out",
+                       str(tmp_path / "c.jsonl")])
+    finally:
+        provenance_path(generations).unlink()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "answered sums.jsonl (revision sha256:aaaaaaaaaaaa" in err[0], err
+    assert load_problems(str(other), n=4).revision != answered["revision"] and not (tmp_path / "c.jsonl").exists()

@@ -106,14 +106,20 @@ def run_check(args) -> int:
     source = Path(args.generations)
     generations = [g for g, _ in load_generations(source)]
     problem_set = load_problems(args.dataset, n=args.n, seed=args.data_seed)
+    sidecar = provenance_path(source)
+    provenance = json.loads(sidecar.read_text()) if sidecar.is_file() else {"missing": str(sidecar)}
+    answered = (provenance.get("data") or {}).get("revision")
+    if answered and problem_set.revision and answered != problem_set.revision:   # finding c01
+        raise UserError(f"{source} answered {provenance['data'].get('dataset')} (revision {answered[:19]}…), not "
+                        f"{args.dataset} (revision {problem_set.revision[:19]}…); regrade against the dataset "
+                        "the answers were generated for")
     checked = check_answers(generations, problem_set.problems, grader=args.grader)
     out = Path(args.out)
     save_generations(out, generations, [c.check for c in checked])
-    sidecar = provenance_path(source)
-    provenance = json.loads(sidecar.read_text()) if sidecar.is_file() else {"missing": str(sidecar)}
     correct = sum(c.correct for c in checked)
     atomic_write_json(provenance_path(out), {
         **provenance, "regraded_from": str(source), "data": problem_set.provenance(),
+        "answered_data": provenance.get("data"),
         "grader": {"setting": args.grader, "resolved": sorted({c.check.grader for c in checked}),
                    "version": GRADING_VERSION},
         "versions": library_versions(),
