@@ -73,6 +73,19 @@ def temp_file(parent: Path, suffix: str) -> Path:
     return Path(tmp)
 
 
+def read_json_file(path: Path, what: str, fields: tuple[str, ...] = ()) -> Any:
+    """The JSON object in `path`; UserError naming `what` when it is not JSON (truncated, damaged) or
+    lacks one of `fields`."""
+    try:
+        value = json.loads(read_utf8(Path(path), what))
+    except ValueError as err:
+        raise UserError(f"{what} {path} is not valid JSON ({err}); it is truncated or damaged: write it again") from None
+    missing = [f for f in fields if not isinstance(value, dict) or f not in value]
+    if missing:
+        raise UserError(f"{what} {path} has no {', '.join(missing)}; write it again with this version")
+    return value
+
+
 def read_utf8(path: Path, what: str = "file") -> str:
     """The text of `path`; UserError (naming `what` and the first bad byte) when it is not UTF-8."""
     data = Path(path).read_bytes()

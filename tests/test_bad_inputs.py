@@ -62,6 +62,9 @@ CASES = [
     ("fidelity-level",           "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1.5",  "--level must be a number in (0, 1), got 1.5"),
     ("fidelity-threshold",       "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold 2", "--threshold must be a number in [-1, 1], got 2"),
     ("fidelity-other-model",     "fidelity --eap {EAP} --ablation {ABLOTHER} --out {T}/f",         "but --ablation {ABLOTHER} ablated {T0}/other"),   # f01
+    ("fidelity-ablation-truncated", "fidelity --eap {EAP} --ablation {ABLTRUNC} --out {T}/f",      "ablation record {ABLTRUNC}/ablation.json is not valid JSON"),   # f05
+    ("posttrain-table-truncated", "posttrain-table {PTTRUNC} --out {T}/t.json",                    "held-out table {PTTRUNC}/heldout.json is not valid JSON"),   # t02
+    ("posttrain-eval-bad-summary", "posttrain-eval {PTBADSUM} --answers fixtures/smollm2/answers", "training summary {PTBADSUM}/train_summary.json is not valid JSON"),   # t03
     ("fidelity-threshold-nan",   "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold nan", "--threshold must be a number in [-1, 1], got nan"),
     ("fidelity-n-boot-0",        "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --n-boot 0",   "--n-boot must be at least 1, got 0"),
     ("fidelity-ablation-missing", "fidelity --eap {EAP} --ablation {T}/none --out {T}/f",          "ablation.safetensors is missing; run `python -m harness ablate` first"),
@@ -268,7 +271,8 @@ def world(tmp_path_factory) -> dict[str, str]:
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
-             "ABLOTHER": root / "abl-other", "REGNAMEINT": root / "reg_name_int.toml",
+             "ABLOTHER": root / "abl-other", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
+             "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
              "REGARCHNEG": root / "reg_arch_neg.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
@@ -276,6 +280,12 @@ def world(tmp_path_factory) -> dict[str, str]:
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
     assert main(["ablate", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "abl"),
                  "--edges", "sample:8"]) == 0
+    shutil.copytree(root / "abl", root / "abl-trunc")                                          # f05
+    (root / "abl-trunc" / "ablation.json").write_text((root / "abl" / "ablation.json").read_text()[:40])
+    (root / "pt_trunc" / "grpo").mkdir(parents=True)                                           # t02
+    (root / "pt_trunc" / "grpo" / "heldout.json").write_text('{"summary": {"algo": "gr')
+    (root / "pt_badsum" / "grpo").mkdir(parents=True)                                          # t03
+    (root / "pt_badsum" / "grpo" / "train_summary.json").write_text("garbage")
     tiny_model("llama", dtype=torch.float32, seed=1).save_pretrained(root / "other")   # the same shapes, other weights
     assert main(["ablate", "--model", str(root / "other"), "--input", str(root / "rows.jsonl"), "--out",
                  str(root / "abl-other"), "--edges", "sample:8"]) == 0

@@ -42,6 +42,12 @@ def test_gsm8k_jsonl(tmp_path):
     assert problem_set.revision.startswith("sha256:")
 
 
+def test_a_gsm8k_answer_field_that_is_a_json_number_is_refused_in_one_line(tmp_path):
+    """Finding g06: an answer that is a JSON number raised AttributeError ('int' has no 'strip')."""
+    with pytest.raises(UserError, match="does not end with '#### N'"):
+        load_jsonl(write_jsonl(tmp_path / "int.jsonl", [{"question": "1+1?", "answer": 2}]))
+
+
 def test_math_jsonl_uses_last_boxed_and_ids(tmp_path):
     problem_set = load_jsonl(write_jsonl(tmp_path / "math.jsonl", MATH_ROWS))
     assert [p.gold for p in problem_set.problems] == ["\\sqrt{2}", "70"]

@@ -26,7 +26,7 @@ from harness.circuit.graph import Layout, build_graph
 from harness.circuit.intervention import family_of
 from harness.cli import COMMANDS, real_number, whole_number
 from harness.errors import UserError
-from harness.files import atomic_write_bytes, atomic_write_json, check_writable_folder
+from harness.files import atomic_write_bytes, atomic_write_json, check_writable_folder, read_json_file
 from harness.report.plots import fidelity_scatter
 from harness.versions import library_versions
 
@@ -101,7 +101,7 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
         if not (Path(out) / name).is_file():
             raise UserError(f"{Path(out) / name} is missing; run `python -m harness ablate` first")
     tensors = load_file(Path(out) / "ablation.safetensors")
-    meta = json.loads((Path(out) / "ablation.json").read_text())
+    meta = read_json_file(Path(out) / "ablation.json", "ablation record", ("ids", "kind", "edges"))   # f05
     result = AblationResult(tensors["delta"], tensors["clean_loss"], meta["ids"],
                             AblationKind(meta["kind"]), [tuple(e) for e in meta["edges"]],
                             positions=meta.get("positions", "all"), dtype=meta.get("ablation_dtype", ""),

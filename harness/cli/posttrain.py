@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.cli import COMMANDS, real_number, whole_number
 from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
-from harness.files import atomic_write_json, atomic_write_text, check_writable_file, check_writable_folder
+from harness.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_file,
+    check_writable_folder,
+    read_json_file,
+)
 from harness.training.posttrain import (
     TRAINED_ALGORITHMS,
     PostTrainConfig,
@@ -46,7 +51,7 @@ def _run_eval(args) -> int:
     summary_path = run / "train_summary.json"
     if not summary_path.is_file():
         raise UserError(f"{summary_path} missing; run `python -m harness posttrain --out {run}` first")
-    config = json.loads(summary_path.read_text())["config"]
+    config = read_json_file(summary_path, "training summary", ("config",))["config"]   # t03
     answers = Path(args.answers)
     sides = heldout_rows_of_run(answers, run.name, config["tasks"])
     table = heldout_summary(config["algo"], sides["base"], sides["post"])
@@ -64,7 +69,7 @@ def _run_table(args) -> int:
         held = Path(run) / "heldout.json"
         if not held.exists():
             raise UserError(f"{held} missing; run `python -m harness posttrain ... --eval-n N` first")
-        data = json.loads(held.read_text())
+        data = read_json_file(held, "held-out table", ("summary", "base", "post"))   # t02
         rows.append({"run": Path(run).name, **heldout_summary(data["summary"]["algo"], data["base"], data["post"])})
     atomic_write_json(Path(args.out), rows)
     atomic_write_text(Path(args.out).with_suffix(".md"), accuracy_markdown(rows))

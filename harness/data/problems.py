@@ -83,7 +83,7 @@ class ProblemSet:
 
 
 def _gsm8k_gold(answer: str) -> str:
-    match = re.search(r"####\s*(.+?)\s*$", answer.strip())
+    match = re.search(r"####\s*(.+?)\s*$", str(answer).strip())   # a JSON number is an answer too (g06)
     if not match:
         raise ValueError("GSM8K answer does not end with '#### N'")
     return match.group(1)
