@@ -52,6 +52,8 @@ CASES = [
     ("ablate-sample-text",       "ablate --model {M} --input {ROWS} --out {T}/o --edges sample:x", "write sample:N with a whole number N"),
     ("ablate-edges-not-a-file",  "ablate --model {M} --input {ROWS} --out {T}/o --edges some",     "use all, sample:N, or a JSON file"),
     ("ablate-edges-empty-list",  "ablate --model {M} --input {ROWS} --out {T}/o --edges {EMPTY}",  "expected a non-empty JSON list of [source, destination] pairs"),
+    ("ablate-eap-other-layout",  "ablate --model {M} --input {ROWS} --out {T}/o --sampling stratified --eap {EAPBLOCK} --edges sample:5", "scored the block layout, but this ablation runs the paper layout"),   # a02
+    ("generate-temperature-tiny", "generate --model {M} --dataset {T0}/noanswer.jsonl --n 1 --template bare --max-new-tokens 4 --sample --temperature 1e-300 --out {T}/g.jsonl", "sampling needs a finite temperature >= 0.01"),   # g01
     ("ablate-edges-bad-pair",    "ablate --model {M} --input {ROWS} --out {T}/o --edges {BADEDGE}", "each edge must be a [source, destination] pair of names or indices"),
     ("ablate-stratified-no-eap", "ablate --model {M} --input {ROWS} --out {T}/o --sampling stratified", "--sampling stratified needs --eap"),
     ("ablate-seed-negative",     "ablate --model {M} --input {ROWS} --out {T}/o --seed -1",        "--seed must be at least 0, got -1"),
@@ -122,7 +124,7 @@ CASES = [
     ("audit-set-dtype",          "audit --set dtype=int8",                                          "dtype must be one of float32, bfloat16, float16, float64, got 'int8'"),  # u05
     ("audit-set-device",         "audit --set device=meta",                                         "unknown device 'meta'; use cpu or cuda[:N]"),     # u06
     ("audit-set-and-flag",       "audit --questions 120 --set questions=7",                         "--set questions=7 and --questions 120 both set questions; give one"),  # u07
-    ("audit-set-temperature-inf", "audit --set decoding.mode=sample --set decoding.temperature=inf", "sampling needs a finite temperature > 0"),      # u10
+    ("audit-set-temperature-inf", "audit --set decoding.mode=sample --set decoding.temperature=inf", "sampling needs a finite temperature >= 0.01"),      # u10
     ("audit-set-n-boot",         "audit --set stats.n_boot=1",                                      "stats.n_boot must be at least 10, got 1"),        # u11
     ("audit-set-old-key",        "audit --set stats.alpha=0.1",                                     "--set stats.alpha: this setting is now stats.significance"),
     ("audit-run-id-too-long",    "audit --run-id " + "a" * 300,                                     "--run-id: 300 characters; give at most 200"),   # u13
@@ -271,13 +273,15 @@ def world(tmp_path_factory) -> dict[str, str]:
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
-             "ABLOTHER": root / "abl-other", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
+             "ABLOTHER": root / "abl-other", "EAPBLOCK": root / "eap-block", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
              "REGARCHNEG": root / "reg_arch_neg.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
+    assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out",
+                 str(root / "eap-block"), "--layout", "block"]) == 0
     assert main(["ablate", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "abl"),
                  "--edges", "sample:8"]) == 0
     shutil.copytree(root / "abl", root / "abl-trunc")                                          # f05

@@ -58,7 +58,12 @@ def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str
         n = sample_size(spec)
         if sampling == "stratified" and eap_dir is None:
             raise UserError("--sampling stratified needs --eap (the scores to stratify by)")
-        importance = EdgeScores.load(eap_dir).scores.abs().mean(0) if eap_dir else None
+        scored = EdgeScores.load(eap_dir) if eap_dir else None
+        if scored is not None and scored.graph.layout != graph.layout:   # finding a02
+            raise UserError(f"--eap {eap_dir} scored the {scored.graph.layout.value} layout, but this ablation "
+                            f"runs the {graph.layout.value} layout; give --layout {scored.graph.layout.value} or "
+                            "scores of this layout")
+        importance = scored.scores.abs().mean(0) if scored is not None else None
         return sample_edges(graph, n, seed, sampling=sampling, importance=importance, all_below=0)
     path = Path(spec)
     if not path.is_file():

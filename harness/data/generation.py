@@ -38,6 +38,9 @@ FinishReason = Literal["eos", "stop", "length"]
 CACHE_VERSION = "generation-v1"
 
 
+MIN_TEMPERATURE = 0.01   # logits / 1e-300 overflow to inf (finding g01); below 0.01 sampling is greedy in effect
+
+
 @dataclass(frozen=True)
 class Decoding:
     """Decoding settings. max_new_tokens: answer budget in tokens. temperature/top_p/seed apply
@@ -61,8 +64,9 @@ class Decoding:
         empty = [s for s in self.stop_strings if not isinstance(s, str) or not s]
         if empty:
             raise UserError(f"stop strings must be non-empty text, got {empty[0]!r}; drop it or give the string")
-        if self.mode == "sample" and not (0 < self.temperature < math.inf and 0 < self.top_p <= 1):
-            raise UserError(f"sampling needs a finite temperature > 0 and 0 < top_p <= 1, got "
+        if self.mode == "sample" and not (MIN_TEMPERATURE <= self.temperature < math.inf and 0 < self.top_p <= 1):
+            raise UserError(f"sampling needs a finite temperature >= {MIN_TEMPERATURE} (below it, decode greedy) and "
+                            f"0 < top_p <= 1, got "
                             f"temperature={self.temperature}, top_p={self.top_p}")
 
     def cache_fields(self) -> dict:
