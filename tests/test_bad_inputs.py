@@ -97,6 +97,11 @@ CASES = [
     ("report-merge-out-read-only", "report merge {T}/none --out {RO}/m", "is not writable", READ_ONLY),
     ("report-merge-shard-missing", "report merge {T}/none --out {T}/m",                             "{T}/none: no such claims file"),
     ("report-diff-not-claims",   "report diff {NOTCLAIMS} {NOTCLAIMS}",                             "not a claims file (expected \"schema\""),
+    ("report-diff-schema-0",     "report diff {V0} {V0}",                                           "schema_version 0 is not supported"),   # r03
+    ("report-diff-schema-true",  "report diff {VTRUE} {VTRUE}",                                     "schema_version True is not supported"),   # r04
+    ("report-diff-nan",          "report diff {CNAN} {CNAN}",                                       "NaN is not a JSON number"),   # r05
+    ("audit-fixtures-missing",   "audit --set answer_fixtures={T}/nowhere",                         "answer_fixtures '{T}/nowhere' is no folder"),   # u08
+    ("gpu-check-out-is-a-folder", "gpu-check --dry-run --out {T}",                                  "is a folder; give a file path"),   # q01
     ("posttrain-steps-0",        "posttrain --algo grpo --steps 0 --out {T}/p",                     "--steps must be at least 1, got 0"),
     ("posttrain-lr",             "posttrain --algo grpo --lr 0 --out {T}/p",                        "--lr must be a number in (0, 1], got 0"),
     ("posttrain-out-is-a-file",  "posttrain --algo grpo --out {FILE}",                              "--out {FILE} is a file, not a folder"),
@@ -247,6 +252,10 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "empty.json").write_text("[]")
     (root / "badedge.json").write_text('[[1.5, "x"]]')
     (root / "notclaims.json").write_text('{"a": 1}')
+    head = '{"schema": "rl-circuit-audit/claims", "cells": [], "schema_version": '
+    (root / "claims_v0.json").write_text(head + "0}")                                           # r03
+    (root / "claims_vtrue.json").write_text(head + "true}")                                     # r04
+    (root / "claims_nan.json").write_text(head + '2, "summary": {"x": NaN}}')                  # r05
     (root / "ro").mkdir(mode=0o500)
     (root / "reports" / "old-run").mkdir(parents=True)
     (root / "fake.gguf").write_bytes(b"this is not a GGUF file " * 8)
@@ -271,6 +280,7 @@ def world(tmp_path_factory) -> dict[str, str]:
              "TINY": tiny_model_folder("llama").resolve(), "REGISTRY": root / "pairs.toml", "T0": root,
              "BADTYPE": root / "badtype.json",
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
+             "V0": root / "claims_v0.json", "VTRUE": root / "claims_vtrue.json", "CNAN": root / "claims_nan.json",
              "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
              "ABLOTHER": root / "abl-other", "EAPBLOCK": root / "eap-block", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
@@ -374,3 +384,14 @@ def test_check_refuses_a_dataset_other_than_the_one_answered(world, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "answered sums.jsonl (revision sha256:aaaaaaaaaaaa" in err[0], err
     assert load_problems(str(other), n=4).revision != answered["revision"] and not (tmp_path / "c.jsonl").exists()
+
+
+def test_a_cache_root_that_is_a_file_is_exit_2_before_any_work(world, tmp_path, capsys, monkeypatch) -> None:
+    """Finding v01: HARNESS_CACHE naming a file failed inside every cell (FileExistsError)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cachefile"))
+    status = main(["audit", "--registry", world["REGISTRY"], "--run-id", "v01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [f"error: HARNESS_CACHE {tmp_path / 'cachefile'} is a file, not a folder; "
+                                   "give a path under a folder"], err

@@ -179,6 +179,9 @@ def preflight(args, config: AuditConfig) -> None:
         return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
     add_papers(args.papers or [])
+    if config.answer_fixtures not in ("bundled", "none") and not Path(config.answer_fixtures).is_dir():   # u08
+        raise UserError(f"answer_fixtures {config.answer_fixtures!r} is no folder; give bundled, none or a folder "
+                        "of answer fixtures")
     grid = RunGrid.build(load_registry(args.registry), pairs=names(args.pairs), datasets=names(args.datasets),
                          alphas=args.alphas, token_modes=names(args.token_mode))
     if args.shard is not None:
@@ -194,7 +197,7 @@ def preflight(args, config: AuditConfig) -> None:
 
 
 def run_audit(args) -> int:
-    cache_root()   # a HARNESS_CACHE set to nothing is refused before any work
+    check_writable_folder(cache_root(), "HARNESS_CACHE")   # empty, a file or read-only: refused before any work
     apply_budget(args)
     if not 0 < args.questions:
         raise UserError(f"--questions must be at least 1, got {args.questions}")

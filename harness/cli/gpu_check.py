@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 from harness.cli import COMMANDS
 from harness.errors import UserError
+from harness.files import check_writable_file
 
 PAPER_ALPHAS = (0.03, 0.1, 0.3, 0.5)
 T_BAR = 1024          # answer length the memory check's T_cut values are taken of
@@ -209,6 +210,7 @@ def backend_check(device: str) -> dict:
 def run(args) -> int:
     import torch
 
+    check_writable_file(args.out)   # before minutes of work (finding q01)
     device = "cpu" if args.dry_run else args.device
     if not args.dry_run and not torch.cuda.is_available():
         raise UserError("gpu-check: CUDA is not available here; run it where a GPU is lent, or pass --dry-run "

@@ -108,15 +108,15 @@ def load_claims(path: str | Path) -> ClaimsRun:
     if path.is_dir():
         path = path / "claims.json"
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(), parse_constant=_no_constant)   # NaN is not JSON (r05)
     except FileNotFoundError:
         raise UserError(f"{path}: no such claims file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:   # ValueError: JSONDecodeError, UnicodeDecodeError, a NaN literal
         raise UserError(f"{path}: not a readable claims.json ({err})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA_NAME:
         raise UserError(f"{path}: not a claims file (expected \"schema\": \"{SCHEMA_NAME}\")")
     version = document.get("schema_version")
-    if not isinstance(version, int) or version > CLAIMS_SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CLAIMS_SCHEMA_VERSION:
         raise UserError(f"{path}: schema_version {version!r} is not supported "
                         f"(this harness reads up to {CLAIMS_SCHEMA_VERSION})")
     cells_raw = document.get("cells")
@@ -136,6 +136,10 @@ def load_claims(path: str | Path) -> ClaimsRun:
     return ClaimsRun(run_id=str(document.get("run_id", path.parent.name)), cells=cells,
                      provenance=dict(document.get("provenance") or {}), figures=figures,
                      created=str(document.get("created", "")))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _read_figure(path: Path, entry: Any) -> Figure:
