@@ -52,6 +52,8 @@ CASES = [
     ("ablate-sample-text",       "ablate --model {M} --input {ROWS} --out {T}/o --edges sample:x", "write sample:N with a whole number N"),
     ("ablate-edges-not-a-file",  "ablate --model {M} --input {ROWS} --out {T}/o --edges some",     "use all, sample:N, or a JSON file"),
     ("ablate-edges-empty-list",  "ablate --model {M} --input {ROWS} --out {T}/o --edges {EMPTY}",  "expected a non-empty JSON list of [source, destination] pairs"),
+    ("ablate-edge-twice",        "ablate --model {M} --input {ROWS} --out {T}/o --edges {DUPEDGE}", "edge [0, 0] is given twice (as [0, 0]); give each edge once"),   # a03
+    ("ablate-corrupted-with-zero", "ablate --model {M} --input {ROWS} --out {T}/o --kind zero --corrupted {ROWS} --edges sample:4", "--corrupted applies to --kind patch"),   # a04
     ("ablate-eap-other-layout",  "ablate --model {M} --input {ROWS} --out {T}/o --sampling stratified --eap {EAPBLOCK} --edges sample:5", "scored the block layout, but this ablation runs the paper layout"),   # a02
     ("generate-temperature-tiny", "generate --model {M} --dataset {T0}/noanswer.jsonl --n 1 --template bare --max-new-tokens 4 --sample --temperature 1e-300 --out {T}/g.jsonl", "sampling needs a finite temperature >= 0.01"),   # g01
     ("ablate-edges-bad-pair",    "ablate --model {M} --input {ROWS} --out {T}/o --edges {BADEDGE}", "each edge must be a [source, destination] pair of names or indices"),
@@ -163,6 +165,7 @@ CASES = [
     ("audit-shard-too-many",     "audit --shard 1/99 --reports-dir {T}/r",                          "--shard 1/99: the grid has 5 groups of cells (one per pair, one for the cells of no pair); use at most 5 shards"),
     ("audit-workers-0",          "audit --workers 0",                                               "--workers must be at least 1, got 0"),
     ("cluster-shards-0",         "cluster --shards 0",                                              "--shards must be at least 1, got 0"),
+    ("cluster-no-slurm",         "cluster --shards 2 --reports-dir {T}/r",                          "--executor slurm: no SLURM here (srun not found)"),   # k01
     ("cluster-own-flag",         "cluster --shards 2 --executor local --reports-dir {T}/r -- --shard 1/2", "--shard: the cluster launcher sets --shard, --run-id and --reports-dir for each shard"),
     ("cluster-run-id-exists",    "cluster --shards 2 --executor local --run-id old-run --reports-dir {REPORTS}", "{REPORTS}/old-run already exists; choose another --run-id"),
     ("audit-memory-text",        "audit --memory lots --reports-dir {T}/r",                         "--memory must be a size like 80GiB, 24GB or 512MiB, got 'lots'"),
@@ -251,6 +254,7 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "file").write_text("a file, not a folder\n")
     (root / "empty.json").write_text("[]")
     (root / "badedge.json").write_text('[[1.5, "x"]]')
+    (root / "dupedge.json").write_text('[["embed", "attn.0.q"], [0, 0], [1, 3]]')                 # a03
     (root / "notclaims.json").write_text('{"a": 1}')
     head = '{"schema": "rl-circuit-audit/claims", "cells": [], "schema_version": '
     (root / "claims_v0.json").write_text(head + "0}")                                           # r03
@@ -281,7 +285,7 @@ def world(tmp_path_factory) -> dict[str, str]:
              "BADTYPE": root / "badtype.json",
              "M": root / "model", "ROWS": root / "rows.jsonl", "BIG": root / "big.jsonl", "FILE": root / "file",
              "V0": root / "claims_v0.json", "VTRUE": root / "claims_vtrue.json", "CNAN": root / "claims_nan.json",
-             "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
+             "DUPEDGE": root / "dupedge.json", "EMPTY": root / "empty.json", "BADEDGE": root / "badedge.json", "NOTCLAIMS": root / "notclaims.json",
              "RO": root / "ro", "REPORTS": root / "reports", "EAP": root / "eap", "ABL": root / "abl",
              "ABLOTHER": root / "abl-other", "EAPBLOCK": root / "eap-block", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",

@@ -80,8 +80,10 @@ def parse_edges(spec: str, graph, eap_dir: Path | None, seed: int, sampling: str
                 and all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)) for x in pair)):
             raise UserError(f"{path}: each edge must be a [source, destination] pair of names or indices, got {pair!r}")
         u, v = pair
-        edges.append((graph.source_index(u) if isinstance(u, str) else u,
-                      graph.destination_index(v) if isinstance(v, str) else v))
+        edge = (graph.source_index(u) if isinstance(u, str) else u, graph.destination_index(v) if isinstance(v, str) else v)
+        if edge in edges:   # by name and by index alike: it would count twice in any fidelity on it (a03)
+            raise UserError(f"{path}: edge {pair!r} is given twice (as {list(edge)}); give each edge once")
+        edges.append(edge)
     return EdgeSample(edges, [1.0] * len(edges), [0] * len(edges), "given", graph.n_edges)
 
 
@@ -118,6 +120,8 @@ def load_ablation(out: Path) -> tuple[AblationResult, dict]:
 def run_ablate(args) -> int:
     from harness.models.loading import load_model, scoring_pad_id
 
+    if args.corrupted is not None and args.kind != "patch":   # it would be ignored without a word (a04)
+        raise UserError(f"--corrupted applies to --kind patch; --kind {args.kind} ablates without corrupted inputs")
     if args.edges.startswith("sample:"):
         sample_size(args.edges)            # a bad edge sample fails before the model loads
     check_writable_folder(args.out)

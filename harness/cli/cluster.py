@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ def run_cluster(args: argparse.Namespace) -> int:
         if (reports / folder).exists():
             raise UserError(f"{reports / folder} already exists; choose another --run-id")
     cache = str(Path(os.environ.get("HARNESS_CACHE") or cache_root()).resolve())
+    if args.executor == "slurm" and shutil.which("srun") is None:   # submitit's own error is a traceback (k01)
+        raise UserError("--executor slurm: no SLURM here (srun not found); run on a SLURM cluster, or pass "
+                        "--executor local to run the shards as processes on this machine")
     executor = submitit.AutoExecutor(folder=args.logs or reports / f"{run_id}-jobs", cluster=args.executor)
     executor.update_parameters(name=f"audit-{run_id}", timeout_min=args.timeout_min,
                                gpus_per_node=args.gpus_per_shard, tasks_per_node=1,
