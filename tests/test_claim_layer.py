@@ -206,3 +206,18 @@ tiny_pairs.write_dataset(Path('sums.jsonl'))
 
 def get_claim_text() -> str:
     return load_paper(PAPERS / "attention-example.toml")[1][0].statement
+
+
+def test_a_family_that_loses_a_cell_says_so() -> None:
+    """A cell that cannot be tested (its selection kept nothing) leaves Holm's family: the others'
+    m shrinks, and each of them names the lost member (finding F5's side effect, made visible)."""
+    from harness.data.selection import FunnelStep, SelectionError
+
+    records = planted(0.3)
+    records.cells[("rl", "d", 0.1, "own")] = SelectionError("no question kept", [FunnelStep("answered", 0, "r")])
+    lost, kept = GridCell("rl", "d", 0.1, None, "own"), G
+    cells = judge_claim(get_claim("C1"), records, [lost, kept], _context())
+    assert cells[lost].verdict is Verdict.INVALID and cells[lost].reason.startswith("selection left no sample")
+    assert cells[kept].extra["holm_m"] == 2 and cells[kept].extra["family_size"] == 2
+    assert cells[kept].extra["family_unusable"] == ["C1-intensity-rl-d-a010"]
+    assert cells[kept].verdict is Verdict.SUPPORTED

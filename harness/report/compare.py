@@ -79,7 +79,8 @@ def change_cause(before: CellResult, after: CellResult) -> str:
     if settings:
         shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in settings[:3])
         return f"settings: {shown}" + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
-    family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_hash")
+    family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_unusable",
+                                                                     "family_hash")
               if before.extra.get(k) != after.extra.get(k)]
     if family:
         return "its correction family: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in family[:2])

@@ -84,9 +84,11 @@ def judge_family(claim: ClaimSpec, outcomes: Sequence[Outcome], stats: StatsConf
         bh = benjamini_hochberg([o.test.p_claimed if d.label is not Verdict.INVALID else math.nan
                                  for o, d in zip(tested, decisions)]) if tested else []
         judged = {id(o): (d, p) for o, d, p in zip(tested, decisions, bh)}
+        unusable = [cell_id(claim, o.grid) for o in family
+                    if o.skipped is not None or (id(o) in judged and judged[id(o)][0].label is Verdict.INVALID)]
         for o in family:
             decision, p_bh = judged.get(id(o), (None, math.nan))
-            out[o.grid] = _record(claim, o, decision, p_bh, members, stats)
+            out[o.grid] = _record(claim, o, decision, p_bh, members, unusable, stats)
     return out
 
 
@@ -101,7 +103,7 @@ def _equivalence_route(outcome: Outcome, d: Decision) -> Decision:
 
 
 def _record(claim: ClaimSpec, o: Outcome, decision: Decision | None, p_bh: float, members: list[GridCell],
-            stats: StatsConfig) -> CellResult:
+            unusable: list[str], stats: StatsConfig) -> CellResult:
     g = o.grid
     fields = dict(o.fields)
     extra = fields.pop("extra", {})
@@ -119,17 +121,19 @@ def _record(claim: ClaimSpec, o: Outcome, decision: Decision | None, p_bh: float
             label, reason, combined = o.combine(decision)
             extra = {**extra, **combined}
         if o.family_record:
-            extra = {**family_extra(members, claim, decision, stats), **extra}
+            extra = {**family_extra(members, claim, decision, stats, unusable), **extra}
     values.update(fields)
     return CellResult(claim.id, claim.name, cell_id(claim, g), label, o.rule, reason, extra=extra, paper=claim.paper,
                       **values)
 
 
-def family_extra(members: list[GridCell], claim: ClaimSpec, decision: Decision, stats: StatsConfig) -> dict:
-    """What a cell was corrected with: the family fixed by the grid, its hash, and Holm's m; whether the
-    interval lay inside the smallest effect of interest, and whether the grid could reach a verdict."""
+def family_extra(members: list[GridCell], claim: ClaimSpec, decision: Decision, stats: StatsConfig,
+                 unusable: list[str]) -> dict:
+    """What a cell was corrected with: the family fixed by the grid, its hash, Holm's m, and the members
+    Holm could not use (INVALID: their loss shrinks m, which the cell must say); whether the interval
+    lay inside the smallest effect of interest, and whether the grid could reach a verdict."""
     ids = [cell_id(claim, g) for g in members]
-    return {"family_size": len(members), "family": ids, "family_hash": content_key(ids),
+    return {"family_size": len(members), "family": ids, "family_hash": content_key(ids), "family_unusable": unusable,
             "holm_m": decision.holm_m, "p_holm_opposite": finite(decision.p_adjusted_opposite),
             "correction": f"{CORRECTION} (BH reported)", "equivalent": decision.equivalent,
             "reachable": decision.reachable, "stats_config": stats.as_dict()}
