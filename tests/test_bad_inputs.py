@@ -63,7 +63,9 @@ CASES = [
     ("fidelity-top-k-negative",  "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k -1",   "--top-k must be at least 1, got -1"),
     ("fidelity-top-k-0",         "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k 0",    "--top-k must be at least 1, got 0"),
     ("fidelity-top-k-too-many",  "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --top-k 999",  "--top-k must be between 1 and the 8 ablated edges, got 999"),
-    ("fidelity-level",           "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1.5",  "--level must be a number in (0, 1), got 1.5"),
+    ("fidelity-level",           "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1.5",  "--level must be a number in [0.5, 1), got 1.5"),
+    ("fidelity-level-tiny",      "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --level 1e-9", "--level must be a number in [0.5, 1), got 1e-9"),   # f04
+    ("posttrain-table-out-md",   "posttrain-table {PTTRUNC} --out {T}/t.md",                       "--out {T}/t.md: give the JSON file"),   # t01
     ("fidelity-threshold",       "fidelity --eap {EAP} --ablation {ABL} --out {T}/f --threshold 2", "--threshold must be a number in [-1, 1], got 2"),
     ("fidelity-other-model",     "fidelity --eap {EAP} --ablation {ABLOTHER} --out {T}/f",         "but --ablation {ABLOTHER} ablated {T0}/other"),   # f01
     ("fidelity-ablation-truncated", "fidelity --eap {EAP} --ablation {ABLTRUNC} --out {T}/f",      "ablation record {ABLTRUNC}/ablation.json is not valid JSON"),   # f05

@@ -127,3 +127,9 @@ def test_load_problems_routes_specs(tmp_path):
     assert load_problems("rg:chain_sum", n=3, seed=1).name == "reasoning-gym/chain_sum"
     with pytest.raises(UserError, match="neither"):
         load_problems("gsm8k")
+
+
+def test_a_gsm8k_gold_answer_without_a_number_is_refused(tmp_path):
+    """Finding c02: '#### abc' was accepted as a gold answer and every answer graded wrong."""
+    with pytest.raises(UserError, match="holds no number"):
+        load_jsonl(write_jsonl(tmp_path / "abc.jsonl", [{"question": "1+1?", "answer": "#### abc"}]))

@@ -222,7 +222,7 @@ def register(subparsers) -> None:
     f.add_argument("--threshold", type=real_number("--threshold", -1, 1), default=DEFAULT_THRESHOLD,
                    help="Spearman threshold of the status (a convention; the 0.3/0.5/0.7 band is printed too)")
     f.add_argument("--n-boot", type=whole_number("--n-boot"), default=1000, help="bootstrap replicates")
-    f.add_argument("--level", type=real_number("--level", 0, 1, open_low=True, open_high=True), default=0.95,
+    f.add_argument("--level", type=real_number("--level", 0.5, 1, open_high=True), default=0.95,   # f04
                    help="interval level")
     f.add_argument("--seed", type=whole_number("--seed", minimum=0), default=0, help="bootstrap seed")
     f.set_defaults(run=run_fidelity)

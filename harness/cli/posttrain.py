@@ -63,6 +63,9 @@ def _run_eval(args) -> int:
 
 
 def _run_table(args) -> int:
+    if Path(args.out).suffix == ".md":   # the Markdown sibling is written beside it: .md would overwrite it (t01)
+        raise UserError(f"--out {args.out}: give the JSON file (e.g. table.json); the Markdown table is written "
+                        "beside it with the .md suffix")
     check_writable_file(args.out)
     rows = []
     for run in args.runs:

@@ -86,6 +86,8 @@ def _gsm8k_gold(answer: str) -> str:
     match = re.search(r"####\s*(.+?)\s*$", str(answer).strip())   # a JSON number is an answer too (g06)
     if not match:
         raise ValueError("GSM8K answer does not end with '#### N'")
+    if not re.search(r"\d", match.group(1)):   # '#### abc' is no answer (c02)
+        raise ValueError(f"GSM8K answer '#### {match.group(1)}' holds no number")
     return match.group(1)
 
 
