@@ -464,3 +464,14 @@ def test_kurtosis_reproduces_pinned_numbers():
     assert np.isnan(real_only[2])
     assert np.delete(real_only, 2) == pytest.approx([5.820656696464095, 1.18625993355937, 3.720662984415962,
                                                      -0.6093426990270037, 0.09730734576921174], rel=1e-12)
+
+
+def test_the_cluster_bootstrap_keeps_its_pinned_numbers() -> None:
+    """Pinned before clustered_share moved to scipy.stats.bootstrap over cluster indices: the same
+    seed draws the same clusters, so the interval is unchanged to the last bit."""
+    from harness.analysis.stats.clustered import clustered_share
+
+    hits = [True, True, False, True, False, True, True, False, True, True, False, True, True]
+    clusters = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "e", "f", "f"]
+    share = clustered_share(hits, clusters, n_boot=999, seed=7, ci_level=0.9)
+    assert (share.ci_low, share.ci_high, share.n_clusters) == (0.5384615384615384, 0.8333333333333334, 6)
