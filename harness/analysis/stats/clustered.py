@@ -1,8 +1,6 @@
 """Shares of experiments with a cluster bootstrap: experiments that share models and questions (the
-same pair and dataset) are resampled together, so the interval reflects their dependence.
-
-Hand-written: scipy.stats.bootstrap resamples single observations, not clusters of them.
-"""
+same pair and dataset) are resampled together, so the interval reflects their dependence. The
+resampling is scipy.stats.bootstrap's, over the array of cluster indices."""
 
 from __future__ import annotations
 
@@ -11,6 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import bootstrap
 
 from harness.errors import UserError
 
@@ -45,10 +44,13 @@ def clustered_share(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: in
     k = len(labels)
     hits_per = np.bincount(index, weights=h.astype(float), minlength=k)
     size_per = np.bincount(index, minlength=k).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, k, size=(n_boot, k))
-    shares = hits_per[draws].sum(axis=1) / size_per[draws].sum(axis=1)
-    tail = (1 - ci_level) / 2
-    low, high = np.quantile(shares, [tail, 1 - tail]) if k > 1 else (math.nan, math.nan)
+    low = high = math.nan
+    if k > 1:
+        def share_of(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn: cluster indices [..., k]
+            return hits_per[drawn].sum(axis=axis) / size_per[drawn].sum(axis=axis)
+
+        interval = bootstrap((np.arange(k),), share_of, n_resamples=n_boot, confidence_level=ci_level,
+                             method="percentile", vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+        low, high = interval.low, interval.high
     return ClusteredShare(int(h.sum()), int(h.size), k, float(h.mean()), float(low), float(high), ci_level,
                           f"percentile cluster bootstrap over {k} pair x dataset clusters, {n_boot} resamples")
