@@ -260,3 +260,14 @@ def test_vary_runs_the_audit_once_per_value_on_the_tiny_pairs(tmp_path: Path, mo
                 assert cells[0]["extra"]["stats_config"]["sesoi_rel"] == float(value)
         table = (tmp_path / "r" / f"{run}-sensitivity-{key}.md").read_text()
         assert all(value in table for value in values)
+
+
+def test_a_grid_without_a_dataset_is_refused_naming_the_pairs() -> None:
+    """Finding u20: a registry pair with datasets = [] and no --datasets ended in a pytest collection error."""
+    from types import SimpleNamespace
+
+    from harness.audit.grid import RunGrid
+
+    registry = {"p": SimpleNamespace(name="p", datasets=(), bundled=True, base="x", algorithm_kind="online-rl")}
+    with pytest.raises(UserError, match="--pairs p: no dataset to audit; give --datasets"):
+        RunGrid.build(registry, pairs=("p",))

@@ -83,6 +83,9 @@ class RunGrid:
             raise UserError(f"--pairs: unknown {', '.join(unknown)}; known pairs: {', '.join(registry)}")
         explicit = bool(datasets)
         datasets = datasets or tuple(dict.fromkeys(d for p in pairs for d in registry[p].datasets))
+        if not datasets:   # finding u20: the reason was a pytest collection error on stdout
+            raise UserError(f"--pairs {', '.join(pairs)}: no dataset to audit; give --datasets or list the pairs' "
+                            "datasets in the registry")
         for d in datasets:
             dataset_spec(d)
         metrics = metrics or DEFAULT_METRICS
