@@ -27,7 +27,7 @@ from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.cli import main
 from harness.data.generation import Generation, save_generations
 from harness.data.grading import Check
-from harness.models.tiny import tiny_model_folder
+from harness.models.tiny import make_tokenizer, tiny_model_folder
 
 AS_ROOT = os.geteuid() == 0   # root writes into read-only folders: those rows cannot fail there
 READ_ONLY = pytest.mark.skipif(AS_ROOT, reason="root ignores folder permissions")
@@ -158,6 +158,7 @@ CASES = [
     ("audit-registry-not-toml",  "audit --registry {BADTOML}",                                      "is not valid TOML: Expected ']]'"),
     ("audit-registry-not-utf8",  "audit --registry {LATIN1TOML}",                                   "pair registry {LATIN1TOML} is not UTF-8 text (byte 0xe9 on line 2)"),
     ("audit-post-model-missing", "audit --registry {REGISTRY} --pairs lost",                        "pair lost: the post model {T0}/nowhere does not exist"),
+    ("audit-post-no-tokenizer",  "audit --registry {REGNOTOK} --pairs ok",                          "pair ok: the post model folder {T0}/notok has no tokenizer files"),   # u22
     ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
     ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
     ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
@@ -250,6 +251,7 @@ def _generations(path: Path, answer_ids=None) -> Path:
 def world(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad-inputs")
     tiny_model("llama", dtype=torch.float32).save_pretrained(root / "model")
+    make_tokenizer().save_pretrained(root / "model")
     rows = [{"id": f"q{i}", "prompt_ids": [1, 2, 3 + i], "target_ids": [5, 6]} for i in range(3)]
     (root / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "big.jsonl").write_text(json.dumps({"id": "a", "prompt_ids": [1], "target_ids": [9999]}) + "\n")
@@ -275,6 +277,9 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "reg_name_int.toml").write_text("[[pair]]" + one.replace('name = "ok"', "name = 5"))                   # u19
     (root / "reg_base_int.toml").write_text("[[pair]]" + one.replace(f'base = "{root / "model"}"', "base = 5"))   # u28
     (root / "reg_bool_tokens.toml").write_text("[[pair]]" + one.replace("max_new_tokens = 4", "max_new_tokens = true"))
+    (root / "reg_notok.toml").write_text("[[pair]]" + one.replace(f'post = "{root / "model"}"',
+                                                                  f'post = "{root / "notok"}"'))   # u22
+    tiny_model("llama", dtype=torch.float32).save_pretrained(root / "notok")
     (root / "reg_arch_neg.toml").write_text("[[pair]]" + one + '\n[architectures."org/neg"]\nnum_hidden_layers = -4\n')
     cell = CellResult("C1", "intensity", "C1-x", Verdict.INCONCLUSIVE, "rule", "reason", "p", "d", 0.1,
                       "intensity", "own").to_dict()
@@ -292,7 +297,7 @@ def world(tmp_path_factory) -> dict[str, str]:
              "ABLOTHER": root / "abl-other", "EAPBLOCK": root / "eap-block", "ABLTRUNC": root / "abl-trunc", "PTTRUNC": root / "pt_trunc" / "grpo",
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
-             "REGARCHNEG": root / "reg_arch_neg.toml",
+             "REGARCHNEG": root / "reg_arch_neg.toml", "REGNOTOK": root / "reg_notok.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0

@@ -32,6 +32,9 @@ def build_reference(ref: str) -> str:
     return ref
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")   # any one makes a tokenizer
+
+
 def check_pair_files(spec: PairSpec) -> None:
     """UserError, before any work, when a local model folder or adapter of the pair is missing (hub
     ids, bundled and tiny references are built or fetched when loaded, so they are not checked)."""
@@ -42,6 +45,10 @@ def check_pair_files(spec: PairSpec) -> None:
         if looks_like_path and not Path(ref).expanduser().exists():
             raise UserError(f"pair {spec.name}: the {side} model {ref} does not exist; fix the registry entry "
                             "or choose other --pairs")
+        folder = Path(ref).expanduser()
+        if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):   # finding u22
+            raise UserError(f"pair {spec.name}: the {side} model folder {ref} has no tokenizer files "
+                            f"({', '.join(TOKENIZER_FILES)}); save its tokenizer beside the weights")
     for side, folder in (("post", spec.post_adapter), ("base", spec.base_adapter)):
         if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
             raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "
