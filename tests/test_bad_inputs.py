@@ -159,6 +159,7 @@ CASES = [
     ("audit-registry-not-utf8",  "audit --registry {LATIN1TOML}",                                   "pair registry {LATIN1TOML} is not UTF-8 text (byte 0xe9 on line 2)"),
     ("audit-post-model-missing", "audit --registry {REGISTRY} --pairs lost",                        "pair lost: the post model {T0}/nowhere does not exist"),
     ("audit-post-no-tokenizer",  "audit --registry {REGNOTOK} --pairs ok",                          "pair ok: the post model folder {T0}/notok has no tokenizer files"),   # u22
+    ("audit-adapter-other-base", "audit --registry {REGADAPTER} --pairs ok",                        "pair ok: the post adapter {T0}/adapter_other was made for {T0}/file, not for the pair's base"),   # u25
     ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
     ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
     ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
@@ -280,6 +281,10 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "reg_notok.toml").write_text("[[pair]]" + one.replace(f'post = "{root / "model"}"',
                                                                   f'post = "{root / "notok"}"'))   # u22
     tiny_model("llama", dtype=torch.float32).save_pretrained(root / "notok")
+    (root / "adapter_other").mkdir()                                                           # u25
+    (root / "adapter_other" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(root / "file")}))
+    (root / "reg_adapter_other.toml").write_text("[[pair]]" + one.replace(
+        f'post = "{root / "model"}"', f'post_adapter = "{root / "adapter_other"}"'))
     (root / "reg_arch_neg.toml").write_text("[[pair]]" + one + '\n[architectures."org/neg"]\nnum_hidden_layers = -4\n')
     cell = CellResult("C1", "intensity", "C1-x", Verdict.INCONCLUSIVE, "rule", "reason", "p", "d", 0.1,
                       "intensity", "own").to_dict()
@@ -298,6 +303,7 @@ def world(tmp_path_factory) -> dict[str, str]:
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
              "REGARCHNEG": root / "reg_arch_neg.toml", "REGNOTOK": root / "reg_notok.toml",
+             "REGADAPTER": root / "reg_adapter_other.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0

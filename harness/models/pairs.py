@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import read_json_file
 from harness.models.bundled import BUNDLED_BASES, bundled_folder
 from harness.models.loading import (
     LoadedModel,
@@ -35,6 +36,18 @@ def build_reference(ref: str) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")   # any one makes a tokenizer
 
 
+def same_model(declared: str, base: str) -> bool:
+    """Whether an adapter's declared base can be the pair's base: two local folders must be one folder,
+    two bundled or tiny names one name; a hub id against a local folder (a downloaded copy) is not
+    judged."""
+    local = [Path(x).expanduser() for x in (declared, base)]
+    if all(p.exists() for p in local):
+        return local[0].resolve() == local[1].resolve()
+    if declared.startswith(("bundled:", "tiny:")) or base.startswith(("bundled:", "tiny:")):
+        return declared == base or not all(x.startswith(("bundled:", "tiny:")) for x in (declared, base))
+    return True
+
+
 def check_pair_files(spec: PairSpec) -> None:
     """UserError, before any work, when a local model folder or adapter of the pair is missing (hub
     ids, bundled and tiny references are built or fetched when loaded, so they are not checked)."""
@@ -53,6 +66,12 @@ def check_pair_files(spec: PairSpec) -> None:
         if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
             raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "
                             "train it (see fixtures/smollm2/rebuild.sh) or choose other --pairs")
+        if folder is not None:
+            declared = read_json_file(Path(folder) / "adapter_config.json", "adapter config").get(
+                "base_model_name_or_path")
+            if declared and not same_model(declared, spec.base):   # finding u25: merged without a word
+                raise UserError(f"pair {spec.name}: the {side} adapter {folder} was made for {declared}, not for the "
+                                f"pair's base {spec.base}; give the adapter of this base")
 
 
 def load_pair_models(spec: PairSpec, dtype: str = "float32", device: str = "cpu") -> tuple[LoadedModel, LoadedModel]:
