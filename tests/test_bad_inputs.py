@@ -77,6 +77,7 @@ CASES = [
     ("fidelity-out-is-a-file",   "fidelity --eap {EAP} --ablation {ABL} --out {FILE}",             "--out {FILE} is a file, not a folder"),
     ("generate-n-negative",      "generate --model {M} --dataset rg:chain_sum --n -5 --out {T}/g.jsonl", "--n must be between 1 and 1000000, got -5"),
     ("generate-n-0",             "generate --model {M} --dataset rg:chain_sum --n 0 --out {T}/g.jsonl", "--n must be between 1 and 1000000, got 0"),
+    ("generate-model-no-tokenizer", "generate --model {T0}/notok --dataset rg:chain_sum --n 1 --out {T}/g.jsonl", "model folder {T0}/notok has no tokenizer files"),   # g02
     ("generate-n-huge",          "generate --model {M} --dataset rg:chain_sum --n 1000000000000 --out {T}/g.jsonl", "got 1000000000000"),
     ("generate-n-expression",    "generate --model {M} --dataset rg:chain_sum --n 10**12 --out {T}/g.jsonl", "--n must be a whole number, got '10**12'"),
     ("generate-empty-stop",      "generate --model {M} --dataset rg:chain_sum --stop '' --out {T}/g.jsonl", "stop strings must be non-empty text, got ''"),

@@ -122,6 +122,7 @@ def state_dict_fingerprint(model: torch.nn.Module) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")   # any one makes a tokenizer
 # a model folder's files that, beside its weights, change what it computes (config, generation
 # config, tokenizer): part of every score's cache key (harness.audit.stages.model_key)
 DEFINITION_SUFFIXES = (".json", ".txt", ".model", ".jinja")
@@ -188,6 +189,11 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
                         f"the wrong shape for its config (e.g. {damaged[0]}); the checkpoint is damaged or its "
                         "config.json does not match its weights")
     warn_untested_versions()
+    if (require_tokenizer and local and not gguf_file
+            and not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)):
+        # transformers' own message blames sentencepiece (finding g02)
+        raise UserError(f"model folder {spec} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the "
+                        "model's tokenizer beside its weights")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}),
                                                   **({"revision": revision} if revision else {}))

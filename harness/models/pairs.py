@@ -9,6 +9,7 @@ from harness.errors import UserError
 from harness.files import read_json_file
 from harness.models.bundled import BUNDLED_BASES, bundled_folder
 from harness.models.loading import (
+    TOKENIZER_FILES,
     LoadedModel,
     ModelInfo,
     definition_fingerprint,
@@ -31,9 +32,6 @@ def build_reference(ref: str) -> str:
         parts = ref.split(":")
         return str(tiny_model_folder(parts[1], post=len(parts) > 2 and parts[2] == "post"))
     return ref
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")   # any one makes a tokenizer
 
 
 def same_model(declared: str, base: str) -> bool:
