@@ -49,3 +49,22 @@ def test_a_registry_fingerprint_that_does_not_match_the_files_stops_the_run() ->
     check_fingerprint(merged, "post", loaded, "bfloat16")                 # a merge's fingerprint is float32's
     with pytest.raises(UserError, match="post_fingerprint"):
         check_fingerprint(merged, "post", loaded, "float32")
+
+
+def test_an_adapter_of_the_wrong_shape_names_the_first_mismatch(tmp_path: Path) -> None:
+    """Finding u24: the message was cut at 'Error(s) in loading state_dict for PeftModel:'."""
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from harness.models.pairs import merged_adapter_model
+    from harness.models.tiny import make_tokenizer
+
+    small = tiny_model("llama", dtype=torch.float32)
+    small.save_pretrained(tmp_path / "base")
+    make_tokenizer().save_pretrained(tmp_path / "base")
+    config = small.config.to_dict()
+    wide = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(
+        **{**config, "hidden_size": 2 * config["hidden_size"], "intermediate_size": 2 * config["intermediate_size"]}))
+    get_peft_model(wide, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    with pytest.raises(UserError, match=r"does not fit the base .*: size mismatch for .*q_proj\.lora_A"):
+        merged_adapter_model("p", str(tmp_path / "base"), tmp_path / "adapter", "float32", "cpu")

@@ -100,7 +100,12 @@ def merged_adapter_model(pair: str, base_path: str, adapter: Path, dtype: str, d
     from peft import PeftModel
 
     fresh = load_model(base_path, dtype="float32", device="cpu")
-    merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
+    try:
+        merged = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload()
+    except RuntimeError as err:   # the first size mismatch, not only its heading line (finding u24)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(err).__name__)
+        raise UserError(f"pair {pair}: the adapter {adapter} does not fit the base {base_path}: {detail}") from None
     merged = merged.to(dtype=getattr(torch, dtype), device=device).eval()
     merged.requires_grad_(False)
     info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
