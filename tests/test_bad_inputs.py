@@ -161,6 +161,7 @@ CASES = [
     ("audit-post-model-missing", "audit --registry {REGISTRY} --pairs lost",                        "pair lost: the post model {T0}/nowhere does not exist"),
     ("audit-post-no-tokenizer",  "audit --registry {REGNOTOK} --pairs ok",                          "pair ok: the post model folder {T0}/notok has no tokenizer files"),   # u22
     ("audit-adapter-other-base", "audit --registry {REGADAPTER} --pairs ok",                        "pair ok: the post adapter {T0}/adapter_other was made for {T0}/file, not for the pair's base"),   # u25
+    ("audit-post-bad-tokenizer", "audit --registry {REGBADTOK} --pairs ok",                         "pair ok: the post model's {T0}/badtok/tokenizer.json is not valid JSON"),   # u23
     ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
     ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
     ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
@@ -282,6 +283,10 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "reg_notok.toml").write_text("[[pair]]" + one.replace(f'post = "{root / "model"}"',
                                                                   f'post = "{root / "notok"}"'))   # u22
     tiny_model("llama", dtype=torch.float32).save_pretrained(root / "notok")
+    shutil.copytree(root / "model", root / "badtok")                                           # u23
+    (root / "badtok" / "tokenizer.json").write_text('{"version": "1.0", "truncation": ')
+    (root / "reg_badtok.toml").write_text("[[pair]]" + one.replace(f'post = "{root / "model"}"',
+                                                                   f'post = "{root / "badtok"}"'))
     (root / "adapter_other").mkdir()                                                           # u25
     (root / "adapter_other" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(root / "file")}))
     (root / "reg_adapter_other.toml").write_text("[[pair]]" + one.replace(
@@ -304,7 +309,7 @@ def world(tmp_path_factory) -> dict[str, str]:
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
              "REGARCHNEG": root / "reg_arch_neg.toml", "REGNOTOK": root / "reg_notok.toml",
-             "REGADAPTER": root / "reg_adapter_other.toml",
+             "REGADAPTER": root / "reg_adapter_other.toml", "REGBADTOK": root / "reg_badtok.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0

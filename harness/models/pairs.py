@@ -60,6 +60,9 @@ def check_pair_files(spec: PairSpec) -> None:
         if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):   # finding u22
             raise UserError(f"pair {spec.name}: the {side} model folder {ref} has no tokenizer files "
                             f"({', '.join(TOKENIZER_FILES)}); save its tokenizer beside the weights")
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):   # damaged: refused up front (u23)
+            if (folder / name).is_file():
+                read_json_file(folder / name, f"pair {spec.name}: the {side} model's")
     for side, folder in (("post", spec.post_adapter), ("base", spec.base_adapter)):
         if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
             raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "
