@@ -226,26 +226,30 @@ def _stamp() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
 
+def _move_aside(path: Path, was: str) -> None:
+    """Move what stands at `path` (a damaged cache's) to `<path>.displaced-<time>-<pid>`, with a line."""
+    aside = path.with_name(f"{path.name}.displaced-{_stamp()}")
+    os.replace(path, aside)
+    print(f"cache: {path} was {was}; moved it to {aside}", file=sys.stderr, flush=True)
+
+
 def own_folder(folder: Path) -> Path:
     """`folder` as a folder the cache can use: created when missing; a file or a dangling link in its
-    place (a damaged cache) is moved aside to `<folder>.displaced-<time>-<pid>`, with a line on stderr."""
+    place is moved aside (`_move_aside`)."""
     folder = Path(folder)
     if folder.is_symlink() and not folder.exists() or folder.exists() and not folder.is_dir():
-        aside = folder.with_name(f"{folder.name}.displaced-{_stamp()}")
-        os.replace(folder, aside)
-        print(f"cache: {folder} was not a folder; moved it to {aside}", file=sys.stderr, flush=True)
+        _move_aside(folder, "not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def own_file(path: Path) -> Path:
-    """`path` as a file the cache can open: a folder in its place is moved aside like `own_folder`'s."""
+    """`path` as a file the cache can open (its folder made by `own_folder`): a folder in its place is
+    moved aside."""
     path = Path(path)
     own_folder(path.parent)
     if path.is_dir() and not path.is_symlink():
-        aside = path.with_name(f"{path.name}.displaced-{_stamp()}")
-        os.replace(path, aside)
-        print(f"cache: {path} was a folder; moved it to {aside}", file=sys.stderr, flush=True)
+        _move_aside(path, "a folder")
     return path
 
 

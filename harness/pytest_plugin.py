@@ -32,7 +32,7 @@ import pytest
 
 from harness.audit.claims import CLAIMS_BY_ID, ClaimSpec, add_papers
 from harness.audit.claims.common import GridCell, cell_id
-from harness.audit.config import AuditConfig, parse_alphas, parse_settings
+from harness.audit.config import AuditConfig, parse_alphas, parse_settings, parse_token_modes
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag, make_cell_id
 from harness.data.generation import DecodingSettings
 from harness.data.selection import TOKEN_MODES, SelectionSettings
@@ -166,10 +166,7 @@ def parse_options(config: pytest.Config) -> ClaimOptions:
     """Validate the claim options; bad values raise UserError."""
     get = config.getoption
     alphas = parse_alphas(_split(get("alphas")))
-    modes = _split(get("token_mode"))
-    unknown = [m for m in modes if m not in TOKEN_MODES]
-    if unknown:
-        raise UserError(f"--token-mode: unknown {', '.join(unknown)}; choose from {', '.join(TOKEN_MODES)}")
+    modes = parse_token_modes(_split(get("token_mode")))
     n = get("claims_n")
     if n is not None and n < 1:
         raise UserError(f"--n must be a positive number of questions, got {n}")

@@ -243,6 +243,19 @@ def parse_alphas(values: str | Sequence[str], flag: str = "--alphas") -> tuple[f
     return tuple(alphas)
 
 
+def parse_token_modes(values: str | Sequence[str], flag: str = "--token-mode") -> tuple[str, ...]:
+    """The token modes of comma-separated text or text items, in order (the one parser of them); an
+    unknown or repeated mode is a UserError naming `flag`."""
+    items = [t.strip() for t in (values.split(",") if isinstance(values, str) else values) if t.strip()]
+    unknown = [m for m in items if m not in TOKEN_MODES]
+    if unknown:
+        raise UserError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(TOKEN_MODES)}")
+    repeated = [m for i, m in enumerate(items) if m in items[:i]]
+    if repeated:
+        raise UserError(f"{flag}: {repeated[0]} is given twice; give each token mode once")
+    return tuple(items)
+
+
 def validate_token_mode(mode: str) -> str:
     if mode not in TOKEN_MODES:
         raise UserError(f"unknown token mode {mode!r}; choose one of {', '.join(TOKEN_MODES)}")

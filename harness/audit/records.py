@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from harness.audit.config import AuditConfig
 from harness.circuit.eap import EdgeScores
 from harness.data.generation import Generation
 from harness.data.grading import Check, CheckedGeneration
-from harness.data.selection import Selection, SelectionError
+from harness.data.selection import FunnelStep, Selection, SelectionError
 from harness.errors import UserError
 from harness.models.registry import PairSpec
 
@@ -83,7 +83,12 @@ class CellData:
 
     @property
     def funnel(self) -> list[dict]:
-        return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in self.selection.funnel]
+        return funnel_rows(self.selection.funnel)
+
+
+def funnel_rows(steps: Sequence[FunnelStep]) -> list[dict]:
+    """A selection funnel as report rows: [{"stage", "n", "rule"}] after each filter."""
+    return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in steps]
 
 
 class Records(Protocol):

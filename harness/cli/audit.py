@@ -21,7 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from harness.audit.config import AuditConfig, parse_alphas, parse_settings, settable_keys, settings_of
+from harness.audit.config import (
+    AuditConfig,
+    parse_alphas,
+    parse_settings,
+    parse_token_modes,
+    settable_keys,
+    settings_of,
+)
 from harness.cli import COMMANDS, whole_number
 from harness.data.problems import MAX_PROBLEMS
 from harness.errors import UserError
@@ -71,7 +78,7 @@ def audit_config(args, settings: list[str]) -> AuditConfig:
                          dtype=args.dtype or default_dtype(args.device), selection=SelectionSettings(n=args.n),
                          decoding=DecodingSettings(max_new_tokens=args.max_new_tokens))
     parsed = parse_settings(settings)
-    for flag, key in getattr(args, "given", {}).items():
+    for flag, key in args.given.items():
         if key in parsed:
             option = "--" + flag.replace("_", "-")
             raise UserError(f"--set {key}={parsed[key]} and {option} {getattr(args, flag)} both set {key}; give one")
@@ -128,12 +135,7 @@ def _vary(text: str | None) -> tuple[str, list[str]] | None:
     if not sep or not key.strip() or len(items) < 2:
         raise UserError(f"--vary {text!r}: expected KEY=V1,V2[,...] with at least two values, e.g. metrics.bins=20,100")
     if key.strip() == GRID_SETTING:
-        from harness.data.selection import TOKEN_MODES
-
-        unknown = [v for v in items if v not in TOKEN_MODES]
-        if unknown or len(set(items)) < len(items):
-            raise UserError(f"--vary {text!r}: give distinct token modes of {', '.join(TOKEN_MODES)}")
-        return GRID_SETTING, items
+        return GRID_SETTING, list(parse_token_modes(items, f"--vary {text!r}"))
     settings = [AuditConfig().with_settings({key.strip(): value}) for value in items]
     for i, config in enumerate(settings):
         if config in settings[:i]:   # the same run twice: its second report would be the first's (u12)
@@ -156,11 +158,7 @@ def apply_budget(args) -> None:
     if not args.alphas:
         raise UserError("--alphas: give at least one alpha in (0, 1], e.g. 0.1,0.3")
     if args.token_mode is not None:
-        from harness.data.selection import TOKEN_MODES
-
-        unknown = [m for m in args.token_mode.split(",") if m.strip() not in TOKEN_MODES]
-        if unknown:
-            raise UserError(f"--token-mode: unknown {', '.join(unknown)}; choose from {', '.join(TOKEN_MODES)}")
+        parse_token_modes(args.token_mode)
 
 
 def preflight(args, config: AuditConfig) -> None:
@@ -223,17 +221,15 @@ def run_audit(args) -> int:
     settings = list(args.set or [])
     config = audit_config(args, settings)   # a bad setting fails here, before any work
     vary = _vary(args.vary)
-    if vary is None:
-        check_run_id(args, args.run_id)   # before the planner's work (finding u13)
+    key, values = vary or (None, [])
+    run_ids = [f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
+               for value in values] or [args.run_id]
+    for run_id in run_ids:
+        check_run_id(args, run_id)   # before the planner's work (finding u13)
     preflight(args, config)
     if vary is None:
         code, _, errored = _run_once(args, args.run_id, config, " ".join(settings))
         return 1 if errored else (int(code) if args.strict else 0)
-    key, values = vary
-    run_ids = [f"{args.run_id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}-{re.sub(r'[^A-Za-z0-9._-]+', '_', value)}"
-               for value in values]
-    for run_id in run_ids:
-        check_run_id(args, run_id)
     runs, worst, any_errored = [], 0, False
     for value, run_id in zip(values, run_ids):
         if key == GRID_SETTING:   # the loss's token mode is a grid axis: each value is a run's --token-mode

@@ -15,7 +15,7 @@ import numpy as np
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
 from harness.audit.claims import ClaimSpec
-from harness.audit.records import CellData
+from harness.audit.records import CellData, funnel_rows
 from harness.audit.verdicts import Margin, make_cell_id, verdict_rule
 from harness.data.selection import SelectionError
 
@@ -115,4 +115,4 @@ def finite(x: Any) -> float | None:
 
 def funnel_of(err: SelectionError) -> list[dict]:
     """The sample counts after each selection stage of a selection that kept no question."""
-    return [{"stage": s.step, "n": s.count, "rule": s.rule} for s in err.funnel]
+    return funnel_rows(err.funnel)
