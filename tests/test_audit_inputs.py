@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -234,16 +236,18 @@ def test_repeated_or_colliding_grid_names_are_refused_up_front(axes, message) ->
 
 
 @pytest.mark.slow
-def test_vary_runs_the_audit_once_per_value_on_the_tiny_pairs(tmp_path: Path, monkeypatch) -> None:
+def test_vary_runs_the_audit_once_per_value_on_the_tiny_pairs(tmp_path: Path) -> None:
     """`audit --vary` end to end: one report per value of a setting and of the token mode (a grid axis),
-    each run with its value, and the sensitivity table over them."""
+    each run with its value, and the sensitivity table over them. The audit runs in a fresh interpreter,
+    as a user runs it (in this process its suite module would shadow pytester's `test_claims`)."""
     import tiny_pairs
 
-    from harness.cli import main
+    def main(argv: list[str]) -> int:
+        env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(SUITES.parent)}
+        return subprocess.run([sys.executable, "-m", "harness", *argv], env=env, cwd=tmp_path).returncode
 
     tiny_pairs.write_registry(tmp_path / "pairs.toml")
     tiny_pairs.write_dataset(tmp_path / "sums.jsonl")
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     common = ["audit", "--registry", str(tmp_path / "pairs.toml"), "--pairs", "tiny-rl", "--datasets",
               str(tmp_path / "sums.jsonl"), "--alphas", "0.6", "--questions", "120", "--fidelity-edges", "6",
               "--fidelity-samples", "10", "--set", "grader=lenient", "-k", "C1", "--no-progress",
