@@ -18,8 +18,7 @@ from harness.analysis.metrics import (
 )
 from harness.analysis.stats.multiplicity import benjamini_hochberg, holm
 from harness.analysis.stats.paired import PairedTest, hedges_correction, paired_test
-from harness.analysis.stats.pooled import _swap_null, pooled_test
-from harness.analysis.stats.resampling import bca_interval, bootstrap_weights
+from harness.analysis.stats.pooled import _swap_statistic, pooled_test
 from harness.audit.claims.common import FamilyTest
 from harness.audit.verdicts import Verdict, decide_verdict, family_verdicts
 from harness.errors import UserError
@@ -132,23 +131,6 @@ def test_sign_flip_monte_carlo_close_to_large_reference():
     assert r.permutation_method.startswith("Monte Carlo")
     assert abs(r.p_permutation - ref) < 4 * math.sqrt(ref * (1 - ref) / 20000) + 1e-4
     assert abs(r.p_permutation_opposite - np.mean(signs @ d <= d.sum() + 1e-12)) < 4 * math.sqrt(0.25 / 20000)
-
-
-def test_bca_interval_matches_the_hand_written_weight_bootstrap():
-    """scipy.stats.bootstrap (paired_test) and the multiplicity-weight BCa kept for pooled metrics
-    (resampling.bca_interval) must agree; different streams, so within Monte Carlo error."""
-    rng = np.random.default_rng(5)
-    base = rng.gamma(2.0, size=60)
-    post = base + rng.gamma(1.0, size=60) - 0.8
-    d = post - base
-    r = paired_test(base, post, +1, n_boot=40000, seed=2)
-    n = d.size
-    boot = bootstrap_weights(np.random.default_rng(3), n, 40000) @ d / n
-    low, high = bca_interval(d.mean(), boot, (d.sum() - d) / (n - 1), 0.95)
-    se = d.std(ddof=1) / math.sqrt(d.size)
-    assert abs(r.ci_low - low) < 0.05 * se
-    assert abs(r.ci_high - high) < 0.05 * se
-    assert r.ci_low < d.mean() < r.ci_high
 
 
 def test_hedges_dz_by_hand():
@@ -330,9 +312,11 @@ def test_swap_null_equals_recomputing_on_swapped_models(metric, policy):
     base = rng.normal(size=(9, 4, 7))
     post = rng.normal(size=(9, 4, 7)) * 1.4
     config = MetricConfig(bins=13, range_policy=policy, fixed_range=(0.0, 20.0) if policy == "fixed" else None)
-    swaps = np.array([[0] * 9, [1, 0, 0, 1, 1, 0, 1, 0, 0]], dtype=float)
-    null = _swap_null(METRICS[metric], *as_pair(base, post, mask), config, swaps)
-    for pattern, value in zip(swaps.astype(bool), null):
+    swaps = np.array([[0] * 9, [1, 0, 0, 1, 1, 0, 1, 0, 0]], dtype=bool)
+    index = np.arange(9)
+    statistic = _swap_statistic(METRICS[metric], *as_pair(base, post, mask), config)
+    null = statistic(np.where(swaps, index + 9, index), np.where(swaps, index, index + 9))
+    for pattern, value in zip(swaps, null):
         b = np.where(pattern[:, None, None], post, base)
         p = np.where(pattern[:, None, None], base, post)
         ref = pooled_values(metric, b, p, mask, config)
@@ -475,3 +459,61 @@ def test_the_cluster_bootstrap_keeps_its_pinned_numbers() -> None:
     clusters = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "e", "f", "f"]
     share = clustered_share(hits, clusters, n_boot=999, seed=7, ci_level=0.9)
     assert (share.ci_low, share.ci_high, share.n_clusters) == (0.5384615384615384, 0.8333333333333334, 6)
+
+
+def pinned_pooled_inputs():
+    out = {}
+    for name, n, seed, scale in [("n14", 14, 200, 1.15), ("n8", 8, 201, 1.3), ("n30", 30, 202, 0.97)]:
+        rng = np.random.default_rng(seed)
+        mask = np.tril(np.ones((5, 9), bool), 3)
+        base = rng.normal(size=(n, 5, 9))
+        post = base * rng.uniform(0.8, 1.2, (n, 1, 1)) * scale + rng.normal(0, 0.3, (n, 5, 9))
+        out[name] = (base, post, mask)
+    return out
+
+
+# pooled_test at 92f3dc8 (hand-written weight bootstrap, BCa and swap draws), seed 7, 2000 + 2000 draws, 20 bins:
+# (diff, ci_low, ci_high, p_permutation, p_permutation_opposite)
+PINNED_POOLED = {
+    'n14/intensity/joint': (0.07625748485008566, 0.03198273803634758, 0.12509770391727254, 0.005997001499250375, 0.9945027486256871),
+    'n14/complexity/joint': (0.06282423245590785, 0.0033479402587719208, 0.12734324317053575, 0.063968015992004, 0.9365317341329336),
+    'n14/complexity/per_model': (-0.08199420489954523, -0.14490685196326952, -0.005975659582941295, 0.5707146426786607, 0.42978510744627685),
+    'n14/kurtosis/joint': (0.08403048422135406, -0.0972692163726754, 0.32858158927869435, 0.782608695652174, 0.2178910544727636),
+    'n14/diversity/joint': (-0.0015599641728565317, -0.028977101562501516, 0.021203569155939385, 0.5912043978010995, 0.40929535232383807),
+    'n8/intensity/joint': (0.20380376740249162, 0.14674455021342137, 0.25261757763914383, 0.0034982508745627187, 1.0),
+    'n8/complexity/joint': (0.2317670585187055, 0.18438320483878412, 0.34922750122186924, 0.0034982508745627187, 1.0),
+    'n8/complexity/per_model': (0.007568190538570718, -0.04173181042128085, 0.13250691549683258, 0.456271864067966, 0.5472263868065967),
+    'n8/kurtosis/joint': (-0.11490822092709851, -0.2875888657928679, 0.07567878521582737, 0.14492753623188406, 0.8585707146426786),
+    'n8/diversity/joint': (0.010902463718069022, -0.0349452195465192, 0.049175487982539255, 0.23338330834582707, 0.7701149425287356),
+    'n30/intensity/joint': (0.01765706507992737, -0.008258379169180865, 0.04240820157161517, 0.0944527736131934, 0.9060469765117442),
+    'n30/complexity/joint': (0.016644185990688065, -0.02792327362114305, 0.05564347110343893, 0.22488755622188905, 0.7756121939030485),
+    'n30/complexity/per_model': (-0.09580365161255555, -0.14325517018877432, -0.05555519176729579, 0.8150924537731135, 0.1854072963518241),
+    'n30/kurtosis/joint': (0.04091597756548859, -0.10874858435341435, 0.18732308669388809, 0.7006496751624188, 0.29985007496251875),
+    'n30/diversity/joint': (-0.0003104508185469701, -0.01323179589172444, 0.01263677720043613, 0.5317341329335332, 0.4687656171914043),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PINNED_POOLED))
+def test_pooled_test_reproduces_pinned_numbers(key):
+    """scipy.stats.bootstrap over question indices draws the same resamples as the hand-written weight
+    bootstrap it replaced (rng.integers(0, n, (B, n))), so the BCa interval is the same to rounding; the
+    swap test's draws differ (scipy's paired permutations; exact for n = 8), so p within Monte Carlo error."""
+    name, metric, policy = key.split("/")
+    base, post, mask = pinned_pooled_inputs()[name]
+    r = pooled_test(base, post, mask, metric, MetricConfig(bins=20, range_policy=policy), n_boot=2000, n_perm=2000,
+                    seed=7)
+    diff, low, high, p, p_opp = PINNED_POOLED[key]
+    assert (r.diff, r.ci_low, r.ci_high) == pytest.approx((diff, low, high), rel=1e-9, abs=1e-12)
+    assert abs(r.p_permutation - p) < mc_tolerance(p, 2000)
+    assert abs(r.p_permutation_opposite - p_opp) < mc_tolerance(p_opp, 2000)
+    assert r.permutation_method.startswith("swap permutation within questions, exact") == (name == "n8")
+
+
+def test_pooled_swap_test_is_exact_for_few_questions():
+    """With 2^n <= n_perm the swap test enumerates every pattern: a post that rises on every one of n = 6
+    questions is the largest of 64 swap sums, p = 1/64 exactly, and the opposite side p = 1."""
+    rng = np.random.default_rng(21)
+    mask = np.ones((3, 4), bool)
+    base = rng.normal(size=(6, 3, 4))
+    r = pooled_test(base, base * 1.5, mask, "intensity", MetricConfig(), n_perm=2000, seed=1)
+    assert r.p_permutation == 1 / 64 and r.p_permutation_opposite == 1.0 and r.min_p == 1 / 64

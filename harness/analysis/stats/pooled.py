@@ -4,10 +4,12 @@ bootstrap over questions; `cell_test` picks the deciding test of a metric."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from scipy.stats import DegenerateDataWarning, bootstrap, permutation_test
 
 from harness.analysis.metrics import (
     MetricConfig,
@@ -22,12 +24,7 @@ from harness.analysis.metrics import (
 )
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.paired import PairedTest, paired_test
-from harness.analysis.stats.resampling import (
-    bca_interval,
-    bootstrap_weights,
-    jackknife_weights,
-    ties_within_precision,
-)
+from harness.analysis.stats.resampling import ties_within_precision
 
 # --------------------------------------------------------------------------- pooled metrics
 
@@ -75,25 +72,60 @@ def _combine_chunked(spec: MetricSpec, state: Any, weights: np.ndarray, chunk: i
     return np.concatenate([spec.combine(state, weights[i : i + chunk]) for i in range(0, weights.shape[0], chunk)])
 
 
-def _swap_null(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
-               swaps: np.ndarray) -> np.ndarray:
-    """Pooled post - base after swapping the two models' samples where swaps [r, n] is 1."""
+def _multiplicities(drawn: np.ndarray, size: int) -> np.ndarray:
+    """Weights [R, size]: how often each row of `drawn` [R, k] (indices < size) names each index."""
+    drawn = np.atleast_2d(drawn)
+    flat = drawn + (np.arange(drawn.shape[0]) * size)[:, None]
+    return np.bincount(flat.ravel(), minlength=drawn.shape[0] * size).reshape(drawn.shape[0], size).astype(float)
+
+
+def _bootstrap_interval(spec: MetricSpec, state_base: Any, state_post: Any, n: int, n_boot: int, level: float,
+                        rng: np.random.Generator) -> tuple[float, float]:
+    """BCa interval of pooled post - base: scipy.stats.bootstrap over the question indices [n].
+
+    The statistic turns each resample of indices into multiplicity weights and recombines the
+    precomputed per-question states (the histogram of the full data is not rebuilt per resample).
+    NaN where the interval is degenerate (every resample on one side of the estimate)."""
+    def pooled_difference(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn [..., k] indices
+        shape = drawn.shape[:-1]
+        weights = _multiplicities(drawn.reshape(-1, drawn.shape[-1]), n)
+        return (_combine_chunked(spec, state_post, weights) - _combine_chunked(spec, state_base, weights)).reshape(shape)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            interval = bootstrap((np.arange(n),), pooled_difference, n_resamples=n_boot, confidence_level=level,
+                                 method="BCa", vectorized=True, rng=rng).confidence_interval
+    low, high = float(interval.low), float(interval.high)
+    return (low, high) if np.isfinite(low) and np.isfinite(high) else (math.nan, math.nan)
+
+
+def _swap_statistic(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray,
+                    config: MetricConfig) -> Callable[..., np.ndarray]:
+    """Pooled post - base of index arrays into the stacked samples [base; post] (rows 0..n-1 are base).
+
+    statistic(as_base [..., n], as_post [..., n]) for scipy.stats.permutation_test's paired swaps."""
     if spec.uses_range and config.range_policy is RangePolicy.PER_MODEL:
-        return _swap_null_per_model_complexity(base, post, mask, config, swaps)
+        return _per_model_complexity_statistic(base, post, mask, config)
     stacked = np.concatenate([base, post])
     value_range = None
     if spec.uses_range:
         a = np.abs(edge_values(stacked, mask, config))
         value_range = pooled_ranges(a, a, config)[0]
     state = spec.state(stacked, mask, config, value_range)
-    keep = 1.0 - swaps
-    as_base = np.concatenate([keep, swaps], axis=1)
-    as_post = np.concatenate([swaps, keep], axis=1)
-    return _combine_chunked(spec, state, as_post) - _combine_chunked(spec, state, as_base)
+    size = stacked.shape[0]
+
+    def statistic(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
+        shape = as_base.shape[:-1]
+        wb = _multiplicities(as_base.reshape(-1, as_base.shape[-1]), size)
+        wp = _multiplicities(as_post.reshape(-1, as_post.shape[-1]), size)
+        return (_combine_chunked(spec, state, wp) - _combine_chunked(spec, state, wb)).reshape(shape)
+
+    return statistic
 
 
-def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
-                                    swaps: np.ndarray) -> np.ndarray:
+def _per_model_complexity_statistic(base: np.ndarray, post: np.ndarray, mask: np.ndarray,
+                                    config: MetricConfig) -> Callable[..., np.ndarray]:
     """Pooled complexity post - base per swap pattern, each model's min-max range re-derived.
 
     Every sample's |cells| are sorted once; a histogram on new edges is then a batch of
@@ -101,7 +133,6 @@ def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np
     """
     stacked = np.abs(edge_values(np.concatenate([base, post]), mask, config))
     rows, m = stacked.shape
-    n = rows // 2
     ordered = np.sort(stacked, axis=1)
     offset = float(ordered[:, -1].max()) + 1.0
     keys = (ordered + offset * np.arange(rows)[:, None]).ravel()
@@ -118,11 +149,40 @@ def _swap_null_per_model_complexity(base: np.ndarray, post: np.ndarray, mask: np
         p = counts / counts.sum()
         return float(-np.sum(np.where(p > 0, p * np.log(p + config.eps), 0.0)))
 
-    out = np.empty(swaps.shape[0])
-    index = np.arange(n)
-    for i, s in enumerate(swaps.astype(bool)):
-        out[i] = entropy_of(np.where(s, index, index + n)) - entropy_of(np.where(s, index + n, index))
-    return out
+    def statistic(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
+        shape = as_base.shape[:-1]
+        rows_b = as_base.reshape(-1, as_base.shape[-1])
+        rows_p = as_post.reshape(-1, as_post.shape[-1])
+        return np.array([entropy_of(p) - entropy_of(b) for b, p in zip(rows_b, rows_p)]).reshape(shape)
+
+    return statistic
+
+
+def _swap_test(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
+               n_perm: int, rng: np.random.Generator) -> tuple[float, float, str]:
+    """One-sided swap-permutation p-values (claimed side, opposite side) and the method's description.
+
+    scipy.stats.permutation_test with paired swaps over index arrays (exact when 2^n <= n_perm):
+    base sample i and post sample i trade places. p = (#{null >= observed} + adj) / (draws + adj),
+    adj = 1 for Monte Carlo draws and 0 for the exact enumeration, as scipy defines it."""
+    n = base.shape[0]
+    raw = _swap_statistic(spec, base, post, mask, config)
+    direction = spec.direction
+
+    def oriented(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
+        return direction * raw(as_base, as_post, axis)
+
+    result = permutation_test((np.arange(n), np.arange(n, 2 * n)), oriented, permutation_type="samples",
+                              n_resamples=n_perm, alternative="greater", vectorized=True, rng=rng)
+    null = result.null_distribution
+    exact = 2 ** n <= n_perm
+    adjustment = 0 if exact else 1
+    # the opposite tail from the same draws, with scipy's tolerance and adjustment
+    gamma = np.abs(np.finfo(float).eps * 100 * result.statistic)
+    p_opposite = (np.sum(null <= result.statistic + gamma) + adjustment) / (null.size + adjustment)
+    method = (f"swap permutation within questions, exact over all {2 ** n} swap patterns" if exact
+              else f"swap permutation within questions, {n_perm} Monte Carlo draws")
+    return float(result.pvalue), float(min(p_opposite, 1.0)), method
 
 
 def pooled_test(
@@ -143,9 +203,10 @@ def pooled_test(
     CI: BCa paired bootstrap over questions (the same resampled questions for both models;
     histogram ranges and bin edges of the full data held fixed). p-values: swap permutation test,
     exact under "base and post are exchangeable within each question": swap the two models'
-    samples of a random subset of questions, recompute the pooled difference; one-sided,
-    p = (1 + #{null >= observed}) / (n_perm + 1). Under the per_model range policy every
-    permutation re-derives each model's range (and so its bin edges).
+    samples of a random subset of questions, recompute the pooled difference. Under the per_model
+    range policy every permutation re-derives each model's range (and so its bin edges).
+    Both resamplers are scipy's, run over index arrays; the statistic recombines precomputed
+    per-question histogram states, which no library does for us.
     """
     spec = get_metric(metric)
     base, post, mask_ = as_pair(base_W, post_W, mask)
@@ -167,23 +228,11 @@ def pooled_test(
                           f"not run: |difference| within {tie_rel_tol:g} relative (a tie)", spec.direction, n_boot,
                           n_perm, seed, config.as_dict(), None, no_change=True)
     rng = np.random.default_rng(seed)
-    weights = bootstrap_weights(rng, n, n_boot)
-    boot = _combine_chunked(spec, sp, weights) - _combine_chunked(spec, sb, weights)
-    jw = jackknife_weights(n)
-    jack = _combine_chunked(spec, sp, jw) - _combine_chunked(spec, sb, jw)
-    low, high = bca_interval(diff, boot, jack, ci_level)
-    # hand-written swap test: permutation_test(permutation_type='samples') would recompute the pooled
-    # histogram metric from raw W for every permutation; _swap_null recombines precomputed states
-    swaps = np.vstack([np.zeros(n), rng.integers(0, 2, size=(n_perm, n))])
-    null = _swap_null(spec, base, post, mask_, config, swaps)
-    tol = 1e-12 * np.abs(null).max()
-    oriented, observed = spec.direction * null[1:], spec.direction * null[0]
-    p_claim = (1 + np.sum(oriented >= observed - tol)) / (n_perm + 1)
-    p_opp = (1 + np.sum(oriented <= observed + tol)) / (n_perm + 1)
+    low, high = _bootstrap_interval(spec, sb, sp, n, n_boot, ci_level, rng)
+    p_claim, p_opp, permutation_method = _swap_test(spec, base, post, mask_, config, n_perm, rng)
     return PooledTest(metric, n, vb, vp, diff, low, high, ci_level,
                       f"BCa paired bootstrap over questions, {n_boot} resamples, bin edges of the full data",
-                      float(p_claim), float(p_opp), f"swap permutation within questions, {n_perm} draws",
-                      spec.direction, n_boot, n_perm, seed, config.as_dict(), None)
+                      p_claim, p_opp, permutation_method, spec.direction, n_boot, n_perm, seed, config.as_dict(), None)
 
 
 @dataclass(frozen=True)
