@@ -120,9 +120,11 @@ class AuditConfig:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON has them (tuples as lists), so that a record read back from a report
+        compares equal to one made in this process."""
         out = dataclasses.asdict(self)
         out["metrics"], out["stats"] = self.metrics.as_dict(), self.stats.as_dict()
-        return out
+        return _as_json_values(out)
 
     def with_settings(self, settings: dict[str, str]) -> AuditConfig:
         """A copy with `KEY=VALUE` settings applied; KEY is a field name, or `GROUP.NAME` for a group of
@@ -260,3 +262,12 @@ def validate_token_mode(mode: str) -> str:
     if mode not in TOKEN_MODES:
         raise UserError(f"unknown token mode {mode!r}; choose one of {', '.join(TOKEN_MODES)}")
     return mode
+
+
+def _as_json_values(node: Any) -> Any:
+    """`node` with every tuple a list, recursively (the form json.loads gives back)."""
+    if isinstance(node, dict):
+        return {k: _as_json_values(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_as_json_values(v) for v in node]
+    return node

@@ -246,8 +246,8 @@ def run_audit(args) -> int:
 
 
 def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, Path, bool]:
-    """One suite run; (pytest exit code, report folder, whether a cell errored or a selected cell is
-    missing). No report of this run is a UserError."""
+    """One suite run; (pytest exit code, report folder, whether it failed: a cell errored, a selected
+    cell is missing, or a verdict moved from --baseline). No report of this run is a UserError."""
     from harness.pytest_plugin import run_suites
 
     started = time.perf_counter()
@@ -287,7 +287,25 @@ def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, 
         for reason in reasons[:3][::-1]:   # the first error is the last line
             print(f"audit: {sum(_reason(c) == reason for c in errored)} cell(s) failed with {reason}",
                   file=sys.stderr)
-    return int(code), report.parent, bool(errors or missing)
+    regressed = _regressions(args.baseline, report.parent / "claims.json")
+    return int(code), report.parent, bool(errors or missing or regressed)
+
+
+def _regressions(baseline: str | None, claims: Path) -> list[str]:
+    """Cells of `claims` whose verdict moved from `baseline` (a stored claims.json), each with its cause,
+    printed to stderr; empty without a baseline."""
+    if baseline is None:
+        return []
+    from harness.report.compare import baseline_problems
+
+    stored = {c.cell_id: c for c in load_claims(Path(baseline)).cells}
+    lines = [f"{cell.cell_id}: {problem}" for cell in load_claims(claims).cells
+             for problem in baseline_problems(cell, stored.get(cell.cell_id), [])]
+    if lines:
+        print(f"audit: {len(lines)} cell(s) regressed against the baseline {baseline}:", file=sys.stderr)
+        for line in lines:
+            print(f"audit:   {line}", file=sys.stderr)
+    return lines
 
 
 def _reason(cell: dict) -> str:
@@ -333,7 +351,8 @@ def register(subparsers) -> None:
                    help="run the I-th of N shards (1-based) of the grid's pairs; shards sharing HARNESS_CACHE "
                         "split the work; join their reports with `python -m harness report merge`")
     a.add_argument("--strict", action="store_true", help="exit non-zero unless every cell is SUPPORTED "
-                   "(without it the audit exits 1 only when a claim test raised, 2 on bad input)")
+                   "(without it the audit exits 1 only when a claim test raised or a verdict moved from "
+                   "--baseline, 2 on bad input)")
     a.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any verdict-changing setting, e.g. stats.sesoi_rel=0.1 (repeatable; see --list-settings)")
     a.add_argument("--vary", metavar="KEY=V1,V2,...",
