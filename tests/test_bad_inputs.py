@@ -162,6 +162,8 @@ CASES = [
     ("audit-post-no-tokenizer",  "audit --registry {REGNOTOK} --pairs ok",                          "pair ok: the post model folder {T0}/notok has no tokenizer files"),   # u22
     ("audit-adapter-other-base", "audit --registry {REGADAPTER} --pairs ok",                        "pair ok: the post adapter {T0}/adapter_other was made for {T0}/file, not for the pair's base"),   # u25
     ("audit-post-bad-tokenizer", "audit --registry {REGBADTOK} --pairs ok",                         "pair ok: the post model's {T0}/badtok/tokenizer.json is not valid JSON"),   # u23
+    ("audit-post-missing-tensor", "audit --registry {REGMISSING} --pairs ok",                      "pair ok: the post model {T0}/missing: 1 weight(s) missing from its checkpoint or of the wrong shape for its config (e.g. model.layers.1.mlp.down_proj.weight)"),   # u26
+    ("audit-post-config-more-layers", "audit --registry {REGLAYERS3} --pairs ok",                  "pair ok: the post model {T0}/layers3: 9 weight(s) missing from its checkpoint or of the wrong shape for its config (e.g. model.layers.2."),   # u27
     ("audit-adapter-missing",    "audit --registry {REGISTRY} --pairs no-adapter",                  "pair no-adapter: the post adapter folder {M} has no adapter_config.json"),
     ("audit-dataset-no-answer",  "audit --registry {REGISTRY} --pairs ok",                          "noanswer.jsonl:1: expected fields question+answer (GSM8K) or problem+solution (MATH), got ['question']"),
     ("audit-unknown-pair",       "audit --registry {REGISTRY} --pairs nope",                        "--pairs: unknown nope; known pairs: lost, no-adapter, ok"),
@@ -292,6 +294,9 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "reg_adapter_other.toml").write_text("[[pair]]" + one.replace(
         f'post = "{root / "model"}"', f'post_adapter = "{root / "adapter_other"}"'))
     (root / "reg_arch_neg.toml").write_text("[[pair]]" + one + '\n[architectures."org/neg"]\nnum_hidden_layers = -4\n')
+    for name in ("missing", "layers3"):   # u26, u27: written by _damaged_copies
+        (root / f"reg_{name}.toml").write_text("[[pair]]" + one.replace(f'post = "{root / "model"}"',
+                                                                          f'post = "{root / name}"'))
     cell = CellResult("C1", "intensity", "C1-x", Verdict.INCONCLUSIVE, "rule", "reason", "p", "d", 0.1,
                       "intensity", "own").to_dict()
     claims = {"schema": "rl-circuit-audit/claims", "schema_version": CLAIMS_SCHEMA_VERSION, "run_id": "x",
@@ -309,7 +314,8 @@ def world(tmp_path_factory) -> dict[str, str]:
              "PTBADSUM": root / "pt_badsum" / "grpo", "REGNAMEINT": root / "reg_name_int.toml",
              "REGBASEINT": root / "reg_base_int.toml", "REGBOOL": root / "reg_bool_tokens.toml",
              "REGARCHNEG": root / "reg_arch_neg.toml", "REGNOTOK": root / "reg_notok.toml",
-             "REGADAPTER": root / "reg_adapter_other.toml", "REGBADTOK": root / "reg_badtok.toml",
+             "REGADAPTER": root / "reg_adapter_other.toml", "REGBADTOK": root / "reg_badtok.toml", "REGMISSING": root / "reg_missing.toml",
+             "REGLAYERS3": root / "reg_layers3.toml",
              "BASE": _generations(root / "base.jsonl"), "POST": _generations(root / "post.jsonl"),
              "STRIDS": _generations(root / "strids.jsonl", answer_ids=["5", "6"])}
     assert main(["eap", "--model", str(root / "model"), "--input", str(root / "rows.jsonl"), "--out", str(root / "eap")]) == 0
@@ -418,3 +424,26 @@ def test_a_cache_root_that_is_a_file_is_exit_2_before_any_work(world, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err == [f"error: HARNESS_CACHE {tmp_path / 'cachefile'} is a file, not a folder; "
                                    "give a path under a folder"], err
+
+
+def test_a_cache_root_on_a_read_only_filesystem_is_exit_2_even_as_root(world, tmp_path) -> None:
+    """Finding v03: HARNESS_CACHE on a read-only tmpfs, as root (whom folder permissions do not stop),
+    failed in every cell with OSError 30. The audit runs inside a user and mount namespace (`unshare -rm`,
+    root there) with a read-only tmpfs mounted over the cache's parent."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {mount}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces with mounts are not allowed here: {probe.stderr.strip()}")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HARNESS_CACHE": str(mount / "cache")}
+    audit = shlex.join([sys.executable, "-m", "harness", "audit", "--registry", world["REGISTRY"], "--run-id", "v03",
+                        "--reports-dir", str(tmp_path / "r")])
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {mount} && {audit}"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.strip() == (f"error: HARNESS_CACHE {mount / 'cache'}: {mount} is not writable; choose a "
+                                   "folder you can write to"), done.stderr
+    assert not (tmp_path / "r").exists()

@@ -236,7 +236,7 @@ def test_weight_fingerprints_are_read_once_per_file_version(tmp_path: Path, monk
 
 
 def test_the_start_up_clean_touches_only_the_harness_own_temporaries(tmp_path: Path) -> None:
-    """A cache root pointed at a folder that holds other programs' files (a home, a shared scratch):
+    """Findings v05, v06: a cache root pointed at a folder that holds other programs' files (a home, a shared scratch):
     their `.draft.tmp` files and folders survive, and so does a harness-named file outside the cache's
     own folders; only the killed run's temporaries inside them go."""
     root = tmp_path / "home"

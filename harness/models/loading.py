@@ -36,6 +36,35 @@ class LoadedModel:
     info: ModelInfo
 
 
+def checkpoint_mismatches(folder: Path) -> list[str]:
+    """Parameters of the model that `folder`'s config.json describes which its *.safetensors files lack
+    or hold in another shape, read from the files' headers against a model built on the meta device
+    (no weights are read or allocated). Empty when the folder has no config.json or no safetensors.
+    A key may carry the model's base prefix or not, as transformers accepts both."""
+    weights = sorted(Path(folder).glob("*.safetensors"))
+    if not weights or not (Path(folder) / "config.json").is_file():
+        return []
+    from safetensors import SafetensorError, safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+        except SafetensorError:
+            return []   # a damaged file: the loader names it with its own message
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(folder)))
+    prefix = f"{model.base_model_prefix}." if model.base_model_prefix else ""
+    out = []
+    for name, parameter in model.named_parameters():   # shared (tied) parameters are listed once
+        stored = shapes.get(name, shapes.get(name.removeprefix(prefix), shapes.get(prefix + name)))
+        if stored != tuple(parameter.shape):
+            out.append(name)
+    return out
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")

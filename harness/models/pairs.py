@@ -12,6 +12,7 @@ from harness.models.loading import (
     TOKENIZER_FILES,
     LoadedModel,
     ModelInfo,
+    checkpoint_mismatches,
     definition_fingerprint,
     load_model,
     state_dict_fingerprint,
@@ -63,6 +64,12 @@ def check_pair_files(spec: PairSpec) -> None:
         for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):   # damaged: refused up front (u23)
             if (folder / name).is_file():
                 read_json_file(folder / name, f"pair {spec.name}: the {side} model's")
+        if folder.is_dir():   # findings u26, u27: the loader would initialise these at random
+            missing = checkpoint_mismatches(folder)
+            if missing:
+                raise UserError(f"pair {spec.name}: the {side} model {ref}: {len(missing)} weight(s) missing from its "
+                                f"checkpoint or of the wrong shape for its config (e.g. {missing[0]}); the checkpoint "
+                                "is damaged or its config.json does not match its weights")
     for side, folder in (("post", spec.post_adapter), ("base", spec.base_adapter)):
         if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
             raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "
