@@ -54,11 +54,18 @@ def _write_fixtures(pipeline: AuditPipeline, folder: Path, batch_size: int = 5) 
 def test_a_matching_fixture_is_used_and_recorded_as_verified(tiny, monkeypatch):
     folder = tiny / "answers-ok"
     docs = _write_fixtures(_pipeline(tiny, folder, monkeypatch, "cache-build"), folder)
-    answers = _pipeline(tiny, folder, monkeypatch, "cache-ok").answers("tiny-rl", "sums.jsonl")
+    pipeline = _pipeline(tiny, folder, monkeypatch, "cache-ok")
+    answers = pipeline.answers("tiny-rl", "sums.jsonl")
+    problems = load_problems(dataset_spec("sums.jsonl"), n=QUESTIONS).problems
     for side in ("base", "post"):
+        # the shipped rows carry the dataset's reference solution in the model's tokens (token mode reference)
+        tokenizer = pipeline.session.model(pipeline.pair("tiny-rl"), side).tokenizer
+        assert [c.generation.reference_ids for c in getattr(answers, side)] == \
+               [tuple(tokenizer(p.reference, add_special_tokens=False)["input_ids"]) for p in problems]
         source = answers.sources[side]
-        assert source["source"] == "fixture" and source["ok"] and not source["mismatched_ids"]
-        assert len(source["verified_ids"]) >= 8   # whole recorded batches of 5: 10 answers
+        assert source["source"] == "fixture" and source["file"] == f"tiny-rl-{side}.json"
+        assert source["verification"]["ok"] and not source["verification"]["mismatched_ids"]
+        assert len(source["verification"]["verified_ids"]) >= 8   # whole recorded batches of 5: 10 answers
         shipped = {r["generation"]["prompt"]: list(r["generation"]["answer_ids"]) for r in docs[side]["rows"]}
         assert [list(c.generation.answer_ids) for c in getattr(answers, side)] == \
                [shipped[c.generation.prompt] for c in getattr(answers, side)]
@@ -75,7 +82,7 @@ def test_a_tampered_fixture_is_caught_and_regenerated(tiny, monkeypatch):
     pipeline = _pipeline(tiny, folder, monkeypatch, "cache-bad")
     answers = pipeline.answers("tiny-rl", "sums.jsonl")
     post, base = answers.sources["post"], answers.sources["base"]
-    assert post["source"] == "regenerated" and post["mismatched_ids"] == [first["generation"]["problem_id"]]
+    assert post["source"] == "regenerated" and post["verification"]["mismatched_ids"] == [first["generation"]["problem_id"]]
     assert base["source"] == "fixture"        # the other model's fixture still verifies
     regenerated = {c.generation.problem_id: list(c.generation.answer_ids) for c in answers.post}
     assert regenerated[first["generation"]["problem_id"]] == true_ids   # the model's own answer, not the fixture's
@@ -106,6 +113,6 @@ def test_a_fixture_of_the_first_questions_is_used_for_those_and_the_rest_generat
             pipeline.session.model(spec, side), problems, get_template(spec.prompt_template),
             Decoding(max_new_tokens=spec.max_new_tokens, batch_size=5), dataset="sums.jsonl", progress=False))
     answers = _pipeline(tiny, folder, monkeypatch, "cache-part").answers("tiny-rl", "sums.jsonl")
-    assert answers.sources["base"]["source"] == "fixture" and answers.sources["base"]["ok"]
+    assert answers.sources["base"]["source"] == "fixture" and answers.sources["base"]["verification"]["ok"]
     assert (answers.sources["base"]["from_fixture"], answers.sources["base"]["generated"]) == (10, QUESTIONS - 10)
     assert len(answers.base) == QUESTIONS

@@ -275,3 +275,17 @@ def test_a_grid_without_a_dataset_is_refused_naming_the_pairs() -> None:
     registry = {"p": SimpleNamespace(name="p", datasets=(), bundled=True, base="x", algorithm_kind="online-rl")}
     with pytest.raises(UserError, match="--pairs p: no dataset to audit; give --datasets"):
         RunGrid.build(registry, pairs=("p",))
+
+
+@pytest.mark.slow
+def test_token_mode_reference_runs_on_a_bundled_pair(tmp_path: Path) -> None:
+    """`audit --token-mode reference` on SmolLM2 GRPO (answers from the shipped fixtures): the loss reads
+    the bundled task's reference solution (its worked solution), and the cell gets a verdict."""
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(SUITES.parent)}
+    argv = ["audit", "--pairs", "smollm2-grpo", "--datasets", "chain_sum_2d", "--token-mode", "reference", "-k", "C1",
+            "--questions", "20", "--alphas", "0.3", "--no-progress", "--threads", "1", "--run-id", "ref",
+            "--reports-dir", str(tmp_path / "r")]
+    done = subprocess.run([sys.executable, "-m", "harness", *argv], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [cell] = json.loads((tmp_path / "r" / "ref" / "claims.json").read_text())["cells"]
+    assert cell["token_mode"] == "reference" and cell["verdict"] != "INVALID" and cell["n"] >= 3, cell["reason"]

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from harness.data.grading import check_answer
-from harness.data.problems import load_reasoning_gym
+from harness.data.problems import load_problems, load_reasoning_gym
+from harness.data.worked import parse_expression, reference_solution, worked_solution
 from harness.training.posttrain import TASKS, task_problems
-from harness.training.worked import parse_expression, worked_solution
 
 EQUATION = re.compile(r"(-?\d+) ([+\-*/]) (-?\d+) = (-?\d+)")
 
@@ -56,3 +56,17 @@ def test_two_digit_operands_are_split_into_tens_and_ones(expression, steps):
 def test_only_two_term_expressions_are_accepted(bad):
     with pytest.raises(ValueError, match="two-term"):
         parse_expression(bad)
+
+
+@pytest.mark.parametrize("task", ["chain_sum_2d", "arithmetic_2d"])
+def test_the_bundled_tasks_have_the_worked_solution_as_their_reference(task):
+    """Token mode `reference` reads the dataset's reference solution; reasoning-gym writes none for these
+    tasks, so it is the worked solution of the item's expression, ending in the gold answer."""
+    for p in load_problems(f"rg:{task}", n=20).problems:
+        expression = p.entry["metadata"]["expression"]
+        assert p.reference == worked_solution(expression)
+        assert p.reference.endswith(f"The answer is {p.gold}.")
+
+
+def test_an_expression_with_no_worked_solution_has_no_reference():
+    assert reference_solution("1 + 2 + 3") is None and reference_solution("(4 * 5)") is None

@@ -35,7 +35,7 @@ from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.backends import Backend, make_backend
 from harness.data.fixtures import FixtureIndex, Verification, verify_sample
-from harness.data.generation import Decoding, Generation, generate_answers
+from harness.data.generation import Decoding, Generation, generate_answers, with_references
 from harness.data.grading import check_answers
 from harness.data.problems import dataset_spec, load_problems
 from harness.data.selection import (
@@ -182,13 +182,15 @@ class AuditPipeline:
         check = self._fixture_checks[fingerprint]
         if not check.ok:
             generations = self._generate_answers(loaded, problems, template, decoding, use_cache=False)
-            return generations, {"source": "regenerated", "reason": "the fixture's sample did not regenerate "
-                                 "token-identically", **check.as_dict()}
-        shipped = [row.generation for row in match.rows]
+            return generations, {"source": "regenerated", "file": match.file, "reason": "the fixture's sample did "
+                                 "not regenerate token-identically", "verification": check.as_dict()}
+        # the verification regenerated answers of the first fixture this session used for the model,
+        # which is this file or another one of the same model
+        shipped = with_references([row.generation for row in match.rows], problems[:len(match.rows)], loaded.tokenizer)
         rest = list(problems[len(shipped):])
         generated = self._generate_answers(loaded, rest, template, decoding) if rest else []
-        return shipped + generated, {"source": "fixture", "from_fixture": len(shipped), "generated": len(rest),
-                                     **check.as_dict()}
+        return shipped + generated, {"source": "fixture", "file": match.file, "from_fixture": len(shipped),
+                                     "generated": len(rest), "verification": check.as_dict()}
 
     def _generate_answers(self, loaded, problems, template, decoding: Decoding, **options) -> list[Generation]:
         """generate_answers with this run's progress setting; cache entries it heals are counted."""

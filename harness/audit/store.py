@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from harness.audit.config import AuditConfig
 from harness.circuit.ablation import DEFAULT_CHUNK
 from harness.data.grading import GRADING_VERSION
+from harness.data.worked import WORKED_VERSION
 from harness.errors import UserError
 from harness.files import (
     ActiveRun,
@@ -59,9 +60,11 @@ class Ledger:
 
 def answers_key(pair_identity: dict, dataset_spec: str, config: AuditConfig, template: str, decoding: dict) -> str:
     """Both models' checked answers: the pair's weight files, the problem set, template, decoding, and
-    the grader (the entry stores the checks, not only the generations) with the grading code's version."""
+    the grader (the entry stores the checks, not only the generations) with the grading code's version,
+    and the worked solutions' version (the entry stores the reference solutions' tokens)."""
     return content_key(CACHE_VERSION, "answers", pair_identity, dataset_spec, config.questions, config.data_seed,
-                       template, decoding, config.dtype, config.grader, GRADING_VERSION, bit_context(config.device),
+                       template, decoding, config.dtype, config.grader, GRADING_VERSION, WORKED_VERSION,
+                       bit_context(config.device),
                        *([config.generation_backend] if config.generation_backend != "hf" else []))
 
 

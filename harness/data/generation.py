@@ -229,8 +229,7 @@ def generate_answers(loaded, problems: Sequence[Problem], template: PromptTempla
                     write_checked_json(folder / f"{keys[i]}.json", gen.to_json())
                 results[i] = gen
             bar.update(len(batch))
-    return [dataclasses.replace(results[i], reference_ids=_reference_ids(p, tokenizer))
-            for i, p in enumerate(problems)]
+    return with_references([results[i] for i in range(len(problems))], problems, tokenizer)
 
 
 def _cached_generation(path: Path, healed: list[dict] | None) -> Generation | None:
@@ -248,10 +247,12 @@ def _cached_generation(path: Path, healed: list[dict] | None) -> Generation | No
         return None
 
 
-def _reference_ids(problem: Problem, tokenizer) -> tuple[int, ...] | None:
-    if not problem.reference:
-        return None
-    return tuple(tokenizer(problem.reference, add_special_tokens=False)["input_ids"])
+def with_references(generations: Sequence[Generation], problems: Sequence[Problem], tokenizer) -> list[Generation]:
+    """Each generation with its problem's reference solution in the model's tokens (None without one);
+    generations [i] answers problems [i]."""
+    return [dataclasses.replace(g, reference_ids=None if not p.reference else
+                                tuple(tokenizer(p.reference, add_special_tokens=False)["input_ids"]))
+            for g, p in zip(generations, problems, strict=True)]
 
 
 def save_generations(path: str | Path, generations: Iterable[Generation], checks: Iterable | None = None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.data.latex import last_boxed
+from harness.data.worked import reference_solution
 from harness.errors import UserError
 from harness.files import read_utf8
 
@@ -183,6 +184,16 @@ def reasoning_gym_score(task: str, answer: str | None, entry: dict) -> float:
     return float(_reasoning_gym_task(task).score_answer(answer, entry))
 
 
+def _reference(entry: dict) -> str | None:
+    """A reasoning-gym item's reference solution: the task's own chain of thought where it writes one,
+    else the worked solution of a two-term arithmetic expression (the bundled tasks), else None."""
+    metadata = entry.get("metadata") or {}
+    if metadata.get("answer_cot"):
+        return metadata["answer_cot"]
+    expression = metadata.get("expression")
+    return reference_solution(expression) if isinstance(expression, str) else None
+
+
 def load_reasoning_gym(task: str, *, n: int, seed: int, **overrides: Any) -> ProblemSet:
     """n seeded problems of a reasoning-gym task; config = preset updated by overrides."""
     import reasoning_gym
@@ -211,7 +222,7 @@ def load_reasoning_gym(task: str, *, n: int, seed: int, **overrides: Any) -> Pro
     for i, entry in enumerate(entries):
         problems.append(Problem(id=f"{task}-{seed}-{i}", question=entry["question"],
                                 gold=str(entry["answer"]), style="reasoning-gym",
-                                reference=entry["metadata"].get("answer_cot"),
+                                reference=_reference(entry),
                                 entry={**entry, "task": task}))
     version = importlib.metadata.version("reasoning-gym")
     return ProblemSet(name=f"reasoning-gym/{task}", revision=f"reasoning-gym=={version}",

@@ -1,7 +1,7 @@
 """Controlled post-training from one checkpoint: SFT, GRPO, RLOO, DPO and online DPO with LoRA (TRL + PEFT).
 
 `sft` makes the checkpoint: supervised fine-tuning of SmolLM2-135M-Instruct on worked solutions
-(`harness.training.worked`), so that the base of every bundled pair writes its steps before "The answer
+(`harness.data.worked`), so that the base of every bundled pair writes its steps before "The answer
 is N.", as the paper's SFT bases do. All other runs start from that checkpoint, see prompts from the
 same training pool (two reasoning-gym tasks, `TASKS`, interleaved), use the same LoRA shape, learning
 rate, optimizer steps and 16 sequences per step, and are rewarded by the same exact-final-answer check
@@ -33,13 +33,13 @@ import torch
 from harness.data.generation import Decoding, generate_answers
 from harness.data.grading import check_answer, check_answers
 from harness.data.problems import Problem, reasoning_gym_config
+from harness.data.worked import worked_solution
 from harness.errors import UserError
 from harness.files import atomic_write_json, cache_root, temp_file
 from harness.models.loading import LoadedModel, ModelInfo, state_dict_fingerprint
 from harness.models.pairs import build_reference
 from harness.models.prompts import PromptTemplate, get_template, render_prompt
 from harness.models.registry import ONLINE_RL, PREFERENCE_KINDS, SUPERVISED
-from harness.training.worked import worked_solution
 from harness.versions import library_versions
 
 TRAINED_ALGORITHMS = ("sft", "grpo", "rloo", "dpo", "online-dpo")

@@ -1,5 +1,5 @@
 """Worked solutions of two-term integer problems (a + b, a - b, a * b): the supervised data of the
-bundled SFT checkpoint.
+bundled SFT checkpoint, and the reference solution of the bundled tasks (token mode `reference`).
 
 The paper's pairs start from SFT checkpoints that already write their reasoning; the bundled pairs do
 the same. `worked_solution("34 * 7")` writes the steps as a careful pupil would (a two-digit operand
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+# the worked solutions' format; part of the answers cache key, since the reference solution is stored there
+WORKED_VERSION = "worked-1"
 _EXPRESSION = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*$")
 
 
@@ -59,3 +61,11 @@ def worked_solution(expression: str) -> str:
         lines.append(f"Check: {result} / {min(a, b)} = {max(a, b)}.")
     lines.append(f"The answer is {result}.")
     return "\n".join(lines)
+
+
+def reference_solution(expression: str) -> str | None:
+    """The worked solution of a two-term expression, or None for any other expression."""
+    try:
+        return worked_solution(expression)
+    except ValueError:
+        return None
