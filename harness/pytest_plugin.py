@@ -4,8 +4,8 @@ cell of every catalogued claim), the `claim_cell` fixture, verdict-shaped outcom
 the terminal claim matrix, the reports and the baseline check.
 
 Outcome of a test that records a cell:
-  SUPPORTED -> passed; REFUTED -> failed; INCONCLUSIVE -> failed, counted as "inconclusive";
-  INVALID -> error. A cell whose verdict differs from `--claims-baseline` (or whose effect drifted
+  SUPPORTED -> passed; REFUTED -> failed; INCONCLUSIVE -> skipped with its reason, counted as
+  "inconclusive" (the data decided nothing: not a failure); INVALID -> error. A cell whose verdict differs from `--claims-baseline` (or whose effect drifted
   beyond `--claims-compare-fail`) fails whatever its verdict.
 A claim test that raises (in its fixtures or its body) or records nothing still gives its cell:
 INVALID, reason "error in <stage>: <ExceptionType>: <message>", `extra.error` saying where.
@@ -504,6 +504,8 @@ class CellRecorder:
         message = self._message()
         if cell.verdict is Verdict.INVALID:
             raise InvalidCell(message)
+        if cell.verdict is Verdict.INCONCLUSIVE and not self.problems:
+            pytest.skip(message)   # the data decide nothing: not a failure (JUnit <skipped> with the reason)
         if cell.verdict is not Verdict.SUPPORTED or self.problems:
             pytest.fail(message, pytrace=False)
         return cell

@@ -289,3 +289,13 @@ def test_token_mode_reference_runs_on_a_bundled_pair(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     [cell] = json.loads((tmp_path / "r" / "ref" / "claims.json").read_text())["cells"]
     assert cell["token_mode"] == "reference" and cell["verdict"] != "INVALID" and cell["n"] >= 3, cell["reason"]
+
+
+@pytest.mark.parametrize("dtype, setting, effective", [("float32", "1e-4", 1e-4), ("float32", "0", 0.0),
+                                                       ("bfloat16", "1e-4", 1e-2), ("float16", "1e-4", 1e-3),
+                                                       ("bfloat16", "0.05", 0.05)])
+def test_ties_follow_the_dtype_the_scores_were_computed_in(dtype, setting, effective) -> None:
+    """A bfloat16 run's metrics differ by ~1e-2 from rounding alone: its tie tolerance is at least that,
+    whatever the setting; a larger setting is kept, and float32 keeps the setting."""
+    config = AuditConfig(dtype=dtype).with_settings({"stats.tie_rel_tol": setting})
+    assert config.stats.tie_rel_tol == effective and config.as_dict()["stats"]["tie_rel_tol"] == effective

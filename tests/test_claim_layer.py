@@ -221,3 +221,16 @@ def test_a_family_that_loses_a_cell_says_so() -> None:
     assert cells[kept].extra["holm_m"] == 2 and cells[kept].extra["family_size"] == 2
     assert cells[kept].extra["family_unusable"] == ["C1-intensity-rl-d-a010"]
     assert cells[kept].verdict is Verdict.SUPPORTED
+
+
+def test_a_cell_whose_test_fails_is_invalid_alone() -> None:
+    """A cell whose scores hold a NaN (its test raises) is INVALID with the error; the family's other cell
+    is still decided, and names the lost member (it once turned the whole family INVALID)."""
+    records = planted(0.3)
+    broken = planted(0.3, seed=1).cells[("rl", "d", 0.5, "own")]
+    broken.base.scores[0, 0, 0] = float("nan")
+    records.cells[("rl", "d", 0.1, "own")] = broken
+    lost = GridCell("rl", "d", 0.1, None, "own")
+    cells = judge_claim(get_claim("C1"), records, [lost, G], _context())
+    assert cells[lost].verdict is Verdict.INVALID and cells[lost].reason.startswith("its test failed (UserError: ")
+    assert cells[G].verdict is Verdict.SUPPORTED and cells[G].extra["family_unusable"] == ["C1-intensity-rl-d-a010"]

@@ -43,6 +43,8 @@ def test_a_setting_that_moves_a_verdict_fails_the_nightly_comparison(tmp_path: P
     baseline = str(tmp_path / "r" / "stored" / "claims.json")
     same = audit("same", "--set", "stats.significance=0.2", "--baseline", baseline)
     assert same.returncode == 0 and "regressed" not in same.stderr
+    # INCONCLUSIVE is a skip for pytest, not a failure; --strict still exits 1 unless every cell is SUPPORTED
+    assert (audit("plain").returncode, audit("strict", "--strict").returncode) == (0, 1)
     moved = audit("moved", "--baseline", baseline)   # significance back to its default, 0.05
     assert moved.returncode == 1
     assert (f"audit:   {cell}: verdict changed from the baseline: REFUTED -> INCONCLUSIVE "

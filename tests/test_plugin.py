@@ -101,12 +101,17 @@ def test_reports_written_and_valid(claims_dir: pytest.Pytester) -> None:
     assert "C1-intensity-toy_grpo-toy-a030" in (run_dir / "claims.md").read_text()
     assert (run_dir / "figures" / "C1-alpha.png").read_bytes()[:4] == b"\x89PNG"
     claims_junit = ET.parse(run_dir / "claims-junit.xml").getroot()
-    assert len(claims_junit.findall(".//error")) == 2 and len(claims_junit.findall(".//failure")) == 4
+    assert len(claims_junit.findall(".//error")) == 2 and len(claims_junit.findall(".//failure")) == 2
+    # INCONCLUSIVE is not a failure: skipped, with its reason
+    skipped = claims_junit.findall(".//skipped")
+    assert [s.get("message") for s in skipped] == ["INCONCLUSIVE: synthetic inconclusive"] * 2
+    assert claims_junit.find("testsuite").get("skipped") == "2"
     # pytest's own JUnit carries the verdict fields as properties of each test case.
     pytest_junit = ET.parse(claims_dir.path / "junit.xml").getroot()
     case = next(c for c in pytest_junit.iter("testcase") if c.get("name") == "test_kurtosis[toy_grpo-toy-a030]")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["verdict"] == "INCONCLUSIVE" and props["cell_id"] == "C3-kurtosis-toy_grpo-toy-a030"
+    assert case.find("skipped") is not None and case.find("failure") is None
     assert props["p_holm"] == "0.02"
 
 

@@ -517,3 +517,16 @@ def test_pooled_swap_test_is_exact_for_few_questions():
     base = rng.normal(size=(6, 3, 4))
     r = pooled_test(base, base * 1.5, mask, "intensity", MetricConfig(), n_perm=2000, seed=1)
     assert r.p_permutation == 1 / 64 and r.p_permutation_opposite == 1.0 and r.min_p == 1 / 64
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_one_nonzero_difference_is_a_test_result_not_a_crash(direction):
+    """Twelve ties and one question moved by 2e-4 (a histogram bin flipped by rounding): the exact sign-flip
+    null is {d, -d}, so the claimed side's p is 1/2 when d points the claimed way, else 1; scipy's
+    permutation_test refuses one observation, so this case is computed directly."""
+    base = np.ones(12)
+    post = base.copy()
+    post[3] += 2e-4
+    r = paired_test(base, post, direction)
+    assert (r.p_permutation, r.p_permutation_opposite) == ((0.5, 1.0) if direction > 0 else (1.0, 0.5))
+    assert r.permutation_method == "exact over 2 sign flips" and r.min_p == 0.5

@@ -34,6 +34,11 @@ RENAMED = {"n_select": "selection.n", "variant": "selection.variant", "beta": "s
            "seed": "decoding.seed, fidelity_seed or causal_seed (one seed for each draw)"}
 
 
+# Smallest tie tolerance (relative) per model dtype: the rounding of a metric computed from scores of a
+# half-precision forward pass (10 mantissa bits for float16, 7 for bfloat16); float32 keeps the setting
+TIE_FLOOR = {"float32": 0.0, "float16": 1e-3, "bfloat16": 1e-2}
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """Budget and method choices of an audit run; `as_dict()` goes into every cell's provenance.
@@ -118,6 +123,8 @@ class AuditConfig:
                 raise UserError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not -1 <= self.fidelity_threshold <= 1:
             raise UserError(f"fidelity threshold is a Spearman correlation in [-1, 1], got {self.fidelity_threshold}")
+        if self.stats.tie_rel_tol < TIE_FLOOR[self.dtype]:   # ties follow the dtype the scores were computed in
+            object.__setattr__(self, "stats", dataclasses.replace(self.stats, tie_rel_tol=TIE_FLOOR[self.dtype]))
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON has them (tuples as lists), so that a record read back from a report

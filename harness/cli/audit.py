@@ -246,8 +246,9 @@ def run_audit(args) -> int:
 
 
 def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, Path, bool]:
-    """One suite run; (pytest exit code, report folder, whether it failed: a cell errored, a selected
-    cell is missing, or a verdict moved from --baseline). No report of this run is a UserError."""
+    """One suite run; (1 if a cell is not SUPPORTED else 0, the exit code of --strict; report folder;
+    whether it failed: a cell errored, a selected cell is missing, or a verdict moved from --baseline).
+    No report of this run is a UserError."""
     from harness.pytest_plugin import run_suites
 
     started = time.perf_counter()
@@ -288,7 +289,8 @@ def _run_once(args, run_id: str, config: AuditConfig, label: str) -> tuple[int, 
             print(f"audit: {sum(_reason(c) == reason for c in errored)} cell(s) failed with {reason}",
                   file=sys.stderr)
     regressed = _regressions(args.baseline, report.parent / "claims.json")
-    return int(code), report.parent, bool(errors or missing or regressed)
+    unsupported = sum(n for v, n in summary["verdicts"].items() if v != "SUPPORTED")
+    return int(unsupported > 0), report.parent, bool(errors or missing or regressed)
 
 
 def _regressions(baseline: str | None, claims: Path) -> list[str]:

@@ -251,11 +251,12 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 # ---------------------------------------------------------------- JUnit
 
 def render_junit(run: ClaimsRun) -> bytes:
-    """One <testcase> per cell; REFUTED/INCONCLUSIVE are failures, INVALID errors."""
+    """One <testcase> per cell; REFUTED is a failure, INVALID an error, INCONCLUSIVE skipped with its
+    reason (the data decided nothing; dashboards filter on the `verdict` property as well)."""
     summary = run.summary()["verdicts"]
     suite = ET.Element("testsuite", name=f"claims-{run.run_id}", tests=str(len(run.cells)),
-                       failures=str(summary["REFUTED"] + summary["INCONCLUSIVE"]),
-                       errors=str(summary["INVALID"]), skipped="0", timestamp=run.created)
+                       failures=str(summary["REFUTED"]), errors=str(summary["INVALID"]),
+                       skipped=str(summary["INCONCLUSIVE"]), timestamp=run.created)
     for cell in sorted(run.cells, key=lambda c: c.cell_id):
         case = ET.SubElement(suite, "testcase", classname=f"claims.{cell.claim_id}", name=cell.cell_id)
         props = ET.SubElement(case, "properties")
@@ -264,6 +265,8 @@ def render_junit(run: ClaimsRun) -> bytes:
         message = f"{cell.verdict.value}: {cell.reason}" if cell.reason else cell.verdict.value
         if cell.verdict is Verdict.INVALID:
             ET.SubElement(case, "error", message=message, type="INVALID").text = cell.rule
+        elif cell.verdict is Verdict.INCONCLUSIVE:
+            ET.SubElement(case, "skipped", message=message, type="INCONCLUSIVE").text = cell.rule
         elif cell.verdict is not Verdict.SUPPORTED:
             ET.SubElement(case, "failure", message=message, type=cell.verdict.value).text = cell.rule
     root = ET.Element("testsuites")

@@ -23,7 +23,8 @@ class StatsConfig:
     sesoi_accuracy: the same for C9, in accuracy points (0.02 = two points).
     tie_rel_tol: a per-question (or pooled) difference within tie_rel_tol * max(|base|, |post|) is a
       tie, i.e. zero: below it a difference is float32 rounding, not an effect (a function-identical
-      model with other weights differs by ~1e-6 relative in these metrics; bfloat16 runs need ~1e-2).
+      model with other weights differs by ~1e-6 relative in these metrics). An audit in a half-precision
+      dtype raises it to that dtype's rounding (audit.config.TIE_FLOOR: 1e-3 float16, 1e-2 bfloat16).
     claimed_rate: the share of experiments C6 claims (the paper: 95 %).
     n_boot / n_perm / n_perm_pooled: bootstrap resamples, sign-flip permutations, swap permutations
       of pooled metrics. zero_method: Wilcoxon's handling of zero differences (secondary test).

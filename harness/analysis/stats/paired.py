@@ -45,6 +45,10 @@ def sign_flip_pvalues(base: np.ndarray, post: np.ndarray, n_perm: int, rng: np.r
     m = int(changed.sum())
     if m == 0:
         return math.nan, math.nan, "no nonzero differences"
+    if m == 1:   # permutation_test needs two observations; the exact null is {d, -d}
+        d = float((post - base)[changed][0])
+        greater, less = (0.5, 1.0) if d > 0 else (1.0, 0.5)
+        return greater, less, "exact over 2 sign flips"
 
     def mean_diff(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
         return np.sum(x - y, axis=axis) / n

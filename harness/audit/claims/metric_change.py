@@ -48,36 +48,51 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
                                skipped=f"selection left no sample: {str(cell).splitlines()[0]}",
                                fields={"funnel": funnel_of(cell), "provenance": {"audit_config": records.config.as_dict()}}))
             continue
-        ct = cell_test(metric, *edge_arrays(cell), metrics, stats)
-        test = ct.decisive_test
-        base_value, post_value, effect = _values(ct)
-        extra = {"decisive": ct.decisive,
-                 "pooled": {"base": ct.pooled.base, "post": ct.pooled.post, "diff": ct.pooled.diff,
-                            "ci": [ct.pooled.ci_low, ct.pooled.ci_high], "p": ct.pooled.p_permutation},
-                 "fidelity": fidelity_extra([cell]), "t_cut": cell.selection.t_cut, "t_bar": cell.selection.t_bar}
-        paired = ct.paired
-        if paired is not None:
-            extra.update(decided_by=paired.decided_by, permutation=paired.permutation_method,
-                         p_opposite=paired.p_permutation_opposite,
-                         wilcoxon={"method": paired.wilcoxon_method, "p": paired.p_wilcoxon,
-                                   "p_opposite": paired.p_wilcoxon_opposite,
-                                   "hodges_lehmann": paired.hodges_lehmann, "zero_method": paired.zero_method},
-                         relative_change=paired.relative_change, n_zero=paired.n_zero)
-        if metric == "complexity":   # sensitivity to the bin count B, reported as a band
-            band = complexity_band(*edge_arrays(cell), metrics)
-            extra["complexity_band"] = {"bins": list(band.bins), "pooled_diff": list(band.pooled_diff),
-                                        "per_sample_mean_diff": list(band.per_sample_mean_diff),
-                                        "diff_min": band.diff_min, "diff_max": band.diff_max,
-                                        "sign_consistent": band.sign_consistent}
-        extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
-        out.append(Outcome(g, text, test, _margin(ct, stats), fields={
-            "metric": metric, "base_value": finite(base_value), "post_value": finite(post_value),
-            "effect": finite(effect), "ci_low": finite(test.ci_low), "ci_high": finite(test.ci_high),
-            "ci_method": test.ci_method,
-            "effect_size": finite(paired.hedges_dz) if paired and ct.decisive == "paired" else None,
-            "fidelity": cell_fidelity([cell]), "robustness": robust[g], "funnel": cell.funnel, "extra": extra,
-            "provenance": {**cell.provenance, "metric_config": metrics.as_dict()}}))
+        try:
+            out.append(_outcome(g, cell, claim, records, text, robust))
+        except Exception as err:   # noqa: BLE001 -- one cell's failure must not void its family's other cells
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            out.append(Outcome(g, text, skipped=f"its test failed ({type(err).__name__}: {first}); the family's "
+                               "other cells are decided without it",
+                               fields={"funnel": cell.funnel, "extra": {"error": {"type": type(err).__name__,
+                                                                                  "message": first}},
+                                       "provenance": {"audit_config": records.config.as_dict()}}))
     return out
+
+
+def _outcome(g: GridCell, cell, claim: ClaimSpec, records: Records, text: str, robust: dict) -> Outcome:
+    """The cell's deciding test of the claim's metric and the fields it measured."""
+    metric = claim.metric
+    metrics, stats = records.config.metrics, records.config.stats
+    ct = cell_test(metric, *edge_arrays(cell), metrics, stats)
+    test = ct.decisive_test
+    base_value, post_value, effect = _values(ct)
+    extra = {"decisive": ct.decisive,
+             "pooled": {"base": ct.pooled.base, "post": ct.pooled.post, "diff": ct.pooled.diff,
+                        "ci": [ct.pooled.ci_low, ct.pooled.ci_high], "p": ct.pooled.p_permutation},
+             "fidelity": fidelity_extra([cell]), "t_cut": cell.selection.t_cut, "t_bar": cell.selection.t_bar}
+    paired = ct.paired
+    if paired is not None:
+        extra.update(decided_by=paired.decided_by, permutation=paired.permutation_method,
+                     p_opposite=paired.p_permutation_opposite,
+                     wilcoxon={"method": paired.wilcoxon_method, "p": paired.p_wilcoxon,
+                               "p_opposite": paired.p_wilcoxon_opposite,
+                               "hodges_lehmann": paired.hodges_lehmann, "zero_method": paired.zero_method},
+                     relative_change=paired.relative_change, n_zero=paired.n_zero)
+    if metric == "complexity":   # sensitivity to the bin count B, reported as a band
+        band = complexity_band(*edge_arrays(cell), metrics)
+        extra["complexity_band"] = {"bins": list(band.bins), "pooled_diff": list(band.pooled_diff),
+                                    "per_sample_mean_diff": list(band.per_sample_mean_diff),
+                                    "diff_min": band.diff_min, "diff_max": band.diff_max,
+                                    "sign_consistent": band.sign_consistent}
+    extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
+    return Outcome(g, text, test, _margin(ct, stats), fields={
+        "metric": metric, "base_value": finite(base_value), "post_value": finite(post_value),
+        "effect": finite(effect), "ci_low": finite(test.ci_low), "ci_high": finite(test.ci_high),
+        "ci_method": test.ci_method,
+        "effect_size": finite(paired.hedges_dz) if paired and ct.decisive == "paired" else None,
+        "fidelity": cell_fidelity([cell]), "robustness": robust[g], "funnel": cell.funnel, "extra": extra,
+        "provenance": {**cell.provenance, "metric_config": metrics.as_dict()}})
 
 
 def _values(ct: MetricTest) -> tuple[float, float, float]:
