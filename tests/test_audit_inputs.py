@@ -283,7 +283,7 @@ def test_token_mode_reference_runs_on_a_bundled_pair(tmp_path: Path) -> None:
     the bundled task's reference solution (its worked solution), and the cell gets a verdict."""
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(SUITES.parent)}
     argv = ["audit", "--pairs", "smollm2-grpo", "--datasets", "chain_sum_2d", "--token-mode", "reference", "-k", "C1",
-            "--questions", "20", "--alphas", "0.3", "--no-progress", "--threads", "1", "--run-id", "ref",
+            "--questions", "40", "--alphas", "0.3", "--no-progress", "--threads", "1", "--run-id", "ref",
             "--reports-dir", str(tmp_path / "r")]
     done = subprocess.run([sys.executable, "-m", "harness", *argv], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
