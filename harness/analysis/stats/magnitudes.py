@@ -1,19 +1,24 @@
-"""Magnitudes of change compared across pairs that share a base model and questions: each pair's
-oriented relative change of a metric's mean, resampled jointly over the union of their questions.
+"""Magnitudes of change compared across pairs that share a base model: each pair's oriented relative
+change of a metric's mean, on the questions every pair kept, resampled jointly (scipy.stats.bootstrap
+over the array of shared question indices, one draw for all pairs).
 
-Hand-written: scipy.stats.bootstrap resamples one sample (or independent samples); here every pair
-reads its own subset of one shared question pool, so the resample must be drawn once over the pool.
+Tests against shifted nulls: `p_weaker` tests "the focal pair's change is smaller than the references'
+by more than the margin", `p_stronger` "larger by more than the margin", `p_like` "within the margin"
+(two one-sided tests, the larger p). Each is a percentile-bootstrap p: (1 + #{resampled difference on
+the null's side of its bound}) / (B + 1).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import DegenerateDataWarning, bootstrap
 
-from harness.analysis.stats.resampling import bootstrap_weights, check_direction
+from harness.analysis.stats.resampling import check_direction
 from harness.errors import UserError
 
 
@@ -30,8 +35,9 @@ class PairValues:
 @dataclass(frozen=True)
 class MagnitudeComparison:
     """Oriented relative change R = direction * (mean post / mean base - 1) of a focal pair vs the mean
-    over reference pairs; difference = R_focal - mean R_ref (negative: the focal pair changed less
-    toward the claim). Intervals are percentile bootstrap over the shared question pool."""
+    over reference pairs, on the questions all of them kept; difference = R_focal - mean R_ref
+    (negative: the focal pair changed less toward the claim). Intervals: percentile bootstrap at
+    ci_level over the shared questions."""
 
     focal: float
     reference: float
@@ -39,13 +45,14 @@ class MagnitudeComparison:
     difference: float
     ci_low: float
     ci_high: float
-    focal_ci_tost: tuple[float, float]   # (1 - 2 equivalence_level) interval of R_focal, for the TOST
-    reference_ci: tuple[float, float]    # ci_level interval of mean R_ref
-    p_weaker: float
-    p_stronger: float
-    n_focal: int
-    n_reference: tuple[int, ...]
-    n_pool: int
+    focal_ci: tuple[float, float]
+    reference_ci: tuple[float, float]
+    p_weaker: float      # H1: difference < -margin
+    p_stronger: float    # H1: difference > +margin
+    p_like: float        # H1: |difference| < margin
+    margin: float
+    n_shared: int
+    n_each: tuple[int, ...]   # questions each pair kept (focal first), before the intersection
     n_boot: int
     ci_level: float
     ci_method: str
@@ -55,52 +62,54 @@ class MagnitudeComparison:
         return 1 / (self.n_boot + 1)
 
 
-def _relative(weights: np.ndarray, values: PairValues, index: np.ndarray, direction: int) -> np.ndarray:
-    w = weights[:, index]
-    base, post = w @ values.base, w @ values.post
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return direction * (post / base - 1.0)
-
-
-def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], direction: int, *, equivalence_level: float = 0.05,
+def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], direction: int, *, margin: float,
                        n_boot: int = 2000, seed: int = 0, ci_level: float = 0.95) -> MagnitudeComparison:
-    """Is the focal pair's oriented relative change smaller than the reference pairs' mean?
-
-    Questions are drawn with replacement from the union of all pairs' question ids; each pair's means
-    use the drawn questions it has. p_weaker = (1 + #{difference* >= 0}) / (B + 1), p_stronger the
-    other tail; B counts resamples where every pair has a drawn question.
-    """
+    """Compare the focal pair's oriented relative change with the reference pairs' mean on their shared
+    questions (like with like: every pair's means over the same questions)."""
     direction = check_direction(direction)
     if not references:
         raise UserError("a magnitude comparison needs at least one reference (online-RL) pair")
     pairs = [focal, *references]
     for p in pairs:
-        if len(p.ids) < 3 or p.base.shape != (len(p.ids),) or p.post.shape != (len(p.ids),):
-            raise UserError(f"pair {p.name}: need >= 3 questions with one base and one post value each")
-        if not p.base.mean() > 0:
+        if p.base.shape != (len(p.ids),) or p.post.shape != (len(p.ids),):
+            raise UserError(f"pair {p.name}: need one base and one post value per question")
+    shared = [q for q in focal.ids if all(q in set(p.ids) for p in references)]
+    if len(shared) < 3:
+        raise UserError(f"the pairs {', '.join(p.name for p in pairs)} kept only {len(shared)} questions in common; "
+                        "a comparison needs at least 3")
+    rows = [{q: i for i, q in enumerate(p.ids)} for p in pairs]
+    base = np.array([[p.base[r[q]] for q in shared] for p, r in zip(pairs, rows)])    # [pairs, n_shared]
+    post = np.array([[p.post[r[q]] for q in shared] for p, r in zip(pairs, rows)])
+    for p, b in zip(pairs, base):
+        if not b.mean() > 0:
             raise UserError(f"pair {p.name}: the mean base value must be > 0 for a relative change")
-    pool = sorted({q for p in pairs for q in p.ids})
-    position = {q: i for i, q in enumerate(pool)}
-    index = [np.array([position[q] for q in p.ids]) for p in pairs]
-    ones = np.ones((1, len(pool)))
-    point = np.array([_relative(ones, p, i, direction)[0] for p, i in zip(pairs, index)])
-    weights = bootstrap_weights(np.random.default_rng(seed), len(pool), n_boot)
-    boot = np.stack([_relative(weights, p, i, direction) for p, i in zip(pairs, index)])
-    ok = np.isfinite(boot).all(axis=0)
-    boot = boot[:, ok]
-    diff = boot[0] - boot[1:].mean(axis=0)
-    tail = (1 - ci_level) / 2
-    low, high = np.quantile(diff, [tail, 1 - tail]) if diff.size else (math.nan, math.nan)
-    tost = tuple(float(x) for x in np.quantile(boot[0], [equivalence_level, 1 - equivalence_level])) if diff.size else (math.nan, math.nan)
-    ref = (tuple(float(x) for x in np.quantile(boot[1:].mean(axis=0), [tail, 1 - tail])) if diff.size
-           else (math.nan, math.nan))
+
+    def statistic(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn [..., k] indices -> [3, ...]
+        relative = direction * (post[:, drawn].mean(axis=-1) / base[:, drawn].mean(axis=-1) - 1.0)  # [pairs, ...]
+        reference = relative[1:].mean(axis=0)
+        return np.stack([relative[0] - reference, relative[0], reference])
+
+    point = statistic(np.arange(len(shared)))
+    each = direction * (post.mean(axis=1) / base.mean(axis=1) - 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap((np.arange(len(shared)),), statistic, n_resamples=n_boot, confidence_level=ci_level,
+                           method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    diff = result.bootstrap_distribution[0]
+    tail = lambda hits: float((1 + np.sum(hits)) / (diff.size + 1))  # noqa: E731
     return MagnitudeComparison(
-        focal=float(point[0]), reference=float(point[1:].mean()), reference_each=tuple(float(x) for x in point[1:]),
-        difference=float(point[0] - point[1:].mean()), ci_low=float(low), ci_high=float(high), focal_ci_tost=tost,
-        reference_ci=ref,
-        p_weaker=float((1 + np.sum(diff >= 0)) / (diff.size + 1)),
-        p_stronger=float((1 + np.sum(diff <= 0)) / (diff.size + 1)),
-        n_focal=len(focal.ids), n_reference=tuple(len(p.ids) for p in references), n_pool=len(pool),
-        n_boot=int(diff.size), ci_level=ci_level,
-        ci_method=f"percentile bootstrap over the {len(pool)} pooled questions, drawn jointly for all pairs, "
-                  f"{int(diff.size)} resamples")
+        focal=float(point[1]), reference=float(point[2]), reference_each=tuple(float(x) for x in each[1:]),
+        difference=float(point[0]), ci_low=float(low[0]), ci_high=float(high[0]),
+        focal_ci=(float(low[1]), float(high[1])), reference_ci=(float(low[2]), float(high[2])),
+        p_weaker=tail(diff >= -margin), p_stronger=tail(diff <= margin),
+        p_like=max(tail(diff >= margin), tail(diff <= -margin)), margin=margin,
+        n_shared=len(shared), n_each=tuple(len(p.ids) for p in pairs), n_boot=n_boot, ci_level=ci_level,
+        ci_method=f"percentile bootstrap over the {len(shared)} questions every pair kept, drawn jointly for all "
+                  f"pairs, {n_boot} resamples")
+
+
+def resamples_for(m: int, significance: float, floor: int) -> int:
+    """Bootstrap resamples B for a family of m cells (2m one-sided hypotheses) so that its smallest p,
+    1 / (B + 1), can pass Holm's first step with room to spare: 1 / (B + 1) <= significance / (4m)."""
+    return max(floor, math.ceil(4 * m / significance))

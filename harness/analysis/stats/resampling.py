@@ -1,8 +1,6 @@
-"""Input checks for the paired statistics, and the multiplicity-weight bootstrap kept for the
-magnitude comparison. Unit = one question; `direction` is +1 (claimed rise) or -1 (fall).
-
-Per-question and pooled tests resample with scipy.stats.bootstrap / permutation_test (stats.paired,
-stats.pooled, the latter over index arrays)."""
+"""Input checks and ties for the paired statistics. Unit = one question; `direction` is +1 (claimed
+rise) or -1 (fall). Every resampler is scipy's (stats.paired, stats.pooled and stats.magnitudes call
+scipy.stats.bootstrap / permutation_test, the last two over index arrays)."""
 
 from __future__ import annotations
 
@@ -55,15 +53,3 @@ def ties_within_precision(base: np.ndarray, post: np.ndarray, rel_tol: float) ->
     (a tie: a difference that small is rounding, not an effect), and the number of such ties."""
     tied = np.abs(post - base) <= rel_tol * np.maximum(np.abs(base), np.abs(post))
     return np.where(tied, base, post), int(np.sum(tied & (post != base)))
-
-
-# --------------------------------------------------------------------------- resampling primitives
-
-
-def bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
-    """Multiplicities [n_boot, n] of n questions drawn with replacement (each row sums to n)."""
-    # hand-written: the magnitude comparison draws from the union of several pairs' questions and drops
-    # resamples where a pair drew none; scipy.stats.bootstrap keeps every resample and would give NaN
-    idx = rng.integers(0, n, size=(n_boot, n))
-    flat = idx + (np.arange(n_boot) * n)[:, None]
-    return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)

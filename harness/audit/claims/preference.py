@@ -1,11 +1,12 @@
-"""C4: DPO deviates: its changes are weaker than online RL's (or absent).
+"""C4: DPO deviates: its changes are weaker than online RL's, or inconsistent with them.
 
-Magnitudes, not standardised effects: each pair's oriented relative change of the metric's mean,
-R = direction * (mean post / mean base - 1), compared with the mean over the grid's online-RL pairs
-on the same dataset, alpha, metric and token mode, resampled jointly over their shared questions
-(harness.analysis.stats.magnitudes). Offline-preference pairs make C4's family. Online-preference
-pairs (online DPO) are their own contrast, for the paper's explanation (static vs online data): it
-predicts that online DPO changes like online RL.
+Magnitudes in the claimed direction, not signed changes: each pair's oriented relative change of the
+metric's mean, R = direction * (mean post / mean base - 1), compared with the mean over the grid's
+online-RL pairs on the same dataset, alpha, metric and token mode, on the questions every compared
+pair kept, resampled jointly (harness.analysis.stats.magnitudes). A cell is decided only where
+online RL itself moves credibly in the claimed direction. Offline-preference pairs make C4's family;
+online-preference pairs (online DPO) are their own contrast, for the paper's explanation (static vs
+online data): it predicts that online DPO moves like online RL, within the margin.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from harness.analysis.metrics import METRICS, per_sample_values
 from harness.analysis.stats.config import StatsConfig
-from harness.analysis.stats.magnitudes import MagnitudeComparison, PairValues, compare_magnitudes
+from harness.analysis.stats.magnitudes import PairValues, compare_magnitudes, resamples_for
 from harness.analysis.stats.resampling import ties_within_precision
 from harness.audit.claims import ClaimSpec
 from harness.audit.claims.common import (
@@ -28,11 +29,11 @@ from harness.audit.claims.common import (
     fidelity_extra,
     finite,
 )
-from harness.audit.claims.family import Equivalence, Outcome
+from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import not_applicable
 from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
-from harness.audit.verdicts import Margin, verdict_rule
+from harness.audit.verdicts import CORRECTION, Decision, Verdict
 from harness.data.selection import SelectionError
 from harness.errors import UserError
 
@@ -41,22 +42,25 @@ NOT_APPLICABLE = ("C4 compares relative changes of whole-W metrics across pairs;
                   "deltas of every pair on shared edges")
 
 
-def rule_text(stats: StatsConfig, online: bool) -> str:
-    base = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the difference")
-    tested = ("Tested effect: difference = R(preference pair) - mean R(online-RL pairs), R = direction x (mean post / "
-              "mean base - 1) the relative change of the metric's mean oriented toward the online-RL claim, "
-              "percentile bootstrap over the pairs' pooled questions, drawn jointly (they share base model and "
-              f"questions); p = share of resamples on the other side of 0. Smallest effect of interest: "
-              f"{stats.sesoi_rel:g} in R")
+def rule_text(stats: StatsConfig, online: bool, n_boot: int) -> str:
+    margin = f"{stats.sesoi_rel:g}"
+    tested = (f"R = direction x (mean post / mean base - 1), each pair's relative change of the metric's mean oriented "
+              f"toward the online-RL claim, on the questions every compared pair kept; difference = R(preference "
+              f"pair) - mean R(online-RL pairs); percentile bootstrap over those questions, drawn jointly, {n_boot} "
+              f"resamples (sized to the family, so that its smallest p can pass Holm); margin {margin} in R, tested "
+              f"as a shifted null inside the Holm family ({CORRECTION}); significance {stats.significance}, "
+              f"INVALID if n < {stats.min_n}")
+    guard = (f"Decided only where online RL itself moves in the claimed direction: the {stats.ci_level:.0%} interval "
+             f"of its mean R lies beyond +{margin}; otherwise INCONCLUSIVE, 'online RL does not move in the "
+             f"claimed direction here'")
     if online:
-        return (f"{base}, with 'claimed' = online DPO changes at least as strongly as online RL (the paper's "
-                f"explanation: online data, like online RL). Also SUPPORTED when the difference's interval lies "
-                f"inside +-{stats.sesoi_rel:g} (online DPO moves like online RL). {tested}")
-    return (f"{base}, with 'claimed' = the offline-preference pair's change is weaker (difference < 0). Also "
-            f"SUPPORTED when its own change is equivalent to none while online RL's is not: its "
-            f"{1 - 2 * stats.equivalence_level:.0%} bootstrap interval of R lies inside +-{stats.sesoi_rel:g} (TOST at "
-            f"{stats.equivalence_level}; 'no or weak change') and the online-RL pairs' mean R has its {stats.ci_level:.0%} "
-            f"interval beyond +{stats.sesoi_rel:g}. {tested}")
+        return (f"SUPPORTED (online DPO moves like online RL, the paper's explanation) if the test of |difference| "
+                f"< {margin} (two one-sided tests) passes Holm; REFUTED (it does not move like online RL: stronger "
+                f"or weaker) if the test of |difference| > {margin} (the smaller one-sided p, doubled) passes Holm; "
+                f"else INCONCLUSIVE. {guard}. {tested}")
+    return (f"SUPPORTED (the offline-preference pair's change is weaker, or inconsistent: against online RL's "
+            f"direction) if the test of difference < -{margin} passes Holm; REFUTED (stronger) if the test of "
+            f"difference > +{margin} passes Holm; else INCONCLUSIVE. {guard}. {tested}")
 
 
 def _values(cell: CellData, metric: str, config: AuditConfig) -> PairValues:
@@ -65,22 +69,20 @@ def _values(cell: CellData, metric: str, config: AuditConfig) -> PairValues:
     return PairValues(cell.pair.name, tuple(cell.selection.ids), np.asarray(values.base, float), post)
 
 
-def _equivalent_to_none(comparison: MagnitudeComparison, stats: StatsConfig) -> bool:
-    """The preference pair does not change (TOST) while online RL does (its interval beyond the margin)."""
-    low, high = comparison.focal_ci_tost
-    return -stats.sesoi_rel < low and high < stats.sesoi_rel and comparison.reference_ci[0] > stats.sesoi_rel
-
-
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
-    """Offline-preference pairs: weaker than online RL (C4's family); online-preference pairs: at least
-    as strong (the explanation's contrast, a family of its own)."""
-    return [_outcome(records, g, context.rl_pairs) for g in grid]
+    """Offline-preference pairs: weaker than online RL, or inconsistent with it (C4's family);
+    online-preference pairs: like online RL (the explanation's contrast, a family of its own)."""
+    stats = records.config.stats
+    size = {online: sum((records.kind(g.pair) != OFFLINE) == online for g in grid) for online in (False, True)}
+    return [_outcome(records, g, context.rl_pairs, resamples_for(size[records.kind(g.pair) != OFFLINE],
+                                                                  stats.significance, stats.n_boot))
+            for g in grid]
 
 
-def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...]) -> Outcome:
+def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: int) -> Outcome:
     config, stats = records.config, records.config.stats
     online = records.kind(g.pair) != OFFLINE
-    text = rule_text(stats, online)
+    text = rule_text(stats, online, n_boot)
     found = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
     cell = None if isinstance(found, SelectionError) else found
     others = (records.cell(p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs) if cell is not None else ()
@@ -94,40 +96,57 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...]) -> Outcom
         try:
             comparison = compare_magnitudes(
                 _values(cell, g.metric, config), [_values(c, g.metric, config) for c in rl_cells],
-                METRICS[g.metric].direction, equivalence_level=stats.equivalence_level, n_boot=stats.n_boot,
-                seed=stats.seed, ci_level=stats.ci_level)
+                METRICS[g.metric].direction, margin=stats.sesoi_rel, n_boot=n_boot, seed=stats.seed,
+                ci_level=stats.ci_level)
         except UserError as err:
             test = FamilyTest(cell.n, math.nan, math.nan, str(err))
         else:
-            p_claim, p_opp = ((comparison.p_stronger, comparison.p_weaker) if online
-                              else (comparison.p_weaker, comparison.p_stronger))
-            test = FamilyTest(cell.n, p_claim, p_opp, min_p=comparison.min_p)
+            c = comparison
+            test = (FamilyTest(c.n_shared, c.p_like, min(1.0, 2 * min(c.p_weaker, c.p_stronger)), min_p=c.min_p)
+                    if online else FamilyTest(c.n_shared, c.p_weaker, c.p_stronger, min_p=c.min_p))
     read = [c for c in [cell, *rl_cells] if c is not None]
     extra = {"contrast": "online-preference vs online RL (the explanation)" if online
              else "offline-preference vs online RL (the claim)",
              "compared_with": [c.pair.name for c in rl_cells], "algorithm_kind": records.kind(g.pair),
-             "fidelity": fidelity_extra(read)}
+             "fidelity": fidelity_extra(read), "n_boot": n_boot}
     fields = {"fidelity": cell_fidelity(read), "robustness": not_applicable(config, NOT_APPLICABLE),
               "funnel": cell.funnel if cell else [],
               "provenance": {**(cell.provenance if cell else {}), "metric_config": config.metrics.as_dict()}}
-    margin = equivalence = None
+    decided = combine = None
     if comparison is not None:
         c = comparison
-        extra.update(relative_change=c.focal, relative_change_rl=c.reference,
-                     relative_change_rl_each=list(c.reference_each), n_rl=list(c.n_reference),
-                     n_pool=c.n_pool, p_weaker=c.p_weaker, p_stronger=c.p_stronger,
-                     relative_change_rl_ci=list(c.reference_ci),
-                     equivalence={"interval": list(c.focal_ci_tost), "margin": stats.sesoi_rel,
-                                  "equivalent_to_none": _equivalent_to_none(c, stats)})
+        extra.update(relative_change=c.focal, relative_change_ci=list(c.focal_ci), relative_change_rl=c.reference,
+                     relative_change_rl_each=list(c.reference_each), relative_change_rl_ci=list(c.reference_ci),
+                     n_shared=c.n_shared, n_each=list(c.n_each), p_weaker=c.p_weaker, p_stronger=c.p_stronger,
+                     p_like=c.p_like, margin=c.margin,
+                     rl_moves=c.reference_ci[0] > c.margin, inconsistent=c.focal_ci[1] < -c.margin)
         fields.update(base_value=finite(c.reference), post_value=finite(c.focal), effect=finite(c.difference),
-                      ci_low=finite(c.ci_low), ci_high=finite(c.ci_high), ci_method=c.ci_method)
-        margin = Margin(c.difference, c.ci_low, c.ci_high, +1 if online else -1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
-        if online:
-            equivalence = Equivalence("online DPO moves like online RL: ")
+                      ci_low=finite(c.ci_low), ci_high=finite(c.ci_high), ci_method=c.ci_method, n=c.n_shared)
+        if not c.reference_ci[0] > c.margin:
+            decided = (Verdict.INCONCLUSIVE,
+                       f"online RL does not move in the claimed direction here: its mean R = {c.reference:.3g}, "
+                       f"{c.ci_level:.0%} interval [{c.reference_ci[0]:.3g}, {c.reference_ci[1]:.3g}], not beyond "
+                       f"+{c.margin:g}, so there is no online-RL change to compare with")
         else:
-            low, high = c.focal_ci_tost
-            equivalence = Equivalence(f"no meaningful change in the preference pair (TOST): its R interval "
-                                      f"[{low:.3g}, {high:.3g}] lies inside +-{stats.sesoi_rel:g}, while online RL's "
-                                      f"R is {c.reference:.3g}; ", _equivalent_to_none(c, stats))
-    return Outcome(g, text, test, margin, equivalence, family="online" if online else "offline",
+            combine = _named(c, online)
+    return Outcome(g, text, test, family="online" if online else "offline", combine=combine, decided=decided,
                    fields={**fields, "extra": extra})
+
+
+def _named(c, online: bool):
+    """The decision's reason with the outcome the claim names: weaker, inconsistent, stronger, like."""
+    def combine(d: Decision) -> tuple[Verdict, str, dict]:
+        values = (f"R = {c.focal:.3g} [{c.focal_ci[0]:.3g}, {c.focal_ci[1]:.3g}] against online RL's "
+                  f"{c.reference:.3g} [{c.reference_ci[0]:.3g}, {c.reference_ci[1]:.3g}]")
+        if d.label is Verdict.SUPPORTED:
+            named = ("moves like online RL" if online else
+                     "inconsistent: it moves against online RL's direction" if c.focal_ci[1] < -c.margin else
+                     "weaker than online RL")
+        elif d.label is Verdict.REFUTED:
+            named = ("does not move like online RL: " + ("stronger" if c.difference > 0 else "weaker") if online
+                     else "stronger than online RL")
+        else:
+            return d.label, f"{d.reason}; {values}", {}
+        return d.label, f"{named}: {values}; {d.reason}", {"outcome": named.split(":")[0]}
+
+    return combine
