@@ -222,21 +222,27 @@ def test_c4_compares_pairs_on_the_questions_both_kept() -> None:
 
 # ---------------------------------------------------------------- C5: the change moves toward the claim with alpha
 
-@pytest.mark.parametrize("low_gain, high_gain, expected", [
-    (0.8, 1.3, Verdict.SUPPORTED),      # a counter-example at small alpha, a rise at large alpha
-    (1.3, 0.8, Verdict.REFUTED),
-    (1.3, 1.3, Verdict.INCONCLUSIVE),
+@pytest.mark.parametrize("gains, expected", [
+    ((0.8, 1.3), Verdict.SUPPORTED),         # a counter-example at small alpha, a rise at large alpha: it fades
+    ((1.3, 0.8), Verdict.REFUTED),           # the counter-example appears as alpha grows
+    ((1.3, 1.3), Verdict.INCONCLUSIVE),      # no counter-example anywhere
+    ((1.3, 1.1), Verdict.INCONCLUSIVE),      # a rise that weakens, with no counter-example: nothing to fade
+    ((0.7, 0.9, 1.1, 1.3), Verdict.SUPPORTED),   # the trend over all four levels
+    ((0.8, 1.3, 1.3, 0.8), Verdict.INCONCLUSIVE),  # counter-examples at both ends: no trend
 ])
-def test_c5_reaches_every_verdict(low_gain: float, high_gain: float, expected: Verdict) -> None:
+def test_c5_tests_counter_examples_over_every_alpha(gains, expected) -> None:
     rng = np.random.default_rng(7)
-    base_low, base_high = heavy(rng, 4), heavy(rng, 4)
-    audit = PlantedRecords({("rl", "d", 0.1): (base_low, low_gain * base_low * (1 + 0.01 * rng.normal(size=base_low.shape))),
-                       ("rl", "d", 0.5): (base_high, high_gain * base_high)})
+    alphas = (0.03, 0.1, 0.3, 0.5)[:len(gains)] if len(gains) > 2 else (0.1, 0.5)
+    cells = {}
+    for a, gain in zip(alphas, gains):
+        base = heavy(rng, 4)
+        cells[("rl", "d", a)] = (base, gain * base * (1 + 0.01 * rng.normal(size=base.shape)))
     g = GridCell("rl", "d", None, "intensity", "own")
-    cell = judge("C5", audit, [g], FamilyContext(alphas=(0.1, 0.5)))[g]
+    cell = judge("C5", PlantedRecords(cells), [g], FamilyContext(alphas=alphas))[g]
     assert cell.verdict is expected, cell.reason
-    if expected is Verdict.SUPPORTED:
-        assert cell.extra["counter_example_alphas"] == [0.1]
+    assert cell.extra["counter_example_alphas"] == [a for a, gain in zip(alphas, gains) if gain < 1]
+    if not cell.extra["counter_example_alphas"]:
+        assert cell.reason.startswith("no counter-example to fade")
 
 
 # ---------------------------------------------------------------- C6: the share of experiments

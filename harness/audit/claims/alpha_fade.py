@@ -1,10 +1,13 @@
 """C5: counter-examples fade as alpha grows.
 
 Per question, the oriented relative change s(alpha) = direction * (post - base) / mean(|post|, |base|)
-(positive = the online-RL claim's direction) is compared between the grid's largest and smallest
-alpha on the same questions: the claim holds when s rises with alpha (the effect moves toward the
-claim as more answer tokens are read, so counter-examples at small alpha fade). Decided on the mean of
-the per-question differences s(alpha_max) - s(alpha_min), sign-flip test, BCa interval; Holm over C5.
+(positive = the online-RL claim's direction), at every alpha level of the grid, on the questions kept
+at all of them. A counter-example is a level whose mean s is below 0 (the point estimate against the
+claim). A pair with none at any level has nothing to fade: INCONCLUSIVE, said so. Otherwise the trend
+over all levels decides: per question, the least-squares slope of s against the level's rank, times
+(levels - 1), i.e. the fitted change of s from the smallest to the largest alpha; its mean, sign-flip
+test, BCa interval, Holm over C5. SUPPORTED: s rises with alpha (the counter-examples fade); REFUTED:
+it falls (they grow).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import not_applicable
 from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
-from harness.audit.verdicts import Margin, verdict_rule
+from harness.audit.verdicts import Margin, Verdict, verdict_rule
 from harness.data.selection import SelectionError
 
 MIN_ALPHAS = 2
@@ -59,12 +62,14 @@ def oriented_change(cell: CellData, metric: str, config: AuditConfig) -> dict[st
 
 
 def rule_text(stats: StatsConfig) -> str:
-    return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the mean difference')}. "
-            "Tested effect: mean over the questions kept at both levels of s(alpha_max) - s(alpha_min), with "
-            "s = direction x (post - base) / mean(|post|, |base|) the per-question relative change oriented toward "
-            "the online-RL claim; sign-flip permutation p, BCa bootstrap interval. The claim holds when the "
-            f"change moves toward the claim as alpha grows. Smallest effect of interest: {stats.sesoi_rel:g} in s. "
-            f"Needs at least {MIN_ALPHAS} alpha levels and {stats.min_n} shared questions")
+    return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the mean fitted change')}. "
+            "A counter-example is an alpha level whose mean s is below 0, with s = direction x (post - base) / "
+            "mean(|post|, |base|) the per-question relative change oriented toward the online-RL claim; with none at "
+            "any level the cell is INCONCLUSIVE ('no counter-example to fade'). Tested effect: mean over the questions "
+            "kept at every level of the fitted change of s from the smallest to the largest alpha (least-squares "
+            "slope of s on the level's rank, times levels - 1); sign-flip permutation p, BCa bootstrap interval. "
+            f"Smallest effect of interest: {stats.sesoi_rel:g} in s. Needs at least {MIN_ALPHAS} alpha levels and "
+            f"{stats.min_n} shared questions")
 
 
 def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
@@ -76,20 +81,24 @@ def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
             levels.append(a)
             changes.append(oriented_change(cell, g.metric, records.config))
             cells.append(cell)
-    means = tuple(float(np.mean(list(c.values()))) if c else math.nan for c in changes)
+    shared = [q for q in (changes[0] if changes else {}) if all(q in c for c in changes)]
+    means = tuple(float(np.mean([c[q] for q in shared])) if shared else math.nan for c in changes)
     if len(levels) < MIN_ALPHAS:
         test = FamilyTest(0, math.nan, math.nan, f"{len(levels)} alpha levels with selected questions "
                           f"(< {MIN_ALPHAS}) in {sorted(alphas)}")
         return FadeRow(g, test, tuple(levels), means, tuple(cells))
-    low, high = changes[0], changes[-1]
-    shared = [q for q in low if q in high]
-    test = paired_test([low[q] for q in shared], [high[q] for q in shared], +1, n_boot=stats.n_boot,
-                       n_perm=stats.n_perm, seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
+    s_ = np.array([[c[q] for c in changes] for q in shared]).reshape(len(shared), len(levels))   # [questions, levels]
+    rank = np.arange(len(levels)) - (len(levels) - 1) / 2
+    fitted = (s_ @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
+    start = s_.mean(axis=1) - fitted / 2
+    test = paired_test(start, start + fitted, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
+                       zero_method=stats.zero_method, ci_level=stats.ci_level)
     return FadeRow(g, test, tuple(levels), means, tuple(cells))
 
 
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
-    """The oriented change at the grid's largest alpha against its smallest, per (pair, dataset, metric, mode)."""
+    """The trend of the oriented change over every alpha level, per (pair, dataset, metric, mode), where a
+    level holds a counter-example."""
     stats = records.config.stats
     text = rule_text(stats)
     out = []
@@ -99,7 +108,14 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
         paired = test if isinstance(test, PairedTest) else None
         margin = (Margin(test.mean_diff, test.ci_low, test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
                   if paired else None)
-        out.append(Outcome(g, text, test, margin, fields={
+        counter = [a for a, m in zip(row.levels, row.mean_changes) if m < 0]
+        decided = None
+        if paired is not None and not counter:
+            decided = (Verdict.INCONCLUSIVE, "no counter-example to fade: the mean oriented change is at or above 0 at "
+                       "every alpha level (" + ", ".join(f"{a:g}: {m:.3g}" for a, m in zip(row.levels, row.mean_changes))
+                       + ")")
+        out.append(Outcome(g, text, test, margin, decided=decided, fields={
+            "n": paired.n if paired else None,
             "base_value": finite(paired.mean_base) if paired else None,
             "post_value": finite(paired.mean_post) if paired else None,
             "effect": finite(paired.mean_diff) if paired else None,
@@ -108,9 +124,9 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             "robustness": not_applicable(records.config, "C5 compares two alpha levels; exact deltas are measured at one"),
             "funnel": [{"stage": f"alpha={a}", "n": c.n} for a, c in zip(row.levels, row.cells)],
             "extra": {"alphas": list(row.levels),
-                      "compared": [row.levels[0], row.levels[-1]] if len(row.levels) >= MIN_ALPHAS else [],
+                      "compared": list(row.levels) if len(row.levels) >= MIN_ALPHAS else [],
                       "mean_oriented_change": list(row.mean_changes),
-                      "counter_example_alphas": [a for a, m in zip(row.levels, row.mean_changes) if m < 0],
+                      "counter_example_alphas": counter, "counter_example_rule": "mean oriented change < 0",
                       "fidelity": fidelity_extra(list(row.cells))},
             "provenance": {**(row.cells[0].provenance if row.cells else {}),
                            "metric_config": records.config.metrics.as_dict()}}))
