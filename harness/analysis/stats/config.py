@@ -25,7 +25,8 @@ class StatsConfig:
       tie, i.e. zero: below it a difference is float32 rounding, not an effect (a function-identical
       model with other weights differs by ~1e-6 relative in these metrics). An audit in a half-precision
       dtype raises it to that dtype's rounding (audit.config.TIE_FLOOR: 1e-3 float16, 1e-2 bfloat16).
-    claimed_rate: the share of experiments C6 claims (the paper: 95 %).
+    claimed_rate: the share of experiments C6 claims (the paper: 95 %). claimed_rate_tolerance: how far
+      below it the lower bound of the share's interval may lie for SUPPORTED (0.05: at least 90 %).
     n_boot / n_perm / n_perm_pooled: bootstrap resamples, sign-flip permutations, swap permutations
       of pooled metrics. zero_method: Wilcoxon's handling of zero differences (secondary test).
     min_n: fewest questions a cell is judged on.
@@ -38,6 +39,7 @@ class StatsConfig:
     sesoi_accuracy: float = 0.02
     tie_rel_tol: float = 1e-4
     claimed_rate: float = 0.95
+    claimed_rate_tolerance: float = 0.05
     n_boot: int = 1000
     n_perm: int = 10000
     n_perm_pooled: int = 2000
@@ -51,7 +53,7 @@ class StatsConfig:
                 raise UserError(f"stats.{name} must lie in (0, 1), got {getattr(self, name)!r}")
         if not 0 < self.equivalence_level < 0.5:
             raise UserError(f"stats.equivalence_level must lie in (0, 0.5), got {self.equivalence_level!r}")
-        for name in ("sesoi_rel", "sesoi_accuracy", "tie_rel_tol"):
+        for name in ("sesoi_rel", "sesoi_accuracy", "tie_rel_tol", "claimed_rate_tolerance"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"stats.{name} must lie in [0, 1), got {getattr(self, name)!r}")
         for name, least in (("n_boot", 10), ("n_perm", 1), ("n_perm_pooled", 1), ("min_n", 1), ("seed", 0)):
