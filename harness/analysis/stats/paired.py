@@ -163,6 +163,7 @@ def paired_test(
     seed: int = 0,
     zero_method: str = "wilcox",
     ci_level: float = 0.95,
+    margin: float = 0.0,
 ) -> PairedTest:
     """One-sided sign-flip permutation test of the mean of post - base in `direction` (deciding,
     both tails), BCa bootstrap CI of the mean difference, Hedges-corrected d_z; secondary: one-sided
@@ -172,6 +173,10 @@ def paired_test(
     drops zero differences (their count is `n_zero`), 'pratt' ranks them and drops their ranks; the
     Hodges-Lehmann estimate uses the differences the signed-rank test ranks. The bootstrap and the
     permutations draw from independent streams spawned from `seed`.
+    margin (>= 0, in the units of the difference): the sign-flip tests are of shifted nulls, the claimed
+    side "mean difference beyond +margin in the claimed direction", the opposite side "beyond -margin"
+    (each on the differences shifted by the margin), so that the smallest effect of interest is tested
+    inside whatever correction the p-values enter; 0 tests "no change".
     Fewer than 3 questions give NaN p-values and `invalid_reason`. All differences exactly zero is no
     change, not invalid data: p = 1 in both directions and `no_change` set. A constant non-zero shift
     is a clear effect: its interval is the point, its sign-flip p the smallest the test can give.
@@ -212,9 +217,19 @@ def paired_test(
     boot_rng, perm_rng = rng.spawn(2)
     # a constant shift (every difference equal, not zero) is a clear effect: its interval is the point
     low, high = bca_mean_interval(d, n_boot, ci_level, boot_rng) if d.std() > 0 else (float(d[0]), float(d[0]))
-    perm_greater, perm_less, pmethod = sign_flip_pvalues(b, p, n_perm, perm_rng)
+    if margin < 0 or not math.isfinite(margin):
+        raise UserError(f"margin must be a finite value >= 0, got {margin!r}")
+    if margin == 0:
+        perm_greater, perm_less, pmethod = sign_flip_pvalues(b, p, n_perm, perm_rng)
+        p_perm, p_perm_opp = (perm_greater, perm_less) if direction > 0 else (perm_less, perm_greater)
+    else:   # two shifted nulls, each from its own draws of one stream
+        claimed_rng, opposite_rng = perm_rng.spawn(2)
+        greater, less, pmethod = sign_flip_pvalues(b + direction * margin, p, n_perm, claimed_rng)
+        p_perm = greater if direction > 0 else less
+        greater, less, _ = sign_flip_pvalues(b - direction * margin, p, n_perm, opposite_rng)
+        p_perm_opp = less if direction > 0 else greater
+        pmethod = f"{pmethod}, each side against the null shifted by the margin {margin:.3g}"
     m = n - n_zero
-    p_perm, p_perm_opp = (perm_greater, perm_less) if direction > 0 else (perm_less, perm_greater)
     return PairedTest(**common, ci_low=low, ci_high=high, hedges_dz=hedges_dz(d),
                       p_wilcoxon=p_claim, p_wilcoxon_opposite=p_opp, wilcoxon_method=wmethod,
                       hodges_lehmann=hodges_lehmann(d[d != 0] if zero_method == "wilcox" else d),

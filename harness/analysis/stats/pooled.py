@@ -257,7 +257,9 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
     by the paired sign-flip test of the mean change (Wilcoxon as a secondary), or pooled (Information Complexity, Eq. 15; inter-sample diversity) by the
     swap-permutation test, with the per-question test kept as a named secondary where questions are
     independent (diversity has none: each sample's value uses all the others). Per-question values
-    within `stats_config.tie_rel_tol` of each other are ties.
+    within `stats_config.tie_rel_tol` of each other are ties. The paired test's p-values are of the
+    shifted nulls "beyond +-sesoi_rel x |mean base|"; the pooled swap test's are of "no change" (its
+    exchangeability null cannot be shifted), with the margin checked on its interval.
     """
     spec = get_metric(metric)
     seed = stats_config.seed
@@ -268,9 +270,10 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
         return MetricTest(metric, None, pooled, "pooled")
     values = per_sample_values(metric, base_W, post_W, mask, metric_config)
     post, _ = ties_within_precision(values.base, values.post, stats_config.tie_rel_tol)
+    # the smallest effect of interest, sesoi_rel x |mean base|, tested as a shifted null (inside Holm)
     paired = paired_test(values.base, post, spec.direction, n_boot=stats_config.n_boot,
                          n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
-                         ci_level=stats_config.ci_level)
+                         ci_level=stats_config.ci_level, margin=stats_config.sesoi_rel * abs(float(values.base.mean())))
     return MetricTest(metric, paired, pooled, spec.decided_by)
 
 

@@ -92,7 +92,7 @@ def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
     fitted = (s_ @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
     start = s_.mean(axis=1) - fitted / 2
     test = paired_test(start, start + fitted, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
-                       zero_method=stats.zero_method, ci_level=stats.ci_level)
+                       zero_method=stats.zero_method, ci_level=stats.ci_level, margin=stats.sesoi_rel)
     return FadeRow(g, test, tuple(levels), means, tuple(cells))
 
 
