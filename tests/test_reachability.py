@@ -432,3 +432,21 @@ def test_every_family_of_every_budget_can_decide(budget: str, claim_id: str) -> 
         if "n_boot" in c.extra:   # C4's resamples are sized for the whole family, every cell tested
             assert 2 * size / (c.extra["n_boot"] + 1) < significance, (c.cell_id, c.extra["n_boot"], size)
     assert sum("holm_m" in c.extra for c in cells.values()) >= len(family) // 2
+
+
+def test_a_verdict_that_only_the_family_withholds_says_so() -> None:
+    """One cell with a clear rise among 11 null cells: alone it is SUPPORTED; in the family of 12 its p no
+    longer passes Holm over 24 hypotheses, and the cell says that the family decided."""
+    rng = np.random.default_rng(21)
+    cells = {}
+    for i in range(12):
+        base = heavy(rng, 4)
+        gain, noise = (1.12, 0.1) if i == 0 else (1.0, 0.05)   # the first: p = 0.0063 alone
+        cells[("rl", f"d{i}", 0.5)] = (base, gain * base * (1 + noise * rng.normal(size=(N, 1, 1))))
+    grid = [GridCell("rl", f"d{i}", 0.5, None, "own") for i in range(12)]
+    audit = PlantedRecords(cells)
+    alone = judge("C1", audit, grid[:1])[grid[0]]
+    within = judge("C1", audit, grid)[grid[0]]
+    assert alone.verdict is Verdict.SUPPORTED and not alone.extra["family_dependent"], alone.reason
+    assert within.verdict is Verdict.INCONCLUSIVE and within.extra["family_dependent"], within.reason
+    assert "the family decides: alone its p = " in within.reason and "Holm over m = 24 does not" in within.reason

@@ -265,7 +265,12 @@ def test_a_changed_verdict_names_its_cause_settings_family_or_data() -> None:
                           extra={"holm_m": 4, "family_size": 2, "family_hash": "f1"})
     assert baseline_problems(setting, before, []) == [
         "verdict changed from the baseline: SUPPORTED -> INCONCLUSIVE (cause: settings: stats.sesoi_rel 0.05 -> 0.5)"]
-    assert change_cause(before, family) == "its correction family: holm_m 4 -> 12, family_size 2 -> 6"
+    assert change_cause(before, family) == ("its correction family (the cell's own numbers are unchanged): "
+                                            "holm_m 4 -> 12, family_size 2 -> 6")
+    # another budget: other settings and a larger family, the same numbers: Holm decided, and it says so
+    budget = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", provenance={"audit_config": {**config, "questions": 400}},
+                            extra={"holm_m": 24, "family_size": 12, "family_hash": "f3"})
+    assert change_cause(before, budget).startswith("its correction family (the cell's own numbers are unchanged)")
     assert change_cause(before, data) == "the data: effect 0.2 -> 0.01, ci_low 0.1 -> -0.09, ci_high 0.3 -> 0.11"
     assert baseline_problems(before, before, []) == []
 

@@ -72,16 +72,20 @@ def diff_runs(old: ClaimsRun, new: ClaimsRun) -> list[str]:
 
 
 def change_cause(before: CellResult, after: CellResult) -> str:
-    """Why a cell's verdict moved, in the order that explains it: the settings it was judged under
-    (provenance.audit_config), else the family it was corrected with (Holm's m, its members), else its
-    own data (n, effect, p)."""
+    """Why a cell's verdict moved, in the order that explains it: the family it was corrected with when
+    its own numbers did not move (Holm's m, its members); else the settings it was judged under
+    (provenance.audit_config); else its family; else its own data (n, effect, p)."""
+    same_data = all(getattr(before, k) == getattr(after, k) for k in ("n", "effect", "p_value", "ci_low", "ci_high"))
+    family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_unusable",
+                                                                     "family_hash")
+              if before.extra.get(k) != after.extra.get(k)]
+    if same_data and family:   # the same numbers judged in another family: Holm decided, whatever else changed
+        return "its correction family (the cell's own numbers are unchanged): " + ", ".join(
+            f"{k} {a} -> {b}" for k, a, b in family[:2])
     settings = _changed(before.provenance.get("audit_config") or {}, after.provenance.get("audit_config") or {})
     if settings:
         shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in settings[:3])
         return f"settings: {shown}" + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
-    family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_unusable",
-                                                                     "family_hash")
-              if before.extra.get(k) != after.extra.get(k)]
     if family:
         return "its correction family: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in family[:2])
     data = [(k, getattr(before, k), getattr(after, k)) for k in ("n", "effect", "p_value", "ci_low", "ci_high")

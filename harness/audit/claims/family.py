@@ -120,8 +120,14 @@ def _record(claim: ClaimSpec, o: Outcome, decision: Decision | None, p_bh: float
         if o.combine is not None:
             label, reason, combined = o.combine(decision)
             extra = {**extra, **combined}
+        raw = min(o.test.p_claimed, o.test.p_opposite)
+        dependent = (label is Verdict.INCONCLUSIVE and decision.holm_m > 2 and raw < stats.significance
+                     and not decision.equivalent and decision.reachable)
+        if dependent:   # the same data would be decided in a smaller family: say so
+            reason = (f"{reason}; the family decides: alone its p = {raw:.3g} < {stats.significance} would pass, "
+                      f"Holm over m = {decision.holm_m} does not")
         if o.family_record:
-            extra = {**family_extra(members, claim, decision, stats, unusable), **extra}
+            extra = {**family_extra(members, claim, decision, stats, unusable), "family_dependent": dependent, **extra}
     values.update(fields)
     return CellResult(claim.id, claim.name, cell_id(claim, g), label, o.rule, reason, extra=extra, paper=claim.paper,
                       **values)
