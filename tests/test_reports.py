@@ -3,6 +3,7 @@ Every cell here is synthetic, made by hand for the test."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -28,7 +29,7 @@ from harness.audit.verdicts import (
 from harness.cli import main as harness_main
 from harness.errors import UserError
 from harness.report import ClaimsRun, Figure, load_claims, plots, write_reports
-from harness.report.compare import DriftLimit, baseline_problems, change_cause, diff_runs, merge_runs
+from harness.report.compare import DriftLimit, baseline_of, baseline_problems, change_cause, diff_runs, merge_runs
 from harness.report.matrix import build_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,3 +444,20 @@ def test_wrongly_typed_cell_fields_are_one_line(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert CellResult.from_dict({**synthetic_cell().to_dict(), "n": np.int64(3), "effect": np.float32(0.5)}).n == 3
+
+
+def test_a_baseline_keeps_what_the_comparison_reads_and_drops_the_detail(tmp_path: Path) -> None:
+    """`report baseline`: the same verdicts and numbers (diff finds nothing), the settings and family that
+    change_cause reads, without the per-edge detail (here extra.fidelity) or the figures."""
+    run = synthetic_run()
+    cell = run.cells[0]
+    run.cells[0] = dataclasses.replace(cell, extra={**cell.extra, "holm_m": 4, "fidelity": {"by_destination": [1] * 999}},
+                                       provenance={**cell.provenance, "audit_config": {"questions": 200},
+                                                   "answers_source": {"file": "x"}})
+    baseline = baseline_of(run)
+    assert diff_runs(run, baseline) == [] and baseline.figures == []
+    kept = baseline.cells[0]
+    assert kept.extra == {"holm_m": 4} and kept.provenance == {"audit_config": {"questions": 200}}
+    assert harness_main(["report", "baseline", str(write_reports(run, tmp_path / "r")["json"]), "--out",
+                 str(tmp_path / "b.json")]) == 0
+    assert diff_runs(run, load_claims(tmp_path / "b.json")) == []

@@ -1,14 +1,16 @@
-"""`python -m harness report diff A B` and `python -m harness report merge SHARD... --out DIR`."""
+"""`python -m harness report diff A B`, `python -m harness report merge SHARD... --out DIR` and
+`python -m harness report baseline RUN --out FILE`."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from pathlib import Path
 
 from harness.cli import COMMANDS
-from harness.files import check_writable_folder
-from harness.report.compare import diff_runs, merge_runs
+from harness.files import atomic_write_text, check_writable_file, check_writable_folder
+from harness.report.compare import baseline_of, diff_runs, merge_runs
 from harness.report.document import load_claims
 from harness.report.writers import write_reports
 
@@ -29,6 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("--run-id", default=None, help="id of the merged run (default merged-<UTC time>)")
     merge.set_defaults(run=run_merge)
 
+    baseline = actions.add_parser("baseline", help="write a run's claims.json as a baseline to commit (what "
+                                                   "--baseline compares, without the per-edge detail)")
+    baseline.add_argument("claims", type=Path, help="claims.json, or the run folder holding it")
+    baseline.add_argument("--out", type=Path, required=True, help="file to write, e.g. "
+                                                                  "reports/baselines/nightly-claims.json")
+    baseline.set_defaults(run=run_baseline)
+
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = load_claims(args.old), load_claims(args.new)
@@ -45,4 +54,12 @@ def run_merge(args: argparse.Namespace) -> int:
     merged = merge_runs([(str(path), load_claims(path)) for path in args.shards], run_id)
     paths = write_reports(merged, args.out)
     print(f"merged {len(args.shards)} shard(s), {len(merged.cells)} cells -> {paths['html']}")
+    return 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    check_writable_file(args.out)
+    run = baseline_of(load_claims(args.claims))
+    atomic_write_text(args.out, json.dumps(run.to_document(), indent=1) + "\n")
+    print(f"baseline of run {run.run_id}: {len(run.cells)} cells -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0

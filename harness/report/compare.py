@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -191,3 +192,18 @@ def sensitivity_table(setting: str, runs: list[tuple[str, ClaimsRun]]) -> str:
     return "\n".join([f"# Sensitivity to `{setting}`", "",
                       f"{len(ids)} cells; the verdict changes with `{setting}` in {changed} of them. "
                       "Each entry: verdict (effect).", "", header, rule, *rows, ""])
+
+
+# What a baseline keeps of a cell's `extra`: what the comparison and change_cause read
+BASELINE_EXTRA = ("holm_m", "family_size", "family_unusable", "family_hash", "family_dependent", "reachable",
+                  "equivalent", "outcome", "error")
+
+
+def baseline_of(run: ClaimsRun) -> ClaimsRun:
+    """`run` as a committed baseline keeps it: every cell's verdict, reason, numbers, the settings it was
+    judged under and its family, without the per-edge, per-question and per-experiment detail (fidelity
+    by destination, causal curves, answer sources, figures) that makes a claims.json megabytes."""
+    cells = [dataclasses.replace(c, extra={k: c.extra[k] for k in BASELINE_EXTRA if k in (c.extra or {})},
+                                 provenance={k: v for k, v in (c.provenance or {}).items() if k == "audit_config"})
+             for c in run.cells]
+    return ClaimsRun(run.run_id, cells, provenance=run.provenance, figures=[], created=run.created)
