@@ -503,7 +503,9 @@ def test_pooled_test_reproduces_pinned_numbers(key):
     r = pooled_test(base, post, mask, metric, MetricConfig(bins=20, range_policy=policy), n_boot=2000, n_perm=2000,
                     seed=7)
     diff, low, high, p, p_opp = PINNED_POOLED[key]
-    assert (r.diff, r.ci_low, r.ci_high) == pytest.approx((diff, low, high), rel=1e-9, abs=1e-12)
+    assert r.diff == pytest.approx(diff, rel=1e-9, abs=1e-12)
+    if metric != "complexity":   # complexity's interval now re-derives the histogram range per resample (below)
+        assert (r.ci_low, r.ci_high) == pytest.approx((low, high), rel=1e-9, abs=1e-12)
     assert abs(r.p_permutation - p) < mc_tolerance(p, 2000)
     assert abs(r.p_permutation_opposite - p_opp) < mc_tolerance(p_opp, 2000)
     assert r.permutation_method.startswith("swap permutation within questions, exact") == (name == "n8")
@@ -530,3 +532,26 @@ def test_one_nonzero_difference_is_a_test_result_not_a_crash(direction):
     r = paired_test(base, post, direction)
     assert (r.p_permutation, r.p_permutation_opposite) == ((0.5, 1.0) if direction > 0 else (1.0, 0.5))
     assert r.permutation_method == "exact over 2 sign flips" and r.min_p == 0.5
+
+
+@pytest.mark.parametrize("policy", ["joint", "per_model"])
+def test_complexity_interval_re_derives_the_histogram_range_per_resample(policy):
+    """The pooled complexity's BCa interval equals scipy's bootstrap of the metric recomputed from scratch
+    (pooled_values on the resampled W, its min-max range re-derived) with the same draws; under the
+    per-model range it is wider than the interval that held the full data's range fixed (pinned above)."""
+    from harness.analysis.metrics import pooled_values
+
+    base, post, mask = pinned_pooled_inputs()["n14"]
+    config = MetricConfig(bins=20, range_policy=policy)
+    r = pooled_test(base, post, mask, "complexity", config, n_boot=300, n_perm=50, seed=7)
+
+    def from_scratch(drawn):
+        values = pooled_values("complexity", base[drawn], post[drawn], mask, config)
+        return values.post - values.base
+
+    reference = scipy.stats.bootstrap((np.arange(14),), from_scratch, n_resamples=300, method="BCa",
+                                      vectorized=False, rng=np.random.default_rng(7)).confidence_interval
+    assert (r.ci_low, r.ci_high) == pytest.approx((reference.low, reference.high), rel=1e-9)
+    if policy == "per_model":
+        _, fixed_low, fixed_high, _, _ = PINNED_POOLED["n14/complexity/per_model"]
+        assert r.ci_high - r.ci_low > 1.5 * (fixed_high - fixed_low)

@@ -79,25 +79,71 @@ def _multiplicities(drawn: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=drawn.shape[0] * size).reshape(drawn.shape[0], size).astype(float)
 
 
-def _bootstrap_interval(spec: MetricSpec, state_base: Any, state_post: Any, n: int, n_boot: int, level: float,
+def _bootstrap_interval(difference: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int, level: float,
                         rng: np.random.Generator) -> tuple[float, float]:
-    """BCa interval of pooled post - base: scipy.stats.bootstrap over the question indices [n].
-
-    The statistic turns each resample of indices into multiplicity weights and recombines the
-    precomputed per-question states (the histogram of the full data is not rebuilt per resample).
+    """BCa interval of pooled post - base: scipy.stats.bootstrap over the question indices [n];
+    `difference(drawn [R, k]) -> [R]` is the pooled difference of each row of drawn questions.
     NaN where the interval is degenerate (every resample on one side of the estimate)."""
-    def pooled_difference(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn [..., k] indices
-        shape = drawn.shape[:-1]
-        weights = _multiplicities(drawn.reshape(-1, drawn.shape[-1]), n)
-        return (_combine_chunked(spec, state_post, weights) - _combine_chunked(spec, state_base, weights)).reshape(shape)
+    def statistic(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn [..., k] indices
+        return difference(drawn.reshape(-1, drawn.shape[-1])).reshape(drawn.shape[:-1])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)
         with np.errstate(divide="ignore", invalid="ignore"):
-            interval = bootstrap((np.arange(n),), pooled_difference, n_resamples=n_boot, confidence_level=level,
+            interval = bootstrap((np.arange(n),), statistic, n_resamples=n_boot, confidence_level=level,
                                  method="BCa", vectorized=True, rng=rng).confidence_interval
     low, high = float(interval.low), float(interval.high)
     return (low, high) if np.isfinite(low) and np.isfinite(high) else (math.nan, math.nan)
+
+
+def _recombined_difference(spec: MetricSpec, state_base: Any, state_post: Any, n: int
+                           ) -> Callable[[np.ndarray], np.ndarray]:
+    """Pooled post - base of rows of drawn questions, from precomputed per-question states (the bins of
+    the full data held fixed)."""
+    def difference(drawn: np.ndarray) -> np.ndarray:
+        weights = _multiplicities(drawn, n)
+        return _combine_chunked(spec, state_post, weights) - _combine_chunked(spec, state_base, weights)
+
+    return difference
+
+
+class _RangedHistograms:
+    """The pooled Information Complexity of any multiset of samples of [base; post] (rows 0..n-1 base),
+    its histogram range re-derived from the samples drawn: per model, or over both models (joint).
+
+    Every sample's |cells| are sorted once; a histogram on new edges is then a batch of searchsorted
+    calls (bins [e_i, e_i+1), the last one closed). Hand-written: no library histograms a resampled
+    multiset of presorted rows without copying them."""
+
+    def __init__(self, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig) -> None:
+        stacked = np.abs(edge_values(np.concatenate([base, post]), mask, config))
+        rows, self.m = stacked.shape
+        ordered = np.sort(stacked, axis=1)
+        self.offset = float(ordered[:, -1].max()) + 1.0
+        self.keys = (ordered + self.offset * np.arange(rows)[:, None]).ravel()
+        self.row_min, self.row_max = ordered[:, 0], ordered[:, -1]
+        self.fractions = np.arange(1, config.bins) / config.bins
+        self.eps = config.eps
+
+    def range_of(self, *selected: np.ndarray) -> tuple[float, float]:
+        return (min(self.row_min[s].min() for s in selected), max(self.row_max[s].max() for s in selected))
+
+    def entropy(self, selected: np.ndarray, low: float, high: float) -> float:
+        edges = low + (high - low) * self.fractions if high > low else np.full(self.fractions.size, np.inf)
+        queries = edges[None, :] + self.offset * selected[:, None]
+        below = np.searchsorted(self.keys, queries, side="left") - self.m * selected[:, None]
+        cumulative = np.concatenate([np.zeros((selected.size, 1)), below, np.full((selected.size, 1), self.m)], axis=1)
+        counts = np.diff(cumulative, axis=1).sum(axis=0)
+        p = counts / counts.sum()
+        return float(-np.sum(np.where(p > 0, p * np.log(p + self.eps), 0.0)))
+
+    def difference(self, as_base: np.ndarray, as_post: np.ndarray, joint: bool) -> np.ndarray:
+        """Pooled complexity post - base for each row of row indices as_base, as_post [R, k]."""
+        out = np.empty(as_base.shape[0])
+        for i, (b, p) in enumerate(zip(as_base, as_post)):
+            rb, rp = (self.range_of(b, p),) * 2 if joint else (self.range_of(b), self.range_of(p))
+            out[i] = self.entropy(p, *rp) - self.entropy(b, *rb)
+        return out
 
 
 def _swap_statistic(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray,
@@ -126,34 +172,13 @@ def _swap_statistic(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: 
 
 def _per_model_complexity_statistic(base: np.ndarray, post: np.ndarray, mask: np.ndarray,
                                     config: MetricConfig) -> Callable[..., np.ndarray]:
-    """Pooled complexity post - base per swap pattern, each model's min-max range re-derived.
-
-    Every sample's |cells| are sorted once; a histogram on new edges is then a batch of
-    searchsorted calls (bins [e_i, e_i+1), the last one closed).
-    """
-    stacked = np.abs(edge_values(np.concatenate([base, post]), mask, config))
-    rows, m = stacked.shape
-    ordered = np.sort(stacked, axis=1)
-    offset = float(ordered[:, -1].max()) + 1.0
-    keys = (ordered + offset * np.arange(rows)[:, None]).ravel()
-    row_min, row_max = ordered[:, 0], ordered[:, -1]
-    fractions = np.arange(1, config.bins) / config.bins
-
-    def entropy_of(selected: np.ndarray) -> float:
-        low, high = row_min[selected].min(), row_max[selected].max()
-        edges = low + (high - low) * fractions if high > low else np.full(fractions.size, np.inf)
-        queries = edges[None, :] + offset * selected[:, None]
-        below = np.searchsorted(keys, queries, side="left") - m * selected[:, None]
-        cumulative = np.concatenate([np.zeros((selected.size, 1)), below, np.full((selected.size, 1), m)], axis=1)
-        counts = np.diff(cumulative, axis=1).sum(axis=0)
-        p = counts / counts.sum()
-        return float(-np.sum(np.where(p > 0, p * np.log(p + config.eps), 0.0)))
+    """Pooled complexity post - base per swap pattern, each model's min-max range re-derived."""
+    histograms = _RangedHistograms(base, post, mask, config)
 
     def statistic(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
         shape = as_base.shape[:-1]
-        rows_b = as_base.reshape(-1, as_base.shape[-1])
-        rows_p = as_post.reshape(-1, as_post.shape[-1])
-        return np.array([entropy_of(p) - entropy_of(b) for b, p in zip(rows_b, rows_p)]).reshape(shape)
+        return histograms.difference(as_base.reshape(-1, as_base.shape[-1]), as_post.reshape(-1, as_post.shape[-1]),
+                                     joint=False).reshape(shape)
 
     return statistic
 
@@ -200,8 +225,9 @@ def pooled_test(
 ) -> PooledTest:
     """Pooled metric of base and post W [n, n_src, n_dst], paired by question.
 
-    CI: BCa paired bootstrap over questions (the same resampled questions for both models;
-    histogram ranges and bin edges of the full data held fixed). p-values: swap permutation test,
+    CI: BCa paired bootstrap over questions (the same resampled questions for both models); a metric
+    whose histogram range comes from the data (complexity, joint or per-model range) re-derives the
+    range from each resample, since the range is a main source of its variance. p-values: swap permutation test,
     exact under "base and post are exchangeable within each question": swap the two models'
     samples of a random subset of questions, recompute the pooled difference. Under the per_model
     range policy every permutation re-derives each model's range (and so its bin edges).
@@ -228,10 +254,18 @@ def pooled_test(
                           f"not run: |difference| within {tie_rel_tol:g} relative (a tie)", spec.direction, n_boot,
                           n_perm, seed, config.as_dict(), None, no_change=True)
     rng = np.random.default_rng(seed)
-    low, high = _bootstrap_interval(spec, sb, sp, n, n_boot, ci_level, rng)
+    if spec.uses_range and config.range_policy is not RangePolicy.FIXED:
+        # the histogram's range moves with the questions drawn: each resample re-derives it
+        histograms = _RangedHistograms(base, post, mask_, config)
+        joint = config.range_policy is RangePolicy.JOINT
+        difference = lambda drawn: histograms.difference(drawn, drawn + n, joint)  # noqa: E731
+        ci_method = f"BCa paired bootstrap over questions, {n_boot} resamples, the histogram range re-derived per resample"
+    else:
+        difference = _recombined_difference(spec, sb, sp, n)
+        ci_method = f"BCa paired bootstrap over questions, {n_boot} resamples"
+    low, high = _bootstrap_interval(difference, n, n_boot, ci_level, rng)
     p_claim, p_opp, permutation_method = _swap_test(spec, base, post, mask_, config, n_perm, rng)
-    return PooledTest(metric, n, vb, vp, diff, low, high, ci_level,
-                      f"BCa paired bootstrap over questions, {n_boot} resamples, bin edges of the full data",
+    return PooledTest(metric, n, vb, vp, diff, low, high, ci_level, ci_method,
                       p_claim, p_opp, permutation_method, spec.direction, n_boot, n_perm, seed, config.as_dict(), None)
 
 
