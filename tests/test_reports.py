@@ -272,6 +272,14 @@ def test_a_changed_verdict_names_its_cause_settings_family_or_data() -> None:
     budget = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", provenance={"audit_config": {**config, "questions": 400}},
                             extra={"holm_m": 24, "family_size": 12, "family_hash": "f3"})
     assert change_cause(before, budget).startswith("its correction family (the cell's own numbers are unchanged)")
+    # a newer release: its rule moved the numbers and it added a setting; no setting the old run had changed
+    old_code = synthetic_cell(alpha=0.1, provenance={"audit_config": config, "code_version": "git:aaa"},
+                              extra={"holm_m": 4, "family_size": 2, "family_hash": "f1"})
+    new_code = synthetic_cell(alpha=0.1, verdict="INCONCLUSIVE", effect=0.01, extra={"holm_m": 4, "family_size": 2,
+                              "family_hash": "f1"}, provenance={"code_version": "git:bbb", "audit_config": {
+                                  **config, "stats": {**config["stats"], "claimed_rate_tolerance": 0.05}}})
+    assert change_cause(old_code, new_code) == ("the code: git:aaa -> git:bbb, under the same settings (settings it "
+                                                "added: stats.claimed_rate_tolerance)")
     assert change_cause(before, data) == "the data: effect 0.2 -> 0.01, ci_low 0.1 -> -0.09, ci_high 0.3 -> 0.11"
     assert baseline_problems(before, before, []) == []
 
@@ -457,7 +465,7 @@ def test_a_baseline_keeps_what_the_comparison_reads_and_drops_the_detail(tmp_pat
     baseline = baseline_of(run)
     assert diff_runs(run, baseline) == [] and baseline.figures == []
     kept = baseline.cells[0]
-    assert kept.extra == {"holm_m": 4} and kept.provenance == {"audit_config": {"questions": 200}}
+    assert kept.extra == {"holm_m": 4} and kept.provenance == {"audit_config": {"questions": 200}}   # no code_version here
     assert harness_main(["report", "baseline", str(write_reports(run, tmp_path / "r")["json"]), "--out",
                  str(tmp_path / "b.json")]) == 0
     assert diff_runs(run, load_claims(tmp_path / "b.json")) == []

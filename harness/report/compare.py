@@ -75,7 +75,8 @@ def diff_runs(old: ClaimsRun, new: ClaimsRun) -> list[str]:
 def change_cause(before: CellResult, after: CellResult) -> str:
     """Why a cell's verdict moved, in the order that explains it: the family it was corrected with when
     its own numbers did not move (Holm's m, its members); else the settings it was judged under
-    (provenance.audit_config); else its family; else its own data (n, effect, p)."""
+    (provenance.audit_config, keys both records have); else the code (provenance.code_version: its
+    rules or statistics); else its family; else its own data (n, effect, p)."""
     same_data = all(getattr(before, k) == getattr(after, k) for k in ("n", "effect", "p_value", "ci_low", "ci_high"))
     family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_unusable",
                                                                      "family_hash")
@@ -83,10 +84,16 @@ def change_cause(before: CellResult, after: CellResult) -> str:
     if same_data and family:   # the same numbers judged in another family: Holm decided, whatever else changed
         return "its correction family (the cell's own numbers are unchanged): " + ", ".join(
             f"{k} {a} -> {b}" for k, a, b in family[:2])
-    settings = _changed(before.provenance.get("audit_config") or {}, after.provenance.get("audit_config") or {})
+    changed = _changed(before.provenance.get("audit_config") or {}, after.provenance.get("audit_config") or {})
+    settings = [c for c in changed if _ABSENT not in c[1:]]
     if settings:
         shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in settings[:3])
         return f"settings: {shown}" + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
+    code = (before.provenance.get("code_version"), after.provenance.get("code_version"))
+    if None not in code and code[0] != code[1]:   # a setting that exists on one side only is the code's too
+        added = [k for k, a, b in changed if a is _ABSENT]
+        return (f"the code: {code[0]} -> {code[1]}, under the same settings"
+                + (f" (settings it added: {', '.join(added[:3])})" if added else ""))
     if family:
         return "its correction family: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in family[:2])
     data = [(k, getattr(before, k), getattr(after, k)) for k in ("n", "effect", "p_value", "ci_low", "ci_high")
@@ -96,11 +103,15 @@ def change_cause(before: CellResult, after: CellResult) -> str:
                            or "the same numbers under another rule")
 
 
+_ABSENT = "<absent>"   # a setting the other record's release did not have
+
+
 def _changed(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(dotted key, before, after) of every setting that differs between two audit_config records."""
+    """(dotted key, before, after) of every setting that differs between two audit_config records; a key
+    only one of them has is _ABSENT on the other side."""
     out = []
     for key in sorted(a.keys() | b.keys()):
-        x, y = a.get(key), b.get(key)
+        x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
         if isinstance(x, dict) and isinstance(y, dict):
             out += _changed(x, y, f"{prefix}{key}.")
         elif x != y:
@@ -204,6 +215,7 @@ def baseline_of(run: ClaimsRun) -> ClaimsRun:
     judged under and its family, without the per-edge, per-question and per-experiment detail (fidelity
     by destination, causal curves, answer sources, figures) that makes a claims.json megabytes."""
     cells = [dataclasses.replace(c, extra={k: c.extra[k] for k in BASELINE_EXTRA if k in (c.extra or {})},
-                                 provenance={k: v for k, v in (c.provenance or {}).items() if k == "audit_config"})
+                                 provenance={k: v for k, v in (c.provenance or {}).items()
+                                             if k in ("audit_config", "code_version")})
              for c in run.cells]
     return ClaimsRun(run.run_id, cells, provenance=run.provenance, figures=[], created=run.created)
