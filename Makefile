@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml Makefile
 audit: install
 	$(PY) -m harness audit --workers 2 --threads 1
 
-# the fuller grid for nightly regression runs (README, Budgets): every bundled pair, the paper's alpha grid
+# the fuller grid for nightly regression runs (README, Budgets): every bundled pair, the paper's alpha grid;
+# exits 1 when a verdict moved from the committed baseline, naming each cell and the cause
+NIGHTLY_BASELINE := reports/baselines/nightly-claims.json
 nightly: install
-	$(PY) -m harness audit --budget nightly --workers 2 --threads 1
+	$(PY) -m harness audit --budget nightly --workers 2 --threads 1 --baseline $(NIGHTLY_BASELINE)
 
 test: install
 	$(PY) -m pytest tests -m "not slow" -q

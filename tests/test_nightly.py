@@ -1,9 +1,10 @@
 """Nightly regression: `audit --baseline` against a stored claims.json on the shipped tiny models.
 A run whose verdicts match exits 0; a run under one changed setting that moves a verdict exits 1 and
-names the cell and the cause."""
+names the cell and the cause. And the committed nightly baseline is a report of the nightly grid."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from harness.report.document import load_claims
 
 ROOT = Path(__file__).resolve().parent.parent
+NIGHTLY_BASELINE = ROOT / "reports" / "baselines" / "nightly-claims.json"
 
 
 @pytest.mark.slow
@@ -48,3 +50,19 @@ def test_a_setting_that_moves_a_verdict_fails_the_nightly_comparison(tmp_path: P
     assert (f"audit:   {cell}: verdict changed from the baseline: REFUTED -> INCONCLUSIVE "
             "(cause: settings: stats.significance 0.2 -> 0.05)") in moved.stderr
 
+
+
+def test_the_committed_nightly_baseline_is_the_nightly_grid() -> None:
+    """`make nightly` compares with reports/baselines/nightly-claims.json: a baseline of the nightly budget
+    (every bundled pair, the paper's alpha grid), every claim, no INVALID cell, in the current schema."""
+    from harness.audit.claims import CLAIMS_BY_ID
+    from harness.cli.audit import AUDIT_BUDGETS
+
+    run = load_claims(NIGHTLY_BASELINE)
+    document = json.loads(NIGHTLY_BASELINE.read_text())
+    nightly = AUDIT_BUDGETS["nightly"]
+    assert {c.alpha for c in run.cells if c.alpha is not None} == {float(a) for a in nightly["alphas"].split(",")}
+    assert {c.claim_id for c in run.cells} == set(CLAIMS_BY_ID)
+    assert not [c.cell_id for c in run.cells if c.verdict.value == "INVALID"]
+    assert {c.provenance["audit_config"]["questions"] for c in run.cells if c.provenance} == {nightly["questions"]}
+    assert document["summary"]["cells"] == len(run.cells) == document["provenance"]["selected_cells"]
