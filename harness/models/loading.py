@@ -65,6 +65,12 @@ def checkpoint_mismatches(folder: Path) -> list[str]:
     return out
 
 
+def mismatch_text(names: list[str]) -> str:
+    """What a checkpoint whose weights do not fit its config lacks, for an error line."""
+    return (f"{len(names)} weight(s) missing from its checkpoint or of the wrong shape for its config (e.g. "
+            f"{names[0]}); the checkpoint is damaged or its config.json does not match its weights")
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
@@ -214,9 +220,7 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
         raise UserError(f"could not load model {spec} as a {where}: {first}") from None
     damaged = sorted(map(str, loading.get("missing_keys") or ())) + sorted(map(str, loading.get("mismatched_keys") or ()))
     if damaged:   # transformers would initialise these at random and only print a load report
-        raise UserError(f"could not load model {spec}: {len(damaged)} weight(s) missing from its checkpoint or of "
-                        f"the wrong shape for its config (e.g. {damaged[0]}); the checkpoint is damaged or its "
-                        "config.json does not match its weights")
+        raise UserError(f"could not load model {spec}: {mismatch_text(damaged)}")
     warn_untested_versions()
     if (require_tokenizer and local and not gguf_file
             and not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)):

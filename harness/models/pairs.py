@@ -15,6 +15,7 @@ from harness.models.loading import (
     checkpoint_mismatches,
     definition_fingerprint,
     load_model,
+    mismatch_text,
     state_dict_fingerprint,
 )
 from harness.models.registry import PairSpec
@@ -67,9 +68,7 @@ def check_pair_files(spec: PairSpec) -> None:
         if folder.is_dir():   # findings u26, u27: the loader would initialise these at random
             missing = checkpoint_mismatches(folder)
             if missing:
-                raise UserError(f"pair {spec.name}: the {side} model {ref}: {len(missing)} weight(s) missing from its "
-                                f"checkpoint or of the wrong shape for its config (e.g. {missing[0]}); the checkpoint "
-                                "is damaged or its config.json does not match its weights")
+                raise UserError(f"pair {spec.name}: the {side} model {ref}: {mismatch_text(missing)}")
     for side, folder in (("post", spec.post_adapter), ("base", spec.base_adapter)):
         if folder is not None and not (Path(folder) / "adapter_config.json").is_file():
             raise UserError(f"pair {spec.name}: the {side} adapter folder {folder} has no adapter_config.json; "

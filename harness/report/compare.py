@@ -77,11 +77,12 @@ def change_cause(before: CellResult, after: CellResult) -> str:
     its own numbers did not move (Holm's m, its members); else the settings it was judged under
     (provenance.audit_config, keys both records have); else the code (provenance.code_version: its
     rules or statistics); else its family; else its own data (n, effect, p)."""
-    same_data = all(getattr(before, k) == getattr(after, k) for k in ("n", "effect", "p_value", "ci_low", "ci_high"))
+    data = [(k, getattr(before, k), getattr(after, k)) for k in ("n", "effect", "p_value", "ci_low", "ci_high")
+            if getattr(before, k) != getattr(after, k)]
     family = [(k, before.extra.get(k), after.extra.get(k)) for k in ("holm_m", "family_size", "family_unusable",
                                                                      "family_hash")
               if before.extra.get(k) != after.extra.get(k)]
-    if same_data and family:   # the same numbers judged in another family: Holm decided, whatever else changed
+    if not data and family:   # the same numbers judged in another family: Holm decided, whatever else changed
         return "its correction family (the cell's own numbers are unchanged): " + ", ".join(
             f"{k} {a} -> {b}" for k, a, b in family[:2])
     changed = _changed(before.provenance.get("audit_config") or {}, after.provenance.get("audit_config") or {})
@@ -96,8 +97,6 @@ def change_cause(before: CellResult, after: CellResult) -> str:
                 + (f" (settings it added: {', '.join(added[:3])})" if added else ""))
     if family:
         return "its correction family: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in family[:2])
-    data = [(k, getattr(before, k), getattr(after, k)) for k in ("n", "effect", "p_value", "ci_low", "ci_high")
-            if getattr(before, k) != getattr(after, k)]
     return "the data: " + (", ".join(f"{k} {_num(a) if isinstance(a, float) else a} -> "
                                      f"{_num(b) if isinstance(b, float) else b}" for k, a, b in data[:3])
                            or "the same numbers under another rule")
@@ -205,6 +204,8 @@ def sensitivity_table(setting: str, runs: list[tuple[str, ClaimsRun]]) -> str:
                       "Each entry: verdict (effect).", "", header, rule, *rows, ""])
 
 
+# What a baseline drops of the run's provenance: where it ran (its folders, command line, cache), not what it found
+MACHINE_PROVENANCE = ("argv", "cache", "baseline")
 # What a baseline keeps of a cell's `extra`: what the comparison and change_cause read
 BASELINE_EXTRA = ("holm_m", "family_size", "family_unusable", "family_hash", "family_dependent", "reachable",
                   "equivalent", "outcome", "error")
@@ -218,4 +219,5 @@ def baseline_of(run: ClaimsRun) -> ClaimsRun:
                                  provenance={k: v for k, v in (c.provenance or {}).items()
                                              if k in ("audit_config", "code_version")})
              for c in run.cells]
-    return ClaimsRun(run.run_id, cells, provenance=run.provenance, figures=[], created=run.created)
+    provenance = {k: v for k, v in run.provenance.items() if k not in MACHINE_PROVENANCE}
+    return ClaimsRun(run.run_id, cells, provenance=provenance, figures=[], created=run.created)

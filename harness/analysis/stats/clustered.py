@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy.stats import bootstrap
+from statsmodels.stats.proportion import proportion_confint
 
 from harness.errors import UserError
 
@@ -54,3 +55,17 @@ def clustered_share(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: in
         low, high = interval.low, interval.high
     return ClusteredShare(int(h.sum()), int(h.size), k, float(h.mean()), float(low), float(high), ci_level,
                           f"percentile cluster bootstrap over {k} pair x dataset clusters, {n_boot} resamples")
+
+
+def clustered_share_exact(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: int = 2000, seed: int = 0,
+                          ci_level: float = 0.95) -> ClusteredShare:
+    """clustered_share with the wider of its interval and the exact (Clopper-Pearson) binomial interval
+    over the k clusters (hits counted as share x k): a cluster bootstrap over few clusters is too narrow,
+    and degenerate when every experiment is a hit."""
+    boot = clustered_share(hits, clusters, n_boot=n_boot, seed=seed, ci_level=ci_level)
+    if not np.isfinite(boot.ci_low):
+        return boot
+    k = boot.n_clusters
+    low, high = proportion_confint(boot.share * k, k, alpha=1 - ci_level, method="beta")
+    return ClusteredShare(boot.hits, boot.n, k, boot.share, min(boot.ci_low, float(low)), max(boot.ci_high, float(high)),
+                          boot.ci_level, f"{boot.ci_method}, widened to the exact binomial interval over {k} clusters")

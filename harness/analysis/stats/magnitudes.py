@@ -73,7 +73,8 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
     for p in pairs:
         if p.base.shape != (len(p.ids),) or p.post.shape != (len(p.ids),):
             raise UserError(f"pair {p.name}: need one base and one post value per question")
-    shared = [q for q in focal.ids if all(q in set(p.ids) for p in references)]
+    kept = [set(p.ids) for p in references]
+    shared = [q for q in focal.ids if all(q in k for k in kept)]
     if len(shared) < 3:
         raise UserError(f"the pairs {', '.join(p.name for p in pairs)} kept only {len(shared)} questions in common; "
                         "a comparison needs at least 3")
@@ -89,8 +90,7 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
         reference = relative[1:].mean(axis=0)
         return np.stack([relative[0] - reference, relative[0], reference])
 
-    point = statistic(np.arange(len(shared)))
-    each = direction * (post.mean(axis=1) / base.mean(axis=1) - 1.0)
+    each = direction * (post.mean(axis=1) / base.mean(axis=1) - 1.0)   # every pair's R on all shared questions
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)
         result = bootstrap((np.arange(len(shared)),), statistic, n_resamples=n_boot, confidence_level=ci_level,
@@ -99,8 +99,8 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
     diff = result.bootstrap_distribution[0]
     tail = lambda hits: float((1 + np.sum(hits)) / (diff.size + 1))  # noqa: E731
     return MagnitudeComparison(
-        focal=float(point[1]), reference=float(point[2]), reference_each=tuple(float(x) for x in each[1:]),
-        difference=float(point[0]), ci_low=float(low[0]), ci_high=float(high[0]),
+        focal=float(each[0]), reference=float(each[1:].mean()), reference_each=tuple(float(x) for x in each[1:]),
+        difference=float(each[0] - each[1:].mean()), ci_low=float(low[0]), ci_high=float(high[0]),
         focal_ci=(float(low[1]), float(high[1])), reference_ci=(float(low[2]), float(high[2])),
         p_weaker=tail(diff >= -margin), p_stronger=tail(diff <= margin),
         p_like=max(tail(diff >= margin), tail(diff <= -margin)), margin=margin,

@@ -182,6 +182,8 @@ def paired_test(
     is a clear effect: its interval is the point, its sign-flip p the smallest the test can give.
     """
     direction = check_direction(direction)
+    if margin < 0 or not math.isfinite(margin):
+        raise UserError(f"margin must be a finite value >= 0, got {margin!r}")
     if zero_method not in ("wilcox", "pratt"):
         raise UserError(f"zero_method must be 'wilcox' or 'pratt', got {zero_method!r}")
     b, p = paired_vectors(base, post)
@@ -217,8 +219,6 @@ def paired_test(
     boot_rng, perm_rng = rng.spawn(2)
     # a constant shift (every difference equal, not zero) is a clear effect: its interval is the point
     low, high = bca_mean_interval(d, n_boot, ci_level, boot_rng) if d.std() > 0 else (float(d[0]), float(d[0]))
-    if margin < 0 or not math.isfinite(margin):
-        raise UserError(f"margin must be a finite value >= 0, got {margin!r}")
     if margin == 0:
         perm_greater, perm_less, pmethod = sign_flip_pvalues(b, p, n_perm, perm_rng)
         p_perm, p_perm_opp = (perm_greater, perm_less) if direction > 0 else (perm_less, perm_greater)

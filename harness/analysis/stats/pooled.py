@@ -79,18 +79,23 @@ def _multiplicities(drawn: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=drawn.shape[0] * size).reshape(drawn.shape[0], size).astype(float)
 
 
+def _over_rows(rowwise: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """scipy's vectorised statistic(*arrays [..., k], axis) from one of index rows: rowwise(*arrays [R, k]) -> [R]."""
+    def statistic(*drawn: np.ndarray, axis: int = -1) -> np.ndarray:
+        return rowwise(*(d.reshape(-1, d.shape[-1]) for d in drawn)).reshape(drawn[0].shape[:-1])
+
+    return statistic
+
+
 def _bootstrap_interval(difference: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int, level: float,
                         rng: np.random.Generator) -> tuple[float, float]:
     """BCa interval of pooled post - base: scipy.stats.bootstrap over the question indices [n];
     `difference(drawn [R, k]) -> [R]` is the pooled difference of each row of drawn questions.
     NaN where the interval is degenerate (every resample on one side of the estimate)."""
-    def statistic(drawn: np.ndarray, axis: int = -1) -> np.ndarray:   # drawn [..., k] indices
-        return difference(drawn.reshape(-1, drawn.shape[-1])).reshape(drawn.shape[:-1])
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)
         with np.errstate(divide="ignore", invalid="ignore"):
-            interval = bootstrap((np.arange(n),), statistic, n_resamples=n_boot, confidence_level=level,
+            interval = bootstrap((np.arange(n),), _over_rows(difference), n_resamples=n_boot, confidence_level=level,
                                  method="BCa", vectorized=True, rng=rng).confidence_interval
     low, high = float(interval.low), float(interval.high)
     return (low, high) if np.isfinite(low) and np.isfinite(high) else (math.nan, math.nan)
@@ -147,12 +152,14 @@ class _RangedHistograms:
 
 
 def _swap_statistic(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray,
-                    config: MetricConfig) -> Callable[..., np.ndarray]:
-    """Pooled post - base of index arrays into the stacked samples [base; post] (rows 0..n-1 are base).
-
-    statistic(as_base [..., n], as_post [..., n]) for scipy.stats.permutation_test's paired swaps."""
+                    config: MetricConfig) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Pooled post - base of rows of indices into the stacked samples [base; post] (rows 0..n-1 are
+    base): difference(as_base [R, n], as_post [R, n]) -> [R], for paired swaps. Under the per-model
+    range each pattern re-derives each model's range; otherwise the states of the full data recombine
+    (a swap leaves the joint range of [base; post] as it is)."""
     if spec.uses_range and config.range_policy is RangePolicy.PER_MODEL:
-        return _per_model_complexity_statistic(base, post, mask, config)
+        histograms = _RangedHistograms(base, post, mask, config)
+        return lambda as_base, as_post: histograms.difference(as_base, as_post, joint=False)
     stacked = np.concatenate([base, post])
     value_range = None
     if spec.uses_range:
@@ -161,26 +168,11 @@ def _swap_statistic(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: 
     state = spec.state(stacked, mask, config, value_range)
     size = stacked.shape[0]
 
-    def statistic(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
-        shape = as_base.shape[:-1]
-        wb = _multiplicities(as_base.reshape(-1, as_base.shape[-1]), size)
-        wp = _multiplicities(as_post.reshape(-1, as_post.shape[-1]), size)
-        return (_combine_chunked(spec, state, wp) - _combine_chunked(spec, state, wb)).reshape(shape)
+    def difference(as_base: np.ndarray, as_post: np.ndarray) -> np.ndarray:
+        return (_combine_chunked(spec, state, _multiplicities(as_post, size))
+                - _combine_chunked(spec, state, _multiplicities(as_base, size)))
 
-    return statistic
-
-
-def _per_model_complexity_statistic(base: np.ndarray, post: np.ndarray, mask: np.ndarray,
-                                    config: MetricConfig) -> Callable[..., np.ndarray]:
-    """Pooled complexity post - base per swap pattern, each model's min-max range re-derived."""
-    histograms = _RangedHistograms(base, post, mask, config)
-
-    def statistic(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
-        shape = as_base.shape[:-1]
-        return histograms.difference(as_base.reshape(-1, as_base.shape[-1]), as_post.reshape(-1, as_post.shape[-1]),
-                                     joint=False).reshape(shape)
-
-    return statistic
+    return difference
 
 
 def _swap_test(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.ndarray, config: MetricConfig,
@@ -192,11 +184,7 @@ def _swap_test(spec: MetricSpec, base: np.ndarray, post: np.ndarray, mask: np.nd
     adj = 1 for Monte Carlo draws and 0 for the exact enumeration, as scipy defines it."""
     n = base.shape[0]
     raw = _swap_statistic(spec, base, post, mask, config)
-    direction = spec.direction
-
-    def oriented(as_base: np.ndarray, as_post: np.ndarray, axis: int = -1) -> np.ndarray:
-        return direction * raw(as_base, as_post, axis)
-
+    oriented = _over_rows(lambda as_base, as_post: spec.direction * raw(as_base, as_post))
     result = permutation_test((np.arange(n), np.arange(n, 2 * n)), oriented, permutation_type="samples",
                               n_resamples=n_perm, alternative="greater", vectorized=True, rng=rng)
     null = result.null_distribution

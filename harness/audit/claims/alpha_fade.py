@@ -87,10 +87,10 @@ def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
         test = FamilyTest(0, math.nan, math.nan, f"{len(levels)} alpha levels with selected questions "
                           f"(< {MIN_ALPHAS}) in {sorted(alphas)}")
         return FadeRow(g, test, tuple(levels), means, tuple(cells))
-    s_ = np.array([[c[q] for c in changes] for q in shared]).reshape(len(shared), len(levels))   # [questions, levels]
+    s = np.array([[c[q] for c in changes] for q in shared]).reshape(len(shared), len(levels))   # [questions, levels]
     rank = np.arange(len(levels)) - (len(levels) - 1) / 2
-    fitted = (s_ @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
-    start = s_.mean(axis=1) - fitted / 2
+    fitted = (s @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
+    start = s.mean(axis=1) - fitted / 2
     test = paired_test(start, start + fitted, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
                        zero_method=stats.zero_method, ci_level=stats.ci_level, margin=stats.sesoi_rel)
     return FadeRow(g, test, tuple(levels), means, tuple(cells))

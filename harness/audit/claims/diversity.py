@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from statsmodels.stats.proportion import proportion_confint
 
-from harness.analysis.stats.clustered import ClusteredShare, clustered_share
+from harness.analysis.stats.clustered import ClusteredShare, clustered_share_exact
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import holm
 from harness.analysis.stats.pooled import cell_test
@@ -81,18 +80,6 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     return out
 
 
-def share_interval(hits: list[bool], clusters: list[str], stats: StatsConfig) -> ClusteredShare:
-    """The share of hits with the wider of the cluster-bootstrap interval and the exact binomial interval
-    over the k clusters (hits counted as share x k)."""
-    boot = clustered_share(hits, clusters, n_boot=stats.n_boot, seed=stats.seed, ci_level=stats.ci_level)
-    k = boot.n_clusters
-    low, high = proportion_confint(boot.share * k, k, alpha=1 - stats.ci_level, method="beta")
-    if not np.isfinite(boot.ci_low):
-        return boot
-    return ClusteredShare(boot.hits, boot.n, k, boot.share, min(boot.ci_low, float(low)), max(boot.ci_high, float(high)),
-                          boot.ci_level, f"{boot.ci_method}, widened to the exact binomial interval over {k} clusters")
-
-
 def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict], usable: list[tuple[dict, CellData]]
              ) -> Outcome:
     """The share of rises, decided on its interval (no family correction across cells: each token mode's
@@ -108,8 +95,9 @@ def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict], u
     clusters = [x["cluster"] for x in entries]
     rises = falls = None
     if e:
-        rises = share_interval([x["outcome"] == "rise" for x in entries], clusters, stats)
-        falls = share_interval([x["outcome"] == "fall" for x in entries], clusters, stats)
+        resampling = {"n_boot": stats.n_boot, "seed": stats.seed, "ci_level": stats.ci_level}
+        rises = clustered_share_exact([x["outcome"] == "rise" for x in entries], clusters, **resampling)
+        falls = clustered_share_exact([x["outcome"] == "fall" for x in entries], clusters, **resampling)
     n_clusters = len(set(clusters))
     paper_share = float(np.mean([x["relative_change"] > 0 for x in entries])) if e else None
     label, reason, reachable = _label(e, n_clusters, entries, rises, falls, paper_share, stats)
