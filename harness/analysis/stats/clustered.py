@@ -1,5 +1,5 @@
-"""Shares of experiments with a cluster bootstrap: experiments that share models and questions (the
-same pair and dataset) are resampled together, so the interval reflects their dependence. The
+"""Shares of experiments with a cluster bootstrap: experiments that share models and questions (one
+cluster label each, chosen by the caller: C6 uses base model x dataset) are resampled together, so the interval reflects their dependence. The
 resampling is scipy.stats.bootstrap's, over the array of cluster indices."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def clustered_share(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: in
                     ci_level: float = 0.95) -> ClusteredShare:
     """Share of experiments with a hit, and its interval from resampling whole clusters with replacement.
 
-    hits [E] bool, clusters [E] cluster labels (e.g. "pair/dataset"). Each resample draws as many
+    hits [E] bool, clusters [E] cluster labels (e.g. "base model/dataset"). Each resample draws as many
     clusters as there are, with replacement, and takes hits / experiments over the drawn clusters.
     """
     h = np.asarray(hits, dtype=bool)
@@ -54,7 +54,7 @@ def clustered_share(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: in
                              method="percentile", vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
         low, high = interval.low, interval.high
     return ClusteredShare(int(h.sum()), int(h.size), k, float(h.mean()), float(low), float(high), ci_level,
-                          f"percentile cluster bootstrap over {k} pair x dataset clusters, {n_boot} resamples")
+                          f"percentile cluster bootstrap over {k} clusters, {n_boot} resamples")
 
 
 def clustered_share_exact(hits: Sequence[bool], clusters: Sequence[str], *, n_boot: int = 2000, seed: int = 0,
