@@ -144,6 +144,23 @@ def test_a_significant_effect_smaller_than_the_smallest_effect_of_interest_decid
     assert judge("C1", audit, [g])[g].verdict is Verdict.SUPPORTED
 
 
+def test_each_metric_is_judged_against_its_own_margin() -> None:
+    """Kurtosis falls by about 30 % of |base| at the interval's near end: SUPPORTED under its 10 % margin, not
+    under a 50 % kurtosis margin; intensity's margin (stats.sesoi_rel) plays no part in C3, and the rule
+    prints the kurtosis margin's reason (the paper's smallest online-RL fall)."""
+    rng = np.random.default_rng(1)
+    base, post = heavy(rng, 2.5), heavy(rng, 30)
+    g = GridCell("rl", "d", 0.5, None, "own")
+    audit = PlantedRecords({("rl", "d", 0.5): (base, post)})
+    cell = judge("C3", audit, [g])[g]
+    assert cell.verdict is Verdict.SUPPORTED and "0.1 x |base|" in cell.reason
+    assert "stats.sesoi_kurtosis" in cell.rule and "Mistral -20.9 %" in cell.rule
+    audit.config = AuditConfig().with_settings({"stats.sesoi_rel": "0.5"})
+    assert judge("C3", audit, [g])[g].verdict is Verdict.SUPPORTED
+    audit.config = AuditConfig().with_settings({"stats.sesoi_kurtosis": "0.5"})
+    assert judge("C3", audit, [g])[g].verdict is Verdict.INCONCLUSIVE
+
+
 def test_differences_below_numerical_precision_are_ties() -> None:
     """A post model whose scores equal the base's within float32 rounding (1e-6 relative) decides
     nothing in any metric claim, although the rounding is consistent in sign."""

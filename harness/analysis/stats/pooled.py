@@ -280,7 +280,7 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
     swap-permutation test, with the per-question test kept as a named secondary where questions are
     independent (diversity has none: each sample's value uses all the others). Per-question values
     within `stats_config.tie_rel_tol` of each other are ties. The paired test's p-values are of the
-    shifted nulls "beyond +-sesoi_rel x |mean base|"; the pooled swap test's are of "no change" (its
+    shifted nulls "beyond +-the metric's margin (StatsConfig.sesoi_for) x |mean base|"; the pooled swap test's are of "no change" (its
     exchangeability null cannot be shifted), with the margin checked on its interval.
     """
     spec = get_metric(metric)
@@ -292,10 +292,10 @@ def cell_test(metric: str, base_W: Any, post_W: Any, mask: Any, metric_config: M
         return MetricTest(metric, None, pooled, "pooled")
     values = per_sample_values(metric, base_W, post_W, mask, metric_config)
     post, _ = ties_within_precision(values.base, values.post, stats_config.tie_rel_tol)
-    # the smallest effect of interest, sesoi_rel x |mean base|, tested as a shifted null (inside Holm)
+    # the metric's smallest effect of interest x |mean base|, tested as a shifted null (inside Holm)
     paired = paired_test(values.base, post, spec.direction, n_boot=stats_config.n_boot,
                          n_perm=stats_config.n_perm, seed=seed, zero_method=stats_config.zero_method,
-                         ci_level=stats_config.ci_level, margin=stats_config.sesoi_rel * abs(float(values.base.mean())))
+                         ci_level=stats_config.ci_level, margin=stats_config.sesoi_for(metric) * abs(float(values.base.mean())))
     return MetricTest(metric, paired, pooled, spec.decided_by)
 
 

@@ -61,14 +61,14 @@ def oriented_change(cell: CellData, metric: str, config: AuditConfig) -> dict[st
     return dict(zip(cell.selection.ids, (METRICS[metric].direction * change).tolist()))
 
 
-def rule_text(stats: StatsConfig) -> str:
+def rule_text(stats: StatsConfig, metric: str) -> str:
     return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the mean fitted change')}. "
             "A counter-example is an alpha level whose mean s is below 0, with s = direction x (post - base) / "
             "mean(|post|, |base|) the per-question relative change oriented toward the online-RL claim; with none at "
             "any level the cell is INCONCLUSIVE ('no counter-example to fade'). Tested effect: mean over the questions "
             "kept at every level of the fitted change of s from the smallest to the largest alpha (least-squares "
             "slope of s on the level's rank, times levels - 1); sign-flip permutation p, BCa bootstrap interval. "
-            f"Smallest effect of interest: {stats.sesoi_rel:g} in s. Needs at least {MIN_ALPHAS} alpha levels and "
+            f"Smallest effect of interest: {stats.sesoi_text(metric)} in s. Needs at least {MIN_ALPHAS} alpha levels and "
             f"{stats.min_n} shared questions")
 
 
@@ -92,7 +92,7 @@ def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
     fitted = (s @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
     start = s.mean(axis=1) - fitted / 2
     test = paired_test(start, start + fitted, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
-                       zero_method=stats.zero_method, ci_level=stats.ci_level, margin=stats.sesoi_rel)
+                       zero_method=stats.zero_method, ci_level=stats.ci_level, margin=stats.sesoi_for(g.metric))
     return FadeRow(g, test, tuple(levels), means, tuple(cells))
 
 
@@ -100,13 +100,14 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     """The trend of the oriented change over every alpha level, per (pair, dataset, metric, mode), where a
     level holds a counter-example."""
     stats = records.config.stats
-    text = rule_text(stats)
     out = []
     for g in grid:
+        text = rule_text(stats, g.metric)
         row = _row(records, g, context.alphas)
         test = row.test
         paired = test if isinstance(test, PairedTest) else None
-        margin = (Margin(test.mean_diff, test.ci_low, test.ci_high, +1, stats.sesoi_rel, f"{stats.sesoi_rel:g}")
+        rel = stats.sesoi_for(g.metric)
+        margin = (Margin(test.mean_diff, test.ci_low, test.ci_high, +1, rel, f"{rel:g}")
                   if paired else None)
         counter = [a for a, m in zip(row.levels, row.mean_changes) if m < 0]
         decided = None

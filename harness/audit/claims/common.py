@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness.analysis.metrics import MetricConfig
+from harness.analysis.metrics import METRICS, MetricConfig
 from harness.analysis.stats.config import StatsConfig
 from harness.audit.claims import ClaimSpec
 from harness.audit.records import CellData, funnel_rows
@@ -66,11 +66,13 @@ def edge_arrays(cell: CellData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cell.base.scores.numpy(), cell.post.scores.numpy(), cell.base.mask.numpy()
 
 
-def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, direction: int,
+def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, metric: str,
                     stats: StatsConfig) -> Margin:
-    """The smallest effect of interest of a cell: stats.sesoi_rel of |base value|, in the effect's units."""
-    size = stats.sesoi_rel * abs(base_value)
-    return Margin(effect, ci_low, ci_high, direction, size, f"{stats.sesoi_rel:g} x |base| = {size:.3g}")
+    """The smallest effect of interest of a cell: the metric's relative margin (StatsConfig.sesoi_for) of
+    |base value|, in the effect's units."""
+    rel = stats.sesoi_for(metric)
+    size = rel * abs(base_value)
+    return Margin(effect, ci_low, ci_high, METRICS[metric].direction, size, f"{rel:g} x |base| = {size:.3g}")
 
 
 FIDELITY_FIELDS = ("spearman", "ci", "status", "n_questions", "n_edges", "sampling", "threshold", "by_destination")
@@ -99,10 +101,11 @@ def fidelity_extra(cells: list[CellData]) -> dict:
     return {f"{c.pair.name}/a{c.measured_at}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
-def metric_rule(stats: StatsConfig, metrics: MetricConfig, decided_on: str) -> str:
+def metric_rule(stats: StatsConfig, metrics: MetricConfig, metric: str, decided_on: str) -> str:
     """The rule text of a metric claim cell, with every setting that can change its verdict."""
     return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the tested effect')}. "
-            f"Tested effect: {decided_on}. Smallest effect of interest: {stats.sesoi_rel:g} x |base value|. "
+            f"Tested effect: {decided_on}. Smallest effect of interest: |base value| times the metric's margin, "
+            f"{stats.sesoi_text(metric)}. "
             f"Ties: a difference within {stats.tie_rel_tol:g} x max(|base|, |post|) counts as zero. Metric "
             f"settings: range {metrics.range_policy.value}, {metrics.bins} bins, eps {metrics.eps:g}, structural "
             f"zeros {'included' if metrics.include_structural_zeros else 'excluded'}")

@@ -37,8 +37,8 @@ MIN_CLUSTERS = 2
 def rule_text(stats: StatsConfig) -> str:
     rate, tolerance = stats.claimed_rate, stats.claimed_rate_tolerance
     return (f"An experiment (online-RL pair x dataset x alpha) rises when its pooled inter-sample diversity (1 - mean "
-            f"pairwise correlation of W) changes by more than +{stats.sesoi_rel:g} relative (point estimate; a fall: "
-            f"below -{stats.sesoi_rel:g}). The shares of rises and falls get {stats.ci_level:.0%} intervals: a "
+            f"pairwise correlation of W) changes by more than + its margin {stats.sesoi_text('diversity')} (point "
+            f"estimate; a fall: below minus the margin). The shares of rises and falls get {stats.ci_level:.0%} intervals: a "
             f"percentile cluster bootstrap over base-model x dataset clusters ({stats.n_boot} draws), widened to at "
             f"least the exact (Clopper-Pearson) interval over the clusters. SUPPORTED if the share of rises has its "
             f"lower bound >= {rate} - {tolerance:g} (the claimed rate minus the tolerance); REFUTED if the share of "
@@ -86,12 +86,12 @@ def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict], u
     cell is its own decision)."""
     stats = config.stats
     entries = [u[0] for u in usable]
-    e = len(entries)
+    e, margin = len(entries), stats.sesoi_for("diversity")
     p = holm([x["p_rise"] for x in entries] + [x["p_fall"] for x in entries]) if e else np.array([])
     for i, x in enumerate(entries):
         x["p_holm_rise"], x["p_holm_fall"] = float(p[i]), float(p[e + i])
-        x["outcome"] = ("rise" if x["relative_change"] > stats.sesoi_rel else
-                        "fall" if x["relative_change"] < -stats.sesoi_rel else "tie" if x["tie"] else "within margin")
+        x["outcome"] = ("rise" if x["relative_change"] > margin else
+                        "fall" if x["relative_change"] < -margin else "tie" if x["tie"] else "within margin")
     clusters = [x["cluster"] for x in entries]
     rises = falls = None
     if e:
@@ -113,7 +113,7 @@ def _outcome(config: AuditConfig, g: GridCell, text: str, details: list[dict], u
         "funnel": [{"stage": "experiments", "n": len(details)}, {"stage": "usable", "n": e},
                    {"stage": "clusters", "n": n_clusters}],
         "extra": {"experiments": details, "share_rise": share(rises), "share_fall": share(falls),
-                  "paper_share_rise": paper_share, "rise_rule": f"relative change > +{stats.sesoi_rel:g}",
+                  "paper_share_rise": paper_share, "rise_rule": f"relative change > +{margin:g}",
                   "claimed_rate_inside_ci": bool(rises and rises.ci_high >= stats.claimed_rate >= rises.ci_low),
                   "correction": f"Holm over the 2E one-sided hypotheses of the experiments, reported ({CORRECTION})",
                   "reachable": reachable, "stats_config": stats.as_dict()},

@@ -37,7 +37,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     decided_on = ("the paper's pooled statistic, post - base, BCa bootstrap interval over questions, swap-permutation "
                   "p" if METRICS[metric].decided_by == "pooled" else
                   "mean over questions of post - base, BCa bootstrap interval, sign-flip permutation p")
-    text = metric_rule(stats, metrics, decided_on)
+    text = metric_rule(stats, metrics, metric, decided_on)
     cells = {g: records.cell(g.pair, g.dataset, g.alpha, g.token_mode) for g in grid}
     judged = [(g, c) for g, c in cells.items() if not isinstance(c, SelectionError)]
     robust = robustness(records, metric, judged)
@@ -105,4 +105,4 @@ def _values(ct: MetricTest) -> tuple[float, float, float]:
 def _margin(ct: MetricTest, stats: StatsConfig) -> Margin:
     base_value, _, effect = _values(ct)
     test = ct.decisive_test
-    return relative_margin(effect, test.ci_low, test.ci_high, base_value, METRICS[ct.metric].direction, stats)
+    return relative_margin(effect, test.ci_low, test.ci_high, base_value, ct.metric, stats)

@@ -42,8 +42,8 @@ NOT_APPLICABLE = ("C4 compares relative changes of whole-W metrics across pairs;
                   "deltas of every pair on shared edges")
 
 
-def rule_text(stats: StatsConfig, online: bool, n_boot: int) -> str:
-    margin = f"{stats.sesoi_rel:g}"
+def rule_text(stats: StatsConfig, metric: str, online: bool, n_boot: int) -> str:
+    margin = f"{stats.sesoi_for(metric):g}"
     tested = (f"R = direction x (mean post / mean base - 1), each pair's relative change of the metric's mean oriented "
               f"toward the online-RL claim, on the questions every compared pair kept; difference = R(preference "
               f"pair) - mean R(online-RL pairs); percentile bootstrap over those questions, drawn jointly, {n_boot} "
@@ -82,7 +82,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
 def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: int) -> Outcome:
     config, stats = records.config, records.config.stats
     online = records.kind(g.pair) != OFFLINE
-    text = rule_text(stats, online, n_boot)
+    text = rule_text(stats, g.metric, online, n_boot)
     found = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
     cell = None if isinstance(found, SelectionError) else found
     others = (records.cell(p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs) if cell is not None else ()
@@ -96,7 +96,7 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
         try:
             comparison = compare_magnitudes(
                 _values(cell, g.metric, config), [_values(c, g.metric, config) for c in rl_cells],
-                METRICS[g.metric].direction, margin=stats.sesoi_rel, n_boot=n_boot, seed=stats.seed,
+                METRICS[g.metric].direction, margin=stats.sesoi_for(g.metric), n_boot=n_boot, seed=stats.seed,
                 ci_level=stats.ci_level)
         except UserError as err:
             test = FamilyTest(cell.n, math.nan, math.nan, str(err))
