@@ -48,6 +48,8 @@ class PlantedRecords:
                  answers: dict[tuple[str, str], tuple[list[bool], list[bool]]] | None = None) -> None:
         self.config = AuditConfig()
         self.cells, self.answer_table = cells, answers or {}
+        self.t_cuts: dict[str, int] = {}        # pair -> T_cut (default 4 for every pair)
+        self.changed: dict[str, int] = {}       # pair -> every k-th question's post answer differs (default 2)
 
     def pair(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, algorithm_kind=KINDS[name])
@@ -58,13 +60,20 @@ class PlantedRecords:
     def cell(self, pair: str, dataset: str, alpha: float, mode: str = "own") -> SimpleNamespace:
         base, post = self.cells[(pair, dataset, alpha)]
         ids = tuple(f"q{i}" for i in range(base.shape[0]))
+        every = self.changed.get(pair, 2)
 
         def scores(w):
             return SimpleNamespace(scores=torch.from_numpy(w.astype(np.float32)), mask=MASK)
 
+        def answers(post: bool):
+            return tuple(SimpleNamespace(generation=SimpleNamespace(answer_ids=(7, i + int(post and i % every == 0)))
+                                         ) for i in range(len(ids)))
+
         return SimpleNamespace(
             pair=self.pair(pair), dataset=dataset, alpha=alpha, token_mode=mode, base=scores(base), post=scores(post),
-            selection=SimpleNamespace(ids=ids, t_cut=4, t_bar=10.0), n=len(ids), funnel=[],
+            selection=SimpleNamespace(ids=ids, t_cut=self.t_cuts.get(pair, 4), t_bar=10.0, base=answers(False),
+                                      post=answers(True), params=SimpleNamespace(t_cut_from="base")),
+            n=len(ids), funnel=[],
             fidelity={side: {"spearman": 1.0, "ci": [1.0, 1.0], "status": "FAITHFUL"} for side in ("base", "post")},
             provenance={"cache_keys": {"eap_base": pair, "eap_post": pair}}, measured_at=alpha)
 
@@ -185,14 +194,16 @@ def test_an_unreachable_grid_says_so_with_its_numbers() -> None:
 
 # ---------------------------------------------------------------- C4: magnitudes against online RL
 
-def _c4(rl_gain: float, pref_gain: float, online: bool, seed: int = 6):
-    """C4's cell of a preference pair against one online-RL pair: post = base x gain, 1 % noise."""
+def _c4(rl_gain: float, pref_gain: float, online: bool, seed: int = 6, t_cuts: dict | None = None):
+    """C4's cell of a preference pair against one online-RL pair: post = base x gain, 1 % noise; the
+    preference pair changed every answer, the online-RL pair every second one."""
     rng = np.random.default_rng(seed)
     base = heavy(rng, 4)
     noise = lambda: 1 + 0.01 * rng.normal(size=base.shape)  # noqa: E731
     pref = "odpo" if online else "dpo"
     audit = PlantedRecords({("rl", "d", 0.5): (base, rl_gain * base * noise()),
                             (pref, "d", 0.5): (base, pref_gain * base * noise())})
+    audit.changed, audit.t_cuts = {pref: 1}, t_cuts or {}
     g = GridCell(pref, "d", 0.5, "intensity", "own")
     return judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
 
@@ -236,6 +247,22 @@ def test_c4_compares_pairs_on_the_questions_both_kept() -> None:
     g = GridCell("dpo", "d", 0.5, "intensity", "own")
     cell = judge("C4", audit, [g], FamilyContext(rl_pairs=("rl",)))[g]
     assert cell.extra["n_shared"] == N and cell.extra["n_each"] == [N + 6, N] and cell.n == N
+
+
+def test_c4_reports_each_pairs_update_size_and_a_t_cut_that_differs() -> None:
+    """Each compared pair's share of changed answers on the shared questions (planted: DPO every answer,
+    online RL every second) and its change per unit of it; pairs cut at different T_cut are said to be
+    read on unlike spans."""
+    cell = _c4(1.3, 1.0, online=False)
+    lw = cell.extra["like_with_like"]
+    assert lw["same_t_cut"] and "T_cut differs" not in cell.reason
+    assert lw["pairs"]["dpo"]["answers_changed"] == 1.0 and lw["pairs"]["rl"]["answers_changed"] == 0.5
+    rl = lw["pairs"]["rl"]
+    assert rl["change_per_unit_update"] == pytest.approx(rl["relative_change"] / 0.5)
+    assert rl["relative_change"] == pytest.approx(cell.extra["relative_change_rl"])
+    unlike = _c4(1.3, 1.0, online=False, t_cuts={"rl": 9})
+    assert not unlike.extra["like_with_like"]["same_t_cut"]
+    assert "T_cut differs across the compared pairs (dpo 4, rl 9 tokens)" in unlike.reason
 
 
 # ---------------------------------------------------------------- C5: the change moves toward the claim with alpha

@@ -45,7 +45,7 @@ def pair(table=TABLE):
 def test_paper_code_variant_survivors_by_hand():
     # both-correct a,b,c,d,f,g; T̄ = min(132/6, 114/6) = 19; window floor(9.5)=9 .. floor(28.5)=28
     # on the pair mean; f dropped for prompt length; d, g outside; c unbalanced -> a, b
-    sel = select_samples(*pair(), variant="paper-code", alpha=0.3)
+    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
     assert sorted(sel.ids) == ["a", "b"]
     assert sel.t_bar == pytest.approx(19.0) and sel.t_bar_window == pytest.approx(19.0)
     assert sel.t_cut == 5  # floor(0.3 * 19 = 5.7), not round
@@ -57,7 +57,7 @@ def test_paper_code_variant_survivors_by_hand():
 def test_paper_variant_survivors_by_hand():
     # T̄ = mean pair mean over a,b,c,d,f,g = 123/6 = 20.5; each model in [10.25, 30.75]:
     # a (10) is out, c (12) out, d, g out -> b, f; T̄_kept = (20 + 20)/2 = 20
-    sel = select_samples(*pair(), variant="paper", alpha=0.3)
+    sel = select_samples(*pair(), variant="paper", t_cut_from="pair", alpha=0.3)
     assert sorted(sel.ids) == ["b", "f"]
     assert sel.t_bar_window == pytest.approx(20.5)
     assert sel.t_bar == pytest.approx(20.0)
@@ -66,21 +66,35 @@ def test_paper_variant_survivors_by_hand():
                                             "balance", "subsample"]
 
 
+def test_t_cut_from_the_base_model_is_one_for_every_pair_of_that_base():
+    """T̄ from the base's correct answers (a..g but e: 172/7 = 24.57): two pairs of one base whose post
+    answers differ cut at one T_cut, and the paper's per-pair T̄ gives each its own."""
+    base, post = pair()
+    longer = [checked(c.id, c.answer_len + 6, c.correct, 5, offset=1000) for c in post]
+    sel, sel_longer = (select_samples(base, p, variant="paper-code", alpha=0.3) for p in (post, longer))
+    assert sel.t_bar == sel_longer.t_bar == pytest.approx(172 / 7) and sel.t_cut == sel_longer.t_cut == 7
+    assert sel.to_json()["t_cut_from"] == "base"
+    paper = [select_samples(base, p, variant="paper-code", alpha=0.3, t_cut_from="pair").t_cut for p in (post, longer)]
+    assert paper[0] != paper[1]
+    with pytest.raises(UserError, match="t_cut_from must be one of base, pair"):
+        SelectionParams(t_cut_from="post")
+
+
 @pytest.mark.parametrize("alpha,t_cut", [(0.03, 1), (0.1, 1), (0.3, 5), (0.5, 9)])
 def test_t_cut_is_floor_with_minimum_one(alpha, t_cut):
-    assert select_samples(*pair(), variant="paper-code", alpha=alpha).t_cut == t_cut
+    assert select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=alpha).t_cut == t_cut
 
 
 def test_t_cut_beyond_answers_is_an_error_with_funnel():
     with pytest.raises(SelectionError) as err:  # T_cut 11 > answer a (10)
-        select_samples(*pair(), variant="paper-code", alpha=0.6, short_answers="error")
+        select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="error")
     message = str(err.value)
     assert "T_cut" in message and "11" in message and "both-correct" in message
     assert err.value.funnel[-1].step == "subsample"
 
 
 def test_short_answers_can_be_dropped_instead():
-    sel = select_samples(*pair(), variant="paper-code", alpha=0.6, short_answers="drop")
+    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="drop")
     assert sel.ids == ("b",) and sel.t_cut == 11
     assert sel.funnel[-1].step == "long-enough" and sel.funnel[-1].count == 1
 
@@ -119,7 +133,7 @@ def test_bad_parameters_are_user_errors():
 
 
 def test_shared_token_modes_feed_both_models_identical_ids():
-    sel = select_samples(*pair(), variant="paper-code", alpha=0.3)
+    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
     for mode, offset in (("shared-base", 0), ("shared-post", 1000)):
         base_rows, post_rows = build_eap_rows(sel, mode)
         assert base_rows == post_rows

@@ -45,7 +45,7 @@ class AuditConfig:
 
     questions: problems drawn per dataset (both models answer all of them).
     selection: how questions are selected at every alpha (harness.data.selection.SelectionSettings:
-    variant, length window, questions kept at most `n` (the paper: 100), seed, short answers).
+    variant, length window, questions kept at most `n` (the paper: 100), seed, short answers, whose answers T̄ of T_cut is taken from).
     decoding: how answers are generated (harness.data.generation.DecodingSettings: greedy (the paper)
     or sample, seeded by its own `seed`; the answer budget, None for the pair's registry value; batch size).
     fidelity_seed: the draw of the fidelity check's uniform edges; causal_seed: the C8 causal check's

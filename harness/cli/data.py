@@ -27,6 +27,7 @@ from harness.data.grading import GRADER_SETTINGS, GRADING_VERSION, Check, Checke
 from harness.data.problems import MAX_PROBLEMS
 from harness.data.selection import (
     SHORT_ANSWERS,
+    T_CUT_FROM,
     TOKEN_MODES,
     VARIANTS,
     SelectionParams,
@@ -143,7 +144,8 @@ def run_select(args) -> int:
     base, base_prov = _read_checked(Path(args.base))
     post, post_prov = _read_checked(Path(args.post))
     params = SelectionParams(variant=args.variant, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
-                             delta=args.delta, n=args.n, seed=args.seed, short_answers=args.short_answers)
+                             delta=args.delta, n=args.n, seed=args.seed, short_answers=args.short_answers,
+                             t_cut_from=args.t_cut_from)
     base_ids = {c.id for c in base}
     paired = [c for c in post if c.id in base_ids]
     post_ids = {c.id for c in paired}
@@ -168,7 +170,7 @@ def run_select(args) -> int:
         print(table.to_markdown())
     print(f"selection ({params.variant}, alpha={params.alpha}, short answers: {params.short_answers}): "
           f"{len(selection.ids)} questions, "
-          f"T̄={selection.t_bar:.2f}, T_cut={selection.t_cut}\n{selection.funnel_table()}\n→ {out}")
+          f"T̄={selection.t_bar:.2f} ({params.t_cut_from}), T_cut={selection.t_cut}\n{selection.funnel_table()}\n→ {out}")
     return 0
 
 
@@ -231,6 +233,9 @@ def register(subparsers) -> None:
     s.add_argument("--short-answers", default="slice", choices=SHORT_ANSWERS,
                    help="answers shorter than T_cut: slice (default, the paper's code: all their tokens "
                         "are targets), drop the question, or error")
+    s.add_argument("--t-cut-from", default="base", choices=T_CUT_FROM,
+                   help="T̄ of T_cut: base (default: the base model's correct answers, one T_cut for every pair "
+                        "of that base) or pair (the paper: the pair's T̄)")
     s.add_argument("--token-mode", action="append", choices=TOKEN_MODES,
                    help="repeatable; default own. own -> base.jsonl/post.jsonl, others -> "
                         "base.<mode>.jsonl/post.<mode>.jsonl")

@@ -10,6 +10,10 @@ Two variants, always named in outputs:
   then `random.sample`; T_cut = max(floor(α·T̄), 1) with that same T̄.
 Lengths T are answer tokens without EOS. Balance: |T_b − T_p| / ((T_b+T_p)/2) <= δ.
 
+Where T̄ for T_cut comes from (`t_cut_from`): "base" (default) takes the mean answer length of the base
+model's correct answers on the dataset, so every pair trained from one base cuts at one T_cut per alpha
+and cross-pair comparisons (C4) read like with like; "pair" is the paper's per-pair T̄ of the variant.
+
 Answers shorter than T_cut (`short_answers`): "slice" (default, the paper's code: the loss reads
 answer[:T_cut], which for a shorter answer is the whole answer, so the question stays with fewer
 targets and the question set is the same for every alpha), "drop" (remove such questions: the set
@@ -31,8 +35,10 @@ from harness.errors import UserError
 Variant = Literal["paper", "paper-code"]
 TokenMode = Literal["own", "shared-base", "shared-post", "reference"]
 ShortAnswers = Literal["slice", "drop", "error"]
+TCutFrom = Literal["base", "pair"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 SHORT_ANSWERS: tuple[ShortAnswers, ...] = get_args(ShortAnswers)
+T_CUT_FROM: tuple[TCutFrom, ...] = get_args(TCutFrom)
 # own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
 # on the base's/post's answer; reference: both on the dataset's reference solution.
 TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
@@ -45,7 +51,9 @@ class SelectionSettings:
     variant: the paper's equations or its code (`paper`, `paper-code`). beta, gamma: length window as
     fractions of T̄. delta: largest relative length gap between the two answers. n: questions kept at
     most. seed: subsample seed. short_answers: a kept answer shorter than T_cut is "slice"d (all its
-    tokens are targets; the paper's code), or such questions are "drop"ped, or it is an "error"."""
+    tokens are targets; the paper's code), or such questions are "drop"ped, or it is an "error".
+    t_cut_from: T̄ of T_cut from the base model's correct answers on the dataset ("base": one T_cut for
+    every pair of that base), or the variant's per-pair T̄ ("pair", the paper)."""
 
     variant: Variant = "paper-code"
     beta: float = 0.5
@@ -54,6 +62,7 @@ class SelectionSettings:
     n: int = 100
     seed: int = 42
     short_answers: ShortAnswers = "slice"
+    t_cut_from: TCutFrom = "base"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -67,6 +76,9 @@ class SelectionSettings:
         if self.short_answers not in SHORT_ANSWERS:
             raise UserError(f"short_answers must be one of {', '.join(SHORT_ANSWERS)}, "
                             f"got {self.short_answers!r}")
+        if self.t_cut_from not in T_CUT_FROM:
+            raise UserError(f"t_cut_from must be one of {', '.join(T_CUT_FROM)} (base: T̄ of the base model's "
+                            f"correct answers; pair: the paper's per-pair T̄), got {self.t_cut_from!r}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,8 @@ class SelectionError(UserError):
 class Selection:
     """The kept questions (ids in sampled order) with both models' checked generations.
 
-    t_bar: the T̄ that defines T_cut (tokens). t_bar_window: the T̄ the length window used.
+    t_bar: the T̄ that defines T_cut (tokens; `params.t_cut_from` says whose answers). t_bar_window:
+    the T̄ the length window used.
     short_ids: kept questions with an answer shorter than T_cut (policy "slice": they keep all
     their answer tokens as targets); empty under "drop" and "error".
     """
@@ -134,6 +147,7 @@ class Selection:
 
         return {"variant": self.params.variant, "params": asdict(self.params), "ids": list(self.ids),
                 "short_answers": self.params.short_answers, "short_ids": list(self.short_ids),
+                "t_cut_from": self.params.t_cut_from,
                 "funnel": [asdict(s) for s in self.funnel], "t_bar": self.t_bar,
                 "t_bar_window": self.t_bar_window, "t_cut": self.t_cut,
                 "answer_lengths": {i: [b.answer_len, p.answer_len]
@@ -197,7 +211,10 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
     if len(kept) > p.n:
         kept = random.Random(p.seed).sample(kept, p.n)
     funnel.append(FunnelStep("subsample", len(kept), f"at most n={p.n}, seed={p.seed}"))
-    t_bar = t_bar_window if p.variant == "paper-code" else mean((tb[i] + tp[i]) / 2 for i in kept)
+    if p.t_cut_from == "base":   # one T̄ per base model and dataset: the same for every pair of that base
+        t_bar = mean(g.answer_len for g in b.values() if g.correct)
+    else:
+        t_bar = t_bar_window if p.variant == "paper-code" else mean((tb[i] + tp[i]) / 2 for i in kept)
     t_cut = max(math.floor(p.alpha * t_bar), 1)
     short = [i for i in kept if min(tb[i], tp[i]) < t_cut]
     if short and p.short_answers == "error":

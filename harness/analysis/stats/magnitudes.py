@@ -51,11 +51,15 @@ class MagnitudeComparison:
     p_stronger: float    # H1: difference > +margin
     p_like: float        # H1: |difference| < margin
     margin: float
-    n_shared: int
+    shared_ids: tuple[str, ...]   # the questions every pair kept, in the focal pair's order
     n_each: tuple[int, ...]   # questions each pair kept (focal first), before the intersection
     n_boot: int
     ci_level: float
     ci_method: str
+
+    @property
+    def n_shared(self) -> int:
+        return len(self.shared_ids)
 
     @property
     def min_p(self) -> float:
@@ -104,7 +108,7 @@ def compare_magnitudes(focal: PairValues, references: Sequence[PairValues], dire
         focal_ci=(float(low[1]), float(high[1])), reference_ci=(float(low[2]), float(high[2])),
         p_weaker=tail(diff >= -margin), p_stronger=tail(diff <= margin),
         p_like=max(tail(diff >= margin), tail(diff <= -margin)), margin=margin,
-        n_shared=len(shared), n_each=tuple(len(p.ids) for p in pairs), n_boot=n_boot, ci_level=ci_level,
+        shared_ids=tuple(shared), n_each=tuple(len(p.ids) for p in pairs), n_boot=n_boot, ci_level=ci_level,
         ci_method=f"percentile bootstrap over the {len(shared)} questions every pair kept, drawn jointly for all "
                   f"pairs, {n_boot} resamples")
 

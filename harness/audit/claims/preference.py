@@ -45,7 +45,9 @@ NOT_APPLICABLE = ("C4 compares relative changes of whole-W metrics across pairs;
 def rule_text(stats: StatsConfig, metric: str, online: bool, n_boot: int) -> str:
     margin = f"{stats.sesoi_for(metric):g}"
     tested = (f"R = direction x (mean post / mean base - 1), each pair's relative change of the metric's mean oriented "
-              f"toward the online-RL claim, on the questions every compared pair kept; difference = R(preference "
+              f"toward the online-RL claim, on the questions every compared pair kept, each pair at its own T_cut (one T_cut "
+              f"for pairs of one base model under selection.t_cut_from=base; a reason says when they differ); "
+              f"beside it each pair's update size, the share of those questions whose answer changed; difference = R(preference "
               f"pair) - mean R(online-RL pairs); percentile bootstrap over those questions, drawn jointly, {n_boot} "
               f"resamples (sized to the family, so that its smallest p can pass Holm); margin {margin} in R, tested "
               f"as a shifted null inside the Holm family ({CORRECTION}); significance {stats.significance}, "
@@ -119,25 +121,52 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
                      relative_change_rl_each=list(c.reference_each), relative_change_rl_ci=list(c.reference_ci),
                      n_shared=c.n_shared, n_each=list(c.n_each), p_weaker=c.p_weaker, p_stronger=c.p_stronger,
                      p_like=c.p_like, margin=c.margin,
-                     rl_moves=c.reference_ci[0] > c.margin, inconsistent=c.focal_ci[1] < -c.margin)
+                     rl_moves=c.reference_ci[0] > c.margin, inconsistent=c.focal_ci[1] < -c.margin,
+                     like_with_like=like_with_like(cell, rl_cells, c))
+        cuts = {name: e["t_cut"] for name, e in extra["like_with_like"]["pairs"].items()}
+        unlike = ("" if extra["like_with_like"]["same_t_cut"] else
+                  "; T_cut differs across the compared pairs (" + ", ".join(f"{k} {v}" for k, v in cuts.items()) +
+                  " tokens): their magnitudes are not read on like spans")
         fields.update(base_value=finite(c.reference), post_value=finite(c.focal), effect=finite(c.difference),
                       ci_low=finite(c.ci_low), ci_high=finite(c.ci_high), ci_method=c.ci_method, n=c.n_shared)
         if not c.reference_ci[0] > c.margin:
             decided = (Verdict.INCONCLUSIVE,
                        f"online RL does not move in the claimed direction here: its mean R = {c.reference:.3g}, "
                        f"{c.ci_level:.0%} interval [{c.reference_ci[0]:.3g}, {c.reference_ci[1]:.3g}], not beyond "
-                       f"+{c.margin:g}, so there is no online-RL change to compare with")
+                       f"+{c.margin:g}, so there is no online-RL change to compare with{unlike}")
         else:
-            combine = _named(c, online)
+            combine = _named(c, online, unlike)
     return Outcome(g, text, test, family="online" if online else "offline", combine=combine, decided=decided,
                    fields={**fields, "extra": extra})
 
 
-def _named(c, online: bool):
+def like_with_like(cell: CellData, rl_cells: tuple[CellData, ...], c) -> dict:
+    """What the compared pairs share, and each pair's update size on the shared questions: the share whose
+    post answer differs from the base answer (tokens), and R per unit of it (the change per unit of update).
+
+    T_cut is one across the pairs when they share a base and selection.t_cut_from is 'base'."""
+    shared = set(c.shared_ids)
+    each = {}
+    for k, (pair_cell, r) in enumerate(zip((cell, *rl_cells), (c.focal, *c.reference_each))):
+        s = pair_cell.selection
+        changed = [b.generation.answer_ids != p.generation.answer_ids
+                   for q, b, p in zip(s.ids, s.base, s.post) if q in shared]
+        share = float(np.mean(changed))
+        each[pair_cell.pair.name] = {"role": "compared" if k == 0 else "online RL", "t_cut": s.t_cut,
+                                     "t_cut_from": s.params.t_cut_from, "relative_change": r,
+                                     "answers_changed": share,
+                                     "change_per_unit_update": r / share if share > 0 else None}
+    return {"questions": f"the {c.n_shared} questions every compared pair kept",
+            "same_t_cut": len({e["t_cut"] for e in each.values()}) == 1,
+            "update_size": "share of the shared questions whose post answer differs from the base answer (tokens)",
+            "pairs": each}
+
+
+def _named(c, online: bool, unlike: str):
     """The decision's reason with the outcome the claim names: weaker, inconsistent, stronger, like."""
     def combine(d: Decision) -> tuple[Verdict, str, dict]:
         values = (f"R = {c.focal:.3g} [{c.focal_ci[0]:.3g}, {c.focal_ci[1]:.3g}] against online RL's "
-                  f"{c.reference:.3g} [{c.reference_ci[0]:.3g}, {c.reference_ci[1]:.3g}]")
+                  f"{c.reference:.3g} [{c.reference_ci[0]:.3g}, {c.reference_ci[1]:.3g}]{unlike}")
         if d.label is Verdict.SUPPORTED:
             named = ("moves like online RL" if online else
                      "inconsistent: it moves against online RL's direction" if c.focal_ci[1] < -c.margin else
