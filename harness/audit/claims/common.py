@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness.analysis.metrics import METRICS, MetricConfig
+from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
 from harness.audit.claims import ClaimSpec
 from harness.audit.records import CellData, funnel_rows
@@ -66,13 +66,13 @@ def edge_arrays(cell: CellData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cell.base.scores.numpy(), cell.post.scores.numpy(), cell.base.mask.numpy()
 
 
-def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, metric: str,
-                    stats: StatsConfig) -> Margin:
-    """The smallest effect of interest of a cell: the metric's relative margin (StatsConfig.sesoi_for) of
-    |base value|, in the effect's units."""
-    rel = stats.sesoi_for(metric)
+def relative_margin(effect: float, ci_low: float, ci_high: float, base_value: float, direction: int,
+                    stats: StatsConfig, metric: str | None = None) -> Margin:
+    """The smallest effect of interest of a cell: the metric's relative margin (StatsConfig.sesoi_for;
+    stats.sesoi_rel for a metric this package does not define) of |base value|, in the effect's units."""
+    rel = stats.sesoi_for(metric) if metric else stats.sesoi_rel
     size = rel * abs(base_value)
-    return Margin(effect, ci_low, ci_high, METRICS[metric].direction, size, f"{rel:g} x |base| = {size:.3g}")
+    return Margin(effect, ci_low, ci_high, direction, size, f"{rel:g} x |base| = {size:.3g}")
 
 
 FIDELITY_FIELDS = ("spearman", "ci", "status", "n_questions", "n_edges", "sampling", "threshold", "by_destination")

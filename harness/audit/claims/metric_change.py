@@ -105,4 +105,4 @@ def _values(ct: MetricTest) -> tuple[float, float, float]:
 def _margin(ct: MetricTest, stats: StatsConfig) -> Margin:
     base_value, _, effect = _values(ct)
     test = ct.decisive_test
-    return relative_margin(effect, test.ci_low, test.ci_high, base_value, ct.metric, stats)
+    return relative_margin(effect, test.ci_low, test.ci_high, base_value, METRICS[ct.metric].direction, stats, ct.metric)

@@ -79,7 +79,7 @@ def _on_estimator(records: Records, metric: str, rows: list[tuple[GridCell, Cell
         return ct.pooled.base, ct.pooled.diff
 
     margins = [relative_margin(values(ct)[1], ct.decisive_test.ci_low, ct.decisive_test.ci_high, values(ct)[0],
-                               metric, stats) for ct in tests]
+                               METRICS[metric].direction, stats, metric) for ct in tests]
     rule = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
     decisions = decide_tests([ct.decisive_test for ct in tests], stats, rule, margins)
     return {g: {"estimator": estimator, "applicable": True, "verdict": d.label.value, "reason": d.reason,
@@ -115,7 +115,7 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
     rule = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
     decisions = decide_tests(
         [t for _, t in measured], stats, rule,
-        [relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, metric, stats) for _, t in measured])
+        [relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats, metric) for _, t in measured])
     by_key = {k: (t, d) for (k, t), d in zip(measured, decisions)}
     out: dict[GridCell, dict[str, Any]] = {}
     for g, cell in rows:
