@@ -48,7 +48,10 @@ def planted(gain: float, attention_only: bool = False, seed: int = 0) -> PlainRe
     ids = tuple(f"q{i}" for i in range(N))
     cell = SimpleNamespace(pair=SimpleNamespace(name="rl"), dataset="d", alpha=0.5, token_mode="own",
                            base=scores(base), post=scores(post), n=N, funnel=[], measured_at=0.5,
-                           selection=SimpleNamespace(ids=ids, t_cut=4, t_bar=10.0),
+                           selection=SimpleNamespace(
+                               ids=ids, t_cut=4, t_bar=10.0, params=SimpleNamespace(span_start="after_template"),
+                               span_profile=lambda mode: {side: {"template_or_copy_share": 0.0, "computational_mean": 4.0}
+                                                          for side in ("base", "post")}),
                            fidelity={s: {"spearman": 0.9, "ci": [0.8, 0.95], "status": "FAITHFUL"}
                                      for s in ("base", "post")},
                            provenance={"cache_keys": {}})

@@ -100,3 +100,23 @@ def test_portable_and_native_kernels_give_the_same_golden_audit(tmp_path: Path) 
     found = differences(portable, native)
     assert not found, f"{len(found)} fields differ between kernel settings:\n" + "\n".join(found[:30])
     assert not differences(json.loads(run_golden.GOLDEN.read_text()), portable)
+
+
+@pytest.mark.slow
+def test_a_validity_measured_at_one_alpha_is_not_copied_to_another(tmp_path: Path) -> None:
+    """With fidelity measured at alpha 0.3 only, the cells at 0.6 and 1.0 carry no fidelity, no robustness
+    verdict and no C8 verdict, and say where it was measured; at 0.3 all three are there."""
+    document = run_golden.run_audit(tmp_path, extra=("--set", "fidelity_alpha=0.3", "-k", "C1 or C8"))
+    cells = [c for c in document["cells"] if c["pair"] == "tiny-rl"]
+    for cell in cells:
+        measured = cell["alpha"] == 0.3
+        if cell["claim_id"] == "C8":
+            assert (cell["verdict"] != "INVALID") is measured, cell["reason"]
+            if not measured:
+                assert cell["reason"].startswith("not measured at this alpha: fidelity_alpha = 0.3")
+        else:
+            assert (cell["fidelity"] is not None) is measured
+            assert (cell["robustness"]["verdict"] is not None) is measured
+            if not measured:
+                assert "fidelity_alpha = 0.3: measured there only, not copied" in cell["robustness"]["reason"]
+    assert {c["alpha"] for c in cells} == {0.3, 0.6, 1.0}

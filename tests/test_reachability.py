@@ -50,6 +50,7 @@ class PlantedRecords:
         self.cells, self.answer_table = cells, answers or {}
         self.t_cuts: dict[str, int] = {}        # pair -> T_cut (default 4 for every pair)
         self.changed: dict[str, int] = {}       # pair -> every k-th question's post answer differs (default 2)
+        self.template: dict = {}    # pair or (pair, alpha) -> share of its targets that are template (default 0)
 
     def pair(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, algorithm_kind=KINDS[name])
@@ -72,7 +73,11 @@ class PlantedRecords:
         return SimpleNamespace(
             pair=self.pair(pair), dataset=dataset, alpha=alpha, token_mode=mode, base=scores(base), post=scores(post),
             selection=SimpleNamespace(ids=ids, t_cut=self.t_cuts.get(pair, 4), t_bar=10.0, base=answers(False),
-                                      post=answers(True), params=SimpleNamespace(t_cut_from="base")),
+                                      post=answers(True), params=SimpleNamespace(t_cut_from="base",
+                                                                                 span_start="after_template"),
+                                      span_profile=lambda mode: {side: span_profile(
+                                          self.template.get((pair, alpha), self.template.get(pair, 0.0)))
+                                                                 for side in ("base", "post")}),
             n=len(ids), funnel=[],
             fidelity={side: {"spearman": 1.0, "ci": [1.0, 1.0], "status": "FAITHFUL"} for side in ("base", "post")},
             provenance={"cache_keys": {"eap_base": pair, "eap_post": pair}}, measured_at=alpha)
@@ -86,6 +91,12 @@ class PlantedRecords:
 
         return SimpleNamespace(base=checked(base), post=checked(post), models={}, data={}, template="t",
                                decoding={}, key="k")
+
+
+def span_profile(template: float) -> dict:
+    """A planted span profile (harness.data.span.profile): `template` of 40 target tokens are template."""
+    return {"targets": 40, "template_share": template, "copy_share": 0.0, "template_or_copy_share": template,
+            "computational_mean": 4 * (1 - template), "computational_min": 0, "start_mean": 0.0, "template_positions": 4}
 
 
 def judge(claim_id: str, records: PlantedRecords, grid: list[GridCell], context: FamilyContext = FamilyContext()):
@@ -190,6 +201,57 @@ def test_an_unreachable_grid_says_so_with_its_numbers() -> None:
     cell = judge("C1", audit, [GridCell("rl", "d", 0.5, None, "own")])[GridCell("rl", "d", 0.5, None, "own")]
     assert cell.verdict is Verdict.INCONCLUSIVE and not cell.extra["reachable"]
     assert "unreachable on this grid" in cell.reason and "0.0323" in cell.reason
+
+
+@pytest.mark.parametrize("claim_id", ["C1", "C2", "C3", "C7"])
+def test_a_planted_effect_on_the_answers_template_gets_no_directional_verdict(claim_id: str) -> None:
+    """The same planted effect that is SUPPORTED on computational targets is INVALID when 60 % of the
+    targets are the answer's template, and the cell says so with the share and the limit."""
+    rng = np.random.default_rng(1)
+    base = BASES[claim_id](rng)
+    audit = PlantedRecords({("rl", "d", 0.5): (base, METRIC_PLANTS[claim_id](rng, base))})
+    g = GridCell("rl", "d", 0.5, None, "own")
+    assert judge(claim_id, audit, [g])[g].verdict is Verdict.SUPPORTED
+    audit.template = {"rl": 0.6}
+    cell = judge(claim_id, audit, [g])[g]
+    assert cell.verdict is Verdict.INVALID
+    assert cell.reason.startswith("the targets are the answer's template: 60% of the base model's target tokens")
+    assert "template_limit 50%" in cell.reason and cell.extra["span"]["base"]["template_or_copy_share"] == 0.6
+    audit.config = AuditConfig().with_settings({"template_limit": "0.7"})
+    assert judge(claim_id, audit, [g])[g].verdict is Verdict.SUPPORTED
+
+
+def test_template_targets_leave_c4_c5_c6_cells_out() -> None:
+    """C4: the compared pair on template targets is INVALID, an online-RL pair on them is left out; C5:
+    a level on template targets is left out of the trend; C6: such an experiment is not usable."""
+    rng = np.random.default_rng(6)
+    base = heavy(rng, 4)
+    cells = {("rl", "d", 0.5): (base, 1.3 * base), ("rl2", "d", 0.5): (base, 1.3 * base),
+             ("dpo", "d", 0.5): (base, base)}
+    audit = PlantedRecords(cells)
+    g = GridCell("dpo", "d", 0.5, "intensity", "own")
+    context = FamilyContext(rl_pairs=("rl", "rl2"))
+    audit.template = {"rl2": 0.9}
+    cell = judge("C4", audit, [g], context)[g]
+    assert cell.verdict is Verdict.SUPPORTED and cell.extra["left_out_template"] == ["rl2"]
+    assert cell.extra["compared_with"] == ["rl"]
+    audit.template = {"dpo": 0.9}
+    assert judge("C4", audit, [g], context)[g].verdict is Verdict.INVALID
+    fade = PlantedRecords({("rl", "d", a): (base, k * base) for a, k in ((0.03, 0.8), (0.1, 0.9), (0.5, 1.3))})
+    fade.template = {("rl", 0.03): 0.9}
+    g5 = GridCell("rl", "d", None, "intensity", "own")
+    c5 = judge("C5", fade, [g5], FamilyContext(alphas=(0.03, 0.1, 0.5)))[g5]
+    assert c5.extra["alphas"] == [0.1, 0.5] and list(c5.extra["template_alphas"]) == [0.03]
+    experiments = tuple(("rl", f"d{k}", 0.5) for k in range(3))
+    six = PlantedRecords({e: (base, base + rng.normal(size=base.shape)) for e in experiments})
+    six.template = {"rl": 0.0}
+    g6 = GridCell(None, None, None, "diversity", "own")
+    usable = judge("C6", six, [g6], FamilyContext(rl_pairs=("rl",), experiments=experiments))[g6]
+    assert usable.n == 3
+    six.template = {"rl": 0.9}
+    c6 = judge("C6", six, [g6], FamilyContext(rl_pairs=("rl",), experiments=experiments))[g6]
+    assert c6.verdict is Verdict.INVALID
+    assert all(x["skipped"].startswith("the targets are the answer's template") for x in c6.extra["experiments"])
 
 
 # ---------------------------------------------------------------- C4: magnitudes against online RL

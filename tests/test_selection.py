@@ -1,5 +1,6 @@
 """Selection (both variants) on synthetic lengths with hand-computed survivors; EAP rows."""
 
+import functools
 import random
 
 import pytest
@@ -13,6 +14,9 @@ from harness.data.selection import (
     select_samples,
 )
 from harness.errors import UserError
+
+# the paper's plain cut: these answers are synthetic counting sequences, all one "template"
+select = functools.partial(select_samples, span_start="answer")
 
 
 def checked(qid, answer_len, correct, prompt_len=5, offset=0, reference_len=None):
@@ -45,7 +49,7 @@ def pair(table=TABLE):
 def test_paper_code_variant_survivors_by_hand():
     # both-correct a,b,c,d,f,g; T̄ = min(132/6, 114/6) = 19; window floor(9.5)=9 .. floor(28.5)=28
     # on the pair mean; f dropped for prompt length; d, g outside; c unbalanced -> a, b
-    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
+    sel = select(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
     assert sorted(sel.ids) == ["a", "b"]
     assert sel.t_bar == pytest.approx(19.0) and sel.t_bar_window == pytest.approx(19.0)
     assert sel.t_cut == 5  # floor(0.3 * 19 = 5.7), not round
@@ -57,7 +61,7 @@ def test_paper_code_variant_survivors_by_hand():
 def test_paper_variant_survivors_by_hand():
     # T̄ = mean pair mean over a,b,c,d,f,g = 123/6 = 20.5; each model in [10.25, 30.75]:
     # a (10) is out, c (12) out, d, g out -> b, f; T̄_kept = (20 + 20)/2 = 20
-    sel = select_samples(*pair(), variant="paper", t_cut_from="pair", alpha=0.3)
+    sel = select(*pair(), variant="paper", t_cut_from="pair", alpha=0.3)
     assert sorted(sel.ids) == ["b", "f"]
     assert sel.t_bar_window == pytest.approx(20.5)
     assert sel.t_bar == pytest.approx(20.0)
@@ -71,10 +75,10 @@ def test_t_cut_from_the_base_model_is_one_for_every_pair_of_that_base():
     answers differ cut at one T_cut, and the paper's per-pair T̄ gives each its own."""
     base, post = pair()
     longer = [checked(c.id, c.answer_len + 6, c.correct, 5, offset=1000) for c in post]
-    sel, sel_longer = (select_samples(base, p, variant="paper-code", alpha=0.3) for p in (post, longer))
+    sel, sel_longer = (select(base, p, variant="paper-code", alpha=0.3) for p in (post, longer))
     assert sel.t_bar == sel_longer.t_bar == pytest.approx(172 / 7) and sel.t_cut == sel_longer.t_cut == 7
     assert sel.to_json()["t_cut_from"] == "base"
-    paper = [select_samples(base, p, variant="paper-code", alpha=0.3, t_cut_from="pair").t_cut for p in (post, longer)]
+    paper = [select(base, p, variant="paper-code", alpha=0.3, t_cut_from="pair").t_cut for p in (post, longer)]
     assert paper[0] != paper[1]
     with pytest.raises(UserError, match="t_cut_from must be one of base, pair"):
         SelectionParams(t_cut_from="post")
@@ -82,42 +86,42 @@ def test_t_cut_from_the_base_model_is_one_for_every_pair_of_that_base():
 
 @pytest.mark.parametrize("alpha,t_cut", [(0.03, 1), (0.1, 1), (0.3, 5), (0.5, 9)])
 def test_t_cut_is_floor_with_minimum_one(alpha, t_cut):
-    assert select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=alpha).t_cut == t_cut
+    assert select(*pair(), variant="paper-code", t_cut_from="pair", alpha=alpha).t_cut == t_cut
 
 
 def test_t_cut_beyond_answers_is_an_error_with_funnel():
     with pytest.raises(SelectionError) as err:  # T_cut 11 > answer a (10)
-        select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="error")
+        select(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="error")
     message = str(err.value)
     assert "T_cut" in message and "11" in message and "both-correct" in message
     assert err.value.funnel[-1].step == "subsample"
 
 
 def test_short_answers_can_be_dropped_instead():
-    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="drop")
+    sel = select(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="drop")
     assert sel.ids == ("b",) and sel.t_cut == 11
     assert sel.funnel[-1].step == "long-enough" and sel.funnel[-1].count == 1
 
 
 def test_subsample_matches_the_paper_code_random_sample():
     table = {f"q{i}": (20, 20, True, True, 5, 5) for i in range(50)}
-    sel = select_samples(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=42)
+    sel = select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=42)
     random.seed(42)
     assert list(sel.ids) == random.sample(list(table), 10)
-    assert select_samples(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=7).ids != sel.ids
+    assert select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=7).ids != sel.ids
     assert len(set(sel.ids)) == 10 and sel.funnel[-1].count == 10
 
 
 def test_empty_dataset_is_a_clear_error():
     with pytest.raises(SelectionError, match="no question was answered by both") as err:
-        select_samples([], [], variant="paper")
+        select([], [], variant="paper")
     assert "questions" in str(err.value)
 
 
 def test_no_both_correct_is_a_clear_error():
     table = {"x": (10, 10, True, False, 5, 5), "y": (10, 10, False, True, 5, 5)}
     with pytest.raises(SelectionError, match="correctly by both") as err:
-        select_samples(*pair(table), variant="paper-code")
+        select(*pair(table), variant="paper-code")
     assert [s.count for s in err.value.funnel] == [2, 0]
 
 
@@ -133,7 +137,7 @@ def test_bad_parameters_are_user_errors():
 
 
 def test_shared_token_modes_feed_both_models_identical_ids():
-    sel = select_samples(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
+    sel = select(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.3)
     for mode, offset in (("shared-base", 0), ("shared-post", 1000)):
         base_rows, post_rows = build_eap_rows(sel, mode)
         assert base_rows == post_rows
@@ -147,7 +151,7 @@ def test_shared_token_modes_feed_both_models_identical_ids():
 
 def test_shared_mode_refuses_different_prompts():
     table = {"b": TABLE["b"], "f": TABLE["f"]}
-    sel = select_samples(*pair(table), variant="paper", alpha=0.1)
+    sel = select(*pair(table), variant="paper", alpha=0.1)
     assert "f" in sel.ids
     with pytest.raises(UserError, match="same prompt"):
         build_eap_rows(sel, "shared-base")
@@ -157,17 +161,17 @@ def test_reference_mode_uses_reference_tokens():
     base = [checked("a", 20, True, reference_len=30), checked("b", 20, True, reference_len=3)]
     post = [checked("a", 20, True, offset=1000, reference_len=30),
             checked("b", 20, True, offset=1000, reference_len=3)]
-    sel = select_samples(base, post, variant="paper-code", alpha=0.3)
+    sel = select(base, post, variant="paper-code", alpha=0.3)
     base_rows, post_rows = build_eap_rows(sel, "reference")
     lengths = {r["id"]: len(r["target_ids"]) for r in base_rows}
     assert lengths == {"a": sel.t_cut, "b": 3}
     assert base_rows[0]["target_ids"][0] == 900
     with pytest.raises(UserError, match="reference solution"):
-        build_eap_rows(select_samples(*pair(), variant="paper-code", alpha=0.3), "reference")
+        build_eap_rows(select(*pair(), variant="paper-code", alpha=0.3), "reference")
 
 
 def test_selection_json_names_variant_and_funnel():
-    data = select_samples(*pair(), variant="paper", alpha=0.1).to_json()
+    data = select(*pair(), variant="paper", alpha=0.1).to_json()
     assert data["variant"] == "paper" and data["params"]["alpha"] == 0.1
     assert data["funnel"][1] == {"step": "both-correct", "count": 6, "rule": "both final answers correct"}
     assert data["answer_lengths"]["f"] == [18, 22]
@@ -180,7 +184,7 @@ VARIED = {f"v{i}": (t, t + (1 if i % 2 else 0), True, True, 5, 5)
 
 def test_slice_keeps_the_same_questions_for_every_alpha():
     base, post = pair(VARIED)
-    selections = {a: select_samples(base, post, variant="paper-code", alpha=a) for a in (0.1, 0.5, 1.0)}
+    selections = {a: select(base, post, variant="paper-code", alpha=a) for a in (0.1, 0.5, 1.0)}
     assert SelectionParams().short_answers == "slice"
     ids = {a: sel.ids for a, sel in selections.items()}
     assert ids[0.1] == ids[0.5] == ids[1.0] and len(ids[0.1]) == len(VARIED)
@@ -195,7 +199,7 @@ def test_slice_keeps_the_same_questions_for_every_alpha():
 
 def test_slice_row_of_a_short_answer_has_all_its_tokens_as_targets():
     base, post = pair(VARIED)
-    sel = select_samples(base, post, variant="paper-code", alpha=1.0)
+    sel = select(base, post, variant="paper-code", alpha=1.0)
     base_rows, post_rows = build_eap_rows(sel, "own")
     rows = {r["id"]: r for r in base_rows}
     post_by_id = {r["id"]: r for r in post_rows}
@@ -208,8 +212,8 @@ def test_slice_row_of_a_short_answer_has_all_its_tokens_as_targets():
 
 def test_drop_loses_the_short_questions_at_large_alpha():
     base, post = pair(VARIED)
-    small = select_samples(base, post, variant="paper-code", alpha=0.1, short_answers="drop")
-    large = select_samples(base, post, variant="paper-code", alpha=1.0, short_answers="drop")
+    small = select(base, post, variant="paper-code", alpha=0.1, short_answers="drop")
+    large = select(base, post, variant="paper-code", alpha=1.0, short_answers="drop")
     assert len(small.ids) == len(VARIED)
     assert "v0" in small.ids and "v0" not in large.ids
     assert sorted(large.ids) == [f"v{i}" for i in range(4, 10)]

@@ -60,6 +60,10 @@ class AuditConfig:
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
     fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
     estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
+    template_limit: largest share of a model's target tokens that may be answer template or prompt
+    copies (harness.data.span) for a C1-C7 cell to get a directional verdict; above it the cell is
+    INVALID, "the targets are the answer's template" (0.5: when most scored tokens carry no
+    computation, a per-question change mostly reads the model's confidence on a fixed text).
     metrics: metric parameters (histogram range policy, bins, eps, structural zeros).
     stats: decision parameters (significance level, smallest effect of interest, ties, resamples).
     grader: how answers are graded (harness.data.grading): auto (paper for GSM8K/MATH, the task's
@@ -91,6 +95,7 @@ class AuditConfig:
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
     generation_backend: str = "hf"
+    template_limit: float = 0.5
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     metrics: MetricConfig = field(default_factory=MetricConfig)
@@ -112,6 +117,8 @@ class AuditConfig:
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
             raise UserError(f"robustness_estimator must be one of {', '.join(ROBUSTNESS_ESTIMATORS)}, "
                             f"got {self.robustness_estimator!r}")
+        if not 0 <= self.template_limit <= 1:
+            raise UserError(f"template_limit is a share of target tokens in [0, 1], got {self.template_limit}")
         if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:
             raise UserError(f"fidelity_alpha must be in (0, 1] or none, got {self.fidelity_alpha}")
         if self.dtype not in DTYPES:

@@ -341,7 +341,8 @@ class AuditPipeline:
         """Selection, EAP of both models and their fidelity for one (pair, dataset, alpha, mode).
 
         With `fidelity_alpha` set, fidelity (and the exact deltas robustness reads) is measured at
-        that alpha only and shared by the pair's cells at every other alpha (`CellData.measured_at`)."""
+        that alpha only; a cell at another alpha carries none (a validity measured at one alpha is not
+        copied to another; `CellData.measured_at` names where it was)."""
         memo = (pair_name, dataset, float(alpha), token_mode)
         if memo in self._cells:
             return self._cells[memo]
@@ -356,8 +357,6 @@ class AuditPipeline:
             eap_keys[side], scores[side] = self.edge_scores(spec, side, model_key(answers.models[side]), rows[side])
             if measured_at == float(alpha):
                 fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side])
-        if measured_at != float(alpha):
-            fidelity = self.cell(pair_name, dataset, measured_at, token_mode).fidelity
         provenance = {
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
                      "base": spec.base, "post": spec.post or spec.post_adapter},

@@ -41,21 +41,21 @@ SUITES = Path(__file__).resolve().parents[2] / "suites"
 # default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README): the
 # online-RL pairs GRPO and RLOO, offline DPO and the GRPO seed control, on the held-out pool of 200
 # questions per task (all shipped as verified answer fixtures), 40 questions per cell (a seeded sample
-# of those both models answer right), alpha 0.03 (T_cut = 2 at the bundled answers' T-bar of about 80
-# tokens) and 0.5; fidelity, robustness and C8 at alpha 0.03. `make audit` runs it with `--workers 2
-# --threads 1`, one pair per worker at a time (the answer fixtures were generated with one thread, so
-# their check regenerates the same bits).
+# of those both models answer right), alpha 0.3 and 0.5 of the span after the answer's opening
+# (selection.span_start=after_template: T_cut 16-23 and 27-38 tokens, of which 12-14 and 17-23 are
+# computational on the bundled answers; 0.03 and 0.1 would score 1-7 tokens). `make audit` runs it with
+# `--workers 2 --threads 1`, one pair per worker at a time (the answer fixtures were generated with one
+# thread, so their check regenerates the same bits).
 # nightly: every bundled pair (the seed-1 replicates too) at the paper's alpha grid, up to the paper's 100
-# questions per cell, fidelity on more questions and edges. Fidelity and robustness (exact ablation) and
-# the C8 causal check run at one alpha per pair and dataset (`fidelity_alpha`, else the grid's middle
-# one); every cell names the alpha it carries. Answers come from the verified answer fixtures where they
-# match (`answer_fixtures`).
+# questions per cell, fidelity on more questions and edges. In every budget fidelity, robustness (exact
+# ablation) and the C8 causal check are measured at every alpha that carries a verdict (fidelity_alpha
+# none): no measurement is copied from one alpha to another. Answers come from the verified answer
+# fixtures where they match (`answer_fixtures`).
 AUDIT_BUDGETS: dict[str, dict] = {
     "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-grpo-seeds",
-                "questions": 200, "n": 40, "alphas": "0.03,0.5", "fidelity_edges": 24, "fidelity_samples": 10,
-                "fidelity_alpha": 0.03},
+                "questions": 200, "n": 40, "alphas": "0.3,0.5", "fidelity_edges": 24, "fidelity_samples": 10},
     "nightly": {"pairs": None, "questions": 200, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
-                "fidelity_samples": 16, "fidelity_alpha": 0.1},
+                "fidelity_samples": 16},
 }
 AUDIT_BUDGET = AUDIT_BUDGETS["default"]
 # the flags that set a setting of the run's AuditConfig: giving one and --set its key too is refused
@@ -65,16 +65,13 @@ FLAG_SETTINGS = {"questions": "questions", "fidelity_edges": "fidelity_edges", "
 
 def audit_config(args, settings: list[str]) -> AuditConfig:
     """The run's one AuditConfig: the budget's and the flags' values, then every --set KEY=VALUE.
-    Fidelity, robustness and C8 are measured at the budget's fidelity alpha where the grid has it, else
-    at the grid's middle alpha, unless --set fidelity_alpha says otherwise."""
+    Fidelity, robustness and C8 are measured at every alpha, unless --set fidelity_alpha says otherwise."""
     from harness.data.generation import DecodingSettings
     from harness.data.selection import SelectionSettings
     from harness.models.loading import default_dtype
 
-    alphas = sorted(args.alphas)
-    chosen = args.fidelity_alpha if args.fidelity_alpha in alphas else (alphas[len(alphas) // 2] if alphas else None)
     config = AuditConfig(questions=args.questions, fidelity_edges=args.fidelity_edges,
-                         fidelity_samples=args.fidelity_samples, fidelity_alpha=chosen, device=args.device,
+                         fidelity_samples=args.fidelity_samples, device=args.device,
                          dtype=args.dtype or default_dtype(args.device), selection=SelectionSettings(n=args.n),
                          decoding=DecodingSettings(max_new_tokens=args.max_new_tokens))
     parsed = parse_settings(settings)

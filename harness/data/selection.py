@@ -10,6 +10,11 @@ Two variants, always named in outputs:
   then `random.sample`; T_cut = max(floor(α·T̄), 1) with that same T̄.
 Lengths T are answer tokens without EOS. Balance: |T_b − T_p| / ((T_b+T_p)/2) <= δ.
 
+Where the loss's span starts (`span_start`, harness.data.span): "after_template" (default) past the answer's
+opening run of template tokens and prompt copies, so T̄ and T_cut count the tokens after it and alpha is a
+fraction of the reasoning; "answer" is the paper's plain cut from the answer's first token. The opening
+joins the prompt as context. The length window and balance read whole answers either way.
+
 Where T̄ for T_cut comes from (`t_cut_from`): "base" (default) takes the mean answer length of the base
 model's correct answers on the dataset, so every pair trained from one base cuts at one T_cut per alpha
 and cross-pair comparisons (C4) read like with like; "pair" is the paper's per-pair T̄ of the variant.
@@ -30,6 +35,7 @@ from statistics import mean
 from typing import Literal, Sequence, get_args
 
 from harness.data.grading import CheckedGeneration
+from harness.data.span import SPAN_STARTS, SpanStart, Template, profile, span_start
 from harness.errors import UserError
 
 Variant = Literal["paper", "paper-code"]
@@ -53,7 +59,9 @@ class SelectionSettings:
     most. seed: subsample seed. short_answers: a kept answer shorter than T_cut is "slice"d (all its
     tokens are targets; the paper's code), or such questions are "drop"ped, or it is an "error".
     t_cut_from: T̄ of T_cut from the base model's correct answers on the dataset ("base": one T_cut for
-    every pair of that base), or the variant's per-pair T̄ ("pair", the paper)."""
+    every pair of that base), or the variant's per-pair T̄ ("pair", the paper). span_start: the span
+    starts "after_template" (past the answer's opening of template and prompt copies) or at the
+    "answer"'s first token (the paper)."""
 
     variant: Variant = "paper-code"
     beta: float = 0.5
@@ -63,6 +71,7 @@ class SelectionSettings:
     seed: int = 42
     short_answers: ShortAnswers = "slice"
     t_cut_from: TCutFrom = "base"
+    span_start: SpanStart = "after_template"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -79,6 +88,9 @@ class SelectionSettings:
         if self.t_cut_from not in T_CUT_FROM:
             raise UserError(f"t_cut_from must be one of {', '.join(T_CUT_FROM)} (base: T̄ of the base model's "
                             f"correct answers; pair: the paper's per-pair T̄), got {self.t_cut_from!r}")
+        if self.span_start not in SPAN_STARTS:
+            raise UserError(f"span_start must be one of {', '.join(SPAN_STARTS)} (after_template: past the "
+                            f"answer's template and prompt copies; answer: the paper's cut), got {self.span_start!r}")
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,9 @@ class Selection:
     t_bar: the T̄ that defines T_cut (tokens; `params.t_cut_from` says whose answers). t_bar_window:
     the T̄ the length window used.
     short_ids: kept questions with an answer shorter than T_cut (policy "slice": they keep all
-    their answer tokens as targets); empty under "drop" and "error".
+    their answer tokens as targets); empty under "drop" and "error". base_start, post_start: where
+    each kept answer's span starts (tokens; 0 under span_start=answer). templates: each model's
+    answer template on the dataset (harness.data.span.Template), base then post.
     """
 
     params: SelectionParams
@@ -138,16 +152,32 @@ class Selection:
     base: tuple[CheckedGeneration, ...]
     post: tuple[CheckedGeneration, ...]
     short_ids: tuple[str, ...] = ()
+    base_start: tuple[int, ...] = ()
+    post_start: tuple[int, ...] = ()
+    templates: tuple[Template, Template] = (Template({}, 0), Template({}, 0))
 
     def funnel_table(self) -> str:
         return format_funnel(self.funnel)
+
+    def span_profile(self, token_mode: TokenMode = "own") -> dict:
+        """Per model ("base", "post"): the span profile of its targets (harness.data.span.profile)."""
+        out = {}
+        for side, spans in zip(("base", "post"), target_spans(self, token_mode)):
+            if token_mode == "reference":
+                template = Template.of([s.tokens for s in spans])
+            else:
+                template = self.templates[0 if token_mode == "shared-base" or (token_mode == "own" and side == "base")
+                                          else 1]
+            out[side] = profile([(s.prompt, s.tokens, s.start, s.stop) for s in spans], template)
+        return out
 
     def to_json(self) -> dict:
         from dataclasses import asdict
 
         return {"variant": self.params.variant, "params": asdict(self.params), "ids": list(self.ids),
                 "short_answers": self.params.short_answers, "short_ids": list(self.short_ids),
-                "t_cut_from": self.params.t_cut_from,
+                "t_cut_from": self.params.t_cut_from, "span_start": self.params.span_start,
+                "starts": {i: [sb, sp] for i, sb, sp in zip(self.ids, self.base_start, self.post_start)},
                 "funnel": [asdict(s) for s in self.funnel], "t_bar": self.t_bar,
                 "t_bar_window": self.t_bar_window, "t_cut": self.t_cut,
                 "answer_lengths": {i: [b.answer_len, p.answer_len]
@@ -189,6 +219,13 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
                              "dataset or more questions", funnel)
     tb = {i: b[i].answer_len for i in kept}
     tp = {i: q[i].answer_len for i in kept}
+    # each model's template over its answers on the dataset, and where each answer's span starts
+    templates = tuple(Template.of([m[i].generation.answer_ids for i in common]) for m in (b, q))
+    start = [{i: span_start(p.span_start, m[i].generation.prompt_ids, m[i].generation.answer_ids, t)
+              for i in (common if m is b else kept)} for m, t in zip((b, q), templates)]
+    sb = {i: tb[i] - start[0][i] for i in kept}   # span lengths: the tokens alpha is a fraction of
+    sp = {i: tp[i] - start[1][i] for i in kept}
+    both_correct = list(kept)
     if p.variant == "paper":
         t_bar_window = mean((tb[i] + tp[i]) / 2 for i in kept)
         lo, hi = p.beta * t_bar_window, p.gamma * t_bar_window
@@ -212,13 +249,15 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
         kept = random.Random(p.seed).sample(kept, p.n)
     funnel.append(FunnelStep("subsample", len(kept), f"at most n={p.n}, seed={p.seed}"))
     if p.t_cut_from == "base":   # one T̄ per base model and dataset: the same for every pair of that base
-        t_bar = mean(g.answer_len for g in b.values() if g.correct)
+        t_bar = mean(b[i].answer_len - start[0][i] for i in common if b[i].correct)
+    elif p.variant == "paper-code":
+        t_bar = min(mean(sb[i] for i in both_correct), mean(sp[i] for i in both_correct))
     else:
-        t_bar = t_bar_window if p.variant == "paper-code" else mean((tb[i] + tp[i]) / 2 for i in kept)
+        t_bar = mean((sb[i] + sp[i]) / 2 for i in kept)
     t_cut = max(math.floor(p.alpha * t_bar), 1)
-    short = [i for i in kept if min(tb[i], tp[i]) < t_cut]
+    short = [i for i in kept if min(sb[i], sp[i]) < t_cut]
     if short and p.short_answers == "error":
-        shortest = min(min(tb[i], tp[i]) for i in kept)
+        shortest = min(min(sb[i], sp[i]) for i in kept)
         raise SelectionError(f"T_cut = max(floor({p.alpha}·{t_bar:.2f}), 1) = {t_cut} tokens, but "
                              f"{len(short)} kept answers are shorter (shortest: {shortest} tokens, "
                              f"question {short[0]!r}); lower alpha, slice them (short_answers='slice', "
@@ -226,54 +265,72 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
                              funnel)
     if short and p.short_answers == "slice":
         funnel.append(FunnelStep("short-sliced", len(kept),
-                                 f"{len(short)} kept with fewer than T_cut={t_cut} answer tokens; "
+                                 f"{len(short)} kept with fewer than T_cut={t_cut} span tokens; "
                                  "all their tokens are targets (short_answers=slice)"))
     elif short:
         dropped = set(short)
         kept = [i for i in kept if i not in dropped]
         short = []
-        funnel.append(FunnelStep("long-enough", len(kept), f"both answers >= T_cut={t_cut} tokens"))
+        funnel.append(FunnelStep("long-enough", len(kept), f"both spans >= T_cut={t_cut} tokens"))
         if not kept:
             raise SelectionError(f"every kept answer is shorter than T_cut={t_cut}; lower alpha, or "
                                  "slice them (short_answers='slice')", funnel)
     return Selection(params=p, ids=tuple(kept), funnel=tuple(funnel), t_bar=float(t_bar),
                      t_bar_window=float(t_bar_window), t_cut=t_cut,
-                     base=tuple(b[i] for i in kept), post=tuple(q[i] for i in kept), short_ids=tuple(short))
+                     base=tuple(b[i] for i in kept), post=tuple(q[i] for i in kept), short_ids=tuple(short),
+                     base_start=tuple(start[0][i] for i in kept), post_start=tuple(start[1][i] for i in kept),
+                     templates=templates)
 
 
-def build_eap_rows(selection: Selection, token_mode: TokenMode = "own") -> tuple[list[dict], list[dict]]:
-    """Rows {"id", "prompt_ids", "target_ids"} for the base and the post-trained model.
+@dataclass(frozen=True)
+class TargetSpan:
+    """What one model reads on one question: `tokens` after `prompt`, the loss on tokens[start:stop]
+    (tokens[:start], the skipped opening, joins the prompt as context)."""
 
-    own: each model's own answer[:T_cut] (the paper; a shorter answer gives all its tokens, so the
-    row has min(T, T_cut) targets and input prompt + answer[:-1]). shared-base / shared-post: both models get
-    the same prompt and the base's (post's) answer[:T_cut], so their ids are identical.
-    reference: each model gets the dataset's reference solution, first T_cut tokens (or all of
-    it when shorter).
-    """
+    id: str
+    prompt: tuple[int, ...]
+    tokens: tuple[int, ...]
+    start: int
+    stop: int
+
+    def row(self) -> dict:
+        """The EAP input row {"id", "prompt_ids", "target_ids"}."""
+        return {"id": self.id, "prompt_ids": [*self.prompt, *self.tokens[:self.start]],
+                "target_ids": list(self.tokens[self.start:self.stop])}
+
+
+def target_spans(selection: Selection, token_mode: TokenMode = "own") -> tuple[list[TargetSpan], list[TargetSpan]]:
+    """(base, post) spans per kept question. own: each model's own answer from its span start, T_cut
+    tokens (a shorter span gives all its tokens). shared-base / shared-post: both models read the base's
+    (post's) answer from its start. reference: the dataset's reference solution, its first T_cut tokens."""
     if token_mode not in TOKEN_MODES:
         raise UserError(f"unknown token mode {token_mode!r}; choose one of {', '.join(TOKEN_MODES)}")
     t_cut = selection.t_cut
-    base_rows, post_rows = [], []
-    for qid, b, p in zip(selection.ids, selection.base, selection.post):
+    starts = zip(selection.base_start or [0] * len(selection.ids), selection.post_start or [0] * len(selection.ids))
+    base, post = [], []
+    for qid, b, p, (sb, sp) in zip(selection.ids, selection.base, selection.post, starts):
         gb, gp = b.generation, p.generation
         if token_mode == "own":
-            base_target, post_target = gb.answer_ids[:t_cut], gp.answer_ids[:t_cut]
-            base_prompt, post_prompt = gb.prompt_ids, gp.prompt_ids
+            pair = ((gb.prompt_ids, gb.answer_ids, sb), (gp.prompt_ids, gp.answer_ids, sp))
         elif token_mode in ("shared-base", "shared-post"):
             if gb.prompt_ids != gp.prompt_ids:
                 raise UserError(f"token mode {token_mode} needs both models to see the same prompt "
                                 f"ids, but question {qid!r} was tokenised differently (different "
                                 "tokenizer or template); use token mode own")
-            source = gb if token_mode == "shared-base" else gp
-            base_prompt = post_prompt = source.prompt_ids
-            base_target = post_target = source.answer_ids[:t_cut]
+            source, start = (gb, sb) if token_mode == "shared-base" else (gp, sp)
+            pair = ((source.prompt_ids, source.answer_ids, start),) * 2
         else:
             if gb.reference_ids is None or gp.reference_ids is None or not gb.reference_ids:
                 raise UserError(f"token mode reference needs the dataset's reference solution, "
                                 f"but question {qid!r} has none; use a dataset with solutions "
                                 "(GSM8K, MATH, gsm_symbolic)")
-            base_prompt, post_prompt = gb.prompt_ids, gp.prompt_ids
-            base_target, post_target = gb.reference_ids[:t_cut], gp.reference_ids[:t_cut]
-        base_rows.append({"id": qid, "prompt_ids": list(base_prompt), "target_ids": list(base_target)})
-        post_rows.append({"id": qid, "prompt_ids": list(post_prompt), "target_ids": list(post_target)})
-    return base_rows, post_rows
+            pair = ((gb.prompt_ids, gb.reference_ids, 0), (gp.prompt_ids, gp.reference_ids, 0))
+        for out, (prompt, tokens, start) in zip((base, post), pair):
+            out.append(TargetSpan(qid, tuple(prompt), tuple(tokens), start, min(start + t_cut, len(tokens))))
+    return base, post
+
+
+def build_eap_rows(selection: Selection, token_mode: TokenMode = "own") -> tuple[list[dict], list[dict]]:
+    """Rows {"id", "prompt_ids", "target_ids"} for the base and the post-trained model (target_spans)."""
+    base, post = target_spans(selection, token_mode)
+    return [s.row() for s in base], [s.row() for s in post]

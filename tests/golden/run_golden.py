@@ -41,9 +41,9 @@ PATH_KEYED_FIELDS = {"answers"}
 PATH_KEYED = "<path-dependent key>"
 
 
-def run_audit(workdir: Path, kernels: str = "portable") -> dict[str, Any]:
+def run_audit(workdir: Path, kernels: str = "portable", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the suites on the shipped tiny pairs under `workdir` (1 torch thread, fresh cache, the
-    `kernels` of KERNELS) and return the normalised claims.json."""
+    `kernels` of KERNELS, `extra` suite options after the golden ones) and return the normalised claims.json."""
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
@@ -58,7 +58,7 @@ tiny_pairs.write_dataset(Path('sums.jsonl'))
     subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, check=True)
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
            "--rootdir", str(ROOT), "--registry", "pairs.toml", *SUITE_ARGS,
-           "--run-id", "golden", "--reports-dir", str(workdir / "reports")]
+           "--run-id", "golden", "--reports-dir", str(workdir / "reports"), *extra]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     claims = workdir / "reports" / "golden" / "claims.json"
     if not claims.is_file():

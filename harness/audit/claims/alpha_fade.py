@@ -30,6 +30,8 @@ from harness.audit.claims.common import (
     edge_arrays,
     fidelity_extra,
     finite,
+    span_of,
+    template_reason,
 )
 from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import not_applicable
@@ -50,6 +52,7 @@ class FadeRow:
     levels: tuple[float, ...]
     mean_changes: tuple[float, ...]   # mean oriented relative change at each level, in `levels` order
     cells: tuple[CellData, ...]
+    template_levels: dict[float, str]   # levels left out: their targets are the answer's template (the reason)
 
 
 def oriented_change(cell: CellData, metric: str, config: AuditConfig) -> dict[str, float]:
@@ -69,15 +72,20 @@ def rule_text(stats: StatsConfig, metric: str) -> str:
             "kept at every level of the fitted change of s from the smallest to the largest alpha (least-squares "
             "slope of s on the level's rank, times levels - 1); sign-flip permutation p, BCa bootstrap interval. "
             f"Smallest effect of interest: {stats.sesoi_text(metric)} in s. Needs at least {MIN_ALPHAS} alpha levels and "
-            f"{stats.min_n} shared questions")
+            f"{stats.min_n} shared questions; a level whose targets are the answer's template (beyond "
+            f"template_limit) is left out")
 
 
 def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
     stats = records.config.stats
-    levels, changes, cells = [], [], []
+    levels, changes, cells, template = [], [], [], {}
     for a in sorted(alphas):
         cell = records.cell(g.pair, g.dataset, a, g.token_mode)
-        if not isinstance(cell, SelectionError):
+        reason = None if isinstance(cell, SelectionError) else template_reason(span_of(cell),
+                                                                               records.config.template_limit)
+        if reason:
+            template[a] = reason
+        elif not isinstance(cell, SelectionError):
             levels.append(a)
             changes.append(oriented_change(cell, g.metric, records.config))
             cells.append(cell)
@@ -85,15 +93,17 @@ def _row(records: Records, g: GridCell, alphas: tuple[float, ...]) -> FadeRow:
     means = tuple(float(np.mean([c[q] for q in shared])) if shared else math.nan for c in changes)
     if len(levels) < MIN_ALPHAS:
         test = FamilyTest(0, math.nan, math.nan, f"{len(levels)} alpha levels with selected questions "
-                          f"(< {MIN_ALPHAS}) in {sorted(alphas)}")
-        return FadeRow(g, test, tuple(levels), means, tuple(cells))
+                          f"(< {MIN_ALPHAS}) in {sorted(alphas)}" + (
+                              f"; left out, their targets are the answer's template: {sorted(template)}"
+                              if template else ""))
+        return FadeRow(g, test, tuple(levels), means, tuple(cells), template)
     s = np.array([[c[q] for c in changes] for q in shared]).reshape(len(shared), len(levels))   # [questions, levels]
     rank = np.arange(len(levels)) - (len(levels) - 1) / 2
     fitted = (s @ rank) / (rank @ rank) * (len(levels) - 1)          # fitted change, smallest to largest alpha
     start = s.mean(axis=1) - fitted / 2
     test = paired_test(start, start + fitted, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
                        zero_method=stats.zero_method, ci_level=stats.ci_level, margin=stats.sesoi_for(g.metric))
-    return FadeRow(g, test, tuple(levels), means, tuple(cells))
+    return FadeRow(g, test, tuple(levels), means, tuple(cells), template)
 
 
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
@@ -128,6 +138,8 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
                       "compared": list(row.levels) if len(row.levels) >= MIN_ALPHAS else [],
                       "mean_oriented_change": list(row.mean_changes),
                       "counter_example_alphas": counter, "counter_example_rule": "mean oriented change < 0",
+                      "template_alphas": row.template_levels,
+                      "span": {f"a{c.alpha}": span_of(c) for c in row.cells},
                       "fidelity": fidelity_extra(list(row.cells))},
             "provenance": {**(row.cells[0].provenance if row.cells else {}),
                            "metric_config": records.config.metrics.as_dict()}}))

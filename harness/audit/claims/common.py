@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from harness.analysis.confidence import loss_link
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
 from harness.audit.claims import ClaimSpec
@@ -101,14 +102,46 @@ def fidelity_extra(cells: list[CellData]) -> dict:
     return {f"{c.pair.name}/a{c.measured_at}/{side}": rec for c in cells for side, rec in c.fidelity.items()}
 
 
-def metric_rule(stats: StatsConfig, metrics: MetricConfig, metric: str, decided_on: str) -> str:
+def metric_rule(stats: StatsConfig, metrics: MetricConfig, metric: str, decided_on: str, template_limit: float) -> str:
     """The rule text of a metric claim cell, with every setting that can change its verdict."""
     return (f"{verdict_rule(stats.significance, stats.min_n, f'{stats.ci_level:.0%} interval of the tested effect')}. "
             f"Tested effect: {decided_on}. Smallest effect of interest: |base value| times the metric's margin, "
             f"{stats.sesoi_text(metric)}. "
+            f"No directional verdict (INVALID, 'the targets are the answer's template') where more than "
+            f"{template_limit:.0%} (template_limit) of a model's target tokens are answer template or prompt copies "
+            f"(harness.data.span). "
             f"Ties: a difference within {stats.tie_rel_tol:g} x max(|base|, |post|) counts as zero. Metric "
             f"settings: range {metrics.range_policy.value}, {metrics.bins} bins, eps {metrics.eps:g}, structural "
             f"zeros {'included' if metrics.include_structural_zeros else 'excluded'}")
+
+
+def span_of(cell: CellData) -> dict:
+    """The cell's span profile per model (harness.data.span), with its T_cut and where spans start."""
+    s = cell.selection
+    return {**s.span_profile(cell.token_mode), "t_cut": s.t_cut, "span_start": s.params.span_start}
+
+
+def template_reason(span: dict, limit: float) -> str | None:
+    """Why a cell gets no directional verdict: a model whose targets are mostly template or prompt copies."""
+    worst = max(("base", "post"), key=lambda side: span[side]["template_or_copy_share"])
+    share = span[worst]["template_or_copy_share"]
+    if share <= limit:
+        return None
+    return (f"the targets are the answer's template: {share:.0%} of the {worst} model's target tokens are template "
+            f"or prompt copies (template_limit {limit:.0%}; T_cut {span['t_cut']}, span from the "
+            f"{'answer' if span['span_start'] == 'answer' else 'end of the opening'}, "
+            f"{span[worst]['computational_mean']:.1f} computational tokens per question)")
+
+
+def loss_of(cell: CellData, stats: StatsConfig) -> dict | None:
+    """Each model's clean loss on its targets, the change, and its link with Δlog intensity (None when
+    the scores carry no loss)."""
+    base_loss, post_loss = getattr(cell.base, "loss", None), getattr(cell.post, "loss", None)
+    if base_loss is None or post_loss is None:
+        return None
+    base, post, mask = edge_arrays(cell)
+    return loss_link(base, post, mask, base_loss.numpy(), post_loss.numpy(), n_boot=stats.n_boot, seed=stats.seed,
+                     ci_level=stats.ci_level)
 
 
 def finite(x: Any) -> float | None:

@@ -23,7 +23,14 @@ from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import holm
 from harness.analysis.stats.pooled import cell_test
 from harness.audit.claims import ClaimSpec
-from harness.audit.claims.common import FamilyContext, GridCell, cell_fidelity, edge_arrays
+from harness.audit.claims.common import (
+    FamilyContext,
+    GridCell,
+    cell_fidelity,
+    edge_arrays,
+    span_of,
+    template_reason,
+)
 from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import NOT_APPLICABLE, not_applicable
 from harness.audit.config import AuditConfig
@@ -45,7 +52,8 @@ def rule_text(stats: StatsConfig) -> str:
             f"falls has its lower bound > {1 - rate:.2g}, which a rise in >= {rate:.0%} of experiments cannot leave "
             f"room for; otherwise INCONCLUSIVE, saying what the data support (e.g. 'a majority rises; {rate:.0%} not "
             f"tested'); no change when every experiment ties (within {stats.tie_rel_tol:g} relative); unreachable "
-            f"(INCONCLUSIVE, said so) with fewer than {MIN_CLUSTERS} clusters; INVALID if no experiment is usable. "
+            f"(INCONCLUSIVE, said so) with fewer than {MIN_CLUSTERS} clusters; INVALID if no experiment is usable "
+            f"(an experiment whose targets are the answer's template, beyond template_limit, is not). "
             f"Reported beside it: the paper's statistic (share of point-estimate rises) and each experiment's "
             f"swap-permutation test, Holm over the 2E hypotheses ({CORRECTION}). Each token mode's cell is its own "
             f"decision")
@@ -70,9 +78,10 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             entry = {"experiment": label, "cluster": f"{base_model}/{dataset}", "n": pooled.n, "base": pooled.base,
                      "post": pooled.post, "diff": pooled.diff, "relative_change": relative,
                      "p_rise": pooled.p_claimed, "p_fall": pooled.p_opposite, "tie": pooled.no_change,
-                     "fidelity": (cell_fidelity([cell]) or {}).get("spearman")}
-            if pooled.invalid_reason is not None or not np.isfinite(relative):
-                entry["skipped"] = pooled.invalid_reason or "the base diversity is 0: no relative change"
+                     "fidelity": (cell_fidelity([cell]) or {}).get("spearman"), "span": span_of(cell)}
+            template = template_reason(entry["span"], records.config.template_limit)
+            if pooled.invalid_reason is not None or not np.isfinite(relative) or template:
+                entry["skipped"] = pooled.invalid_reason or template or "the base diversity is 0: no relative change"
             else:
                 usable.append((entry, cell))
             details.append(entry)

@@ -70,11 +70,14 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             out.append(Outcome(g, text, skipped="selection left no sample",
                                fields={"funnel": funnel_of(cell), "provenance": {"audit_config": config.as_dict()}}))
             continue
-        measured = cell if cell.measured_at == cell.alpha else records.cell(g.pair, g.dataset, cell.measured_at,
-                                                                           g.token_mode)
-        if isinstance(measured, SelectionError):
-            raise measured
-        causal = records.causal(measured, "post")   # at the alpha fidelity was measured at, shared like it
+        if cell.measured_at != cell.alpha:
+            out.append(Outcome(g, text, skipped=f"not measured at this alpha: fidelity_alpha = {cell.measured_at:g} "
+                               "measures fidelity and the causal check there only, and a validity measured at one "
+                               "alpha is not copied to another (fidelity_alpha=none measures every alpha)",
+                               fields={"funnel": cell.funnel, "provenance": cell.provenance}))
+            continue
+        measured = cell
+        causal = records.causal(measured, "post")
         test = causal_test(causal, config.stats)
         fidelity = cell_fidelity([cell])
         out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, config.stats.min_n), fields={

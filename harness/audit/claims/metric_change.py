@@ -20,8 +20,11 @@ from harness.audit.claims.common import (
     fidelity_extra,
     finite,
     funnel_of,
+    loss_of,
     metric_rule,
     relative_margin,
+    span_of,
+    template_reason,
 )
 from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import robustness
@@ -37,7 +40,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     decided_on = ("the paper's pooled statistic, post - base, BCa bootstrap interval over questions, swap-permutation "
                   "p" if METRICS[metric].decided_by == "pooled" else
                   "mean over questions of post - base, BCa bootstrap interval, sign-flip permutation p")
-    text = metric_rule(stats, metrics, metric, decided_on)
+    text = metric_rule(stats, metrics, metric, decided_on, records.config.template_limit)
     cells = {g: records.cell(g.pair, g.dataset, g.alpha, g.token_mode) for g in grid}
     judged = [(g, c) for g, c in cells.items() if not isinstance(c, SelectionError)]
     robust = robustness(records, metric, judged)
@@ -86,13 +89,18 @@ def _outcome(g: GridCell, cell, claim: ClaimSpec, records: Records, text: str, r
                                     "diff_min": band.diff_min, "diff_max": band.diff_max,
                                     "sign_consistent": band.sign_consistent}
     extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
-    return Outcome(g, text, test, _margin(ct, stats), fields={
+    extra["span"], extra["loss"] = span_of(cell), loss_of(cell, stats)
+    fields = {
         "metric": metric, "base_value": finite(base_value), "post_value": finite(post_value),
         "effect": finite(effect), "ci_low": finite(test.ci_low), "ci_high": finite(test.ci_high),
         "ci_method": test.ci_method,
         "effect_size": finite(paired.hedges_dz) if paired and ct.decisive == "paired" else None,
         "fidelity": cell_fidelity([cell]), "robustness": robust[g], "funnel": cell.funnel, "extra": extra,
-        "provenance": {**cell.provenance, "metric_config": metrics.as_dict()}})
+        "provenance": {**cell.provenance, "metric_config": metrics.as_dict()}}
+    template = template_reason(extra["span"], records.config.template_limit)
+    if template:   # measured and reported, but no directional verdict on the answer's template
+        return Outcome(g, text, skipped=template, fields=fields)
+    return Outcome(g, text, test, _margin(ct, stats), fields=fields)
 
 
 def _values(ct: MetricTest) -> tuple[float, float, float]:

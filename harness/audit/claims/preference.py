@@ -28,6 +28,9 @@ from harness.audit.claims.common import (
     edge_arrays,
     fidelity_extra,
     finite,
+    loss_of,
+    span_of,
+    template_reason,
 )
 from harness.audit.claims.family import Outcome
 from harness.audit.claims.robust import not_applicable
@@ -52,7 +55,8 @@ def rule_text(stats: StatsConfig, metric: str, online: bool, n_boot: int) -> str
               f"resamples (sized to the family, so that its smallest p can pass Holm); margin {margin} in R, tested "
               f"as a shifted null inside the Holm family ({CORRECTION}); significance {stats.significance}, "
               f"INVALID if n < {stats.min_n}")
-    guard = (f"Decided only where online RL itself moves in the claimed direction: the {stats.ci_level:.0%} interval "
+    guard = (f"INVALID where the compared pair's targets are the answer's template (beyond template_limit); an "
+             f"online-RL pair whose targets are is left out. Decided only where online RL itself moves in the claimed direction: the {stats.ci_level:.0%} interval "
              f"of its mean R lies beyond +{margin}; otherwise INCONCLUSIVE, 'online RL does not move in the "
              f"claimed direction here'")
     if online:
@@ -88,10 +92,17 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
     found = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
     cell = None if isinstance(found, SelectionError) else found
     others = (records.cell(p, g.dataset, g.alpha, g.token_mode) for p in rl_pairs) if cell is not None else ()
-    rl_cells = tuple(c for c in others if not isinstance(c, SelectionError))
+    limit = config.template_limit
+    measured = [c for c in others if not isinstance(c, SelectionError)]
+    rl_cells = tuple(c for c in measured if not template_reason(span_of(c), limit))
+    template = template_reason(span_of(cell), limit) if cell is not None else None
     comparison = None
     if cell is None:
         test = FamilyTest(0, math.nan, math.nan, f"selection: {str(found).splitlines()[0]}")
+    elif template:
+        test = FamilyTest(cell.n, math.nan, math.nan, template)
+    elif measured and not rl_cells:
+        test = FamilyTest(cell.n, math.nan, math.nan, "every online-RL pair's targets here are the answer's template")
     elif not rl_cells:
         test = FamilyTest(cell.n, math.nan, math.nan, "no online-RL pair with selected questions on this dataset and alpha")
     else:
@@ -110,7 +121,10 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
     extra = {"contrast": "online-preference vs online RL (the explanation)" if online
              else "offline-preference vs online RL (the claim)",
              "compared_with": [c.pair.name for c in rl_cells], "algorithm_kind": records.kind(g.pair),
-             "fidelity": fidelity_extra(read), "n_boot": n_boot}
+             "fidelity": fidelity_extra(read), "n_boot": n_boot,
+             "left_out_template": [c.pair.name for c in measured if all(c is not r for r in rl_cells)]}
+    if cell is not None:
+        extra.update(span=span_of(cell), loss=loss_of(cell, stats))
     fields = {"fidelity": cell_fidelity(read), "robustness": not_applicable(config, NOT_APPLICABLE),
               "funnel": cell.funnel if cell else [],
               "provenance": {**(cell.provenance if cell else {}), "metric_config": config.metrics.as_dict()}}

@@ -91,7 +91,7 @@ def _on_estimator(records: Records, metric: str, rows: list[tuple[GridCell, Cell
 
 def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
     """Exact ablation on the fidelity check's edge sample; Holm runs over the family's distinct
-    measurements (cells measured at one shared alpha carry the same one)."""
+    measurements (one per pair, dataset, alpha and token mode)."""
     estimator = (f"exact single-edge zero ablation on {config.fidelity_edges} uniform random real edges "
                  f"(float32), the fidelity measurement's deltas")
     if metric not in APPLICABLE:
@@ -101,7 +101,7 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
     direction = METRICS[metric].direction
     tests: dict[tuple, PairedTest | None] = {}
     for _, cell in rows:
-        key = (cell.pair.name, cell.dataset, cell.measured_at, cell.token_mode)
+        key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode)
         if key in tests or not all("deltas" in cell.fidelity.get(s, {}) for s in ("base", "post")):
             tests.setdefault(key, None)
             continue
@@ -119,10 +119,12 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
     by_key = {k: (t, d) for (k, t), d in zip(measured, decisions)}
     out: dict[GridCell, dict[str, Any]] = {}
     for g, cell in rows:
-        key = (cell.pair.name, cell.dataset, cell.measured_at, cell.token_mode)
+        key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode)
         if key not in by_key:
             out[g] = {"estimator": estimator, "applicable": True, "verdict": None,
-                      "reason": "not measured: no exact deltas for this cell"}
+                      "reason": "not measured: no exact deltas for this cell" + (
+                          f" (fidelity_alpha = {cell.measured_at:g}: measured there only, not copied)"
+                          if cell.measured_at != cell.alpha else "")}
             continue
         test, decision = by_key[key]
         out[g] = {"estimator": estimator, "estimates": APPLICABLE[metric], "applicable": True,
