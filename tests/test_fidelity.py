@@ -212,3 +212,28 @@ def test_stratified_record_says_weighted():
     assert len(result.edge_weights) == 24 and len(set(result.edge_strata)) == 4
     with pytest.raises(ValueError):
         with_sample(result, sample_edges(eap.graph, 24, 1, all_below=0))
+
+
+def test_difference_fidelity_flags_an_estimator_that_ranks_levels_but_gets_the_change_wrong() -> None:
+    """Exact deltas: edge levels spread over two decades, post = base + a change per edge of about 5 %.
+    The biased estimator reads each model's levels with 2 % noise but is biased against the change in
+    proportion to it (EAP_post = exact_post - 2 x change): both models' levels are FAITHFUL, the changes
+    UNFAITHFUL with most signs wrong. An unbiased estimator gets the changes right."""
+    from harness.circuit.fidelity import bootstrap_spearman, classify, difference_fidelity
+
+    rng = np.random.default_rng(0)
+    n_q, n_e = 12, 40
+    level = np.exp(rng.normal(0, 1.5, n_e))
+    exact_base = level * np.exp(rng.normal(0, 0.1, (n_q, n_e)))
+    change = 0.05 * level * rng.normal(size=n_e)
+    exact_post = exact_base + change
+    noise = lambda: np.exp(rng.normal(0, 0.02, (n_q, n_e)))  # noqa: E731
+    eap_base = exact_base * noise()
+    biased_post = (exact_post - 2 * change) * noise()
+    for est, exact in ((eap_base, exact_base), (biased_post, exact_post)):
+        lo, hi, _ = bootstrap_spearman(est, exact, n_boot=200)
+        assert classify(0.99, (lo, hi), 0.5)[0].value == "FAITHFUL"
+    biased = difference_fidelity(eap_base, exact_base, biased_post, exact_post, threshold=0.5, n_boot=200)
+    assert biased["status"] == "UNFAITHFUL" and biased["spearman"] < 0 and biased["sign_agreement"] < 0.3
+    honest = difference_fidelity(eap_base, exact_base, exact_post * noise(), exact_post, threshold=0.5, n_boot=200)
+    assert honest["status"] == "FAITHFUL" and honest["sign_agreement"] > 0.7

@@ -442,16 +442,27 @@ class CausalRecords(PlantedRecords):
     """Cells whose fidelity was measured on `n_fidelity` questions, with a causal check on `n_causal`
     questions where removing the top-k EAP edges costs `gain` nats more than removing k random ones."""
 
-    def __init__(self, n_fidelity: int, n_causal: int, gain: float, status: str = "FAITHFUL", **settings) -> None:
+    def __init__(self, n_fidelity: int, n_causal: int, gain: float, status: str = "FAITHFUL",
+                 reversed_change: bool = False, **settings) -> None:
         rng = np.random.default_rng(3)
-        super().__init__({("rl", "d", 0.5): (heavy(rng, 4), heavy(rng, 4))})
+        base = np.abs(heavy(rng, 4)) * np.linspace(0.1, 10, SHAPE[1])    # levels spread over the edges
+        super().__init__({("rl", "d", 0.5): (base, base * np.exp(rng.normal(0, 0.3, SHAPE[1])))})
         self.config = AuditConfig().with_settings(settings)
         self.n_fidelity, self.n_causal, self.gain, self.status = n_fidelity, n_causal, gain, status
+        self.reversed_change = reversed_change
 
     def cell(self, pair, dataset, alpha, mode="own"):
+        """Exact deltas equal to the EAP scores on every real edge (the changes faithful), or with the
+        post model's change per edge reversed (`reversed_change`: levels still rank alike)."""
         cell = super().cell(pair, dataset, alpha, mode)
         ci = {"FAITHFUL": [0.8, 0.95], "UNFAITHFUL": [-0.6, -0.2]}[self.status]
-        cell.fidelity = {side: {"spearman": sum(ci) / 2, "ci": ci, "status": self.status, "samples": self.n_fidelity}
+        edges = np.argwhere(MASK.numpy())
+        ids = list(cell.selection.ids[:self.n_fidelity])
+        w = {side: getattr(cell, side).scores.numpy()[:self.n_fidelity][:, edges[:, 0], edges[:, 1]].astype(float)
+             for side in ("base", "post")}
+        exact = {"base": w["base"], "post": w["base"] - (w["post"] - w["base"]) if self.reversed_change else w["post"]}
+        cell.fidelity = {side: {"spearman": sum(ci) / 2, "ci": ci, "status": self.status, "samples": self.n_fidelity,
+                                "ids": ids, "edges": edges.tolist(), "deltas": exact[side].tolist()}
                          for side in ("base", "post")}
         return cell
 
@@ -476,6 +487,17 @@ def test_c8_needs_min_n_questions_in_both_parts(n_fidelity, n_causal, gain, stat
     cell = judge("C8", CausalRecords(n_fidelity, n_causal, gain, status), [g])[g]
     assert cell.verdict is expected and reason in cell.reason, cell.reason
     assert "INVALID with fewer than 10 questions (stats.min_n)" in cell.rule
+
+
+def test_c8_asks_whether_eap_gets_the_changes_right() -> None:
+    """Levels FAITHFUL and the causal check significant, but exact ablation moves every edge the other way
+    from EAP: C8 is REFUTED on the changes, with their Spearman and sign agreement in the reason."""
+    g = GridCell("rl", "d", 0.5, None, "own")
+    cell = judge("C8", CausalRecords(12, 12, 0.5, reversed_change=True), [g])[g]
+    assert cell.verdict is Verdict.REFUTED and "changes UNFAITHFUL" in cell.reason, cell.reason
+    assert cell.extra["difference_fidelity"]["sign_agreement"] == 0.0
+    faithful = judge("C8", CausalRecords(12, 12, 0.5), [g])[g]
+    assert faithful.verdict is Verdict.SUPPORTED and "changes FAITHFUL" in faithful.reason
 
 
 def test_c8_minimum_is_the_stats_setting() -> None:

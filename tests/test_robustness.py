@@ -94,9 +94,26 @@ def test_an_effect_only_in_the_eap_scores_is_caught_by_exact_ablation(linear_pai
     assert cell.robustness["verdict"] == "INCONCLUSIVE" and cell.robustness["reason"].startswith("no change")
 
 
+def test_the_eap_twin_uses_the_exact_verdicts_questions_and_edges(linear_pair) -> None:
+    """'EAP on the same sample' reads EAP at exactly the questions and edges of the exact verdict, so the
+    two differ only in the estimator: planted x 1.4 in EAP alone, the twin says the intensity rose where
+    the exact verdict says no change; on the linear model (EAP exact) the two agree."""
+    wb, wp, graph, records = linear_pair
+    same = {"base": records["base"], "post": records["base"]}
+    planted = _judge(MeasuredRecords(wb, 1.4 * wb, graph, same)).robustness
+    twin = planted["eap_same_sample"]
+    assert twin["questions"] == planted["questions"] and twin["edges"] == planted["edges"]
+    assert len(twin["questions"]) == N and twin["edges"] == records["base"]["edges"]
+    assert planted["verdict"] == "INCONCLUSIVE" and twin["verdict"] == "SUPPORTED"
+    assert twin["relative_change"] == pytest.approx(0.4, rel=1e-6)
+    exact = _judge(MeasuredRecords(wb, wp, graph, records)).robustness
+    assert exact["eap_same_sample"]["verdict"] == exact["verdict"]
+    assert exact["eap_same_sample"]["effect"] == pytest.approx(exact["effect"], rel=1e-6)
+
+
 def test_claims_without_a_sampled_version_say_why(linear_pair) -> None:
     wb, wp, graph, records = linear_pair
-    for claim_id in ("C2", "C7"):
+    for claim_id in ("C2", "C3", "C7"):
         cell = _judge(MeasuredRecords(wb, wp, graph, records), claim_id)
         assert cell.robustness["applicable"] is False and cell.robustness["verdict"] is None
         assert cell.robustness["reason"]

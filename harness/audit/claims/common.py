@@ -18,6 +18,7 @@ from harness.analysis.stats.config import StatsConfig
 from harness.audit.claims import ClaimSpec
 from harness.audit.records import CellData, funnel_rows
 from harness.audit.verdicts import Margin, make_cell_id, verdict_rule
+from harness.circuit.fidelity import difference_fidelity
 from harness.data.selection import SelectionError
 
 
@@ -142,6 +143,30 @@ def loss_of(cell: CellData, stats: StatsConfig) -> dict | None:
     base, post, mask = edge_arrays(cell)
     return loss_link(base, post, mask, base_loss.numpy(), post_loss.numpy(), n_boot=stats.n_boot, seed=stats.seed,
                      ci_level=stats.ci_level)
+
+
+def change_fidelity(cell: CellData, config) -> dict | None:
+    """Difference fidelity of a cell (harness.circuit.fidelity.difference_fidelity): EAP's change post -
+    base per edge against exact ablation's, on the questions and edges both models' fidelity records
+    share. None when either model has no exact deltas at this alpha."""
+    records = [cell.fidelity.get(side, {}) for side in ("base", "post")]
+    if not all("deltas" in r for r in records):
+        return None
+    base, post = records
+    if base["edges"] != post["edges"]:
+        return {"status": None, "reason": "the two models' fidelity records ablated different edges"}
+    shared = [q for q in base["ids"] if q in set(post["ids"])]
+    edges = np.array(base["edges"])
+    arrays = []
+    for scores, record in ((cell.base, base), (cell.post, post)):
+        position = {q: i for i, q in enumerate(cell.selection.ids)}
+        rows = {q: i for i, q in enumerate(record["ids"])}
+        eap = scores.scores.numpy()[[position[q] for q in shared]][:, edges[:, 0], edges[:, 1]]
+        arrays += [eap, np.asarray(record["deltas"], float)[[rows[q] for q in shared]]]
+    result = difference_fidelity(*arrays, threshold=config.fidelity_threshold, n_boot=config.stats.n_boot,
+                                 level=config.stats.ci_level, seed=config.stats.seed)
+    return {**result, "targets": "each model's own targets" if cell.token_mode == "own" else
+            f"shared targets ({cell.token_mode})"}
 
 
 def finite(x: Any) -> float | None:

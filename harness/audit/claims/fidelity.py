@@ -1,9 +1,12 @@
 """C8: EAP is a faithful, tractable stand-in for edge ablation (the premise of §3.2).
 
-Two parts, both decided:
+Three parts, all decided:
 - fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation on uniform
   random edges, with a bootstrap CI over questions and edges; its status (FAITHFUL, UNFAITHFUL,
   UNCERTAIN) says where the CI lies against the threshold;
+- the changes: per edge, EAP's change post - base against exact ablation's on the same questions and
+  edges (difference fidelity, its Spearman over edges with a bootstrap CI, judged like the levels):
+  the claims are about changes, and EAP can rank each model's edges well and still get the change wrong;
 - the causal check: the loss with the top-k EAP edges removed against k random edges removed, paired
   over questions (mean over the k grid and the random draws), one-sided sign-flip test, Holm over C8.
 Both need at least `stats.min_n` questions (the minimum every claim is judged on), else INVALID.
@@ -22,6 +25,7 @@ from harness.audit.claims.common import (
     FamilyTest,
     GridCell,
     cell_fidelity,
+    change_fidelity,
     fidelity_extra,
     finite,
     funnel_of,
@@ -38,12 +42,14 @@ def rule_text(cfg: AuditConfig) -> str:
     return (f"Fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation (float32) on "
             f"{cfg.fidelity_edges} uniform random real edges x up to {cfg.fidelity_samples} questions, "
             f"{stats.ci_level:.0%} bootstrap CI over questions and edges; FAITHFUL if the CI lies above "
-            f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Causal check (post model): per question, "
+            f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Changes: per edge, the change post - "
+            f"base of the mean over questions, EAP against exact ablation, Spearman over edges with a two-way "
+            f"bootstrap CI, judged against the same threshold. Causal check (post model): per question, "
             f"the loss with the top-k EAP edges removed minus the loss with k random edges removed, averaged over "
             f"the k grid and the random draws; one-sided sign-flip test that it is > 0, Holm over C8 at "
-            f"{stats.significance}; both are measured at one alpha per pair and dataset (fidelity_alpha) where it is set. "
-            f"SUPPORTED if both models are FAITHFUL and the causal check is significant; REFUTED if "
-            f"a model is UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
+            f"{stats.significance}; all measured at the cell's own alpha. "
+            f"SUPPORTED if both models and the changes are FAITHFUL and the causal check is significant; REFUTED if "
+            f"a model or the changes are UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
             f"{stats.min_n} questions (stats.min_n) in either model's fidelity measurement or in the causal "
             f"check, or a NaN; otherwise INCONCLUSIVE")
 
@@ -80,7 +86,8 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
         causal = records.causal(measured, "post")
         test = causal_test(causal, config.stats)
         fidelity = cell_fidelity([cell])
-        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, config.stats.min_n), fields={
+        change = change_fidelity(cell, config)
+        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, change, config.stats.min_n), fields={
             "n": min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
             "base_value": finite(cell.fidelity["base"].get("spearman")),
             "post_value": finite(cell.fidelity["post"].get("spearman")),
@@ -88,34 +95,42 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             "ci_high": finite(getattr(test, "ci_high", None)),
             "ci_method": "causal check: loss(top-k removed) - loss(k random removed), nats, BCa over questions",
             "fidelity": fidelity, "funnel": cell.funnel, "provenance": cell.provenance,
-            "extra": {"fidelity": fidelity_extra([cell]), "causal": {**causal, "measured_at": measured.alpha}}}))
+            "extra": {"fidelity": fidelity_extra([cell]), "causal": {**causal, "measured_at": measured.alpha},
+                      "difference_fidelity": change}}))
     return out
 
 
-def _combine(cell: CellData, fidelity: dict | None, min_n: int):
-    """C8's verdict from its two parts: the fidelity records and the causal check's family decision."""
+def _combine(cell: CellData, fidelity: dict | None, change: dict | None, min_n: int):
+    """C8's verdict from its three parts: the fidelity records, the changes' fidelity and the causal
+    check's family decision."""
     def combine(causal: Decision) -> tuple[Verdict, str, dict]:
-        label, reason = _label(cell, fidelity, causal, min_n)
+        label, reason = _label(cell, fidelity, change, causal, min_n)
         return label, reason, {"causal_verdict": causal.label.value, "causal_reason": causal.reason}
     return combine
 
 
-def _label(cell: CellData, fidelity: dict | None, causal: Decision, min_n: int) -> tuple[Verdict, str]:
+def _label(cell: CellData, fidelity: dict | None, change: dict | None, causal: Decision,
+           min_n: int) -> tuple[Verdict, str]:
     measured = min(int(f.get("samples", 0)) for f in cell.fidelity.values())
     statuses = {side: rec.get("status") for side, rec in cell.fidelity.items()}
     text = ", ".join(f"{side} {rec.get('status')} (Spearman {_n(rec.get('spearman'))} "
                      f"[{_n((rec.get('ci') or [None, None])[0])}, {_n((rec.get('ci') or [None, None])[1])}])"
                      for side, rec in cell.fidelity.items())
+    change_status = (change or {}).get("status")
+    text += ("; changes not measured" if change_status is None else
+             f"; changes {change_status} (Spearman {_n(change.get('spearman'))} [{_n(change['ci'][0])}, "
+             f"{_n(change['ci'][1])}], sign agreement {_n(change.get('sign_agreement'))})")
     causal_text = f"causal check {causal.label.value}: {causal.reason}"
     if measured < min_n:
         return Verdict.INVALID, f"fidelity measured on {measured} questions (< stats.min_n = {min_n}); {text}"
     if fidelity is None or any(s is None for s in statuses.values()):
         return Verdict.INVALID, "fidelity not measured"
-    if "UNFAITHFUL" in statuses.values() or causal.label is Verdict.REFUTED:
+    if "UNFAITHFUL" in statuses.values() or change_status == "UNFAITHFUL" or causal.label is Verdict.REFUTED:
         return Verdict.REFUTED, f"{text}; {causal_text}"
     if causal.label is Verdict.INVALID:
         return Verdict.INVALID, f"{causal_text}; {text}"
-    if all(s == "FAITHFUL" for s in statuses.values()) and causal.label is Verdict.SUPPORTED:
+    if (all(s == "FAITHFUL" for s in statuses.values()) and change_status == "FAITHFUL"
+            and causal.label is Verdict.SUPPORTED):
         return Verdict.SUPPORTED, f"{text}; {causal_text}"
     return Verdict.INCONCLUSIVE, f"{text}; {causal_text}"
 

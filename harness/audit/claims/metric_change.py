@@ -16,6 +16,7 @@ from harness.audit.claims.common import (
     FamilyContext,
     GridCell,
     cell_fidelity,
+    change_fidelity,
     edge_arrays,
     fidelity_extra,
     finite,
@@ -90,6 +91,7 @@ def _outcome(g: GridCell, cell, claim: ClaimSpec, records: Records, text: str, r
                                     "sign_consistent": band.sign_consistent}
     extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
     extra["span"], extra["loss"] = span_of(cell), loss_of(cell, stats)
+    extra["difference_fidelity"] = change_fidelity(cell, records.config)
     fields = {
         "metric": metric, "base_value": finite(base_value), "post_value": finite(post_value),
         "effect": finite(effect), "ci_low": finite(test.ci_low), "ci_high": finite(test.ci_high),

@@ -5,10 +5,12 @@ real edges (the fidelity measurement's deltas, `CellData.fidelity[side]["deltas"
 What the sampled version estimates, per claim:
   C1 intensity  mean |W| over the cells: (real edges / cells) x mean |delta| over the sampled real
                 edges is unbiased for the exact-ablation intensity (structural zeros add 0).
-  C3 kurtosis   the excess kurtosis of the exact deltas over the cells, from the sample's raw moments
-                scaled to the cells (zeros add nothing to them): consistent, biased at small samples.
+  C3 kurtosis   not estimable: the excess kurtosis of n sampled values is at most about n, while the
+                whole W's is in the hundreds.
   C2, C7        not applicable: the pooled histogram's per-model range is set by extreme values a
                 sample misses, and a node's output-edge entropy needs every edge of its row.
+Beside the exact verdict, "EAP on the same sample": the same test on EAP's scores at the same
+questions and edges, so that the two differ only in the estimator.
 """
 
 from __future__ import annotations
@@ -27,31 +29,30 @@ from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
 from harness.audit.verdicts import verdict_rule
 
-APPLICABLE = {"intensity": "mean |delta| over the sampled real edges, scaled to the cells (unbiased)",
-              "kurtosis": "excess kurtosis of the deltas over the cells, from the sample's moments (consistent)"}
+APPLICABLE = {"intensity": "mean |delta| over the sampled real edges, scaled to the cells (unbiased)"}
 NOT_APPLICABLE = {
+    "kurtosis": "not estimable from an edge sample: the excess kurtosis of n sampled values is at most about n "
+                "(n - 3 for the population moments), while the whole W's is in the hundreds",
     "complexity": "the pooled histogram's per-model range is set by extreme values that an edge sample misses",
     "node_entropy": "a node's output-edge entropy needs every edge of its row, not a sample",
     "diversity": "not measured on a sample: the correlation of whole W matrices across questions",
 }
 
 
-def _values(cell: CellData, side: str, metric: str, config: AuditConfig) -> dict[str, float]:
-    """question id -> the metric of that question's exact deltas on the sampled edges."""
+def _values(cell: CellData, side: str, config: AuditConfig, source: str) -> dict[str, float]:
+    """question id -> intensity on the fidelity record's sampled edges, from the exact deltas
+    (`source` "exact") or from the EAP scores at the same questions and edges ("eap")."""
     record = cell.fidelity[side]
-    deltas = np.asarray(record["deltas"], dtype=float)              # [questions, sampled edges]
+    if source == "exact":
+        values = np.asarray(record["deltas"], dtype=float)              # [questions, sampled edges]
+    else:
+        scores = (cell.base if side == "base" else cell.post).scores.numpy()
+        position = {q: i for i, q in enumerate(cell.selection.ids)}
+        edges = np.asarray(record["edges"])
+        values = scores[[position[q] for q in record["ids"]]][:, edges[:, 0], edges[:, 1]].astype(float)
     graph = cell.base.graph
     share = graph.n_edges / (graph.n_src * graph.n_dst) if config.metrics.include_structural_zeros else 1.0
-    if metric == "intensity":
-        values = share * np.abs(deltas).mean(axis=1)
-    else:   # kurtosis of the cell distribution: raw moments of the sample, scaled by the share of real cells
-        raw = [share * np.mean(deltas**k, axis=1) for k in (1, 2, 3, 4)]
-        mean = raw[0]
-        var = raw[1] - mean**2
-        m4 = raw[3] - 4 * mean * raw[2] + 6 * mean**2 * raw[1] - 3 * mean**4
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = m4 / var**2 - 3.0
-    return dict(zip(record["ids"], values.tolist()))
+    return dict(zip(record["ids"], (share * np.abs(values).mean(axis=1)).tolist()))
 
 
 def robustness(records: Records, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
@@ -99,24 +100,31 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
                     "reason": NOT_APPLICABLE.get(metric, "no sampled version of this metric")} for g, _ in rows}
     stats = config.stats
     direction = METRICS[metric].direction
-    tests: dict[tuple, PairedTest | None] = {}
+    tests: dict[str, dict[tuple, PairedTest | None]] = {"exact": {}, "eap": {}}
+    sample: dict[tuple, dict] = {}
     for _, cell in rows:
         key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode)
-        if key in tests or not all("deltas" in cell.fidelity.get(s, {}) for s in ("base", "post")):
-            tests.setdefault(key, None)
+        if key in tests["exact"] or not all("deltas" in cell.fidelity.get(s, {}) for s in ("base", "post")):
+            for source in tests:
+                tests[source].setdefault(key, None)
             continue
-        base, post = _values(cell, "base", metric, config), _values(cell, "post", metric, config)
-        shared = [q for q in base if q in post and np.isfinite(base[q]) and np.isfinite(post[q])]
-        b = np.array([base[q] for q in shared])
-        p, _ = ties_within_precision(b, np.array([post[q] for q in shared]), stats.tie_rel_tol)
-        tests[key] = paired_test(b, p, direction, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
-                                 zero_method=stats.zero_method, ci_level=stats.ci_level)
-    measured = [(k, t) for k, t in tests.items() if t is not None]
+        for source in tests:
+            base, post = _values(cell, "base", config, source), _values(cell, "post", config, source)
+            shared = [q for q in base if q in post and np.isfinite(base[q]) and np.isfinite(post[q])]
+            b = np.array([base[q] for q in shared])
+            p, _ = ties_within_precision(b, np.array([post[q] for q in shared]), stats.tie_rel_tol)
+            tests[source][key] = paired_test(b, p, direction, n_boot=stats.n_boot, n_perm=stats.n_perm,
+                                             seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
+            sample.setdefault(key, {})[source] = {"questions": shared, "edges": cell.fidelity["base"]["edges"]}
     rule = verdict_rule(stats.significance, stats.min_n, f"{stats.ci_level:.0%} interval of the tested effect")
-    decisions = decide_tests(
-        [t for _, t in measured], stats, rule,
-        [relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats, metric) for _, t in measured])
-    by_key = {k: (t, d) for (k, t), d in zip(measured, decisions)}
+    by_source = {}
+    for source, found in tests.items():   # each estimator its own Holm family over the same measurements
+        measured = [(k, t) for k, t in found.items() if t is not None]
+        decisions = decide_tests([t for _, t in measured], stats, rule, [
+            relative_margin(t.mean_diff, t.ci_low, t.ci_high, t.mean_base, direction, stats, metric)
+            for _, t in measured])
+        by_source[source] = {k: (t, d) for (k, t), d in zip(measured, decisions)}
+    by_key = by_source["exact"]
     out: dict[GridCell, dict[str, Any]] = {}
     for g, cell in rows:
         key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode)
@@ -133,8 +141,18 @@ def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell
                   "p_holm": finite(decision.p_adjusted), "n": test.n, "n_edges": config.fidelity_edges,
                   "base_value": finite(test.mean_base), "post_value": finite(test.mean_post),
                   "relative_change": finite(test.mean_diff / abs(test.mean_base)) if test.mean_base else None,
-                  "measured_at": cell.measured_at, "holm_m": decision.holm_m}
+                  "measured_at": cell.measured_at, "holm_m": decision.holm_m,
+                  "questions": sample[key]["exact"]["questions"], "edges": sample[key]["exact"]["edges"],
+                  "eap_same_sample": _twin(*by_source["eap"][key], sample[key]["eap"])}
     return out
+
+
+def _twin(test: PairedTest, decision, sample: dict) -> dict:
+    """The same test on EAP's scores at the same questions and edges as the exact one."""
+    return {"estimator": "EAP on the same questions and sampled edges", "verdict": decision.label.value,
+            "reason": decision.reason, "effect": finite(test.mean_diff), "ci": [finite(test.ci_low), finite(test.ci_high)],
+            "p_holm": finite(decision.p_adjusted), "n": test.n,
+            "relative_change": finite(test.mean_diff / abs(test.mean_base)) if test.mean_base else None, **sample}
 
 
 def not_applicable(config: AuditConfig, reason: str) -> dict:
