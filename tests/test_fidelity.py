@@ -237,3 +237,13 @@ def test_difference_fidelity_flags_an_estimator_that_ranks_levels_but_gets_the_c
     assert biased["status"] == "UNFAITHFUL" and biased["spearman"] < 0 and biased["sign_agreement"] < 0.3
     honest = difference_fidelity(eap_base, exact_base, exact_post * noise(), exact_post, threshold=0.5, n_boot=200)
     assert honest["status"] == "FAITHFUL" and honest["sign_agreement"] > 0.7
+
+
+def test_fidelity_edges_are_drawn_per_base_model_and_dataset() -> None:
+    """Both models of a pair share a draw (one base); another dataset or base model draws anew."""
+    from harness.audit.stages import edge_seed
+
+    one = edge_seed(0, "smollm2-sft+", "arithmetic_2d")
+    assert one == edge_seed(0, "smollm2-sft+", "arithmetic_2d")
+    assert len({one, edge_seed(0, "smollm2-sft+", "chain_sum_2d"), edge_seed(0, "smollm2-sft+grpo", "arithmetic_2d"),
+                edge_seed(1, "smollm2-sft+", "arithmetic_2d")}) == 4

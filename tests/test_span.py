@@ -57,3 +57,4 @@ def test_the_span_starts_after_the_opening_and_alpha_counts_reasoning_tokens() -
     profile = plain.span_profile()["base"]
     assert profile["template_share"] == pytest.approx(4 / 6) and profile["copy_share"] == pytest.approx(2 / 6)
     assert profile["computational_mean"] == 0 and profile["template_or_copy_share"] == 1.0
+

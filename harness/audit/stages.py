@@ -62,6 +62,12 @@ def fixture_folder(setting: str) -> Path | None:
     return {"bundled": BUNDLED_FIXTURES, "none": None}.get(setting, Path(setting))
 
 
+def edge_seed(seed: int, base_model: str, dataset: str) -> int:
+    """The seed of the fidelity edge draw of one base model and dataset (a 32-bit integer from the run's
+    fidelity_seed, the base model's reference and the dataset)."""
+    return int(content_key("fidelity-edges", seed, base_model, dataset)[:8], 16)
+
+
 class StageLog:
     """One line when a stage starts computing (never for a cached read) and one when it ends, through
     `write` (the suites give the pytest terminal, which shows them without -s): what it computes, how
@@ -248,19 +254,23 @@ class AuditPipeline:
 
     # ------------------------------------------------------------ stage 4: fidelity
 
-    def fidelity(self, spec: PairSpec, side: str, eap: str, scores: EdgeScores, rows: list[dict]) -> dict:
+    def fidelity(self, spec: PairSpec, side: str, eap: str, scores: EdgeScores, rows: list[dict],
+                 dataset: str) -> dict:
         """Fidelity of a model's EAP scores against exact single-edge zero ablation (float32) of
         `fidelity_edges` uniform random real edges on its first `fidelity_samples` questions, with a
-        bootstrap CI over questions and edges; the exact deltas are kept for the robustness checks."""
+        bootstrap CI over questions and edges; the exact deltas are kept for the robustness checks and
+        the difference fidelity. The edges are drawn per base model and dataset (`edge_seed`): both
+        models of a pair ablate the same edges, and another base or dataset another draw."""
         cfg = self.config
         k = min(cfg.fidelity_samples, len(rows))
+        seed = edge_seed(cfg.fidelity_seed, f"{spec.base}+{spec.base_adapter or ''}", dataset)
 
         def compute() -> dict:
             loaded = self.session.model(spec, side)
             samples, subset = first_questions(scores, rows, k)
             with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
                 measured, ablation = fidelity_for_model(
-                    loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=cfg.fidelity_seed,
+                    loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=seed,
                     chunk=cfg.ablation_chunk,
                     threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
                     pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
@@ -270,7 +280,7 @@ class AuditPipeline:
                     "edges": [list(e) for e in ablation.edges], "deltas": ablation.delta[:, us, vs].tolist(),
                     "points": {"eap": eap_values, "exact": exact_values}}
 
-        return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg), compute, fields=FIDELITY_FIELDS)
+        return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg, seed), compute, fields=FIDELITY_FIELDS)
 
     # ------------------------------------------------------------ C8: causal check of the ranking
 
@@ -320,7 +330,7 @@ class AuditPipeline:
                 model = model_key(self.answers(pair_name, dataset).models[side])
                 key, scores = self.edge_scores(spec, side, model, rows)
                 if self.measured_at(alpha) == alpha:
-                    self.fidelity(spec, side, key, scores, rows)
+                    self.fidelity(spec, side, key, scores, rows, dataset)
                 for method in estimators if (dataset, alpha, mode) in asked else ():
                     self.edge_scores(spec, side, model, rows, method)
         if causal:   # at the alpha fidelity is measured at, for each point that selects (as C8 reads it)
@@ -356,7 +366,7 @@ class AuditPipeline:
         for side in SIDES:
             eap_keys[side], scores[side] = self.edge_scores(spec, side, model_key(answers.models[side]), rows[side])
             if measured_at == float(alpha):
-                fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side])
+                fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side], dataset)
         provenance = {
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
                      "base": spec.base, "post": spec.post or spec.post_adapter},
