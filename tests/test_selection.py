@@ -55,7 +55,7 @@ def test_paper_code_variant_survivors_by_hand():
     assert sel.t_cut == 5  # floor(0.3 * 19 = 5.7), not round
     assert [(s.step, s.count) for s in sel.funnel] == [
         ("questions", 7), ("both-correct", 6), ("equal-prompt-length", 5),
-        ("length-window", 3), ("balance", 2), ("subsample", 2)]
+        ("length-window", 3), ("balance", 2), ("subsample", 2), ("span", 2)]
 
 
 def test_paper_variant_survivors_by_hand():
@@ -67,7 +67,7 @@ def test_paper_variant_survivors_by_hand():
     assert sel.t_bar == pytest.approx(20.0)
     assert sel.t_cut == 6
     assert [s.step for s in sel.funnel] == ["questions", "both-correct", "length-window",
-                                            "balance", "subsample"]
+                                            "balance", "subsample", "span"]
 
 
 def test_t_cut_from_the_base_model_is_one_for_every_pair_of_that_base():
@@ -94,7 +94,7 @@ def test_t_cut_beyond_answers_is_an_error_with_funnel():
         select(*pair(), variant="paper-code", t_cut_from="pair", alpha=0.6, short_answers="error")
     message = str(err.value)
     assert "T_cut" in message and "11" in message and "both-correct" in message
-    assert err.value.funnel[-1].step == "subsample"
+    assert err.value.funnel[-1].step == "span" and "T_cut = max(floor(0.6·19.00), 1) = 11" in err.value.funnel[-1].rule
 
 
 def test_short_answers_can_be_dropped_instead():
@@ -194,7 +194,7 @@ def test_slice_keeps_the_same_questions_for_every_alpha():
     assert full.funnel[-1].step == "short-sliced" and full.funnel[-1].count == len(VARIED)
     assert "slice" in full.funnel[-1].rule
     assert full.to_json()["short_answers"] == "slice" and full.to_json()["short_ids"] == list(full.short_ids)
-    assert selections[0.1].short_ids == () and selections[0.1].funnel[-1].step == "subsample"
+    assert selections[0.1].short_ids == () and selections[0.1].funnel[-1].step == "span"
 
 
 def test_slice_row_of_a_short_answer_has_all_its_tokens_as_targets():

@@ -255,6 +255,10 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
     else:
         t_bar = mean((sb[i] + sp[i]) / 2 for i in kept)
     t_cut = max(math.floor(p.alpha * t_bar), 1)
+    opening = mean((start[0][i] + start[1][i]) / 2 for i in kept)
+    funnel.append(FunnelStep("span", len(kept), f"{p.span_start}: spans start after {opening:.1f} opening tokens "
+                             f"on average; T_cut = max(floor({p.alpha}·{t_bar:.2f}), 1) = {t_cut} "
+                             f"(T̄ from the {p.t_cut_from})"))
     short = [i for i in kept if min(sb[i], sp[i]) < t_cut]
     if short and p.short_answers == "error":
         shortest = min(min(sb[i], sp[i]) for i in kept)
