@@ -29,7 +29,7 @@ def test_select_writes_eap_rows_and_selection(tmp_path, capsys):
     write(tmp_path / "post.jsonl", [21, 20, 19, 30], [True, True, False, True], offset=500)
     args = parse(["select", "--base", str(tmp_path / "base.jsonl"), "--post", str(tmp_path / "post.jsonl"),
                   "--alpha", "0.3", "--token-mode", "own", "--token-mode", "shared-base",
-                  "--out", str(tmp_path / "sel")])
+                  "--span-start", "answer", "--t-cut-from", "pair", "--out", str(tmp_path / "sel")])
     assert args.run(args) == 0
     out = tmp_path / "sel"
     rows = [json.loads(line) for line in (out / "base.jsonl").read_text().splitlines()]

@@ -34,6 +34,7 @@ from harness.data.selection import (
     build_eap_rows,
     select_samples,
 )
+from harness.data.span import SPAN_STARTS
 from harness.errors import UserError
 from harness.files import atomic_write_json, atomic_write_text, check_writable_file, check_writable_folder
 from harness.versions import library_versions
@@ -145,7 +146,7 @@ def run_select(args) -> int:
     post, post_prov = _read_checked(Path(args.post))
     params = SelectionParams(variant=args.variant, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
                              delta=args.delta, n=args.n, seed=args.seed, short_answers=args.short_answers,
-                             t_cut_from=args.t_cut_from)
+                             t_cut_from=args.t_cut_from, span_start=args.span_start)
     base_ids = {c.id for c in base}
     paired = [c for c in post if c.id in base_ids]
     post_ids = {c.id for c in paired}
@@ -236,6 +237,9 @@ def register(subparsers) -> None:
     s.add_argument("--t-cut-from", default="base", choices=T_CUT_FROM,
                    help="T̄ of T_cut: base (default: the base model's correct answers, one T_cut for every pair "
                         "of that base) or pair (the paper: the pair's T̄)")
+    s.add_argument("--span-start", default="after_template", choices=SPAN_STARTS,
+                   help="where the loss's span starts: after_template (default: past the answer's opening of "
+                        "template tokens and prompt copies) or answer (the paper's plain cut)")
     s.add_argument("--token-mode", action="append", choices=TOKEN_MODES,
                    help="repeatable; default own. own -> base.jsonl/post.jsonl, others -> "
                         "base.<mode>.jsonl/post.<mode>.jsonl")
