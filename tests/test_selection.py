@@ -105,11 +105,25 @@ def test_short_answers_can_be_dropped_instead():
 
 def test_subsample_matches_the_paper_code_random_sample():
     table = {f"q{i}": (20, 20, True, True, 5, 5) for i in range(50)}
-    sel = select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=42)
+    sel = select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=42, subsample="paper")
     random.seed(42)
     assert list(sel.ids) == random.sample(list(table), 10)
-    assert select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=7).ids != sel.ids
+    assert select(*pair(table), variant="paper-code", alpha=0.1, n=10, seed=7, subsample="paper").ids != sel.ids
     assert len(set(sel.ids)) == 10 and sel.funnel[-1].count == 10
+
+
+def test_the_shared_subsample_keeps_pairs_on_overlapping_questions():
+    """Two pairs of one base keep 160 of 200 questions each, 120 in common (q40-q159), and draw n = 40:
+    the shared order draws about 30 common questions for both (C4 compares on them), random.sample about 7."""
+    def table(lo, hi):
+        return {f"q{i}": (20, 20, True, lo <= i < hi, 5, 5) for i in range(200)}
+
+    def overlap(subsample):
+        a, b = (set(select(*pair(table(lo, hi)), variant="paper-code", alpha=0.1, n=40, subsample=subsample).ids)
+                for lo, hi in ((0, 160), (40, 200)))
+        return len(a & b)
+
+    assert overlap("shared") >= 30 and overlap("paper") <= 10   # expected: about 30 against 40 x 40 x 120 / 160² = 7.5
 
 
 def test_empty_dataset_is_a_clear_error():

@@ -28,6 +28,7 @@ then shrinks as alpha grows), or "error".
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -42,9 +43,11 @@ Variant = Literal["paper", "paper-code"]
 TokenMode = Literal["own", "shared-base", "shared-post", "reference"]
 ShortAnswers = Literal["slice", "drop", "error"]
 TCutFrom = Literal["base", "pair"]
+Subsample = Literal["shared", "paper"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 SHORT_ANSWERS: tuple[ShortAnswers, ...] = get_args(ShortAnswers)
 T_CUT_FROM: tuple[TCutFrom, ...] = get_args(TCutFrom)
+SUBSAMPLES: tuple[Subsample, ...] = get_args(Subsample)
 # own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
 # on the base's/post's answer; reference: both on the dataset's reference solution.
 TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
@@ -61,7 +64,10 @@ class SelectionSettings:
     t_cut_from: T̄ of T_cut from the base model's correct answers on the dataset ("base": one T_cut for
     every pair of that base), or the variant's per-pair T̄ ("pair", the paper). span_start: the span
     starts "after_template" (past the answer's opening of template and prompt copies) or at the
-    "answer"'s first token (the paper)."""
+    "answer"'s first token (the paper). subsample: how at most n kept questions are drawn: "shared"
+    (default) takes the n first in an order fixed by the seed and the question id alone, so pairs that
+    keep overlapping questions draw overlapping samples (C4 compares on the intersection); "paper" is
+    the paper's code, `random.Random(seed).sample` of the pair's kept list."""
 
     variant: Variant = "paper-code"
     beta: float = 0.5
@@ -72,6 +78,7 @@ class SelectionSettings:
     short_answers: ShortAnswers = "slice"
     t_cut_from: TCutFrom = "base"
     span_start: SpanStart = "after_template"
+    subsample: Subsample = "shared"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -88,6 +95,9 @@ class SelectionSettings:
         if self.t_cut_from not in T_CUT_FROM:
             raise UserError(f"t_cut_from must be one of {', '.join(T_CUT_FROM)} (base: T̄ of the base model's "
                             f"correct answers; pair: the paper's per-pair T̄), got {self.t_cut_from!r}")
+        if self.subsample not in SUBSAMPLES:
+            raise UserError(f"subsample must be one of {', '.join(SUBSAMPLES)} (shared: one order of the "
+                            f"questions for every pair; paper: the paper's random.sample), got {self.subsample!r}")
         if self.span_start not in SPAN_STARTS:
             raise UserError(f"span_start must be one of {', '.join(SPAN_STARTS)} (after_template: past the "
                             f"answer's template and prompt copies; answer: the paper's cut), got {self.span_start!r}")
@@ -245,9 +255,11 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
     if not kept:
         raise SelectionError("no question survives the length window and balance filters; widen "
                              "beta/gamma/delta", funnel)
-    if len(kept) > p.n:
+    if len(kept) > p.n and p.subsample == "paper":
         kept = random.Random(p.seed).sample(kept, p.n)
-    funnel.append(FunnelStep("subsample", len(kept), f"at most n={p.n}, seed={p.seed}"))
+    elif len(kept) > p.n:   # one order for every pair: the question's rank by a hash of the seed and its id
+        kept = sorted(kept, key=lambda i: hashlib.sha256(f"{p.seed}:{i}".encode()).hexdigest())[:p.n]
+    funnel.append(FunnelStep("subsample", len(kept), f"at most n={p.n}, seed={p.seed} ({p.subsample})"))
     if p.t_cut_from == "base":   # one T̄ per base model and dataset: the same for every pair of that base
         t_bar = mean(b[i].answer_len - start[0][i] for i in common if b[i].correct)
     elif p.variant == "paper-code":
