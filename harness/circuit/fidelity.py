@@ -397,12 +397,15 @@ def fidelity_points(eap: EdgeScores, ablation: AblationResult) -> tuple[list[flo
 
 
 def difference_fidelity(eap_base: np.ndarray, exact_base: np.ndarray, eap_post: np.ndarray, exact_post: np.ndarray,
-                        *, threshold: float, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+                        *, threshold: float, tie_rel_tol: float = 0.0, n_boot: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> dict:
     """Does EAP get the change right? Per edge, the change post - base of the mean over questions, by EAP
     and by exact ablation (each input [n_questions, n_edges], the same questions and edges for both
     models); their Spearman over edges and the share of edges whose change EAP signs right (of those
     whose exact change is not 0), with a two-way percentile bootstrap over questions and edges (as
-    bootstrap_spearman; scipy's bootstrap resamples one way only). Status as `classify` at `threshold`."""
+    bootstrap_spearman; scipy's bootstrap resamples one way only). A change within tie_rel_tol x the
+    largest mean level of the drawn edges is a tie (0): the scores' rounding scales with the largest
+    values, and below it a change's rank would differ between CPUs. Status as `classify` at `threshold`."""
     arrays = [np.asarray(a, float) for a in (eap_base, exact_base, eap_post, exact_post)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2:
         raise UserError("difference fidelity needs four [questions, edges] arrays of one shape, got "
@@ -410,9 +413,14 @@ def difference_fidelity(eap_base: np.ndarray, exact_base: np.ndarray, eap_post: 
     eb, xb, ep, xp = arrays
     n_q, n_e = eb.shape
 
+    def change(post: np.ndarray, base: np.ndarray) -> np.ndarray:
+        p, b = post.mean(axis=0), base.mean(axis=0)
+        d = p - b
+        return np.where(np.abs(d) <= tie_rel_tol * max(np.abs(p).max(), np.abs(b).max()), 0.0, d)
+
     def stats(qi: np.ndarray, ei: np.ndarray) -> tuple[float, float]:
-        d_eap = (ep[np.ix_(qi, ei)] - eb[np.ix_(qi, ei)]).mean(axis=0)
-        d_exact = (xp[np.ix_(qi, ei)] - xb[np.ix_(qi, ei)]).mean(axis=0)
+        d_eap = change(ep[np.ix_(qi, ei)], eb[np.ix_(qi, ei)])
+        d_exact = change(xp[np.ix_(qi, ei)], xb[np.ix_(qi, ei)])
         moved = d_exact != 0
         sign = float(np.mean(np.sign(d_eap[moved]) == np.sign(d_exact[moved]))) if moved.any() else math.nan
         if np.ptp(d_eap) == 0 or np.ptp(d_exact) == 0:
