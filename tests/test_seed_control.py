@@ -44,3 +44,11 @@ def test_report_marks_the_control_row_and_names_the_claims_that_pass_on_it():
     assert ClaimsRun("r", cells).summary()["seed_control"] == summary
     assert control_summary([c for c in cells if not c.extra]) is None
     assert "passes no claim" in control_summary([cells[3]])
+
+
+def test_the_claim_answer_counts_each_fidelity_measurement_once():
+    """C4's three metric cells of one pair, dataset and alpha read one fidelity measurement: counted once."""
+    cells = [CellResult(claim_id="C4", claim_name="C4", cell_id=f"C4-{m}", verdict=Verdict.INCONCLUSIVE, rule="r",
+                        pair="smollm2-dpo", dataset="d", alpha=0.3, metric=m, fidelity={"status": "FAITHFUL"})
+             for m in ("intensity", "complexity", "kurtosis")]
+    assert "EAP fidelity 1 FAITHFUL (of 1 distinct measurements)" in claim_answer(cells)

@@ -69,8 +69,12 @@ def claim_answer(cells: list[CellResult]) -> str:
                   if any(c.verdict is Verdict.SUPPORTED for c in controls) else "")) if controls else ""
     on_eap = _counts([c.verdict for c in cells]) or "no cells"
     exact = [Verdict.parse(v) for v in (robustness_verdict(c) for c in cells) if v is not None]
-    statuses = Counter((c.fidelity or {}).get("status") for c in cells if c.fidelity)
+    # one fidelity measurement per (pair, dataset, alpha, token mode): C4's metric cells share one
+    measured = {(c.pair, c.dataset, c.alpha, c.token_mode): (c.fidelity or {}).get("status")
+                for c in cells if c.fidelity}
+    statuses = Counter(measured.values())
     fidelity = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda x: str(x[0])) if s)
+    fidelity = f"{fidelity} (of {len(measured)} distinct measurements)" if fidelity else ""
     survives = (f"on exact ablation {_counts(exact)} of {len(exact)} measured" if exact
                 else "no exact-ablation version")
     return f"on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}{control}"
