@@ -243,7 +243,7 @@ def test_fidelity_edges_are_drawn_per_base_model_and_dataset() -> None:
     """Both models of a pair share a draw (one base); another dataset or base model draws anew."""
     from harness.audit.stages import edge_seed
 
-    one = edge_seed(0, "smollm2-sft+", "arithmetic_2d")
-    assert one == edge_seed(0, "smollm2-sft+", "arithmetic_2d")
-    assert len({one, edge_seed(0, "smollm2-sft+", "chain_sum_2d"), edge_seed(0, "smollm2-sft+grpo", "arithmetic_2d"),
-                edge_seed(1, "smollm2-sft+", "arithmetic_2d")}) == 4
+    one = edge_seed(0, "sha256:base", "arithmetic_2d")
+    assert one == edge_seed(0, "sha256:base", "arithmetic_2d")
+    assert len({one, edge_seed(0, "sha256:base", "chain_sum_2d"), edge_seed(0, "sha256:other", "arithmetic_2d"),
+                edge_seed(1, "sha256:base", "arithmetic_2d")}) == 4

@@ -64,7 +64,8 @@ def fixture_folder(setting: str) -> Path | None:
 
 def edge_seed(seed: int, base_model: str, dataset: str) -> int:
     """The seed of the fidelity edge draw of one base model and dataset (a 32-bit integer from the run's
-    fidelity_seed, the base model's reference and the dataset)."""
+    fidelity_seed, the base model's weights fingerprint, which does not depend on where it lies, and the
+    dataset)."""
     return int(content_key("fidelity-edges", seed, base_model, dataset)[:8], 16)
 
 
@@ -260,10 +261,10 @@ class AuditPipeline:
         `fidelity_edges` uniform random real edges on its first `fidelity_samples` questions, with a
         bootstrap CI over questions and edges; the exact deltas are kept for the robustness checks and
         the difference fidelity. The edges are drawn per base model and dataset (`edge_seed`): both
-        models of a pair ablate the same edges, and another base or dataset another draw."""
+        models of a pair ablate the same edges, and another base (by its weights) or dataset another draw."""
         cfg = self.config
         k = min(cfg.fidelity_samples, len(rows))
-        seed = edge_seed(cfg.fidelity_seed, f"{spec.base}+{spec.base_adapter or ''}", dataset)
+        seed = edge_seed(cfg.fidelity_seed, self.answers(spec.name, dataset).models["base"]["fingerprint"], dataset)
 
         def compute() -> dict:
             loaded = self.session.model(spec, side)
