@@ -36,7 +36,7 @@ from statistics import mean
 from typing import Literal, Sequence, get_args
 
 from harness.data.grading import CheckedGeneration
-from harness.data.span import SPAN_STARTS, SpanStart, Template, profile, span_start
+from harness.data.span import SPAN_STARTS, SpanStart, Template, opening_length, profile, span_start
 from harness.errors import UserError
 
 Variant = Literal["paper", "paper-code"]
@@ -318,10 +318,14 @@ class TargetSpan:
 def target_spans(selection: Selection, token_mode: TokenMode = "own") -> tuple[list[TargetSpan], list[TargetSpan]]:
     """(base, post) spans per kept question. own: each model's own answer from its span start, T_cut
     tokens (a shorter span gives all its tokens). shared-base / shared-post: both models read the base's
-    (post's) answer from its start. reference: the dataset's reference solution, its first T_cut tokens."""
+    (post's) answer from its start. reference: the dataset's reference solution from its own span start
+    (its opening by the references' template under span_start=after_template), T_cut tokens."""
     if token_mode not in TOKEN_MODES:
         raise UserError(f"unknown token mode {token_mode!r}; choose one of {', '.join(TOKEN_MODES)}")
     t_cut = selection.t_cut
+    references = None
+    if token_mode == "reference" and selection.params.span_start == "after_template":
+        references = Template.of([p.generation.reference_ids or () for p in selection.post])
     starts = zip(selection.base_start or [0] * len(selection.ids), selection.post_start or [0] * len(selection.ids))
     base, post = [], []
     for qid, b, p, (sb, sp) in zip(selection.ids, selection.base, selection.post, starts):
@@ -340,7 +344,8 @@ def target_spans(selection: Selection, token_mode: TokenMode = "own") -> tuple[l
                 raise UserError(f"token mode reference needs the dataset's reference solution, "
                                 f"but question {qid!r} has none; use a dataset with solutions "
                                 "(GSM8K, MATH, gsm_symbolic)")
-            pair = ((gb.prompt_ids, gb.reference_ids, 0), (gp.prompt_ids, gp.reference_ids, 0))
+            start = 0 if references is None else opening_length(gp.prompt_ids, gp.reference_ids, references)
+            pair = ((gb.prompt_ids, gb.reference_ids, start), (gp.prompt_ids, gp.reference_ids, start))
         for out, (prompt, tokens, start) in zip((base, post), pair):
             out.append(TargetSpan(qid, tuple(prompt), tuple(tokens), start, min(start + t_cut, len(tokens))))
     return base, post
