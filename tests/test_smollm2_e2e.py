@@ -38,6 +38,8 @@ def test_smollm2_answers_chain_sum_and_feeds_selection(tmp_path, monkeypatch):
     assert set(selection.ids) <= {c.id for c in checked if c.correct}
     base_rows, post_rows = build_eap_rows(selection, "own")
     assert base_rows == post_rows
-    for row, gen in zip(base_rows, (c.generation for c in selection.base)):
-        assert loaded.tokenizer.decode(row["prompt_ids"]) == gen.prompt
-        assert row["target_ids"] == list(gen.answer_ids[:selection.t_cut])
+    for row, gen, start in zip(base_rows, (c.generation for c in selection.base), selection.base_start):
+        # the span starts after the answer's opening (span_start=after_template), which joins the prompt
+        assert row["prompt_ids"] == [*gen.prompt_ids, *gen.answer_ids[:start]]
+        assert loaded.tokenizer.decode(row["prompt_ids"][:len(gen.prompt_ids)]) == gen.prompt
+        assert row["target_ids"] == list(gen.answer_ids[start:start + selection.t_cut])
