@@ -53,6 +53,16 @@ SUBSAMPLES: tuple[Subsample, ...] = get_args(Subsample)
 TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
 
 
+# the settings with a fixed set of values: (name, values, what they mean in an error message)
+CHOICES = (
+    ("short_answers", SHORT_ANSWERS, ""),
+    ("t_cut_from", T_CUT_FROM, " (base: T̄ of the base model's correct answers; pair: the paper's per-pair T̄)"),
+    ("subsample", SUBSAMPLES, " (shared: one order of the questions for every pair; paper: the paper's random.sample)"),
+    ("span_start", SPAN_STARTS, " (after_template: past the answer's template and prompt copies; answer: the "
+                                "paper's cut)"),
+)
+
+
 @dataclass(frozen=True)
 class SelectionSettings:
     """How questions are selected, at every alpha (the audit's `selection.*` settings).
@@ -89,18 +99,9 @@ class SelectionSettings:
             raise UserError(f"delta must be >= 0, got {self.delta}")
         if self.n < 1:
             raise UserError(f"n must be at least 1, got {self.n}")
-        if self.short_answers not in SHORT_ANSWERS:
-            raise UserError(f"short_answers must be one of {', '.join(SHORT_ANSWERS)}, "
-                            f"got {self.short_answers!r}")
-        if self.t_cut_from not in T_CUT_FROM:
-            raise UserError(f"t_cut_from must be one of {', '.join(T_CUT_FROM)} (base: T̄ of the base model's "
-                            f"correct answers; pair: the paper's per-pair T̄), got {self.t_cut_from!r}")
-        if self.subsample not in SUBSAMPLES:
-            raise UserError(f"subsample must be one of {', '.join(SUBSAMPLES)} (shared: one order of the "
-                            f"questions for every pair; paper: the paper's random.sample), got {self.subsample!r}")
-        if self.span_start not in SPAN_STARTS:
-            raise UserError(f"span_start must be one of {', '.join(SPAN_STARTS)} (after_template: past the "
-                            f"answer's template and prompt copies; answer: the paper's cut), got {self.span_start!r}")
+        for name, choices, meaning in CHOICES:
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}{meaning}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -165,21 +166,24 @@ class Selection:
     base_start: tuple[int, ...] = ()
     post_start: tuple[int, ...] = ()
     templates: tuple[Template, Template] = (Template({}, 0), Template({}, 0))
+    # span profiles by token mode, computed once: every claim reading the cell asks for them
+    _profiles: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def funnel_table(self) -> str:
         return format_funnel(self.funnel)
 
     def span_profile(self, token_mode: TokenMode = "own") -> dict:
         """Per model ("base", "post"): the span profile of its targets (harness.data.span.profile)."""
-        out = {}
-        for side, spans in zip(("base", "post"), target_spans(self, token_mode)):
-            if token_mode == "reference":
-                template = Template.of([s.tokens for s in spans])
-            else:
-                template = self.templates[0 if token_mode == "shared-base" or (token_mode == "own" and side == "base")
-                                          else 1]
-            out[side] = profile([(s.prompt, s.tokens, s.start, s.stop) for s in spans], template)
-        return out
+        if token_mode not in self._profiles:
+            out = {}
+            for side, spans in zip(("base", "post"), target_spans(self, token_mode)):
+                # whose answers the targets are: the side's own, or the shared source's
+                source = {"own": side, "shared-base": "base", "shared-post": "post"}.get(token_mode)
+                template = (Template.of([s.tokens for s in spans]) if source is None   # reference solutions
+                            else self.templates[0 if source == "base" else 1])
+                out[side] = profile([(s.prompt, s.tokens, s.start, s.stop) for s in spans], template)
+            self._profiles[token_mode] = out
+        return self._profiles[token_mode]
 
     def to_json(self) -> dict:
         from dataclasses import asdict

@@ -155,17 +155,17 @@ def change_fidelity(cell: CellData, config) -> dict | None:
     base, post = records
     if base["edges"] != post["edges"]:
         return {"status": None, "reason": "the two models' fidelity records ablated different edges"}
-    shared = [q for q in base["ids"] if q in set(post["ids"])]
+    in_post = set(post["ids"])
+    shared = [q for q in base["ids"] if q in in_post]
     edges = np.array(base["edges"])
+    position = {q: i for i, q in enumerate(cell.selection.ids)}
     arrays = []
     for scores, record in ((cell.base, base), (cell.post, post)):
-        position = {q: i for i, q in enumerate(cell.selection.ids)}
         rows = {q: i for i, q in enumerate(record["ids"])}
         eap = scores.scores.numpy()[[position[q] for q in shared]][:, edges[:, 0], edges[:, 1]]
         arrays += [eap, np.asarray(record["deltas"], float)[[rows[q] for q in shared]]]
     result = difference_fidelity(*arrays, threshold=config.fidelity_threshold, tie_rel_tol=config.stats.tie_rel_tol,
-                                 n_boot=config.stats.n_boot,
-                                 level=config.stats.ci_level, seed=config.stats.seed)
+                                 n_boot=config.stats.n_boot, level=config.stats.ci_level, seed=config.stats.seed)
     return {**result, "targets": "each model's own targets" if cell.token_mode == "own" else
             f"shared targets ({cell.token_mode})"}
 

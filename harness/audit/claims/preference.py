@@ -95,7 +95,8 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
     limit = config.template_limit
     measured = [c for c in others if not isinstance(c, SelectionError)]
     rl_cells = tuple(c for c in measured if not template_reason(span_of(c), limit))
-    template = template_reason(span_of(cell), limit) if cell is not None else None
+    focal_span = span_of(cell) if cell is not None else None
+    template = template_reason(focal_span, limit) if cell is not None else None
     comparison = None
     if cell is None:
         test = FamilyTest(0, math.nan, math.nan, f"selection: {str(found).splitlines()[0]}")
@@ -124,7 +125,7 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
              "fidelity": fidelity_extra(read), "n_boot": n_boot,
              "left_out_template": [c.pair.name for c in measured if all(c is not r for r in rl_cells)]}
     if cell is not None:
-        extra.update(span=span_of(cell), loss=loss_of(cell, stats))
+        extra.update(span=focal_span, loss=loss_of(cell, stats))
     fields = {"fidelity": cell_fidelity(read), "robustness": not_applicable(config, NOT_APPLICABLE),
               "funnel": cell.funnel if cell else [],
               "provenance": {**(cell.provenance if cell else {}), "metric_config": config.metrics.as_dict()}}
