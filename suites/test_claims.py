@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.analysis.metrics import node_entropy_by_node
 from harness.audit.claims import get_claim
-from harness.report.plots import causal_curve_png, fidelity_scatter
+from harness.report.plots import causal_check_png, fidelity_scatter
 
 
 def test_claim(claim_cell, judged, figure_cell, point, audit):
@@ -53,10 +53,10 @@ def fidelity(claim_cell, judged, cell, g, audit):
     causal = judged.extra.get("causal")
     if causal is not None:
         claim_cell.add_figure(f"causal-{judged.cell_id}",
-                              causal_curve_png(causal, f"{g.pair} α={g.alpha:g}, post model: top-k EAP vs random edges"),
-                              f"C8, {judged.cell_id}: loss with the top-k EAP edges vs k random edges removed "
-                              f"({len(causal['loss_removed_random'][0])} draws), and faithfulness of the "
-                              "circuits that keep only them")
+                              causal_check_png(causal, f"{g.pair} {g.dataset} α={g.alpha:g}, post model"),
+                              f"C8, {judged.cell_id}: loss increase with EAP's top k, exact ablation's top k and "
+                              f"k random edges of the fidelity pool ({len(causal['edges'])} edges) removed together; "
+                              "bars: range over questions")
 
 
 FIGURES = {"intensity": edge_heatmap, "node_entropy": node_entropy, "fidelity": fidelity}

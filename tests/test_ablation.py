@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import numpy as np
 import pytest
 import torch
 from model_factories import FAMILIES, VOCAB, tiny_model
@@ -18,7 +21,7 @@ from harness.circuit.ablation import (
     stacked_variant_losses,
 )
 from harness.circuit.batches import Positions, Sample, make_batch, target_nll
-from harness.circuit.causal import acdc, causal_curve, edge_integrated_gradient
+from harness.circuit.causal import acdc, causal_curve, causal_ks, edge_integrated_gradient, topk_against_exact
 from harness.circuit.eap import run_eap
 from harness.circuit.fidelity import measure_fidelity
 from harness.circuit.graph import build_graph
@@ -311,3 +314,30 @@ def test_patch_sources_are_computed_per_sample_when_it_is_ablated(monkeypatch):
             batch = make_batch([sample], 0, Positions.ALL)
             expected = ablation.naive_edge_deltas(im, batch, edges, ablated)
             assert torch.allclose(result.delta[n, [0, 3], [8, 8]], expected.float(), atol=1e-9)
+
+
+def test_topk_against_exact_reads_the_pool_and_can_fail():
+    """The causal check C8 decides on. Planted truths: with EAP replaced by the exact deltas themselves,
+    both choices are one set and lose alike (closed share 1); removing exact's top 1 edge costs exactly
+    that edge's single-edge delta (computed independently by ablate_edges); a ranking turned upside down
+    beats nothing: it closes less than none of the gap to exact's choice."""
+    from harness.audit.claims.fidelity import closed_share
+
+    model = tiny_model("llama")
+    graph = build_graph(model.config.num_hidden_layers, "paper")
+    pool = [tuple(e) for e in graph.mask().nonzero().tolist()]
+    exact = ablate_edges(model, SAMPLES, pool, progress=False)
+    us, vs = [u for u, _ in pool], [v for _, v in pool]
+    deltas = exact.delta[:, us, vs].double().numpy()
+    ks = causal_ks(len(pool))
+    same = topk_against_exact(model, SAMPLES, graph, pool, deltas, deltas, ks=ks, progress=False)
+    assert same.chosen_eap == same.chosen_exact and same.question_loss_eap == same.question_loss_exact
+    assert closed_share(asdict(same)) == pytest.approx(1.0)
+    best = int(deltas.mean(0).argmax())
+    assert same.chosen_exact[0] == [best]
+    single = np.asarray(same.question_loss_exact[0]) - np.asarray(same.loss_clean)
+    assert single == pytest.approx(deltas[:, best], abs=1e-5)
+    upside_down = topk_against_exact(model, SAMPLES, graph, pool, -deltas, deltas, ks=ks, progress=False)
+    assert closed_share(asdict(upside_down)) < 0
+    with pytest.raises(ValueError, match=f"half of the {len(pool)} pool edges"):
+        topk_against_exact(model, SAMPLES, graph, pool, deltas, deltas, ks=[len(pool) // 2 + 1], progress=False)

@@ -49,12 +49,15 @@ class AuditConfig:
     decoding: how answers are generated (harness.data.generation.DecodingSettings: greedy (the paper)
     or sample, seeded by its own `seed`; the answer budget, None for the pair's registry value; batch size).
     fidelity_seed: the draw of the fidelity check's uniform edges; causal_seed: the C8 causal check's
-    random edges. Each draw has its own seed, so `--vary` can move one alone.
+    random edges (its floor). Each draw has its own seed, so `--vary` can move one alone.
+    causal_share: the share of the gap, from k random edges to exact ablation's own top k, that EAP's
+    top k must close for C8's causal check to pass (0.5: at least half way from a blind choice to the
+    best one single-edge ablation makes; above 1, EAP's choice hurts more than exact's).
     fidelity_samples / fidelity_edges: questions (at most) and uniform random edges per model in the
     fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
-    below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity at this alpha only and
-    share it with the pair's cells at every other alpha (None: at every alpha). ablation_chunk: edge
+    below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity, robustness and the
+    causal check at this alpha only; cells at another alpha carry none and say so (None: at every alpha). ablation_chunk: edge
     variants stacked in one restarted run of exact ablation (memory grows with it; `python -m harness
     plan` and the audit's planner check say which fits).
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
@@ -91,6 +94,7 @@ class AuditConfig:
     robustness_estimator: str = "exact"
     fidelity_seed: int = 0
     causal_seed: int = 0
+    causal_share: float = 0.5
     grader: str = "auto"
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
@@ -117,6 +121,9 @@ class AuditConfig:
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
             raise UserError(f"robustness_estimator must be one of {', '.join(ROBUSTNESS_ESTIMATORS)}, "
                             f"got {self.robustness_estimator!r}")
+        if not 0 < self.causal_share <= 1:
+            raise UserError(f"causal_share is a share of the gap from random to exact's top k, in (0, 1]; "
+                            f"got {self.causal_share}")
         if not 0 <= self.template_limit <= 1:
             raise UserError(f"template_limit is a share of target tokens in [0, 1], got {self.template_limit}")
         if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:

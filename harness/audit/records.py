@@ -106,7 +106,7 @@ class Records(Protocol):
         """Both models' checked answers to the dataset."""
 
     def causal(self, cell: CellData, side: str) -> dict:
-        """C8's causal check of `side`'s model on the cell's rows (harness.circuit.causal.causal_curve)."""
+        """C8's causal check of `side`'s model on the cell's fidelity pool (harness.circuit.causal.topk_against_exact)."""
 
     def estimates(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of the cell's rows by the estimator `method`."""

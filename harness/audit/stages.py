@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
+
 from harness.audit.config import AuditConfig, validate_alpha, validate_token_mode
 from harness.audit.records import SIDES, CellData, PairAnswers
 from harness.audit.session import ModelSession
@@ -30,7 +32,7 @@ from harness.audit.store import (
     fidelity_key,
 )
 from harness.circuit.batches import Sample
-from harness.circuit.causal import CausalCurve, causal_curve, log_spaced
+from harness.circuit.causal import TopKCheck, causal_ks, topk_against_exact
 from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.backends import Backend, make_backend
@@ -54,7 +56,7 @@ BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
 # what each JSON stage's entry holds: an entry without one of these is an older format, recomputed
 ANSWER_FIELDS = ("base", "post", "models", "data", "template", "decoding")
 FIDELITY_FIELDS = ("spearman", "ci", "status", "samples", "ids", "edges", "deltas", "points")
-CAUSAL_FIELDS = ("side", "samples", *(f.name for f in dataclasses.fields(CausalCurve)))
+CAUSAL_FIELDS = ("side", "samples", *(f.name for f in dataclasses.fields(TopKCheck)))
 
 
 def fixture_folder(setting: str) -> Path | None:
@@ -286,24 +288,33 @@ class AuditPipeline:
     # ------------------------------------------------------------ C8: causal check of the ranking
 
     def causal(self, cell: CellData, side: str = "post") -> dict:
-        """Top-k EAP edges vs k random edges removed (log-spaced k, 2 random draws) on the cell's
-        first `fidelity_samples` questions: losses and circuit faithfulness (harness.circuit.fidelity)."""
+        """C8's causal check on the cell's fidelity questions and edges (the pool whose exact deltas are
+        known): EAP's top k, exact ablation's top k and k random pool edges removed together, k in
+        `causal_ks` of the pool (harness.circuit.causal.topk_against_exact)."""
         cfg = self.config
+        fidelity = cell.fidelity[side]
         scores = cell.post if side == "post" else cell.base
         rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))[side]
-        k = min(cfg.fidelity_samples, len(rows))
+        k = int(fidelity["samples"])
+        edges = [tuple(e) for e in fidelity["edges"]]
+        ks = causal_ks(len(edges))
 
         def compute() -> dict:
             loaded = self.session.model(cell.pair, side)
             samples, subset = first_questions(scores, rows, k)
-            with self.log.stage("causal", f"{cell.pair.name} · {cell.dataset} · {side}", k, "questions"):
-                curve = causal_curve(loaded.model, samples, subset, ks=log_spaced(scores.graph.n_edges, 5),
-                                     n_random=2, seed=cfg.causal_seed, pad_id=scoring_pad_id(loaded.tokenizer),
-                                     progress=self.progress)
-            return {"side": side, "samples": k, **dataclasses.asdict(curve)}
+            if list(subset.ids) != list(fidelity["ids"]):   # both read the first k rows
+                raise RuntimeError(f"the causal check's questions {subset.ids} are not the fidelity record's "
+                                   f"{fidelity['ids']}")
+            us, vs = [u for u, _ in edges], [v for _, v in edges]
+            with self.log.stage("causal", f"{cell.pair.name} · {cell.dataset} · {side}", 3 * len(ks), "removals"):
+                check = topk_against_exact(loaded.model, samples, scores.graph, edges,
+                                           subset.scores[:, us, vs].numpy(), np.asarray(fidelity["deltas"]), ks=ks,
+                                           seed=cfg.causal_seed, pad_id=scoring_pad_id(loaded.tokenizer),
+                                           progress=self.progress)
+            return {"side": side, "samples": k, **dataclasses.asdict(check)}
 
-        return self.store.json_entry("causal", causal_key(cell.provenance["cache_keys"][f"eap_{side}"], k, cfg),
-                                     compute, fields=CAUSAL_FIELDS)
+        key = causal_key(cell.provenance["cache_keys"][f"eap_{side}"], fidelity["ids"], fidelity["edges"], ks, cfg)
+        return self.store.json_entry("causal", key, compute, fields=CAUSAL_FIELDS)
 
     # ------------------------------------------------------------ a pair's stages, side by side
 

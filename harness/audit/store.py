@@ -86,9 +86,11 @@ def fidelity_key(eap: str, n_questions: int, config: AuditConfig, edge_seed: int
                        edge_seed, config.fidelity_threshold, config.stats.n_boot, *chunk)
 
 
-def causal_key(eap: str, n_questions: int, config: AuditConfig) -> str:
-    """Top-k vs random edges removed: the scores' key, the questions, the seed."""
-    return content_key(CACHE_VERSION, "causal-per-question", eap, n_questions, config.causal_seed)
+def causal_key(eap: str, ids: list[str], edges: list[list[int]], ks: list[int], config: AuditConfig) -> str:
+    """EAP's top k against exact's top k and k random: the scores' key, the fidelity record's questions
+    and edge pool (whose exact deltas rank the pool), the k grid and the random floor's seed."""
+    return content_key(CACHE_VERSION, "causal-topk-vs-exact", eap, list(ids), [list(e) for e in edges], list(ks),
+                       config.causal_seed)
 
 
 # ---------------------------------------------------------------- entries

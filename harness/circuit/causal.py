@@ -1,7 +1,11 @@
 """Causal checks of the attribution, all through the same intervention primitive as EAP.
 
 - `causal_curve`: ablate the top-k EAP edges vs k random edges over log-spaced k, and the
-  faithfulness of the circuits they leave.
+  faithfulness of the circuits they leave. Beating random is nearly automatic for any ranking that
+  correlates with an edge's size, so the audit does not decide on it.
+- `topk_against_exact`: the check the audit decides on. Among edges whose exact single-edge deltas
+  are known, remove EAP's top k and exact ablation's own top k (and k random ones, as a floor)
+  together: does EAP's choice do as much damage as the best choice single-edge ablation can make?
 - `acdc`: greedy pruning at threshold τ in reverse topological order (Conmy et al. 2023).
 - `edge_integrated_gradient`: integrated gradients over m for one edge (→ exact delta as steps grow).
 """
@@ -25,6 +29,7 @@ from harness.circuit.batches import (
     target_nll,
 )
 from harness.circuit.eap import EdgeScores, batch_loss, score_batch
+from harness.circuit.graph import Graph
 from harness.circuit.intervention import InstrumentedModel, RunState
 
 
@@ -70,6 +75,14 @@ def log_spaced(n_edges: int, points: int = 8) -> list[int]:
     return sorted({max(1, int(round(x))) for x in np.geomspace(1, n_edges, points)})
 
 
+def causal_ks(n_pool: int) -> list[int]:
+    """The k grid of `topk_against_exact` for a pool of n_pool edges: 1, an eighth and a quarter of it
+    (a top k is a choice only while k is well below the pool)."""
+    if n_pool < 2:
+        raise ValueError(f"a causal check needs a pool of at least 2 edges, got {n_pool}")
+    return sorted({1, max(1, n_pool // 8), max(1, n_pool // 4)})
+
+
 def causal_curve(model: torch.nn.Module, samples: Sequence[Sample], eap: EdgeScores, *,
                  ks: Sequence[int] | None = None, n_random: int = 5, seed: int = 0, pad_id: int = 0,
                  loss_fn: LossFn = target_nll, progress: bool = True) -> CausalCurve:
@@ -104,6 +117,64 @@ def causal_curve(model: torch.nn.Module, samples: Sequence[Sample], eap: EdgeSco
     top_loss = [float(np.mean(q)) for q in top_q]
     rand_loss = [[float(np.mean(q)) for q in per_draw] for per_draw in rand_q]
     return CausalCurve(ks, clean, empty, top_loss, rand_loss, top_faith, rand_faith, top_q, rand_q)
+
+
+@dataclass(frozen=True)
+class TopKCheck:
+    """Joint removal of k edges chosen three ways from one pool of edges with known exact deltas.
+
+    ks [K]; edges: the pool, (u, v) each; loss_clean [n]: each question's clean loss (nats);
+    question_loss_eap / question_loss_exact / question_loss_random [K, n]: each question's loss with
+    the k edges of largest mean EAP score / of largest mean exact delta / k drawn at random (seeded)
+    removed together; chosen_eap / chosen_exact [K]: the edges (indices into `edges`) each removed.
+    """
+
+    ks: list[int]
+    edges: list[list[int]]
+    loss_clean: list[float]
+    question_loss_eap: list[list[float]]
+    question_loss_exact: list[list[float]]
+    question_loss_random: list[list[float]]
+    chosen_eap: list[list[int]]
+    chosen_exact: list[list[int]]
+
+
+def topk_against_exact(model: torch.nn.Module, samples: Sequence[Sample], graph: Graph, edges: Sequence[Edge],
+                       eap: np.ndarray, exact: np.ndarray, *, ks: Sequence[int], seed: int = 0, pad_id: int = 0,
+                       loss_fn: LossFn = target_nll, progress: bool = True) -> TopKCheck:
+    """EAP's top-k edges against exact ablation's top-k, from the same pool, removed jointly.
+
+    eap, exact: float [n, E], the EAP score and the exact single-edge delta (nats; positive = removing
+    the edge raises the loss) of each pool edge on each sample. Each ranking is by its mean over the
+    samples, largest first: the edges predicted, and the edges measured, to hurt most when removed.
+    Each k in `ks` must be at most E // 2, so that the top k is a choice.
+    """
+    eap, exact = np.asarray(eap, dtype=np.float64), np.asarray(exact, dtype=np.float64)
+    n_pool = len(edges)
+    if eap.shape != (len(samples), n_pool) or exact.shape != eap.shape:
+        raise ValueError(f"eap and exact must be [samples, edges] = [{len(samples)}, {n_pool}]; "
+                         f"got {eap.shape} and {exact.shape}")
+    if not ks or min(ks) < 1 or max(ks) > n_pool // 2:
+        raise ValueError(f"each k must be in [1, {n_pool // 2}] (half of the {n_pool} pool edges), got {list(ks)}")
+    by_eap = np.argsort(-eap.mean(0), kind="stable")
+    by_exact = np.argsort(-exact.mean(0), kind="stable")
+    draw = np.random.default_rng(seed).permutation(n_pool)
+    pool = torch.tensor([list(e) for e in edges], dtype=torch.long)
+
+    def removed(chosen: np.ndarray) -> torch.Tensor:
+        m = torch.zeros(graph.n_src, graph.n_dst)
+        picked = pool[torch.from_numpy(np.asarray(chosen, dtype=np.int64))]
+        m[picked[:, 0], picked[:, 1]] = 1.0
+        return m
+
+    with InstrumentedModel(model, graph.layout.value) as im:
+        clean = _sample_losses(im, samples, torch.zeros(graph.n_src, graph.n_dst), pad_id, loss_fn)
+        losses = {"eap": [], "exact": [], "random": []}
+        for k in tqdm(ks, desc="top-k vs exact top-k", unit="k", disable=not progress):
+            for name, order in (("eap", by_eap), ("exact", by_exact), ("random", draw)):
+                losses[name].append(_sample_losses(im, samples, removed(order[:k]), pad_id, loss_fn))
+    return TopKCheck(list(ks), [list(e) for e in edges], clean, losses["eap"], losses["exact"], losses["random"],
+                     [by_eap[:k].tolist() for k in ks], [by_exact[:k].tolist() for k in ks])
 
 
 def kl_to_clean(clean_logits: torch.Tensor) -> LossFn:

@@ -176,25 +176,22 @@ def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]],
     return buffer.getvalue()
 
 
-def causal_curve_png(curve: dict, title: str) -> bytes:
-    """Loss with the top-k EAP edges removed vs k random edges (mean ± range of draws), and the
-    faithfulness of the circuits keeping only those k edges. curve: CausalCurve fields."""
-    ks = curve["ks"]
-    rand_loss, rand_faith = np.array(curve["loss_removed_random"]), np.array(curve["faithfulness_random"])
-    fig = Figure(figsize=(9, 3.8))
-    left, right = fig.subplots(1, 2)
-    left.plot(ks, curve["loss_removed_top"], "o-", label="top-k EAP removed")
-    left.errorbar(ks, rand_loss.mean(1), yerr=[rand_loss.mean(1) - rand_loss.min(1),
-                                                rand_loss.max(1) - rand_loss.mean(1)],
-                  fmt="s--", label="k random removed")
-    left.axhline(curve["loss_clean"], color="grey", linewidth=1, label="clean")
-    left.set(xscale="log", xlabel="k edges", ylabel="loss (nats)")
-    left.legend(fontsize=8)
-    right.plot(ks, curve["faithfulness_top"], "o-", label="circuit: top-k EAP")
-    right.plot(ks, rand_faith.mean(1), "s--", label="circuit: k random")
-    right.set(xscale="log", xlabel="k edges kept", ylabel="faithfulness")
-    right.legend(fontsize=8)
-    fig.suptitle(title)
+def causal_check_png(check: dict, title: str) -> bytes:
+    """C8's causal check: the loss increase (nats, mean over questions, with their range) when EAP's top
+    k, exact ablation's top k and k random pool edges are removed together. check: TopKCheck fields."""
+    ks, clean = check["ks"], np.asarray(check["loss_clean"], dtype=float)
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for name, style, label in (("exact", "^-", "exact's top k"), ("eap", "o-", "EAP's top k"),
+                               ("random", "s--", "k random")):
+        rise = np.asarray(check[f"question_loss_{name}"], dtype=float) - clean     # [K, n]
+        mean = rise.mean(1)
+        ax.errorbar(ks, mean, yerr=[mean - rise.min(1), rise.max(1) - mean], fmt=style, capsize=3, label=label)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set(xscale="log", xlabel=f"k edges removed (of a pool of {len(check['edges'])})",
+           ylabel="loss increase (nats)")
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()

@@ -7,8 +7,11 @@ Three parts, all decided:
 - the changes: per edge, EAP's change post - base against exact ablation's on the same questions and
   edges (difference fidelity, its Spearman over edges with a bootstrap CI, judged like the levels):
   the claims are about changes, and EAP can rank each model's edges well and still get the change wrong;
-- the causal check: the loss with the top-k EAP edges removed against k random edges removed, paired
-  over questions (mean over the k grid and the random draws), one-sided sign-flip test, Holm over C8.
+- the causal check: does EAP choose the edges whose joint removal hurts? From the fidelity check's pool
+  of edges (exact deltas known), EAP's top k, exact ablation's own top k and k random edges are removed
+  together. EAP passes if its choice closes more than `causal_share` of the gap from the random choice to
+  exact's, per question (mean over the k grid), one-sided sign-flip test, Holm over C8. Beating random
+  alone is not asked: any ranking that follows an edge's size does that.
 Both need at least `stats.min_n` questions (the minimum every claim is judged on), else INVALID.
 """
 
@@ -44,24 +47,43 @@ def rule_text(cfg: AuditConfig) -> str:
             f"{stats.ci_level:.0%} bootstrap CI over questions and edges; FAITHFUL if the CI lies above "
             f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Changes: per edge, the change post - "
             f"base of the mean over questions, EAP against exact ablation, Spearman over edges with a two-way "
-            f"bootstrap CI, judged against the same threshold. Causal check (post model): per question, "
-            f"the loss with the top-k EAP edges removed minus the loss with k random edges removed, averaged over "
-            f"the k grid and the random draws; one-sided sign-flip test that it is > 0, Holm over C8 at "
-            f"{stats.significance}; all measured at the cell's own alpha. "
-            f"SUPPORTED if both models and the changes are FAITHFUL and the causal check is significant; REFUTED if "
-            f"a model or the changes are UNFAITHFUL or the random edges matter significantly more; INVALID with fewer than "
+            f"bootstrap CI, judged against the same threshold. Causal check (post model), on the fidelity "
+            f"check's questions and edge pool: the k pool edges of largest mean EAP score, of largest mean exact "
+            f"delta, and k random ones (causal_seed) removed together, k = 1, an eighth and a quarter of the pool; "
+            f"per question, averaged over k, loss(EAP's k removed) minus the loss {cfg.causal_share:g} of the way "
+            f"from loss(random k removed) to loss(exact's k removed) (causal_share); one-sided sign-flip test that "
+            f"it is > 0, Holm over C8 at {stats.significance}; all measured at the cell's own alpha. "
+            f"SUPPORTED if both models and the changes are FAITHFUL and EAP's choice significantly closes more than "
+            f"that share of the gap; REFUTED if a model or the changes are UNFAITHFUL or EAP's choice closes "
+            f"significantly less; INVALID with fewer than "
             f"{stats.min_n} questions (stats.min_n) in either model's fidelity measurement or in the causal "
             f"check, or a NaN; otherwise INCONCLUSIVE")
 
 
-def causal_test(causal: dict, stats) -> PairedTest | FamilyTest:
-    """Paired over questions: mean over (k, draw) of loss(random k removed) vs loss(top k removed)."""
-    top = np.asarray(causal.get("question_loss_top", []), dtype=float)          # [K, n]
-    random = np.asarray(causal.get("question_loss_random", []), dtype=float)    # [K, R, n]
-    if top.size == 0 or random.size == 0:
+def causal_test(causal: dict, config: AuditConfig) -> PairedTest | FamilyTest:
+    """Paired over questions, each averaged over the k grid: loss(EAP's top k removed) against the loss
+    `causal_share` of the way from loss(k random removed) to loss(exact's top k removed)."""
+    eap = np.asarray(causal.get("question_loss_eap", []), dtype=float)          # [K, n]
+    exact = np.asarray(causal.get("question_loss_exact", []), dtype=float)      # [K, n]
+    random = np.asarray(causal.get("question_loss_random", []), dtype=float)    # [K, n]
+    if eap.size == 0 or exact.shape != eap.shape or random.shape != eap.shape:
         return FamilyTest(0, math.nan, math.nan, "causal check not measured per question")
-    return paired_test(random.mean(axis=(0, 1)), top.mean(axis=0), +1, n_boot=stats.n_boot, n_perm=stats.n_perm,
+    share, stats = config.causal_share, config.stats
+    bar = (random + share * (exact - random)).mean(axis=0)
+    return paired_test(bar, eap.mean(axis=0), +1, n_boot=stats.n_boot, n_perm=stats.n_perm,
                        seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
+
+
+def closed_share(causal: dict) -> float | None:
+    """The share of the gap from k random to exact's top k that EAP's top k closes, pooled over
+    questions and k: mean(L_eap − L_random) / mean(L_exact − L_random); None if exact's choice hurts no
+    more than random (no gap to close)."""
+    eap, exact, random = (np.asarray(causal.get(f"question_loss_{name}", []), dtype=float)
+                          for name in ("eap", "exact", "random"))
+    if eap.size == 0:
+        return None
+    gap = float(np.mean(exact - random))
+    return float(np.mean(eap - random)) / gap if gap > 0 else None
 
 
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
@@ -84,32 +106,35 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             continue
         measured = cell
         causal = records.causal(measured, "post")
-        test = causal_test(causal, config.stats)
+        test = causal_test(causal, config)
         fidelity = cell_fidelity([cell])
         change = change_fidelity(cell, config)
-        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, change, config.stats.min_n), fields={
+        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, change, closed_share(causal), config.stats.min_n), fields={
             "n": min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
             "base_value": finite(cell.fidelity["base"].get("spearman")),
             "post_value": finite(cell.fidelity["post"].get("spearman")),
             "effect": finite(getattr(test, "mean_diff", None)), "ci_low": finite(getattr(test, "ci_low", None)),
             "ci_high": finite(getattr(test, "ci_high", None)),
-            "ci_method": "causal check: loss(top-k removed) - loss(k random removed), nats, BCa over questions",
+            "ci_method": (f"causal check: loss(EAP's top k removed) - loss {config.causal_share:g} of the way from k "
+                          "random to exact's top k removed, nats, BCa over questions"),
             "fidelity": fidelity, "funnel": cell.funnel, "provenance": cell.provenance,
-            "extra": {"fidelity": fidelity_extra([cell]), "causal": {**causal, "measured_at": measured.alpha},
+            "extra": {"fidelity": fidelity_extra([cell]),
+                      "causal": {**causal, "measured_at": measured.alpha, "closed_share": closed_share(causal),
+                                 "causal_share": config.causal_share},
                       "difference_fidelity": change}}))
     return out
 
 
-def _combine(cell: CellData, fidelity: dict | None, change: dict | None, min_n: int):
+def _combine(cell: CellData, fidelity: dict | None, change: dict | None, closed: float | None, min_n: int):
     """C8's verdict from its three parts: the fidelity records, the changes' fidelity and the causal
     check's family decision."""
     def combine(causal: Decision) -> tuple[Verdict, str, dict]:
-        label, reason = _label(cell, fidelity, change, causal, min_n)
+        label, reason = _label(cell, fidelity, change, causal, closed, min_n)
         return label, reason, {"causal_verdict": causal.label.value, "causal_reason": causal.reason}
     return combine
 
 
-def _label(cell: CellData, fidelity: dict | None, change: dict | None, causal: Decision,
+def _label(cell: CellData, fidelity: dict | None, change: dict | None, causal: Decision, closed: float | None,
            min_n: int) -> tuple[Verdict, str]:
     measured = min(int(f.get("samples", 0)) for f in cell.fidelity.values())
     statuses = {side: rec.get("status") for side, rec in cell.fidelity.items()}
@@ -120,7 +145,9 @@ def _label(cell: CellData, fidelity: dict | None, change: dict | None, causal: D
     text += ("; changes not measured" if change_status is None else
              f"; changes {change_status} (Spearman {_n(change.get('spearman'))} [{_n(change['ci'][0])}, "
              f"{_n(change['ci'][1])}], sign agreement {_n(change.get('sign_agreement'))})")
-    causal_text = f"causal check {causal.label.value}: {causal.reason}"
+    share = ("exact's top k hurts no more than k random edges" if closed is None else
+             f"EAP's top k closes {closed:.0%} of the gap from k random edges to exact's top k")
+    causal_text = f"causal check {causal.label.value} ({share}): {causal.reason}"
     if measured < min_n:
         return Verdict.INVALID, f"fidelity measured on {measured} questions (< stats.min_n = {min_n}); {text}"
     if fidelity is None or any(s is None for s in statuses.values()):
