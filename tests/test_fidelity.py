@@ -239,6 +239,32 @@ def test_difference_fidelity_flags_an_estimator_that_ranks_levels_but_gets_the_c
     assert honest["status"] == "FAITHFUL" and honest["sign_agreement"] > 0.7
 
 
+
+def test_weighted_difference_fidelity_speaks_of_every_edge_not_the_sample() -> None:
+    """A stratified sample: 30 edges of a small stratum (weight 1) whose change EAP gets right, and 10
+    edges standing for a stratum 100 times as large (weight 100) whose change EAP reverses. Unweighted,
+    the sample looks faithful; weighted back to every real edge, most changes are wrong. Equal weights
+    give the unweighted answer exactly."""
+    from harness.circuit.fidelity import difference_fidelity
+
+    rng = np.random.default_rng(1)
+    n_q, n_e = 12, 40
+    exact_base = np.exp(rng.normal(0, 1, n_e)) * np.exp(rng.normal(0, 0.05, (n_q, n_e)))
+    change = rng.normal(0, 0.3, n_e)
+    exact_post = exact_base + change
+    reversed_ = np.arange(n_e) >= 30
+    eap_post = exact_base + np.where(reversed_, -change, change)
+    weights = np.where(reversed_, 100.0, 1.0)
+    plain = difference_fidelity(exact_base, exact_base, eap_post, exact_post, threshold=0.5, n_boot=200)
+    weighted = difference_fidelity(exact_base, exact_base, eap_post, exact_post, threshold=0.5, n_boot=200,
+                                   weights=weights)
+    assert plain["spearman"] > 0.3 and plain["sign_agreement"] == pytest.approx(0.75)
+    assert weighted["weighted"] and weighted["spearman"] < 0 and weighted["sign_agreement"] < 0.1
+    equal = difference_fidelity(exact_base, exact_base, eap_post, exact_post, threshold=0.5, n_boot=200,
+                                weights=np.full(n_e, 7.0))
+    assert {k: equal[k] for k in ("spearman", "ci", "sign_agreement")} == {
+        k: plain[k] for k in ("spearman", "ci", "sign_agreement")}
+
 def test_fidelity_edges_are_drawn_per_base_model_and_dataset() -> None:
     """Both models of a pair share a draw (one base); another dataset or base model draws anew."""
     from harness.audit.stages import edge_seed

@@ -129,3 +129,29 @@ def test_lookahead_as_the_robustness_estimator_agrees_with_eap_where_eap_is_exac
     cell = _judge(audit)
     assert cell.robustness["estimator"].startswith("lookahead") and cell.robustness["verdict"] == cell.verdict.value
     assert _judge(audit, "C7").robustness["verdict"] is not None   # every edge: C7 has a version too
+
+
+def test_a_stratified_edge_sample_is_weighted_back_to_every_real_edge(linear_pair) -> None:
+    """The fidelity stage's stratified sample over-represents the largest |EAP| edges; the exact intensity
+    is then the Horvitz-Thompson mean, each edge weighted by N_h / n_h. Planted: a stratified sample of
+    the census records; the robustness effect equals that weighted mean computed here with numpy, and
+    not the unweighted mean of the same sample (which the top stratum would inflate)."""
+    from harness.circuit.fidelity import sample_edges
+
+    wb, wp, graph, records = linear_pair
+    chosen = sample_edges(graph, 8, 0, sampling="stratified", importance=torch.from_numpy(np.abs(wb).mean(0)),
+                          all_below=0)
+    census = [tuple(e) for e in records["base"]["edges"]]
+    columns = [census.index(tuple(e)) for e in chosen.edges]
+    sampled = {side: {**r, "edges": [list(e) for e in chosen.edges], "weights": list(chosen.weights),
+                      "deltas": np.asarray(r["deltas"])[:, columns].tolist()} for side, r in records.items()}
+    share = graph.n_edges / (graph.n_src * graph.n_dst)
+
+    def intensity(side: str, weights) -> np.ndarray:
+        return share * np.average(np.abs(np.asarray(sampled[side]["deltas"])), axis=1, weights=weights)
+
+    weighted = float(np.mean(intensity("post", chosen.weights) - intensity("base", chosen.weights)))
+    plain = float(np.mean(intensity("post", None) - intensity("base", None)))
+    assert len(set(chosen.weights)) > 1 and abs(plain - weighted) > 1e-3 * abs(weighted)
+    robust = _judge(MeasuredRecords(wb, wp, graph, sampled)).robustness
+    assert robust["effect"] == pytest.approx(weighted, rel=1e-9)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from harness.analysis.metrics import MetricConfig
 from harness.analysis.stats.config import StatsConfig
+from harness.circuit.fidelity import SAMPLINGS
 from harness.data.backends import BACKENDS
 from harness.data.generation import DecodingSettings
 from harness.data.grading import GRADER_SETTINGS
@@ -53,8 +54,12 @@ class AuditConfig:
     causal_share: the share of the gap, from k random edges to exact ablation's own top k, that EAP's
     top k must close for C8's causal check to pass (0.5: at least half way from a blind choice to the
     best one single-edge ablation makes; above 1, EAP's choice hurts more than exact's).
-    fidelity_samples / fidelity_edges: questions (at most) and uniform random edges per model in the
-    fidelity check (exact single-edge ablation, float32); the same exact deltas feed robustness.
+    fidelity_samples / fidelity_edges: questions (at most) and real edges per model in the fidelity
+    check (exact single-edge ablation, float32); the same exact deltas feed robustness, the difference
+    fidelity and C8's causal check. fidelity_sampling: how the edges are drawn: `stratified` (4 equal
+    strata of the base model's mean |EAP| on the cell's rows, the edges split equally among them, each
+    edge weighted by its inverse inclusion probability, so that an estimate speaks of every real edge
+    while the few edges that carry most of |W| are in the sample) or `uniform`.
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
     below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity, robustness and the
     causal check at this alpha only; cells at another alpha carry none and say so (None: at every alpha). ablation_chunk: edge
@@ -88,6 +93,7 @@ class AuditConfig:
     dtype: str = "float32"
     fidelity_samples: int = 16
     fidelity_edges: int = 32
+    fidelity_sampling: str = "stratified"
     fidelity_threshold: float = 0.5
     fidelity_alpha: float | None = None
     ablation_chunk: int = 32          # harness.circuit.ablation.DEFAULT_CHUNK
@@ -121,6 +127,8 @@ class AuditConfig:
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:
             raise UserError(f"robustness_estimator must be one of {', '.join(ROBUSTNESS_ESTIMATORS)}, "
                             f"got {self.robustness_estimator!r}")
+        if self.fidelity_sampling not in SAMPLINGS:
+            raise UserError(f"fidelity_sampling must be one of {', '.join(SAMPLINGS)}, got {self.fidelity_sampling!r}")
         if not 0 < self.causal_share <= 1:
             raise UserError(f"causal_share is a share of the gap from random to exact's top k, in (0, 1]; "
                             f"got {self.causal_share}")

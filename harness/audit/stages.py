@@ -55,7 +55,7 @@ from harness.models.registry import DEFAULT_REGISTRY, PairSpec
 BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
 # what each JSON stage's entry holds: an entry without one of these is an older format, recomputed
 ANSWER_FIELDS = ("base", "post", "models", "data", "template", "decoding")
-FIDELITY_FIELDS = ("spearman", "ci", "status", "samples", "ids", "edges", "deltas", "points")
+FIDELITY_FIELDS = ("spearman", "ci", "status", "samples", "ids", "edges", "deltas", "weights", "points")
 CAUSAL_FIELDS = ("side", "samples", *(f.name for f in dataclasses.fields(TopKCheck)))
 
 
@@ -258,15 +258,18 @@ class AuditPipeline:
     # ------------------------------------------------------------ stage 4: fidelity
 
     def fidelity(self, spec: PairSpec, side: str, eap: str, scores: EdgeScores, rows: list[dict],
-                 dataset: str) -> dict:
+                 dataset: str, base: tuple[str, EdgeScores]) -> dict:
         """Fidelity of a model's EAP scores against exact single-edge zero ablation (float32) of
-        `fidelity_edges` uniform random real edges on its first `fidelity_samples` questions, with a
-        bootstrap CI over questions and edges; the exact deltas are kept for the robustness checks and
-        the difference fidelity. The edges are drawn per base model and dataset (`edge_seed`): both
-        models of a pair ablate the same edges, and another base (by its weights) or dataset another draw."""
+        `fidelity_edges` real edges (`fidelity_sampling`: stratified by the base model's mean |EAP| on the
+        cell's rows, `base` = (its cache key, its scores), with inverse-inclusion weights; or uniform) on
+        its first `fidelity_samples` questions, with a bootstrap CI over questions and edges; the exact
+        deltas and the edges' weights are kept for the robustness checks, the difference fidelity and C8's
+        causal check. The edges are drawn per base model and dataset (`edge_seed`): both models of a pair
+        ablate the same edges, and another base (by its weights) or dataset another draw."""
         cfg = self.config
         k = min(cfg.fidelity_samples, len(rows))
         seed = edge_seed(cfg.fidelity_seed, self.answers(spec.name, dataset).models["base"]["fingerprint"], dataset)
+        stratified = cfg.fidelity_sampling == "stratified"
 
         def compute() -> dict:
             loaded = self.session.model(spec, side)
@@ -274,6 +277,7 @@ class AuditPipeline:
             with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
                 measured, ablation = fidelity_for_model(
                     loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=seed,
+                    sampling=cfg.fidelity_sampling, importance=base[1].scores.abs().mean(0) if stratified else None,
                     chunk=cfg.ablation_chunk,
                     threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
                     pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
@@ -281,9 +285,10 @@ class AuditPipeline:
             us, vs = [u for u, _ in ablation.edges], [v for _, v in ablation.edges]
             return {**measured.as_dict(), "samples": k, "ids": list(ablation.ids),
                     "edges": [list(e) for e in ablation.edges], "deltas": ablation.delta[:, us, vs].tolist(),
-                    "points": {"eap": eap_values, "exact": exact_values}}
+                    "weights": list(ablation.edge_weights), "points": {"eap": eap_values, "exact": exact_values}}
 
-        return self.store.json_entry("fidelity", fidelity_key(eap, k, cfg, seed), compute, fields=FIDELITY_FIELDS)
+        key = fidelity_key(eap, k, cfg, seed, base[0] if stratified else None)
+        return self.store.json_entry("fidelity", key, compute, fields=FIDELITY_FIELDS)
 
     # ------------------------------------------------------------ C8: causal check of the ranking
 
@@ -338,13 +343,14 @@ class AuditPipeline:
                 continue
         for index, side in enumerate(SIDES):
             for dataset, alpha, mode, selection in selected:
-                rows = build_eap_rows(selection, mode)[index]
-                model = model_key(self.answers(pair_name, dataset).models[side])
-                key, scores = self.edge_scores(spec, side, model, rows)
-                if self.measured_at(alpha) == alpha:
-                    self.fidelity(spec, side, key, scores, rows, dataset)
+                rows = build_eap_rows(selection, mode)
+                models = self.answers(pair_name, dataset).models
+                key, scores = self.edge_scores(spec, side, model_key(models[side]), rows[index])
+                if self.measured_at(alpha) == alpha:   # the base's scores are read back from memory
+                    base = self.edge_scores(spec, "base", model_key(models["base"]), rows[0])
+                    self.fidelity(spec, side, key, scores, rows[index], dataset, base)
                 for method in estimators if (dataset, alpha, mode) in asked else ():
-                    self.edge_scores(spec, side, model, rows, method)
+                    self.edge_scores(spec, side, model_key(models[side]), rows[index], method)
         if causal:   # at the alpha fidelity is measured at, for each point that selects (as C8 reads it)
             for dataset, alpha, mode in dict.fromkeys((d, self.measured_at(a), m) for d, a, m, _ in selected
                                                       if (d, a, m) in asked):
@@ -377,8 +383,9 @@ class AuditPipeline:
         scores, fidelity, eap_keys = {}, {}, {}
         for side in SIDES:
             eap_keys[side], scores[side] = self.edge_scores(spec, side, model_key(answers.models[side]), rows[side])
-            if measured_at == float(alpha):
-                fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side], dataset)
+        for side in SIDES if measured_at == float(alpha) else ():
+            fidelity[side] = self.fidelity(spec, side, eap_keys[side], scores[side], rows[side], dataset,
+                                           (eap_keys["base"], scores["base"]))
         provenance = {
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
                      "base": spec.base, "post": spec.post or spec.post_adapter},

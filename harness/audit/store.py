@@ -76,13 +76,15 @@ def eap_key(fingerprint: str, rows: list[dict], config: AuditConfig, method: str
                        bit_context(config.device), *extra)
 
 
-def fidelity_key(eap: str, n_questions: int, config: AuditConfig, edge_seed: int) -> str:
-    """Fidelity of one model's scores: the scores' key, the questions and uniform edges it ablates, the
-    seed of its edge draw (`edge_seed`), and what turns the correlation into a status (threshold,
-    bootstrap resamples)."""
+def fidelity_key(eap: str, n_questions: int, config: AuditConfig, edge_seed: int, strata: str | None = None) -> str:
+    """Fidelity of one model's scores: the scores' key, the questions and edges it ablates (how many, the
+    seed of their draw (`edge_seed`), and for a stratified draw the key of the base scores whose mean |EAP|
+    the strata rank), and what turns the correlation into a status (threshold, bootstrap resamples)."""
     # the chunk changes a delta's rounding only; keyed when not the default, so existing entries stay valid
     chunk = () if config.ablation_chunk == DEFAULT_CHUNK else (("ablation_chunk", config.ablation_chunk),)
-    return content_key(CACHE_VERSION, "fidelity-uniform-f32+deltas", eap, n_questions, config.fidelity_edges,
+    drawn = (("fidelity-uniform-f32+deltas",) if config.fidelity_sampling == "uniform" else
+              ("fidelity-stratified-f32+deltas+weights", strata))
+    return content_key(CACHE_VERSION, *drawn, eap, n_questions, config.fidelity_edges,
                        edge_seed, config.fidelity_threshold, config.stats.n_boot, *chunk)
 
 

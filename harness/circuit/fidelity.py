@@ -376,12 +376,16 @@ def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: E
                        sampling: str = "uniform", n_strata: int = 4,
                        threshold: float = DEFAULT_THRESHOLD, n_boot: int = 1000, level: float = 0.95,
                        loss_fn: LossFn = target_nll, upcast: bool = True, fast: bool = True,
-                       all_below: int = 400, chunk: int = DEFAULT_CHUNK) -> tuple[FidelityRecord, AblationResult]:
+                       all_below: int = 400, chunk: int = DEFAULT_CHUNK,
+                       importance: torch.Tensor | None = None) -> tuple[FidelityRecord, AblationResult]:
     """Sample edges (uniform by default, seeded; graphs of at most max(all_below, n_edges) edges
     whole), ablate them exactly (zero ablation, float32, at the EAP scores' own positions) and
-    measure fidelity with a bootstrap interval. The EAP scores must come from the same loss_fn."""
+    measure fidelity with a bootstrap interval. The EAP scores must come from the same loss_fn.
+    importance [n_src, n_dst]: what a stratified sample's strata rank (default: these scores' mean
+    |EAP|; another model's, so that two models ablate the same edges)."""
     chosen = sample_edges(eap.graph, n_edges, seed, sampling=sampling,
-                          importance=eap.scores.abs().mean(0), n_strata=n_strata, all_below=all_below)
+                          importance=eap.scores.abs().mean(0) if importance is None else importance,
+                          n_strata=n_strata, all_below=all_below)
     result = ablate_edges(model, samples, chosen.edges, layout=eap.graph.layout.value, pad_id=pad_id,
                           positions=eap.positions, loss_fn=loss_fn, upcast=upcast, fast=fast,
                           chunk=chunk, progress=progress)
@@ -398,20 +402,26 @@ def fidelity_points(eap: EdgeScores, ablation: AblationResult) -> tuple[list[flo
 
 def difference_fidelity(eap_base: np.ndarray, exact_base: np.ndarray, eap_post: np.ndarray, exact_post: np.ndarray,
                         *, threshold: float, tie_rel_tol: float = 0.0, n_boot: int = 1000, level: float = 0.95,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, weights: Sequence[float] | None = None) -> dict:
     """Does EAP get the change right? Per edge, the change post - base of the mean over questions, by EAP
     and by exact ablation (each input [n_questions, n_edges], the same questions and edges for both
     models); their Spearman over edges and the share of edges whose change EAP signs right (of those
     whose exact change is not 0), with a two-way percentile bootstrap over questions and edges (as
     bootstrap_spearman; scipy's bootstrap resamples one way only). A change within tie_rel_tol x the
     largest mean level of the drawn edges is a tie (0): the scores' rounding scales with the largest
-    values, and below it a change's rank would differ between CPUs. Status as `classify` at `threshold`."""
+    values, and below it a change's rank would differ between CPUs. Status as `classify` at `threshold`.
+    weights [n_edges]: each edge's inverse inclusion probability (a stratified sample); the Spearman and
+    the sign agreement are then the weighted ones, so they speak of every real edge, not the sample."""
     arrays = [np.asarray(a, float) for a in (eap_base, exact_base, eap_post, exact_post)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2:
         raise UserError("difference fidelity needs four [questions, edges] arrays of one shape, got "
                         + ", ".join(str(a.shape) for a in arrays))
     eb, xb, ep, xp = arrays
     n_q, n_e = eb.shape
+    w = np.ones(n_e) if weights is None else np.asarray(weights, float)
+    if w.shape != (n_e,) or not np.all(w > 0):
+        raise UserError(f"difference fidelity needs one positive weight per edge ({n_e}), got shape {w.shape}")
+    weighted = not np.all(w == w[0])
 
     def change(post: np.ndarray, base: np.ndarray) -> np.ndarray:
         p, b = post.mean(axis=0), base.mean(axis=0)
@@ -421,11 +431,12 @@ def difference_fidelity(eap_base: np.ndarray, exact_base: np.ndarray, eap_post: 
     def stats(qi: np.ndarray, ei: np.ndarray) -> tuple[float, float]:
         d_eap = change(ep[np.ix_(qi, ei)], eb[np.ix_(qi, ei)])
         d_exact = change(xp[np.ix_(qi, ei)], xb[np.ix_(qi, ei)])
-        moved = d_exact != 0
-        sign = float(np.mean(np.sign(d_eap[moved]) == np.sign(d_exact[moved]))) if moved.any() else math.nan
+        moved, we = d_exact != 0, w[ei]
+        sign = (float(np.average(np.sign(d_eap[moved]) == np.sign(d_exact[moved]), weights=we[moved]))
+                if moved.any() else math.nan)
         if np.ptp(d_eap) == 0 or np.ptp(d_exact) == 0:
             return math.nan, sign
-        return float(_pearson_rows(rankdata(d_eap)[None], rankdata(d_exact)[None])[0]), sign
+        return weighted_spearman(d_eap, d_exact, we), sign   # the ordinary Spearman under equal weights
 
     rho, sign = stats(np.arange(n_q), np.arange(n_e))
     rng = np.random.default_rng(seed)
@@ -443,4 +454,5 @@ def difference_fidelity(eap_base: np.ndarray, exact_base: np.ndarray, eap_post: 
     status, why = classify(rho, ci, threshold)
     return {"spearman": rho, "ci": list(ci), "status": status.value, "reason": why, "sign_agreement": sign,
             "sign_agreement_ci": list(sign_ci), "n_questions": n_q, "n_edges": n_e, "threshold": threshold,
+            "weighted": weighted,
             "tests": "per edge, the change post - base of the mean over questions: EAP against exact ablation"}

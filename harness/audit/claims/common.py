@@ -165,7 +165,8 @@ def change_fidelity(cell: CellData, config) -> dict | None:
         eap = scores.scores.numpy()[[position[q] for q in shared]][:, edges[:, 0], edges[:, 1]]
         arrays += [eap, np.asarray(record["deltas"], float)[[rows[q] for q in shared]]]
     result = difference_fidelity(*arrays, threshold=config.fidelity_threshold, tie_rel_tol=config.stats.tie_rel_tol,
-                                 n_boot=config.stats.n_boot, level=config.stats.ci_level, seed=config.stats.seed)
+                                 n_boot=config.stats.n_boot, level=config.stats.ci_level, seed=config.stats.seed,
+                                 weights=base.get("weights"))
     return {**result, "targets": "each model's own targets" if cell.token_mode == "own" else
             f"shared targets ({cell.token_mode})"}
 

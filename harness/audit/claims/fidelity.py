@@ -1,8 +1,8 @@
 """C8: EAP is a faithful, tractable stand-in for edge ablation (the premise of §3.2).
 
 Three parts, all decided:
-- fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation on uniform
-  random edges, with a bootstrap CI over questions and edges; its status (FAITHFUL, UNFAITHFUL,
+- fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation on a sample
+  of real edges (weighted by inverse inclusion probability when stratified), with a bootstrap CI over questions and edges; its status (FAITHFUL, UNFAITHFUL,
   UNCERTAIN) says where the CI lies against the threshold;
 - the changes: per edge, EAP's change post - base against exact ablation's on the same questions and
   edges (difference fidelity, its Spearman over edges with a bootstrap CI, judged like the levels):
@@ -34,6 +34,7 @@ from harness.audit.claims.common import (
     funnel_of,
 )
 from harness.audit.claims.family import Outcome
+from harness.audit.claims.robust import sample_text
 from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
 from harness.audit.verdicts import Decision, Verdict
@@ -43,11 +44,12 @@ from harness.data.selection import SelectionError
 def rule_text(cfg: AuditConfig) -> str:
     stats = cfg.stats
     return (f"Fidelity: each model's Spearman of EAP scores against exact single-edge zero ablation (float32) on "
-            f"{cfg.fidelity_edges} uniform random real edges x up to {cfg.fidelity_samples} questions, "
+            f"{sample_text(cfg)} x up to {cfg.fidelity_samples} questions (weighted Spearman under a stratified "
+            f"sample), "
             f"{stats.ci_level:.0%} bootstrap CI over questions and edges; FAITHFUL if the CI lies above "
             f"{cfg.fidelity_threshold}, UNFAITHFUL if below, UNCERTAIN across. Changes: per edge, the change post - "
-            f"base of the mean over questions, EAP against exact ablation, Spearman over edges with a two-way "
-            f"bootstrap CI, judged against the same threshold. Causal check (post model), on the fidelity "
+            f"base of the mean over questions, EAP against exact ablation, Spearman over edges (weighted under a "
+            f"stratified sample) with a two-way bootstrap CI, judged against the same threshold. Causal check (post model), on the fidelity "
             f"check's questions and edge pool: the k pool edges of largest mean EAP score, of largest mean exact "
             f"delta, and k random ones (causal_seed) removed together, k = 1, an eighth and a quarter of the pool; "
             f"per question, averaged over k, loss(EAP's k removed) minus the loss {cfg.causal_share:g} of the way "

@@ -1,10 +1,12 @@
 """Robustness: the same claim, tested the same way on the same questions, with the EAP scores W
-replaced by exact single-edge zero ablation L(edge removed) - L(clean) on a uniform random sample of
-real edges (the fidelity measurement's deltas, `CellData.fidelity[side]["deltas"]`).
+replaced by exact single-edge zero ablation L(edge removed) - L(clean) on the fidelity measurement's
+sample of real edges (`CellData.fidelity[side]["deltas"]`, with each edge's inverse-inclusion weight).
 
 What the sampled version estimates, per claim:
-  C1 intensity  mean |W| over the cells: (real edges / cells) x mean |delta| over the sampled real
-                edges is unbiased for the exact-ablation intensity (structural zeros add 0).
+  C1 intensity  mean |W| over the cells: (real edges / cells) x the weighted mean of |delta| over the
+                sampled real edges (Horvitz-Thompson: the weights N_h / n_h of a stratified sample sum
+                to the real edges; equal under a uniform one) is unbiased for the exact-ablation
+                intensity (structural zeros add 0).
   C3 kurtosis   not estimable: the excess kurtosis of n sampled values is at most about n, while the
                 whole W's is in the hundreds.
   C2, C7        not applicable: the pooled histogram's per-model range is set by extreme values a
@@ -29,7 +31,8 @@ from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
 from harness.audit.verdicts import verdict_rule
 
-APPLICABLE = {"intensity": "mean |delta| over the sampled real edges, scaled to the cells (unbiased)"}
+APPLICABLE = {"intensity": "mean |delta| over the sampled real edges, weighted by inverse inclusion probability "
+                           "and scaled to the cells (unbiased)"}
 NOT_APPLICABLE = {
     "kurtosis": "not estimable from an edge sample: the excess kurtosis of n sampled values is at most about n "
                 "(n - 3 for the population moments), while the whole W's is in the hundreds",
@@ -52,7 +55,8 @@ def _values(cell: CellData, side: str, config: AuditConfig, source: str) -> dict
         values = scores[[position[q] for q in record["ids"]]][:, edges[:, 0], edges[:, 1]].astype(float)
     graph = cell.base.graph
     share = graph.n_edges / (graph.n_src * graph.n_dst) if config.metrics.include_structural_zeros else 1.0
-    return dict(zip(record["ids"], (share * np.abs(values).mean(axis=1)).tolist()))
+    weights = np.asarray(record.get("weights") or np.ones(values.shape[1]), dtype=float)
+    return dict(zip(record["ids"], (share * np.average(np.abs(values), axis=1, weights=weights)).tolist()))
 
 
 def robustness(records: Records, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
@@ -93,8 +97,8 @@ def _on_estimator(records: Records, metric: str, rows: list[tuple[GridCell, Cell
 def _on_exact_sample(config: AuditConfig, metric: str, rows: list[tuple[GridCell, CellData]]) -> dict[GridCell, dict]:
     """Exact ablation on the fidelity check's edge sample; Holm runs over the family's distinct
     measurements (one per pair, dataset, alpha and token mode)."""
-    estimator = (f"exact single-edge zero ablation on {config.fidelity_edges} uniform random real edges "
-                 f"(float32), the fidelity measurement's deltas")
+    estimator = (f"exact single-edge zero ablation on {sample_text(config)} (float32), the fidelity "
+                 "measurement's deltas")
     if metric not in APPLICABLE:
         return {g: {"estimator": estimator, "applicable": False, "verdict": None,
                     "reason": NOT_APPLICABLE.get(metric, "no sampled version of this metric")} for g, _ in rows}
@@ -157,5 +161,13 @@ def _twin(test: PairedTest, decision, sample: dict) -> dict:
 
 def not_applicable(config: AuditConfig, reason: str) -> dict:
     """The robustness record of a claim with no sampled version."""
-    return {"estimator": f"exact single-edge zero ablation on {config.fidelity_edges} uniform random real "
-                         "edges", "applicable": False, "verdict": None, "reason": reason}
+    return {"estimator": f"exact single-edge zero ablation on {sample_text(config)}", "applicable": False,
+            "verdict": None, "reason": reason}
+
+
+def sample_text(config: AuditConfig) -> str:
+    """The fidelity measurement's edge sample in words."""
+    if config.fidelity_sampling == "uniform":
+        return f"{config.fidelity_edges} uniform random real edges"
+    return (f"{config.fidelity_edges} real edges stratified by the base model's mean |EAP| (4 strata, "
+            "inverse-inclusion weights)")
