@@ -808,6 +808,9 @@ class ClaimCollector:
         if not (state.cells or state.figures):
             return
         provenance = {**state.provenance, "selected_cells": state.selected}
+        off_grid = run_grid(session.config).off_grid() if state.cells else {}
+        if off_grid:
+            provenance["off_grid"] = off_grid
         run = ClaimsRun(state.options.run_id, list(state.cells.values()), provenance,
                         list(state.figures.values()))
         state.written = write_reports(run, state.options.run_dir)

@@ -173,6 +173,20 @@ def test_stages_follow_what_a_claim_declares_it_needs() -> None:
         del CLAIMS_BY_ID["Z8"]
 
 
+
+def test_a_claim_across_alphas_is_off_a_one_alpha_grid_and_says_why() -> None:
+    """C5 reads how a change moves across alpha: a grid of one alpha gives it no cells (not 18 INVALID
+    ones) and names it, with the reason, in off_grid; two alphas give it its cells back."""
+    from harness.audit.grid import RunGrid
+    registry = {"p": SimpleNamespace(name="p", algorithm_kind="online-rl", datasets=("d",), bundled=False,
+                                     base="x")}
+    one = RunGrid(("p",), ("d",), (0.3,), ("intensity",), ("own",), registry, False)
+    assert one.cells("C5") == [] and one.cells("C1") != []
+    assert set(one.off_grid()) == {"C5"} and "needs at least 2 alphas" in one.off_grid()["C5"]
+    assert "0.3" in one.off_grid()["C5"]
+    two = RunGrid(("p",), ("d",), (0.3, 0.5), ("intensity",), ("own",), registry, False)
+    assert two.off_grid() == {} and len(two.cells("C5")) == 1
+
 @pytest.mark.slow
 def test_a_second_paper_runs_through_the_suites_under_its_own_id(tmp_path: Path) -> None:
     """The suites on the tiny pairs with `--papers tests/papers`: X1's cells are in the report beside

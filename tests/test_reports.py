@@ -469,3 +469,16 @@ def test_a_baseline_keeps_what_the_comparison_reads_and_drops_the_detail(tmp_pat
     assert harness_main(["report", "baseline", str(write_reports(run, tmp_path / "r")["json"]), "--out",
                  str(tmp_path / "b.json")]) == 0
     assert diff_runs(run, load_claims(tmp_path / "b.json")) == []
+
+
+def test_a_claim_off_the_grid_is_named_in_every_report() -> None:
+    """A claim the grid cannot test (provenance off_grid) is named with its reason in the summary, the
+    Markdown and the HTML, rather than shown as cells that could not be judged."""
+    from harness.report.writers import render_html, render_markdown
+
+    why = "needs at least 2 alphas (it reads how a change moves across them); this grid has 0.3 (--alphas)"
+    run = ClaimsRun("one-alpha", [synthetic_cell(alpha=0.3)], {"off_grid": {"C5": why}})
+    assert run.summary()["off_grid"] == {"C5": why}
+    assert f"Not tested on this grid: C5 alpha_fade, {why}." in render_markdown(run, [])
+    assert "Not tested on this grid: C5 alpha_fade, needs at least 2 alphas" in render_html(run, [])
+    assert "off_grid" not in ClaimsRun("grid", [synthetic_cell(alpha=0.3)]).summary()

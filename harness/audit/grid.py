@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from harness.analysis.metrics import METRICS
 from harness.audit.claims import CLAIMS_BY_ID
+from harness.audit.claims.alpha_fade import MIN_ALPHAS
 from harness.audit.claims.common import FamilyContext, GridCell
 from harness.audit.claims.family import judge_claim
 from harness.audit.collect import PipelineRecords
@@ -130,9 +131,19 @@ class RunGrid:
         """What the claim's rule reads beyond its own cells (harness.audit.claims.common.FamilyContext)."""
         return FamilyContext(self.rl_pairs(), self.alphas, self.experiments(claim_id))
 
+    def off_grid(self) -> dict[str, str]:
+        """Claims this grid cannot test, with why (they get no cells): a claim about how a change moves
+        across alpha (direction `fades`) on a grid of fewer than MIN_ALPHAS alphas."""
+        alphas = ", ".join(f"{a:g}" for a in self.alphas)
+        return {c.id: f"needs at least {MIN_ALPHAS} alphas (it reads how a change moves across them); this grid "
+                      f"has {alphas} (--alphas)"
+                for c in CLAIMS_BY_ID.values() if c.direction == "fades" and len(self.alphas) < MIN_ALPHAS}
+
     def cells(self, claim_id: str) -> list[GridCell]:
         """Every cell of the claim on this grid that it speaks about (seed controls included), in test
-        order: the product of its axes."""
+        order: the product of its axes; none for a claim `off_grid`."""
+        if claim_id in self.off_grid():
+            return []
         axes = CLAIMS_BY_ID[claim_id].axes
         values = {"pair": self.pairs, "dataset": self.datasets, "alpha": self.alphas, "metric": self.metrics,
                   "token_mode": self.token_modes}

@@ -81,6 +81,8 @@ class ClaimsRun:
         control = control_summary(self.cells)
         if control:
             out["seed_control"] = control
+        if self.provenance.get("off_grid"):
+            out["off_grid"] = dict(self.provenance["off_grid"])
         return out
 
     def to_document(self) -> dict[str, Any]:

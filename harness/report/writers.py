@@ -81,6 +81,8 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
     control = control_summary(run.cells)
     if control:
         lines += [f"**{_md_escape(control)}**", ""]
+    for claim_id, why in summary.get("off_grid", {}).items():
+        lines += [f"Not tested on this grid: {claim_label(claim_id)}, {_md_escape(why)}.", ""]
     for claim_id in run.claim_ids():
         spec = CLAIMS_BY_ID.get(claim_id)
         cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
@@ -227,6 +229,8 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
                      + "".join(_html_figure(f) for f in other) + "</section>")
     provenance = json.dumps(run.provenance, indent=2, sort_keys=True, default=str)
     control = control_summary(run.cells)
+    off_grid = "".join(f'<p class="meta">Not tested on this grid: {_e(claim_label(cid))}, {_e(why)}.</p>'
+                       for cid, why in summary.get("off_grid", {}).items())
     legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -238,6 +242,7 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 <h1>Claim audit — run <code>{_e(run.run_id)}</code></h1>
 <p class="meta">Created {_e(run.created)} · {summary['cells']} cells · code {_e(run.provenance.get('code_version', '–'))}</p>
 <p>{badges}</p>
+{off_grid}
 <h2>Matrix (rows: experiments pair · dataset · α; columns: claims)</h2>
 <p class="legend">{legend}</p>
 {_html_matrix(build_matrix(run.cells))}
