@@ -166,8 +166,9 @@ def not_applicable(config: AuditConfig, reason: str) -> dict:
 
 
 def sample_text(config: AuditConfig) -> str:
-    """The fidelity measurement's edge sample in words."""
+    """The fidelity measurement's edge sample in words (harness.circuit.fidelity.sample_edges)."""
+    whole = "; every real edge where the graph has at most 400"
     if config.fidelity_sampling == "uniform":
-        return f"{config.fidelity_edges} uniform random real edges"
+        return f"{config.fidelity_edges} uniform random real edges{whole}"
     return (f"{config.fidelity_edges} real edges stratified by the base model's mean |EAP| (4 strata, "
-            "inverse-inclusion weights)")
+            f"inverse-inclusion weights{whole})")
