@@ -50,7 +50,7 @@ from harness.data.selection import (
 from harness.files import content_key
 from harness.models.loading import scoring_pad_id
 from harness.models.prompts import get_template
-from harness.models.registry import DEFAULT_REGISTRY, PairSpec
+from harness.models.registry import DEFAULT_REGISTRY, PairSpec, training_of
 
 BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
 # what each JSON stage's entry holds: an entry without one of these is an older format, recomputed
@@ -388,7 +388,8 @@ class AuditPipeline:
                                            (eap_keys["base"], scores["base"]))
         provenance = {
             "pair": {"name": spec.name, "algorithm": spec.algorithm, "algorithm_kind": spec.algorithm_kind,
-                     "base": spec.base, "post": spec.post or spec.post_adapter},
+                     "base": spec.base, "post": spec.post or spec.post_adapter,
+                     "training": {"post": training_of(spec.post_adapter), "base": training_of(spec.base_adapter)}},
             "models": answers.models, "data": answers.data, "template": answers.template,
             "decoding": answers.decoding, "answers_source": answers.sources, "audit_config": self.config.as_dict(),
             "config_hash": content_key(self.config.as_dict()),

@@ -27,6 +27,7 @@ class ModelInfo:
     dtype: str
     device: str
     definition: str = ""  # what else sets what the weights compute: config, generation config, tokenizer files
+    parameters: int = 0   # the model's parameter count (0: not recorded)
 
 
 @dataclass
@@ -244,5 +245,6 @@ def load_model(spec: str, *, gguf_file: str | None = None, dtype: str = "float32
         fingerprint = definition = "hub:" + str(getattr(model.config, "_commit_hash", None) or "unknown-revision")
     info = ModelInfo(source=str(spec if not gguf_file else Path(folder) / gguf_file),
                      fingerprint=fingerprint, model_class=type(model).__name__,
-                     dtype=dtype, device=str(torch_device), definition=definition)
+                     dtype=dtype, device=str(torch_device), definition=definition,
+                     parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

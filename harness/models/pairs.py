@@ -119,5 +119,6 @@ def merged_adapter_model(pair: str, base_path: str, adapter: Path, dtype: str, d
     merged.requires_grad_(False)
     info = ModelInfo(source=f"{base_path}+{adapter}", fingerprint=state_dict_fingerprint(merged),
                      model_class=type(merged).__name__, dtype=dtype, device=str(next(merged.parameters()).device),
-                     definition=f"{fresh.info.definition}+{definition_fingerprint(adapter)}")
+                     definition=f"{fresh.info.definition}+{definition_fingerprint(adapter)}",
+                     parameters=sum(p.numel() for p in merged.parameters()))
     return LoadedModel(model=merged, tokenizer=fresh.tokenizer, info=info)

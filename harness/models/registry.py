@@ -14,6 +14,7 @@ adapter, post = checkpoint + run B's adapter), algorithm_kind `seed-control`.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -63,6 +64,23 @@ class PairSpec:
     base_revision: str | None = None         # hub branch, tag or commit of `base` (hub ids only)
     post_revision: str | None = None         # the same for `post`
     notes: str = field(default="", compare=False)
+
+
+def training_of(adapter: str | None) -> dict | None:
+    """How a post-trained run was made, where the registry knows it: the `train_summary.json` that
+    `python -m harness posttrain` writes beside the run's adapter folder ({method, lora_r, steps,
+    learning_rate, algorithm, seed, tasks}); None for a hub model or an adapter without one."""
+    if not adapter:
+        return None
+    summary = Path(adapter).parent / "train_summary.json"
+    try:
+        config = json.loads(summary.read_text()).get("config", {})
+    except (OSError, ValueError):
+        return None
+    full = bool(config.get("full_weights"))
+    return {"method": "full weights" if full else f"LoRA r={config.get('lora_r')}", "lora_r": None if full else
+            config.get("lora_r"), "steps": config.get("steps"), "learning_rate": config.get("learning_rate"),
+            "algorithm": config.get("algo"), "seed": config.get("seed"), "tasks": config.get("tasks")}
 
 
 _REQUIRED = ("name", "family", "base", "algorithm", "algorithm_kind", "prompt_template", "max_new_tokens",
