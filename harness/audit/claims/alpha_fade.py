@@ -26,6 +26,7 @@ from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
     GridCell,
+    behaviour_of,
     cell_fidelity,
     edge_arrays,
     fidelity_extra,
@@ -140,6 +141,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
                       "counter_example_alphas": counter, "counter_example_rule": "mean oriented change < 0",
                       "template_alphas": row.template_levels,
                       "span": {f"a{c.alpha}": span_of(c) for c in row.cells},
+                      "behaviour": {f"a{c.alpha}": behaviour_of(c) for c in row.cells},
                       "fidelity": fidelity_extra(list(row.cells))},
             "provenance": {**(row.cells[0].provenance if row.cells else {}),
                            "metric_config": records.config.metrics.as_dict()}}))

@@ -122,6 +122,21 @@ def span_of(cell: CellData) -> dict:
     return {**s.span_profile(cell.token_mode), "t_cut": s.t_cut, "span_start": s.params.span_start}
 
 
+def behaviour_of(cell: CellData) -> dict:
+    """Did behaviour change on the questions the cell analyses? The share whose base and post answers are
+    token-identical, and the share whose correctness differs between the models (0 when the selection
+    keeps only questions both answer right): a circuit change on identical answers is not a change of
+    what the model does."""
+    s = cell.selection
+    pairs = list(zip(getattr(s, "base", ()), getattr(s, "post", ())))   # a plain record may carry no answers
+    if not pairs:
+        return {"n": 0, "identical_answers": None, "correctness_changed": None}
+    same = sum(tuple(b.generation.answer_ids) == tuple(q.generation.answer_ids) for b, q in pairs)
+    changed = sum(getattr(b, "correct", True) != getattr(q, "correct", True) for b, q in pairs)
+    return {"n": len(pairs), "identical_answers": same / len(pairs), "correctness_changed": changed / len(pairs),
+            "questions": getattr(s.params, "questions", "both-correct")}
+
+
 def template_reason(span: dict, limit: float) -> str | None:
     """Why a cell gets no directional verdict: a model whose targets are mostly template or prompt copies."""
     worst = max(("base", "post"), key=lambda side: span[side]["template_or_copy_share"])

@@ -26,6 +26,7 @@ from harness.audit.claims import ClaimSpec
 from harness.audit.claims.common import (
     FamilyContext,
     GridCell,
+    behaviour_of,
     cell_fidelity,
     edge_arrays,
     span_of,
@@ -78,7 +79,8 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             entry = {"experiment": label, "cluster": f"{base_model}/{dataset}", "n": pooled.n, "base": pooled.base,
                      "post": pooled.post, "diff": pooled.diff, "relative_change": relative,
                      "p_rise": pooled.p_claimed, "p_fall": pooled.p_opposite, "tie": pooled.no_change,
-                     "fidelity": (cell_fidelity([cell]) or {}).get("spearman"), "span": span_of(cell)}
+                     "fidelity": (cell_fidelity([cell]) or {}).get("spearman"), "span": span_of(cell),
+                     "behaviour": behaviour_of(cell)}
             template = template_reason(entry["span"], records.config.template_limit)
             if pooled.invalid_reason is not None or not np.isfinite(relative) or template:
                 entry["skipped"] = pooled.invalid_reason or template or "the base diversity is 0: no relative change"

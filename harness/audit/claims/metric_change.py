@@ -15,6 +15,7 @@ from harness.audit.claims import ClaimSpec
 from harness.audit.claims.common import (
     FamilyContext,
     GridCell,
+    behaviour_of,
     cell_fidelity,
     change_fidelity,
     edge_arrays,
@@ -90,7 +91,7 @@ def _outcome(g: GridCell, cell, claim: ClaimSpec, records: Records, text: str, r
                                     "diff_min": band.diff_min, "diff_max": band.diff_max,
                                     "sign_consistent": band.sign_consistent}
     extra["relative_change"] = finite(effect / abs(base_value)) if base_value else None
-    extra["span"], extra["loss"] = span_of(cell), loss_of(cell, stats)
+    extra["span"], extra["loss"], extra["behaviour"] = span_of(cell), loss_of(cell, stats), behaviour_of(cell)
     extra["difference_fidelity"] = change_fidelity(cell, records.config)
     fields = {
         "metric": metric, "base_value": finite(base_value), "post_value": finite(post_value),

@@ -24,6 +24,7 @@ from harness.audit.claims.common import (
     FamilyContext,
     FamilyTest,
     GridCell,
+    behaviour_of,
     cell_fidelity,
     edge_arrays,
     fidelity_extra,
@@ -125,7 +126,7 @@ def _outcome(records: Records, g: GridCell, rl_pairs: tuple[str, ...], n_boot: i
              "fidelity": fidelity_extra(read), "n_boot": n_boot,
              "left_out_template": [c.pair.name for c in measured if all(c is not r for r in rl_cells)]}
     if cell is not None:
-        extra.update(span=focal_span, loss=loss_of(cell, stats))
+        extra.update(span=focal_span, loss=loss_of(cell, stats), behaviour=behaviour_of(cell))
     fields = {"fidelity": cell_fidelity(read), "robustness": not_applicable(config, NOT_APPLICABLE),
               "funnel": cell.funnel if cell else [],
               "provenance": {**(cell.provenance if cell else {}), "metric_config": config.metrics.as_dict()}}
