@@ -30,20 +30,27 @@ def _cell(claim: str, pair: str, verdict: Verdict, control: bool) -> CellResult:
                       pair=pair, dataset="d", alpha=0.1, extra={"control": "seed"} if control else {})
 
 
-def test_report_marks_the_control_row_and_names_the_claims_that_pass_on_it():
+def test_report_marks_the_control_row_and_names_the_claims_the_control_decides():
+    """A control decided in either direction decides the claim: SUPPORTED on C1 and REFUTED on C2 are named
+    alike, an undecided one (C3) is not, and C9 (behaviour) is never the control's to decide."""
     cells = [_cell("C1", "smollm2-grpo", Verdict.SUPPORTED, False),
              _cell("C1", CONTROL, Verdict.SUPPORTED, True),
+             _cell("C2", "smollm2-grpo", Verdict.SUPPORTED, False),
+             _cell("C2", CONTROL, Verdict.REFUTED, True),
              _cell("C3", "smollm2-grpo", Verdict.SUPPORTED, False),
-             _cell("C3", CONTROL, Verdict.INCONCLUSIVE, True)]
+             _cell("C3", CONTROL, Verdict.INCONCLUSIVE, True),
+             _cell("C9", CONTROL, Verdict.REFUTED, True)]
     summary = control_summary(cells)
-    assert summary.startswith(f"Seed control ({CONTROL}): passes C1:") and "C3" not in summary.split(":")[1]
+    assert summary.startswith(f"Seed control ({CONTROL}): decides C1, C2: ") and "not attributable" in summary
+    assert "C3" not in summary.split("(")[1] and "C9" not in summary
     assert f"{CONTROL} (seed control) · d · a010" in build_matrix(cells).experiments
-    c1 = claim_answer([c for c in cells if c.claim_id == "C1"])
-    assert c1.startswith("on EAP 1 SUP;") and "not attributable to the algorithm" in c1
+    for claim in ("C1", "C2"):
+        answer = claim_answer([c for c in cells if c.claim_id == claim])
+        assert "per checkpoint on EAP 1 SUP;" in answer and "not attributable to the algorithm" in answer, answer
     assert "not attributable" not in claim_answer([c for c in cells if c.claim_id == "C3"])
     assert ClaimsRun("r", cells).summary()["seed_control"] == summary
     assert control_summary([c for c in cells if not c.extra]) is None
-    assert "passes no claim" in control_summary([cells[3]])
+    assert "decides no claim" in control_summary([cells[5]])
 
 
 def test_the_claim_answer_counts_each_fidelity_measurement_once():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from harness.audit.algorithm import algorithm_answers, population
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.errors import UserError
@@ -83,6 +84,8 @@ class ClaimsRun:
             out["seed_control"] = control
         if self.provenance.get("off_grid"):
             out["off_grid"] = dict(self.provenance["off_grid"])
+        out["algorithm"] = [a.to_dict() for a in algorithm_answers(self.cells)]
+        out["population"] = population(self.cells)
         return out
 
     def to_document(self) -> dict[str, Any]:

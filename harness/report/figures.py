@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.audit.algorithm import algorithm_answers
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult
 from harness.report import plots
@@ -51,5 +52,36 @@ def diversity_figure(cells: list[CellResult]) -> list[Figure]:
     return figures
 
 
+def forest_figures(cells: list[CellResult]) -> list[Figure]:
+    """One forest plot per claim with algorithm-level answers: each run's and seed control's relative
+    change with its CI, per dataset, alpha and metric, and the pooled random-effects estimate."""
+    by_claim: dict[str, list[dict]] = defaultdict(list)
+    for answer in algorithm_answers(cells):
+        spec = CLAIMS_BY_ID.get(answer.claim_id)
+        metric = answer.metric if spec is None or answer.metric != spec.metric else None   # C4's three metrics
+        point = " · ".join(x for x in (answer.dataset, None if answer.alpha is None else f"α={answer.alpha:g}", metric)
+                           if x)
+        rows = by_claim[answer.claim_id]
+        for entry, kind in [(r, "run") for r in answer.runs] + [(c, "control") for c in answer.controls]:
+            if entry["relative"] is not None:
+                label = f"{entry['pair']}{' (seed control)' if kind == 'control' else ''} · {point}"
+                rows.append({"label": label, "effect": entry["relative"], "ci": entry["relative_ci"], "kind": kind})
+        if answer.pooled:
+            rows.append({"label": f"pooled {answer.kind} ({answer.pooled['n_runs']} runs) · {point}: {answer.verdict.value}",
+                         "effect": answer.pooled["estimate"], "ci": answer.pooled["ci"], "kind": "pooled"})
+    figures = []
+    for claim_id, rows in sorted(by_claim.items()):
+        if not rows:
+            continue
+        name = CLAIMS_BY_ID[claim_id].name if claim_id in CLAIMS_BY_ID else claim_id
+        png = plots.forest(rows, f"{claim_id} {name}: each run, the seed controls (grey) and the pooled estimate",
+                           "change post − base, relative to the base value where it has one (CI)")
+        figures.append(Figure(f"{claim_id}-forest", png,
+                              f"{claim_id}: forest plot, one row per run and seed control (shaded) per dataset and "
+                              "α, and the Paule-Mandel random-effects pooled estimate of the runs (diamond)", claim_id,
+                              derived=True))
+    return figures
+
+
 def derived_figures(cells: list[CellResult]) -> list[Figure]:
-    return alpha_figures(cells) + diversity_figure(cells)
+    return forest_figures(cells) + alpha_figures(cells) + diversity_figure(cells)

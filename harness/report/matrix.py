@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from harness.audit.algorithm import CONTROLLED, algorithm_answers
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag
 
@@ -60,13 +61,21 @@ def robustness_verdict(cell: CellResult) -> str | None:
 
 
 def claim_answer(cells: list[CellResult]) -> str:
-    """One line per claim: does it hold on the paper's estimator (EAP), does it survive exact ablation,
-    and does it also "pass" on the seed control (where it does, the effect is not the algorithm's)."""
+    """One line per claim: the algorithm-level answers (harness.audit.algorithm: runs as the unit), then
+    does it hold on the paper's estimator (EAP) per checkpoint, does it survive exact ablation, and is the
+    seed control decided on it (then the effect is within seed-to-seed variation, not the algorithm's)."""
+    answers = algorithm_answers(cells)
+    by_kind: dict[str, list[Verdict]] = {}
+    for a in answers:
+        by_kind.setdefault(a.kind, []).append(a.verdict)
+    algorithm = ("algorithm-level " + "; ".join(f"{kind} {_counts(v)}" for kind, v in by_kind.items()) + "; "
+                 if by_kind else "")
     controls = [c for c in cells if is_control(c)]
     cells = [c for c in cells if not is_control(c)]
+    decided = [c for c in controls if c.verdict in (Verdict.SUPPORTED, Verdict.REFUTED) and c.claim_id in CONTROLLED]
     control = (f"; seed control {_counts([c.verdict for c in controls])}"
-               + (" (passes on the control: not attributable to the algorithm)"
-                  if any(c.verdict is Verdict.SUPPORTED for c in controls) else "")) if controls else ""
+               + (" (decided on the control: within seed-to-seed variation, not attributable to the algorithm)"
+                  if decided else "")) if controls else ""
     on_eap = _counts([c.verdict for c in cells]) or "no cells"
     exact = [Verdict.parse(v) for v in (robustness_verdict(c) for c in cells) if v is not None]
     # one fidelity measurement per (pair, dataset, alpha, token mode): C4's metric cells share one
@@ -77,21 +86,25 @@ def claim_answer(cells: list[CellResult]) -> str:
     fidelity = f"{fidelity} (of {len(measured)} distinct measurements)" if fidelity else ""
     survives = (f"on exact ablation {_counts(exact)} of {len(exact)} measured" if exact
                 else "no exact-ablation version")
-    return f"on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}{control}"
+    return (f"{algorithm}per checkpoint on EAP {on_eap}; {survives}; EAP fidelity {fidelity or 'not measured'}"
+            f"{control}")
 
 
 def control_summary(cells: list[CellResult]) -> str | None:
-    """Which claims pass on the seed control (None without control cells): a claim SUPPORTED there
-    is SUPPORTED between two runs of the same algorithm, so it cannot be credited to the algorithm."""
-    controls = [c for c in cells if is_control(c)]
+    """Which claims the seed control decides (None without control cells). A control decided in either
+    direction is decided between two runs of one algorithm (which seed sits on the base side is
+    arbitrary), so on that claim no run's effect can be credited to the algorithm. C1-C7 only: C8 is a
+    property of the method, C9 of behaviour."""
+    controls = [c for c in cells if is_control(c) and c.claim_id in CONTROLLED]
     if not controls:
         return None
     pairs = ", ".join(sorted({c.pair for c in controls if c.pair}))
     claims = list(dict.fromkeys(c.claim_id for c in sorted(controls, key=lambda c: c.cell_id)))
-    passing = [cid for cid in claims if any(c.verdict is Verdict.SUPPORTED for c in controls if c.claim_id == cid)]
+    decided = [cid for cid in claims if any(c.verdict in (Verdict.SUPPORTED, Verdict.REFUTED)
+                                            for c in controls if c.claim_id == cid)]
     detail = "; ".join(f"{cid} {_counts([c.verdict for c in controls if c.claim_id == cid])}" for cid in claims)
-    verdict = (f"passes {', '.join(passing)}: those effects are not attributable to the algorithm"
-               if passing else "passes no claim")
+    verdict = (f"decides {', '.join(decided)}: on those claims the effects are within seed-to-seed variation, "
+               "not attributable to the algorithm" if decided else "decides no claim")
     return f"Seed control ({pairs}): {verdict} ({detail})"
 
 
@@ -101,7 +114,8 @@ def build_matrix(cells: list[CellResult]) -> Matrix:
         entries.setdefault((experiment_key(cell), cell.claim_id), []).append(cell)
     present = {c.claim_id for c in cells}
     claims = [cid for cid in CLAIMS_BY_ID if cid in present] + sorted(present - set(CLAIMS_BY_ID))
-    experiments = sorted({key for key, _ in entries})
+    controls = {experiment_key(c) for c in cells if is_control(c)}
+    experiments = sorted({key for key, _ in entries}, key=lambda e: (e in controls, e))   # controls apart, last
     return Matrix(claims, experiments, entries)
 
 

@@ -153,6 +153,34 @@ def metric_vs_alpha(series: dict[str, Sequence[tuple[float, float, float | None,
     return _png(fig)
 
 
+def forest(rows: Sequence[dict], title: str, xlabel: str) -> bytes:
+    """A forest plot: one row per run (or seed control, shaded grey) with its effect and CI, and a diamond
+    per pooled estimate. rows: {label, effect, ci: [lo, hi], kind: run | control | pooled}, top to bottom."""
+    if not rows:
+        raise UserError("a forest plot needs at least one row")
+    fig = Figure(figsize=(7.5, 0.9 + 0.32 * len(rows)))
+    ax = fig.add_subplot()
+    for y, row in enumerate(reversed(rows)):
+        lo, hi = row["ci"]
+        if row["kind"] == "control":
+            ax.axhspan(y - 0.5, y + 0.5, color="#eeeeee", zorder=0)
+        if row["kind"] == "pooled":
+            if lo is not None and hi is not None:
+                ax.fill([lo, row["effect"], hi, row["effect"]], [y, y + 0.3, y, y - 0.3], color="#444444")
+            continue
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color="#555555", linewidth=1.2)
+        ax.plot([row["effect"]], [y], "s" if row["kind"] == "run" else "o",
+                color="#0969da" if row["kind"] == "run" else "#6e7781")
+    ax.axvline(0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
     """PNG of EAP score against exact delta, one point per (sample, edge), with the y = x line.
     series: {label: (eap_scores, exact_deltas)}, e.g. one series per model."""

@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from harness.audit.algorithm import RULE as ALGORITHM_RULE
+from harness.audit.algorithm import scope_text
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, Verdict
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -57,6 +59,37 @@ def cell_properties(cell: CellResult) -> list[tuple[str, str]]:
     return props
 
 
+def population_property(cell: CellResult, pop: dict) -> tuple[str, str]:
+    """The population the cell's verdict is about, in words (harness.audit.algorithm.scope_text)."""
+    return ("population", scope_text(pop, [cell.pair]) if cell.pair else scope_text(pop))
+
+
+# ---------------------------------------------------------------- the first screen: answers about algorithms
+
+ANSWER_HEAD = ("claim", "algorithm kind", "dataset · α · metric", "answer", "runs", "pooled change [95% CI]",
+               "between runs τ² · I²", "seed control", "why")
+
+
+def answer_rows(summary: dict) -> list[tuple[Verdict, list[str]]]:
+    """One row per algorithm-level answer (harness.audit.algorithm), in the first screen's columns."""
+    rows = []
+    for a in summary.get("algorithm", []):
+        pooled = a.get("pooled")
+        point = " · ".join(x for x in (a["dataset"], None if a["alpha"] is None else f"α {a['alpha']:g}", a["metric"])
+                           if x)
+        control = ", ".join(f"{c['pair']} {c['verdict']}" for c in a["controls"]) or "none on this point"
+        rows.append((Verdict(a["verdict"]), [
+            claim_label(a["claim_id"]), a["kind"], point, a["verdict"], str(len(a["runs"])),
+            "–" if not pooled else f"{fmt(pooled['estimate'])} [{fmt(pooled['ci'][0])}, {fmt(pooled['ci'][1])}]",
+            "–" if not pooled else f"{fmt(pooled['tau2'])} · {pooled['i2']:.0%}", control, a["reason"]]))
+    return rows
+
+
+def first_screen_text(summary: dict) -> str:
+    return ("Each row answers a claim about an algorithm, with the training run as the unit (rule: "
+            + ALGORITHM_RULE + "). Population: " + scope_text(summary["population"]) + ".")
+
+
 # ---------------------------------------------------------------- Markdown
 
 def _md_escape(text: str) -> str:
@@ -76,19 +109,30 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
     summary = run.summary()
     counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
     lines = [f"# Claim audit — run `{run.run_id}`", "",
-             f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", "",
-             "## Matrix", "", *_md_matrix(build_matrix(run.cells)), ""]
+             f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", ""]
+    rows = answer_rows(summary)
+    if rows:
+        lines += ["## Answers: does the algorithm do what the paper claims?", "", first_screen_text(summary), "",
+                  "| " + " | ".join(ANSWER_HEAD) + " |", "|" + "---|" * len(ANSWER_HEAD)]
+        lines += ["| " + " | ".join(_md_escape(x) if i != 3 else f"**{x}**" for i, x in enumerate(row)) + " |"
+                  for _, row in rows]
+        lines.append("")
     control = control_summary(run.cells)
     if control:
         lines += [f"**{_md_escape(control)}**", ""]
     for claim_id, why in summary.get("off_grid", {}).items():
         lines += [f"Not tested on this grid: {claim_label(claim_id)}, {_md_escape(why)}.", ""]
+    for fig in (f for f in figures if f.name.endswith("-forest")):
+        lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", ""]
+    lines += ["## Matrix (each run and seed control; the controls last)", "", *_md_matrix(build_matrix(run.cells)), ""]
     for claim_id in run.claim_ids():
         spec = CLAIMS_BY_ID.get(claim_id)
         cells = sorted((c for c in run.cells if c.claim_id == claim_id), key=lambda c: c.cell_id)
         lines += [f"## {claim_label(claim_id)}", ""]
         if spec:
             lines += [f"> {spec.statement} (paper {spec.paper}, {spec.section}; expected direction: {spec.direction})", ""]
+        if cells:
+            lines += [f"Population: {_md_escape(scope_text(summary['population'], [c.pair for c in cells]))}.", ""]
         for rule in sorted({c.rule for c in cells}):
             lines += [f"Rule: {_md_escape(rule)}", ""]
         if cells:
@@ -102,7 +146,7 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
                     fmt(c.effect), ci_text(c), fmt(c.effect_size), fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh),
                     _fidelity_text(c), _robust_text(c), c.reason)) + " |")
             lines.append("")
-        for fig in (f for f in figures if f.claim_id == claim_id):
+        for fig in (f for f in figures if f.claim_id == claim_id and not f.name.endswith("-forest")):
             lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
     other = [f for f in figures if f.claim_id not in run.claim_ids()]
     if other:
@@ -216,11 +260,12 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
                          f'<p class="meta">paper {_e(spec.paper)}, {_e(spec.section)} · expected direction: '
                          f'{_e(spec.direction)}</p>')
         if cells:
-            parts.append(f'<p><b>Answer:</b> {_e(claim_answer(cells))}</p>')
+            parts.append(f'<p><b>Answer:</b> {_e(claim_answer(cells))}</p>'
+                         f'<p class="meta">Population: {_e(scope_text(summary["population"], [c.pair for c in cells]))}.</p>')
         parts += [f'<div class="rule">Rule: {_e(rule)}</div>' for rule in sorted({c.rule for c in cells})]
         if cells:
             parts.append(_html_cell_rows(cells))
-        parts += [_html_figure(f) for f in figures if f.claim_id == claim_id]
+        parts += [_html_figure(f) for f in figures if f.claim_id == claim_id and not f.name.endswith("-forest")]
         parts.append("</section>")
         cards.append("".join(parts))
     other = [f for f in figures if f.claim_id not in run.claim_ids()]
@@ -231,6 +276,15 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
     control = control_summary(run.cells)
     off_grid = "".join(f'<p class="meta">Not tested on this grid: {_e(claim_label(cid))}, {_e(why)}.</p>'
                        for cid, why in summary.get("off_grid", {}).items())
+    rows = answer_rows(summary)
+    answers = "" if not rows else (
+        '<section class="answers"><h2>Answers: does the algorithm do what the paper claims?</h2>'
+        f'<p class="meta">{_e(first_screen_text(summary))}</p><table><tr>'
+        + "".join(f"<th>{_e(h)}</th>" for h in ANSWER_HEAD) + "</tr>"
+        + "".join("<tr>" + "".join(_verdict_td(v, x) if i == 3 else f"<td>{_e(x)}</td>" for i, x in enumerate(row))
+                  + "</tr>" for v, row in rows) + "</table>"
+        + (f'<p><b>{_e(control)}</b></p>' if control else "")
+        + "".join(_html_figure(f) for f in figures if f.name.endswith("-forest")) + "</section>")
     legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -243,10 +297,11 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 <p class="meta">Created {_e(run.created)} · {summary['cells']} cells · code {_e(run.provenance.get('code_version', '–'))}</p>
 <p>{badges}</p>
 {off_grid}
-<h2>Matrix (rows: experiments pair · dataset · α; columns: claims)</h2>
+{answers}
+<h2>Matrix (rows: each run and seed control, the controls last · dataset · α; columns: claims)</h2>
 <p class="legend">{legend}</p>
 {_html_matrix(build_matrix(run.cells))}
-{f'<p><b>{_e(control)}</b></p>' if control else ''}
+{f'<p><b>{_e(control)}</b></p>' if control and not rows else ''}
 {''.join(cards)}
 <section class="card"><h2>Provenance</h2><pre>{_e(provenance)}</pre></section>
 </body></html>
@@ -258,14 +313,15 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 def render_junit(run: ClaimsRun) -> bytes:
     """One <testcase> per cell; REFUTED is a failure, INVALID an error, INCONCLUSIVE skipped with its
     reason (the data decided nothing; dashboards filter on the `verdict` property as well)."""
-    summary = run.summary()["verdicts"]
+    full = run.summary()
+    summary = full["verdicts"]
     suite = ET.Element("testsuite", name=f"claims-{run.run_id}", tests=str(len(run.cells)),
                        failures=str(summary["REFUTED"]), errors=str(summary["INVALID"]),
                        skipped=str(summary["INCONCLUSIVE"]), timestamp=run.created)
     for cell in sorted(run.cells, key=lambda c: c.cell_id):
         case = ET.SubElement(suite, "testcase", classname=f"claims.{cell.claim_id}", name=cell.cell_id)
         props = ET.SubElement(case, "properties")
-        for name, value in cell_properties(cell):
+        for name, value in cell_properties(cell) + [population_property(cell, full["population"])]:
             ET.SubElement(props, "property", name=name, value=value)
         message = f"{cell.verdict.value}: {cell.reason}" if cell.reason else cell.verdict.value
         if cell.verdict is Verdict.INVALID:
