@@ -482,3 +482,30 @@ def test_a_claim_off_the_grid_is_named_in_every_report() -> None:
     assert f"Not tested on this grid: C5 alpha_fade, {why}." in render_markdown(run, [])
     assert "Not tested on this grid: C5 alpha_fade, needs at least 2 alphas" in render_html(run, [])
     assert "off_grid" not in ClaimsRun("grid", [synthetic_cell(alpha=0.3)]).summary()
+
+
+def test_the_first_screen_answers_about_the_algorithm_before_the_matrix(tmp_path: Path) -> None:
+    """Three online-RL runs and a seed control: the Markdown and HTML open with the algorithm-level answers
+    (before the matrix), the population (saying these are not the paper's pairs) and the claim's forest
+    plot; claims.json carries the answers and JUnit the population of each testcase."""
+    def cell(pair, verdict, effect, kind):
+        return synthetic_cell(pair=pair, alpha=0.3, verdict=verdict, effect=effect,
+                              extra={"control": "seed"} if kind == "seed-control" else {},
+                              provenance={"pair": {"name": pair, "algorithm": "grpo", "algorithm_kind": kind,
+                                                   "base": "bundled:smollm2-135m-reason"}})
+    cells = [cell("run-a", "SUPPORTED", 0.3, "online-rl"), cell("run-b", "SUPPORTED", 0.25, "online-rl"),
+             cell("run-c", "SUPPORTED", 0.35, "online-rl"), cell("seeds", "REFUTED", -0.3, "seed-control")]
+    paths = write_reports(ClaimsRun("screen", cells), tmp_path)
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
+    for text in (markdown, page):
+        answers = text.index("Answers: does the algorithm do what the paper claims?")
+        assert answers < text.index("Matrix (")
+        assert "within seed-to-seed variation" in text
+        assert "not the paper's 7B pairs" in text.replace("&#x27;", "'")
+        assert "C1: forest plot, one row per run and seed control" in text[answers:text.index("Matrix (")]
+    document = json.loads(paths["json"].read_text())
+    [answer] = document["summary"]["algorithm"]
+    assert answer["verdict"] == "INCONCLUSIVE" and len(answer["runs"]) == 3 and answer["pooled"]["n_runs"] == 3
+    junit = ET.parse(paths["junit"]).getroot()
+    scopes = [p.get("value") for p in junit.iter("property") if p.get("name") == "population"]
+    assert len(scopes) == 4 and all("not the paper's 7B pairs" in s for s in scopes)
