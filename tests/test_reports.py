@@ -176,7 +176,7 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
 def test_markdown_has_matrix_and_cards(tmp_path: Path) -> None:
     md = write_reports(synthetic_run(), tmp_path)["markdown"].read_text()
     assert "| toy-grpo · toy · a003 | **INCONCLUSIVE · exact: INCONCLUSIVE** |  |  |" in md
-    assert "**Answer:** on EAP 2 SUP 1 INC 3 REF; on exact ablation 6 INC of 6 measured; EAP fidelity 6 FAITHFUL" in md
+    assert "**Answer:** per checkpoint on EAP 2 SUP 1 INC 3 REF; on exact ablation 6 INC of 6 measured; EAP fidelity 6 FAITHFUL" in md
     assert "## C8 eap_fidelity" in md and "0.41 [0.2, 0.6] UNCERTAIN (vs 0.8)" in md
     assert "![synthetic heatmap](figures/heatmap-synthetic.png)" in md
 

@@ -139,18 +139,21 @@ def decide(claim_id: str, runs: Sequence[dict[str, Any]], controls: Sequence[dic
         return Verdict.SUPPORTED, f"every one of {len(runs)} runs SUPPORTED ({each}){control}"
     if all(v == Verdict.REFUTED.value for v in verdicts):
         return Verdict.REFUTED, f"every one of {len(runs)} runs REFUTED ({each}){control}"
+    if all(v == Verdict.INCONCLUSIVE.value for v in verdicts):
+        return Verdict.INCONCLUSIVE, f"no run is decided ({each}){control}"
     return Verdict.INCONCLUSIVE, f"the runs are not all decided alike ({each}){control}"
 
 
 def algorithm_answers(cells: Sequence[CellResult]) -> list[AlgorithmAnswer]:
     """One answer per (claim, algorithm kind, dataset, alpha, metric, token mode) with at least one run;
-    claims without runs as units (NOT_RUN_LEVEL) and cells without a pair are left out."""
+    claims without runs as units (NOT_RUN_LEVEL), cells without a pair and cells whose pair's algorithm
+    kind is not recorded (a report from before it was) are left out."""
     groups: dict[tuple, dict[str, list[CellResult]]] = {}
     for cell in cells:
-        if cell.pair is None or cell.claim_id in NOT_RUN_LEVEL:
+        if cell.pair is None or cell.claim_id in NOT_RUN_LEVEL or not (cell_kind(cell) or is_seed_control(cell)):
             continue
         point = (cell.claim_id, cell.dataset, cell.alpha, cell.metric, cell.token_mode)
-        role = "controls" if is_seed_control(cell) else (cell_kind(cell) or "unknown")
+        role = "controls" if is_seed_control(cell) else cell_kind(cell)
         groups.setdefault(point, {}).setdefault(role, []).append(cell)
     answers = []
     for (claim_id, dataset, alpha, metric, token_mode), roles in sorted(
@@ -210,6 +213,15 @@ def pair_scope(name: str, entry: dict[str, Any]) -> str:
     return (f"{name} ({entry.get('algorithm', '?')}, {entry.get('algorithm_kind', '?')}; {how}; from "
             f"{entry.get('base', '?')}, {_size(entry.get('base_parameters'))}"
             + (f"; accuracy change {accuracy}" if accuracy else "") + ")")
+
+
+def scope_lines(pop: dict[str, Any]) -> list[str]:
+    """The population as one line per pair, then the plain statement when every pair is the tool's own."""
+    lines = [pair_scope(n, e) for n, e in pop["pairs"].items()]
+    if pop.get("bundled_only"):
+        lines.append("These are the tool's own small post-trained runs, not the paper's 7B pairs: a verdict here is "
+                     "about them.")
+    return lines
 
 
 def scope_text(pop: dict[str, Any], pairs: Sequence[str] | None = None) -> str:

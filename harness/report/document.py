@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.audit.algorithm import algorithm_answers, population
+from harness.audit.behaviour import metric_vs_accuracy
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.errors import UserError
@@ -86,6 +87,7 @@ class ClaimsRun:
             out["off_grid"] = dict(self.provenance["off_grid"])
         out["algorithm"] = [a.to_dict() for a in algorithm_answers(self.cells)]
         out["population"] = population(self.cells)
+        out["metric_vs_accuracy"] = metric_vs_accuracy(self.cells)
         return out
 
     def to_document(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.audit.algorithm import algorithm_answers
+from harness.audit.behaviour import metric_vs_accuracy
 from harness.audit.claims import CLAIMS_BY_ID
-from harness.audit.verdicts import CellResult
+from harness.audit.verdicts import CellResult, alpha_tag
 from harness.report import plots
 from harness.report.document import Figure
 
@@ -83,5 +84,20 @@ def forest_figures(cells: list[CellResult]) -> list[Figure]:
     return figures
 
 
+def behaviour_figures(cells: list[CellResult]) -> list[Figure]:
+    """One scatter per metric claim and alpha: each run's metric change against its accuracy change."""
+    figures = []
+    for record in metric_vs_accuracy(cells):
+        alpha = "" if record["alpha"] is None else f" α={record['alpha']:g}"
+        name = f"{record['claim_id']}-vs-accuracy" + (f"-{alpha_tag(record['alpha'])}" if record["alpha"] is not None else "")
+        png = plots.metric_accuracy_scatter(record["points"], f"{record['claim_id']} {record['metric']}{alpha}: "
+                                            f"r = {record['pearson_r']:.2f}; {record['tracks'].split(':')[0]}",
+                                            record["metric"])
+        figures.append(Figure(name, png, f"{record['claim_id']}{alpha}: the metric's change against the accuracy "
+                              f"change, one point per run and dataset ({record['method']})", record["claim_id"],
+                              derived=True))
+    return figures
+
+
 def derived_figures(cells: list[CellResult]) -> list[Figure]:
-    return forest_figures(cells) + alpha_figures(cells) + diversity_figure(cells)
+    return forest_figures(cells) + behaviour_figures(cells) + alpha_figures(cells) + diversity_figure(cells)

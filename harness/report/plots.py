@@ -181,6 +181,25 @@ def forest(rows: Sequence[dict], title: str, xlabel: str) -> bytes:
     return _png(fig)
 
 
+def metric_accuracy_scatter(points: Sequence[dict], title: str, metric: str) -> bytes:
+    """Each run and dataset: accuracy change (x, points) against the metric's relative change (y)."""
+    if not points:
+        raise UserError("a metric-vs-accuracy plot needs at least one point")
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    for p in points:
+        ax.plot(100 * p["accuracy_change"], p["metric_change"], "o", color="#0969da")
+        ax.annotate(f"{p['pair']} · {p['dataset']}", (100 * p["accuracy_change"], p["metric_change"]), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="grey", linewidth=0.8, linestyle="--")
+    ax.axvline(0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("accuracy change post − base (points)")
+    ax.set_ylabel(f"{metric}: relative change post − base")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def fidelity_scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
     """PNG of EAP score against exact delta, one point per (sample, edge), with the y = x line.
     series: {label: (eap_scores, exact_deltas)}, e.g. one series per model."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.audit.algorithm import RULE as ALGORITHM_RULE
-from harness.audit.algorithm import scope_text
+from harness.audit.algorithm import scope_lines, scope_text
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, Verdict
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -85,9 +85,28 @@ def answer_rows(summary: dict) -> list[tuple[Verdict, list[str]]]:
     return rows
 
 
-def first_screen_text(summary: dict) -> str:
-    return ("Each row answers a claim about an algorithm, with the training run as the unit (rule: "
-            + ALGORITHM_RULE + "). Population: " + scope_text(summary["population"]) + ".")
+BEHAVIOUR_HEAD = ("claim", "α", "runs · points", "Pearson r [95% CI]", "slope [95% CI]", "does the metric track accuracy?")
+
+
+def behaviour_rows(summary: dict) -> list[list[str]]:
+    """One row per metric claim and alpha: the metric's change against the accuracy change across runs."""
+    rows = []
+    for r in summary.get("metric_vs_accuracy", []):
+        def interval(value, ci):
+            return fmt(value) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
+        rows.append([claim_label(r["claim_id"]), fmt(r["alpha"]), f"{r['n_runs']} · {r['n_points']}",
+                     interval(r["pearson_r"], r["r_ci"]), interval(r["slope"], r["slope_ci"]), r["tracks"]])
+    return rows
+
+
+def _first_screen(fig: Figure) -> bool:
+    """Figures shown with the answers at the top, not again on the claim's card."""
+    return fig.name.endswith("-forest") or "-vs-accuracy" in fig.name
+
+
+FIRST_SCREEN = ("Each row answers a claim about an algorithm, with the training run as the unit: SUPPORTED or "
+                "REFUTED only when every run of that kind is, never from one run, and never while a seed control "
+                "is decided in either direction.")
 
 
 # ---------------------------------------------------------------- Markdown
@@ -112,7 +131,9 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
              f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", ""]
     rows = answer_rows(summary)
     if rows:
-        lines += ["## Answers: does the algorithm do what the paper claims?", "", first_screen_text(summary), "",
+        lines += ["## Answers: does the algorithm do what the paper claims?", "", FIRST_SCREEN, "",
+                  "Population:", "", *(f"- {_md_escape(x)}" for x in scope_lines(summary["population"])), "",
+                  f"Rule: {ALGORITHM_RULE}.", "",
                   "| " + " | ".join(ANSWER_HEAD) + " |", "|" + "---|" * len(ANSWER_HEAD)]
         lines += ["| " + " | ".join(_md_escape(x) if i != 3 else f"**{x}**" for i, x in enumerate(row)) + " |"
                   for _, row in rows]
@@ -124,6 +145,13 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
         lines += [f"Not tested on this grid: {claim_label(claim_id)}, {_md_escape(why)}.", ""]
     for fig in (f for f in figures if f.name.endswith("-forest")):
         lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", ""]
+    behaviour = behaviour_rows(summary)
+    if behaviour:
+        lines += ["## Do the metrics track behaviour? Each metric's change against the accuracy change, across runs",
+                  "", "| " + " | ".join(BEHAVIOUR_HEAD) + " |", "|" + "---|" * len(BEHAVIOUR_HEAD)]
+        lines += ["| " + " | ".join(_md_escape(x) for x in row) + " |" for row in behaviour] + [""]
+        for fig in (f for f in figures if "-vs-accuracy" in f.name):
+            lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", ""]
     lines += ["## Matrix (each run and seed control; the controls last)", "", *_md_matrix(build_matrix(run.cells)), ""]
     for claim_id in run.claim_ids():
         spec = CLAIMS_BY_ID.get(claim_id)
@@ -146,7 +174,7 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
                     fmt(c.effect), ci_text(c), fmt(c.effect_size), fmt(c.p_value), fmt(c.p_holm), fmt(c.p_bh),
                     _fidelity_text(c), _robust_text(c), c.reason)) + " |")
             lines.append("")
-        for fig in (f for f in figures if f.claim_id == claim_id and not f.name.endswith("-forest")):
+        for fig in (f for f in figures if f.claim_id == claim_id and not _first_screen(f)):
             lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
     other = [f for f in figures if f.claim_id not in run.claim_ids()]
     if other:
@@ -265,7 +293,7 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
         parts += [f'<div class="rule">Rule: {_e(rule)}</div>' for rule in sorted({c.rule for c in cells})]
         if cells:
             parts.append(_html_cell_rows(cells))
-        parts += [_html_figure(f) for f in figures if f.claim_id == claim_id and not f.name.endswith("-forest")]
+        parts += [_html_figure(f) for f in figures if f.claim_id == claim_id and not _first_screen(f)]
         parts.append("</section>")
         cards.append("".join(parts))
     other = [f for f in figures if f.claim_id not in run.claim_ids()]
@@ -279,12 +307,21 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
     rows = answer_rows(summary)
     answers = "" if not rows else (
         '<section class="answers"><h2>Answers: does the algorithm do what the paper claims?</h2>'
-        f'<p class="meta">{_e(first_screen_text(summary))}</p><table><tr>'
+        f'<p>{_e(FIRST_SCREEN)}</p><p class="meta">Population:</p><ul class="meta">'
+        + "".join(f"<li>{_e(x)}</li>" for x in scope_lines(summary["population"])) + "</ul>"
+        + f'<details><summary>Rule</summary><p>{_e(ALGORITHM_RULE)}.</p></details><table><tr>'
         + "".join(f"<th>{_e(h)}</th>" for h in ANSWER_HEAD) + "</tr>"
         + "".join("<tr>" + "".join(_verdict_td(v, x) if i == 3 else f"<td>{_e(x)}</td>" for i, x in enumerate(row))
                   + "</tr>" for v, row in rows) + "</table>"
         + (f'<p><b>{_e(control)}</b></p>' if control else "")
         + "".join(_html_figure(f) for f in figures if f.name.endswith("-forest")) + "</section>")
+    behaviour = behaviour_rows(summary)
+    if behaviour:
+        answers += ('<section class="answers"><h2>Do the metrics track behaviour?</h2><p class="meta">Each metric\'s '
+                    "change against the accuracy change, one point per run and dataset, CIs resampling runs.</p><table><tr>"
+                    + "".join(f"<th>{_e(h)}</th>" for h in BEHAVIOUR_HEAD) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in row) + "</tr>" for row in behaviour)
+                    + "</table>" + "".join(_html_figure(f) for f in figures if "-vs-accuracy" in f.name) + "</section>")
     legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
