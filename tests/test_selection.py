@@ -232,3 +232,20 @@ def test_drop_loses_the_short_questions_at_large_alpha():
     assert "v0" in small.ids and "v0" not in large.ids
     assert sorted(large.ids) == [f"v{i}" for i in range(4, 10)]
     assert large.funnel[-1].step == "long-enough" and large.short_ids == ()
+
+
+def test_the_changed_behaviour_variant_keeps_where_behaviour_changed_and_reads_the_posts_answer():
+    """questions=changed: kept are the questions the post model answers right and the base model wrongly
+    (q2) or with other tokens (q1); not those answered identically (q0), lost by the post (q3) or by both
+    (q4). Both models read the post's answer (shared-post); any other token mode is refused."""
+    base = [checked("q0", 10, True), checked("q1", 10, True, offset=50), checked("q2", 10, False, offset=7),
+            checked("q3", 10, True), checked("q4", 10, False)]
+    post = [checked("q0", 10, True), checked("q1", 10, True), checked("q2", 10, True), checked("q3", 10, False),
+            checked("q4", 10, False)]
+    changed = select(base, post, alpha=0.5, n=10, questions="changed")
+    assert set(changed.ids) == {"q1", "q2"} and changed.funnel[1].step == "behaviour-changed"
+    assert set(select(base, post, alpha=0.5, n=10).ids) == {"q0", "q1"}
+    rows_base, rows_post = build_eap_rows(changed, "shared-post")
+    assert rows_base == rows_post and all(r["target_ids"] == list(range(0, 5)) for r in rows_post)
+    with pytest.raises(UserError, match="token mode shared-post"):
+        build_eap_rows(changed, "own")

@@ -44,10 +44,12 @@ TokenMode = Literal["own", "shared-base", "shared-post", "reference"]
 ShortAnswers = Literal["slice", "drop", "error"]
 TCutFrom = Literal["base", "pair"]
 Subsample = Literal["shared", "paper"]
+Questions = Literal["both-correct", "changed"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 SHORT_ANSWERS: tuple[ShortAnswers, ...] = get_args(ShortAnswers)
 T_CUT_FROM: tuple[TCutFrom, ...] = get_args(TCutFrom)
 SUBSAMPLES: tuple[Subsample, ...] = get_args(Subsample)
+QUESTIONS: tuple[Questions, ...] = get_args(Questions)
 # own: each model on its own greedy answer (the paper); shared-base/shared-post: both teacher-forced
 # on the base's/post's answer; reference: both on the dataset's reference solution.
 TOKEN_MODES: tuple[TokenMode, ...] = get_args(TokenMode)
@@ -60,6 +62,8 @@ CHOICES = (
     ("subsample", SUBSAMPLES, " (shared: one order of the questions for every pair; paper: the paper's random.sample)"),
     ("span_start", SPAN_STARTS, " (after_template: past the answer's template and prompt copies; answer: the "
                                 "paper's cut)"),
+    ("questions", QUESTIONS, " (both-correct: the paper; changed: where behaviour changed, read on the post's "
+                             "answer)"),
 )
 
 
@@ -77,7 +81,11 @@ class SelectionSettings:
     "answer"'s first token (the paper). subsample: how at most n kept questions are drawn: "shared"
     (default) takes the n first in an order fixed by the seed and the question id alone, so pairs that
     keep overlapping questions draw overlapping samples (C4 compares on the intersection); "paper" is
-    the paper's code, `random.Random(seed).sample` of the pair's kept list."""
+    the paper's code, `random.Random(seed).sample` of the pair's kept list. questions: which questions are
+    analysed: "both-correct" (the paper: both models answer right, where behaviour mostly did not change),
+    or "changed": where behaviour changed, the post model answers right and the base model wrongly or with
+    other tokens; both models then read the post's answer (token mode shared-post), and the length window
+    and balance read it too."""
 
     variant: Variant = "paper-code"
     beta: float = 0.5
@@ -89,6 +97,7 @@ class SelectionSettings:
     t_cut_from: TCutFrom = "base"
     span_start: SpanStart = "after_template"
     subsample: Subsample = "shared"
+    questions: Questions = "both-correct"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -226,18 +235,27 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
     if not common:
         raise SelectionError("no question was answered by both models (empty dataset, or the two "
                              "generation files come from different datasets)", funnel)
-    kept = [i for i in common if b[i].correct and q[i].correct]
-    funnel.append(FunnelStep("both-correct", len(kept), "both final answers correct"))
+    changed = p.questions == "changed"   # both models read the post's answer: b's lengths are q's below
+    if changed:
+        kept = [i for i in common if q[i].correct and (not b[i].correct or tuple(b[i].generation.answer_ids)
+                                                       != tuple(q[i].generation.answer_ids))]
+        funnel.append(FunnelStep("behaviour-changed", len(kept), "the post model answers right, the base model "
+                                 "wrongly or with other tokens; both read the post's answer"))
+    else:
+        kept = [i for i in common if b[i].correct and q[i].correct]
+        funnel.append(FunnelStep("both-correct", len(kept), "both final answers correct"))
     if not kept:
         raise SelectionError("no question was answered correctly by both models; use an easier "
-                             "dataset or more questions", funnel)
-    tb = {i: b[i].answer_len for i in kept}
+                             "dataset or more questions" if not changed else
+                             "no question where behaviour changed: the post model answers no question right that "
+                             "the base model answers wrongly or differently", funnel)
+    tb = {i: (q if changed else b)[i].answer_len for i in kept}
     tp = {i: q[i].answer_len for i in kept}
     # each model's template over its answers on the dataset, and where each answer's span starts
     templates = tuple(Template.of([m[i].generation.answer_ids for i in common]) for m in (b, q))
     start = [{i: span_start(p.span_start, m[i].generation.prompt_ids, m[i].generation.answer_ids, t)
               for i in (common if m is b else kept)} for m, t in zip((b, q), templates)]
-    sb = {i: tb[i] - start[0][i] for i in kept}   # span lengths: the tokens alpha is a fraction of
+    sb = {i: tb[i] - start[1 if changed else 0][i] for i in kept}   # span lengths: what alpha is a fraction of
     sp = {i: tp[i] - start[1][i] for i in kept}
     both_correct = list(kept)
     if p.variant == "paper":
@@ -271,7 +289,7 @@ def select_samples(base: Sequence[CheckedGeneration], post: Sequence[CheckedGene
     else:
         t_bar = mean((sb[i] + sp[i]) / 2 for i in kept)
     t_cut = max(math.floor(p.alpha * t_bar), 1)
-    opening = mean((start[0][i] + start[1][i]) / 2 for i in kept)
+    opening = mean(start[1][i] if changed else (start[0][i] + start[1][i]) / 2 for i in kept)
     funnel.append(FunnelStep("span", len(kept), f"{p.span_start}: spans start after {opening:.1f} opening tokens "
                              f"on average; T_cut = max(floor({p.alpha}·{t_bar:.2f}), 1) = {t_cut} "
                              f"(T̄ from the {p.t_cut_from})"))
@@ -326,6 +344,10 @@ def target_spans(selection: Selection, token_mode: TokenMode = "own") -> tuple[l
     (its opening by the references' template under span_start=after_template), T_cut tokens."""
     if token_mode not in TOKEN_MODES:
         raise UserError(f"unknown token mode {token_mode!r}; choose one of {', '.join(TOKEN_MODES)}")
+    if selection.params.questions == "changed" and token_mode != "shared-post":
+        raise UserError(f"selection.questions=changed keeps questions the base model answers wrongly or with other "
+                        f"tokens, so both models must read the post's answer: use token mode shared-post "
+                        f"(--token-mode shared-post), not {token_mode}")
     t_cut = selection.t_cut
     references = None
     if token_mode == "reference" and selection.params.span_start == "after_template":
