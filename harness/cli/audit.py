@@ -38,24 +38,24 @@ from harness.report.document import load_claims
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 # Named budgets (`--budget`); an option given on the command line overrides its budget's value.
-# default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README): the
-# online-RL pairs GRPO and RLOO, offline DPO and the GRPO seed control, on the held-out pool of 200
-# questions per task (all shipped as verified answer fixtures), 40 questions per cell (a seeded sample
-# of those both models answer right), alpha 0.3 of the span after the answer's opening
-# (selection.span_start=after_template: T_cut 16-23 tokens, of which 12-14 are computational on the
-# bundled answers; 0.03 and 0.1 would score 1-7 tokens). One alpha, so that validity is measured where
-# every verdict stands within 20 minutes on 2 cores (README: a second alpha doubles EAP and the validity
-# stages; C5, which reads how a change moves with alpha, needs the nightly grid). `make audit` runs it with
-# `--workers 2 --threads 1`, one pair per worker at a time (the answer fixtures were generated with one
-# thread, so their check regenerates the same bits).
+# default: what `make audit` runs, sized for 2 CPU cores from an empty cache (measured: README): three
+# online-RL runs (GRPO seeds 0 and 1, RLOO), so that an algorithm-level answer has runs to stand on, offline
+# DPO, and the GRPO seed control, on the held-out pool of 200 questions per task (all shipped as verified
+# answer fixtures), 30 questions per cell (a seeded sample of those both models answer right), alpha 0.3
+# of the span after the answer's opening (selection.span_start=after_template: T_cut 16-20 tokens, 11-13
+# of them computational on the bundled answers; 0.03 and 0.1 would score 1-7 tokens), fidelity on 10
+# questions x 16 stratified edges per model. One alpha, so that validity is measured where every verdict
+# stands within 20 minutes (C5, which reads how a change moves with alpha, is off this grid: nightly).
+# `make audit` runs it with `--workers 2 --threads 1`, one pair per worker at a time (the answer fixtures
+# were generated with one thread, so their check regenerates the same bits).
 # nightly: every bundled pair (the seed-1 replicates too) at the paper's alpha grid, up to the paper's 100
 # questions per cell, fidelity on more questions and edges. In every budget fidelity, robustness (exact
 # ablation) and the C8 causal check are measured at every alpha that carries a verdict (fidelity_alpha
 # none): no measurement is copied from one alpha to another. Answers come from the verified answer
 # fixtures where they match (`answer_fixtures`).
 AUDIT_BUDGETS: dict[str, dict] = {
-    "default": {"pairs": "smollm2-grpo,smollm2-rloo,smollm2-dpo,smollm2-grpo-seeds",
-                "questions": 200, "n": 40, "alphas": "0.3", "fidelity_edges": 24, "fidelity_samples": 10},
+    "default": {"pairs": "smollm2-grpo,smollm2-grpo-seed1,smollm2-rloo,smollm2-dpo,smollm2-grpo-seeds",
+                "questions": 200, "n": 30, "alphas": "0.3", "fidelity_edges": 16, "fidelity_samples": 10},
     "nightly": {"pairs": None, "questions": 200, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
                 "fidelity_samples": 16},
 }
