@@ -51,9 +51,9 @@ class AuditConfig:
     or sample, seeded by its own `seed`; the answer budget, None for the pair's registry value; batch size).
     fidelity_seed: the draw of the fidelity check's uniform edges; causal_seed: the C8 causal check's
     random edges (its floor). Each draw has its own seed, so `--vary` can move one alone.
-    causal_share: the share of the gap, from k random edges to exact ablation's own top k, that EAP's
-    top k must close for C8's causal check to pass (0.5: at least half way from a blind choice to the
-    best one single-edge ablation makes; above 1, EAP's choice hurts more than exact's).
+    causal_share: the share of the damage of exact ablation's own top k (loss increase over the clean
+    loss when they are removed together) that EAP's top k must do for C8's causal check to pass (0.5: at
+    least half of what the best choice single-edge ablation makes does; above 1, EAP's choice hurts more).
     fidelity_samples / fidelity_edges: questions (at most) and real edges per model in the fidelity
     check (exact single-edge ablation, float32); the same exact deltas feed robustness, the difference
     fidelity and C8's causal check. fidelity_sampling: how the edges are drawn: `stratified` (4 equal
@@ -130,7 +130,7 @@ class AuditConfig:
         if self.fidelity_sampling not in SAMPLINGS:
             raise UserError(f"fidelity_sampling must be one of {', '.join(SAMPLINGS)}, got {self.fidelity_sampling!r}")
         if not 0 < self.causal_share <= 1:
-            raise UserError(f"causal_share is a share of the gap from random to exact's top k, in (0, 1]; "
+            raise UserError(f"causal_share is a share of the damage of exact's top k, in (0, 1]; "
                             f"got {self.causal_share}")
         if not 0 <= self.template_limit <= 1:
             raise UserError(f"template_limit is a share of target tokens in [0, 1], got {self.template_limit}")

@@ -8,10 +8,11 @@ Three parts, all decided:
   edges (difference fidelity, its Spearman over edges with a bootstrap CI, judged like the levels):
   the claims are about changes, and EAP can rank each model's edges well and still get the change wrong;
 - the causal check: does EAP choose the edges whose joint removal hurts? From the fidelity check's pool
-  of edges (exact deltas known), EAP's top k, exact ablation's own top k and k random edges are removed
-  together. EAP passes if its choice closes more than `causal_share` of the gap from the random choice to
-  exact's, per question (mean over the k grid), one-sided sign-flip test, Holm over C8. Beating random
-  alone is not asked: any ranking that follows an edge's size does that.
+  of edges (exact deltas known), EAP's top k and exact ablation's own top k are removed together (k random
+  edges beside them, for the reader). EAP passes if its choice does more than `causal_share` of the damage
+  (loss increase over the clean loss) of exact's choice, per question (mean over the k grid), one-sided
+  sign-flip test, Holm over C8. Beating random alone is not asked: any ranking that follows an edge's size
+  does that.
 Both need at least `stats.min_n` questions (the minimum every claim is judged on), else INVALID.
 """
 
@@ -51,41 +52,40 @@ def rule_text(cfg: AuditConfig) -> str:
             f"base of the mean over questions, EAP against exact ablation, Spearman over edges (weighted under a "
             f"stratified sample) with a two-way bootstrap CI, judged against the same threshold. Causal check (post model), on the fidelity "
             f"check's questions and edge pool: the k pool edges of largest mean EAP score, of largest mean exact "
-            f"delta, and k random ones (causal_seed) removed together, k = 1, an eighth and a quarter of the pool; "
-            f"per question, averaged over k, loss(EAP's k removed) minus the loss {cfg.causal_share:g} of the way "
-            f"from loss(random k removed) to loss(exact's k removed) (causal_share); one-sided sign-flip test that "
+            f"delta (and k random ones, causal_seed, reported beside) removed together, k = 1, an eighth and a "
+            f"quarter of the pool; per question, averaged over k, EAP's damage (loss with its k removed minus the "
+            f"clean loss) minus {cfg.causal_share:g} x exact's damage (causal_share); one-sided sign-flip test that "
             f"it is > 0, Holm over C8 at {stats.significance}; all measured at the cell's own alpha. "
-            f"SUPPORTED if both models and the changes are FAITHFUL and EAP's choice significantly closes more than "
-            f"that share of the gap; REFUTED if a model or the changes are UNFAITHFUL or EAP's choice closes "
+            f"SUPPORTED if both models and the changes are FAITHFUL and EAP's choice does significantly more than "
+            f"that share of exact's damage; REFUTED if a model or the changes are UNFAITHFUL or EAP's choice does "
             f"significantly less; INVALID with fewer than "
             f"{stats.min_n} questions (stats.min_n) in either model's fidelity measurement or in the causal "
             f"check, or a NaN; otherwise INCONCLUSIVE")
 
 
 def causal_test(causal: dict, config: AuditConfig) -> PairedTest | FamilyTest:
-    """Paired over questions, each averaged over the k grid: loss(EAP's top k removed) against the loss
-    `causal_share` of the way from loss(k random removed) to loss(exact's top k removed)."""
+    """Paired over questions, each averaged over the k grid: EAP's damage (loss with its top k removed minus
+    the clean loss) against `causal_share` x exact's damage (its own top k removed)."""
     eap = np.asarray(causal.get("question_loss_eap", []), dtype=float)          # [K, n]
     exact = np.asarray(causal.get("question_loss_exact", []), dtype=float)      # [K, n]
-    random = np.asarray(causal.get("question_loss_random", []), dtype=float)    # [K, n]
-    if eap.size == 0 or exact.shape != eap.shape or random.shape != eap.shape:
+    clean = np.asarray(causal.get("loss_clean", []), dtype=float)               # [n]
+    if eap.size == 0 or exact.shape != eap.shape or clean.shape != eap.shape[1:]:
         return FamilyTest(0, math.nan, math.nan, "causal check not measured per question")
-    share, stats = config.causal_share, config.stats
-    bar = (random + share * (exact - random)).mean(axis=0)
-    return paired_test(bar, eap.mean(axis=0), +1, n_boot=stats.n_boot, n_perm=stats.n_perm,
+    stats = config.stats
+    bar = config.causal_share * (exact - clean).mean(axis=0)
+    return paired_test(bar, (eap - clean).mean(axis=0), +1, n_boot=stats.n_boot, n_perm=stats.n_perm,
                        seed=stats.seed, zero_method=stats.zero_method, ci_level=stats.ci_level)
 
 
 def closed_share(causal: dict) -> float | None:
-    """The share of the gap from k random to exact's top k that EAP's top k closes, pooled over
-    questions and k: mean(L_eap − L_random) / mean(L_exact − L_random); None if exact's choice hurts no
-    more than random (no gap to close)."""
-    eap, exact, random = (np.asarray(causal.get(f"question_loss_{name}", []), dtype=float)
-                          for name in ("eap", "exact", "random"))
-    if eap.size == 0:
+    """EAP's damage as a share of exact's, pooled over questions and k: mean(L_eap - L_clean) /
+    mean(L_exact - L_clean); None if exact's choice does no damage (nothing to find)."""
+    eap, exact = (np.asarray(causal.get(f"question_loss_{name}", []), dtype=float) for name in ("eap", "exact"))
+    clean = np.asarray(causal.get("loss_clean", []), dtype=float)
+    if eap.size == 0 or clean.size == 0:
         return None
-    gap = float(np.mean(exact - random))
-    return float(np.mean(eap - random)) / gap if gap > 0 else None
+    damage = float(np.mean(exact - clean))
+    return float(np.mean(eap - clean)) / damage if damage > 0 else None
 
 
 def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: FamilyContext) -> list[Outcome]:
@@ -117,8 +117,8 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             "post_value": finite(cell.fidelity["post"].get("spearman")),
             "effect": finite(getattr(test, "mean_diff", None)), "ci_low": finite(getattr(test, "ci_low", None)),
             "ci_high": finite(getattr(test, "ci_high", None)),
-            "ci_method": (f"causal check: loss(EAP's top k removed) - loss {config.causal_share:g} of the way from k "
-                          "random to exact's top k removed, nats, BCa over questions"),
+            "ci_method": (f"causal check: EAP's top-k damage - {config.causal_share:g} x exact's top-k damage, nats, "
+                          "BCa over questions"),
             "fidelity": fidelity, "funnel": cell.funnel, "provenance": cell.provenance,
             "extra": {"fidelity": fidelity_extra([cell]),
                       "causal": {**causal, "measured_at": measured.alpha, "closed_share": closed_share(causal),
@@ -147,8 +147,8 @@ def _label(cell: CellData, fidelity: dict | None, change: dict | None, causal: D
     text += ("; changes not measured" if change_status is None else
              f"; changes {change_status} (Spearman {_n(change.get('spearman'))} [{_n(change['ci'][0])}, "
              f"{_n(change['ci'][1])}], sign agreement {_n(change.get('sign_agreement'))})")
-    share = ("exact's top k hurts no more than k random edges" if closed is None else
-             f"EAP's top k closes {closed:.0%} of the gap from k random edges to exact's top k")
+    share = ("exact's top k does no damage" if closed is None else
+             f"EAP's top k does {closed:.0%} of the damage of exact's top k")
     causal_text = f"causal check {causal.label.value} ({share}): {causal.reason}"
     if measured < min_n:
         return Verdict.INVALID, f"fidelity measured on {measured} questions (< stats.min_n = {min_n}); {text}"
