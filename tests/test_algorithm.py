@@ -147,3 +147,26 @@ def test_metric_vs_accuracy_resamples_runs_and_says_whether_the_metric_tracks_be
     [reversed_] = metric_vs_accuracy(cells)
     assert reversed_["r_ci"][1] < 0 and reversed_["tracks"].startswith("moves against behaviour")
     assert metric_vs_accuracy([c for c in cells if c.pair in ("a", "b")])[0]["tracks"].startswith("cannot tell")
+
+
+def test_a_seed_only_pair_registered_as_online_rl_is_read_as_a_control_and_mirrors() -> None:
+    """GRPO seed 0 -> seed 1 registered as an ordinary online-RL pair (and its mirror, seed 1 -> seed 0):
+    their base is another pair's post model, so they are read as controls, never as runs: decided, the
+    seed-only pair keeps the answer back beside one real run or three, whichever way round it was
+    registered, and the runs' pooled estimate is the same both ways."""
+    def with_models(c: CellResult, base: str, post: str) -> CellResult:
+        return c.replace(provenance={**c.provenance, "models": {"base": {"fingerprint": base},
+                                                               "post": {"fingerprint": post}}})
+
+    grpo = with_models(cell("grpo", "SUPPORTED", 0.3), "sha:base", "sha:s0")
+    seed1 = with_models(cell("grpo-seed1", "SUPPORTED", 0.25), "sha:base", "sha:s1")
+    rloo = with_models(cell("rloo", "SUPPORTED", 0.35), "sha:base", "sha:r")
+    forward = with_models(cell("s0-to-s1", "SUPPORTED", 0.2), "sha:s0", "sha:s1")
+    mirror = with_models(cell("s1-to-s0", "REFUTED", -0.2), "sha:s1", "sha:s0")
+    [alone] = algorithm_answers([grpo, forward])
+    assert alone.verdict is Verdict.INCONCLUSIVE and alone.reason.startswith("within seed-to-seed variation")
+    assert [r["pair"] for r in alone.runs] == ["grpo"] and [c["pair"] for c in alone.controls] == ["s0-to-s1"]
+    answers = [algorithm_answers([grpo, seed1, rloo, pair])[0] for pair in (forward, mirror)]
+    assert all(a.verdict is Verdict.INCONCLUSIVE and "within seed-to-seed variation" in a.reason for a in answers)
+    assert answers[0].runs == answers[1].runs and answers[0].pooled == answers[1].pooled
+    assert algorithm_answers([grpo, seed1, rloo])[0].verdict is Verdict.SUPPORTED

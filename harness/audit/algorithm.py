@@ -14,6 +14,8 @@ The rule (`RULE`), an intersection-union test across runs with the seed control 
   error rate, so requiring all of them keeps the answer's);
 - otherwise INCONCLUSIVE, naming each run's verdict.
 The control decides only C1-C7 (`CONTROLLED`): C8 is a property of the method, C9 of behaviour.
+A pair whose base model is another pair's post model (by weight fingerprint) compares two runs, whatever
+kind it is registered as: it is read as a control, never as a run (`between_runs`).
 
 Beside the answer, a random-effects estimate (Paule-Mandel, statsmodels' `combine_effects` with
 method_re="iterated"; its DerSimonian-Laird option leaves a negative tau^2 untruncated, which gives
@@ -75,6 +77,22 @@ def cell_kind(cell: CellResult) -> str | None:
 
 def is_seed_control(cell: CellResult) -> bool:
     return bool((cell.extra or {}).get("control")) or cell_kind(cell) == "seed-control"
+
+
+def fingerprint(cell: CellResult, side: str) -> str | None:
+    return (((cell.provenance or {}).get("models") or {}).get(side) or {}).get("fingerprint")
+
+
+def between_runs(cells: Sequence[CellResult]) -> set[str]:
+    """Pairs whose base model is another pair's post-trained model (by weight fingerprint): they compare
+    two runs, not a run with the base it was trained from, whatever kind they are registered as. They are
+    read as controls, never as runs."""
+    posts = {}
+    for cell in cells:
+        if cell.pair and fingerprint(cell, "post"):
+            posts.setdefault(fingerprint(cell, "post"), set()).add(cell.pair)
+    return {c.pair for c in cells if c.pair and fingerprint(c, "base") in posts
+            and posts[fingerprint(c, "base")] - {c.pair}}
 
 
 def _run_entry(cell: CellResult) -> dict[str, Any]:
@@ -149,11 +167,12 @@ def algorithm_answers(cells: Sequence[CellResult]) -> list[AlgorithmAnswer]:
     claims without runs as units (NOT_RUN_LEVEL), cells without a pair and cells whose pair's algorithm
     kind is not recorded (a report from before it was) are left out."""
     groups: dict[tuple, dict[str, list[CellResult]]] = {}
+    compared = between_runs(cells)
     for cell in cells:
         if cell.pair is None or cell.claim_id in NOT_RUN_LEVEL or not (cell_kind(cell) or is_seed_control(cell)):
             continue
         point = (cell.claim_id, cell.dataset, cell.alpha, cell.metric, cell.token_mode)
-        role = "controls" if is_seed_control(cell) else cell_kind(cell)
+        role = "controls" if is_seed_control(cell) or cell.pair in compared else cell_kind(cell)
         groups.setdefault(point, {}).setdefault(role, []).append(cell)
     answers = []
     for (claim_id, dataset, alpha, metric, token_mode), roles in sorted(
