@@ -119,16 +119,17 @@ def test_every_metric_cell_says_how_many_analysed_answers_are_identical(every: i
 
 
 def test_metric_vs_accuracy_resamples_runs_and_says_whether_the_metric_tracks_behaviour() -> None:
-    """Four runs on two datasets each. Planted: the intensity change is 2 x the accuracy change (+ small
+    """Six runs on two datasets each. Planted: the intensity change is 2 x the accuracy change (+ small
     noise): r near 1, its run-cluster CI above 0, "tracks behaviour"; the slope's CI holds 2. With the
-    metric change reversed, the CI lies below 0. Seed controls are left out."""
+    metric change reversed, the CI lies below 0. Seed controls are left out; under 5 runs there is no
+    interval (3 runs give a bootstrap 10 distinct resamples)."""
     from harness.audit.behaviour import metric_vs_accuracy
 
     rng = np.random.default_rng(0)
     cells = []
-    for k, pair in enumerate(("a", "b", "c", "d")):
+    for k, pair in enumerate(("a", "b", "c", "d", "e", "f")):
         for dataset in ("d1", "d2"):
-            acc = 0.05 * (k - 1.5) + 0.01 * (dataset == "d2")
+            acc = 0.05 * (k - 2.5) + 0.01 * (dataset == "d2")
             cells.append(CellResult(claim_id="C9", claim_name="accuracy", cell_id=f"C9-{pair}-{dataset}",
                                     verdict=Verdict.INCONCLUSIVE, rule="r", pair=pair, dataset=dataset, effect=acc,
                                     provenance={"pair": {"algorithm_kind": "online-rl"}}))
@@ -140,13 +141,13 @@ def test_metric_vs_accuracy_resamples_runs_and_says_whether_the_metric_tracks_be
     cells.append(CellResult(claim_id="C9", claim_name="accuracy", cell_id="C9-ctl", verdict=Verdict.REFUTED, rule="r",
                             pair="ctl", dataset="d1", effect=0.5, extra={"control": "seed"}))
     [record] = metric_vs_accuracy(cells)
-    assert record["n_points"] == 8 and record["n_runs"] == 4 and record["pearson_r"] > 0.99
+    assert record["n_points"] == 12 and record["n_runs"] == 6 and record["pearson_r"] > 0.99
     assert record["r_ci"][0] > 0 and record["tracks"].startswith("tracks behaviour")
     assert record["slope_ci"][0] < 2 < record["slope_ci"][1]
     cells = [c.replace(effect=-c.effect) if c.claim_id == "C1" else c for c in cells]
     [reversed_] = metric_vs_accuracy(cells)
     assert reversed_["r_ci"][1] < 0 and reversed_["tracks"].startswith("moves against behaviour")
-    assert metric_vs_accuracy([c for c in cells if c.pair in ("a", "b")])[0]["tracks"].startswith("cannot tell")
+    assert metric_vs_accuracy([c for c in cells if c.pair in ("a", "b", "c")])[0]["tracks"].startswith("cannot tell")
 
 
 def test_a_seed_only_pair_registered_as_online_rl_is_read_as_a_control_and_mirrors() -> None:

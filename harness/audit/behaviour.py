@@ -21,7 +21,7 @@ from harness.audit.algorithm import is_seed_control
 from harness.audit.verdicts import CellResult
 
 METRIC_CLAIMS = ("C1", "C2", "C3", "C7")
-MIN_RUNS = 3   # fewer runs than this: no interval (a bootstrap over 2 clusters has 3 distinct draws)
+MIN_RUNS = 5   # fewer runs: no interval; a bootstrap over 3 runs has 10 distinct resamples, over 5 runs 126
 
 
 def _relative(cell: CellResult) -> float | None:

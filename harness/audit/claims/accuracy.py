@@ -39,7 +39,8 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             "ci_low": finite(margin.ci_low), "ci_high": finite(margin.ci_high),
             "ci_method": f"percentile bootstrap over questions, {stats.n_boot} resamples (Wilson per model in extra)",
             "funnel": [{"stage": "questions", "n": table.n}], "extra": {"accuracy": table.to_json()},
-            "provenance": {"models": answers.models, "data": answers.data, "template": answers.template,
+            "provenance": {"pair": {"name": g.pair, "algorithm_kind": records.kind(g.pair)},
+                           "models": answers.models, "data": answers.data, "template": answers.template,
                            "decoding": answers.decoding, "audit_config": records.config.as_dict(),
                            "cache_keys": {"answers": answers.key}}}))
     return out
