@@ -827,6 +827,9 @@ def write_terminal_matrix(tr, state: ClaimSession) -> None:
     cells = list(state.cells.values())
     matrix = build_matrix(cells)
     tr.section("claim matrix", sep="=", bold=True)
+    from harness.audit.algorithm import population, scope_text
+
+    tr.write_line(f"population: {scope_text(population(cells))}")
     headers = [claim_label(c) for c in matrix.claims]
     exp_width = max(len("experiment"), *(len(e) for e in matrix.experiments))
     widths = [max(len(h), *(len(matrix.entry_text(e, c)) for e in matrix.experiments))

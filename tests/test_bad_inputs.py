@@ -170,7 +170,7 @@ CASES = [
     ("audit-will-not-fit",       "audit --memory 1MiB --reports-dir {T}/r",                         "the planner predicts"),
     ("audit-shard-text",         "audit --shard x",                                                 "--shard 'x': give i/N with 1 <= i <= N, e.g. --shard 1/4"),
     ("audit-shard-beyond",       "audit --shard 3/2",                                               "--shard '3/2': give i/N with 1 <= i <= N"),
-    ("audit-shard-too-many",     "audit --shard 1/99 --reports-dir {T}/r",                          "--shard 1/99: the grid has 5 groups of cells (one per pair, one for the cells of no pair); use at most 5 shards"),
+    ("audit-shard-too-many",     "audit --shard 1/99 --reports-dir {T}/r",                          "--shard 1/99: the grid has 6 groups of cells (one per pair, one for the cells of no pair); use at most 6 shards"),
     ("audit-workers-0",          "audit --workers 0",                                               "--workers must be at least 1, got 0"),
     ("cluster-shards-0",         "cluster --shards 0",                                              "--shards must be at least 1, got 0"),
     ("cluster-no-slurm",         "cluster --shards 2 --reports-dir {T}/r",                          "--executor slurm: no SLURM here (srun not found)"),   # k01

@@ -508,4 +508,8 @@ def test_the_first_screen_answers_about_the_algorithm_before_the_matrix(tmp_path
     assert answer["verdict"] == "INCONCLUSIVE" and len(answer["runs"]) == 3 and answer["pooled"]["n_runs"] == 3
     junit = ET.parse(paths["junit"]).getroot()
     scopes = [p.get("value") for p in junit.iter("property") if p.get("name") == "population"]
-    assert len(scopes) == 4 and all("not the paper's 7B pairs" in s for s in scopes)
+    assert len(scopes) == 5 and all("not the paper's 7B pairs" in s for s in scopes)   # 4 cells, 1 answer
+    [suite] = [s for s in junit.findall("testsuite") if s.get("name") == "algorithm-screen"]
+    [case] = suite.findall("testcase")
+    assert case.get("classname") == "algorithm.C1" and case.find("skipped").get("message").startswith(
+        "INCONCLUSIVE: within seed-to-seed variation")

@@ -49,6 +49,8 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
                                 "answers tiny-rl · sums.jsonl · base: done in *",
                                 "eap tiny-rl · post · T_cut *: * questions, about * at this run's rate ..."],
                                consecutive=False)
+    # the matrix header says who the verdicts are about
+    first.stdout.fnmatch_lines(["population: * pair(s) on sums.jsonl: tiny-*"], consecutive=False)
     document = json.loads((pytester.path / "reports" / "first" / "claims.json").read_text())
     cells = {c["cell_id"]: c for c in document["cells"]}
     by_claim: dict[str, list[dict]] = {}

@@ -13,7 +13,7 @@ from typing import Any
 from harness.audit.algorithm import RULE as ALGORITHM_RULE
 from harness.audit.algorithm import scope_lines, scope_text
 from harness.audit.claims import CLAIMS_BY_ID
-from harness.audit.verdicts import CellResult, Verdict
+from harness.audit.verdicts import CellResult, Verdict, alpha_tag
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.report.document import ClaimsRun, Figure
 from harness.report.figures import derived_figures
@@ -356,21 +356,43 @@ def render_junit(run: ClaimsRun) -> bytes:
                        failures=str(summary["REFUTED"]), errors=str(summary["INVALID"]),
                        skipped=str(summary["INCONCLUSIVE"]), timestamp=run.created)
     for cell in sorted(run.cells, key=lambda c: c.cell_id):
-        case = ET.SubElement(suite, "testcase", classname=f"claims.{cell.claim_id}", name=cell.cell_id)
-        props = ET.SubElement(case, "properties")
-        for name, value in cell_properties(cell) + [population_property(cell, full["population"])]:
-            ET.SubElement(props, "property", name=name, value=value)
-        message = f"{cell.verdict.value}: {cell.reason}" if cell.reason else cell.verdict.value
-        if cell.verdict is Verdict.INVALID:
-            ET.SubElement(case, "error", message=message, type="INVALID").text = cell.rule
-        elif cell.verdict is Verdict.INCONCLUSIVE:
-            ET.SubElement(case, "skipped", message=message, type="INCONCLUSIVE").text = cell.rule
-        elif cell.verdict is not Verdict.SUPPORTED:
-            ET.SubElement(case, "failure", message=message, type=cell.verdict.value).text = cell.rule
+        props = cell_properties(cell) + [population_property(cell, full["population"])]
+        _junit_case(suite, f"claims.{cell.claim_id}", cell.cell_id, Verdict(cell.verdict), cell.reason, cell.rule, props)
     root = ET.Element("testsuites")
     root.append(suite)
+    answers = full.get("algorithm", [])
+    if answers:   # one testcase per algorithm-level answer: what a dashboard should read first
+        verdicts = [Verdict(a["verdict"]) for a in answers]
+        algorithm = ET.SubElement(root, "testsuite", name=f"algorithm-{run.run_id}", tests=str(len(answers)),
+                                  failures=str(verdicts.count(Verdict.REFUTED)), errors=str(verdicts.count(Verdict.INVALID)),
+                                  skipped=str(verdicts.count(Verdict.INCONCLUSIVE)), timestamp=run.created)
+        for a, verdict in zip(answers, verdicts):
+            name = "-".join(str(x) for x in (a["claim_id"], a["kind"], a["dataset"],
+                                             None if a["alpha"] is None else alpha_tag(a["alpha"]), a["metric"],
+                                             a["token_mode"]) if x is not None)
+            scope = scope_text(full["population"], [r["pair"] for r in a["runs"] + a["controls"]])
+            props = [("verdict", a["verdict"]), ("reason", a["reason"]), ("runs", json.dumps(a["runs"])),
+                     ("controls", json.dumps(a["controls"])), ("pooled", json.dumps(a["pooled"])),
+                     ("population", scope)]
+            _junit_case(algorithm, f"algorithm.{a['claim_id']}", name, verdict, a["reason"], a["rule"], props)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _junit_case(suite: ET.Element, classname: str, name: str, verdict: Verdict, reason: str, rule: str,
+                props: list[tuple[str, str]]) -> None:
+    """One <testcase>: REFUTED a failure, INVALID an error, INCONCLUSIVE skipped with its reason."""
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+    properties = ET.SubElement(case, "properties")
+    for key, value in props:
+        ET.SubElement(properties, "property", name=key, value=value)
+    message = f"{verdict.value}: {reason}" if reason else verdict.value
+    if verdict is Verdict.INVALID:
+        ET.SubElement(case, "error", message=message, type="INVALID").text = rule
+    elif verdict is Verdict.INCONCLUSIVE:
+        ET.SubElement(case, "skipped", message=message, type="INCONCLUSIVE").text = rule
+    elif verdict is not Verdict.SUPPORTED:
+        ET.SubElement(case, "failure", message=message, type=verdict.value).text = rule
 
 
 # ---------------------------------------------------------------- all together
