@@ -503,6 +503,8 @@ def test_the_first_screen_answers_about_the_algorithm_before_the_matrix(tmp_path
         assert "within seed-to-seed variation" in text
         assert "not the paper's 7B pairs" in text.replace("&#x27;", "'")
         assert "C1: forest plot, one row per run and seed control" in text[answers:text.index("Matrix (")]
+    assert "| C1 intensity | online-rl | **1 INCONCLUSIVE** | 3 | toy α0.3: 0.3 [" in markdown   # one row per claim
+    assert "| decides (1 of 1) | 3 pair(s) on toy (run-a, run-b, run-c), not the paper's 7B pairs |" in markdown
     document = json.loads(paths["json"].read_text())
     [answer] = document["summary"]["algorithm"]
     assert answer["verdict"] == "INCONCLUSIVE" and len(answer["runs"]) == 3 and answer["pooled"]["n_runs"] == 3

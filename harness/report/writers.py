@@ -70,6 +70,39 @@ ANSWER_HEAD = ("claim", "algorithm kind", "dataset · α · metric", "answer", "
                "between runs τ² · I²", "seed control", "why")
 
 
+CLAIM_HEAD = ("claim", "algorithm kind", "algorithm-level answer", "runs", "pooled change [95% CI], per point",
+              "between runs τ² · I²", "seed control", "scope")
+
+
+def claim_rows(summary: dict) -> list[tuple[Verdict, list[str]]]:
+    """One row per claim (and algorithm kind): its algorithm-level answers at a glance, coloured by the
+    worst of them."""
+    by_claim: dict[tuple[str, str], list[dict]] = {}
+    for a in summary.get("algorithm", []):
+        by_claim.setdefault((a["claim_id"], a["kind"]), []).append(a)
+    rows = []
+    for (claim_id, kind), answers in by_claim.items():
+        verdicts = [Verdict(a["verdict"]) for a in answers]
+        counts = ", ".join(f"{verdicts.count(v)} {v.value}" for v in Verdict if verdicts.count(v))
+        pooled = [a for a in answers if a.get("pooled")]
+        point = lambda a: " ".join(x for x in (a["dataset"], None if a["alpha"] is None else f"α{a['alpha']:g}",  # noqa: E731
+                                               a["metric"] if claim_id == "C4" else None) if x)
+        controls = [c for a in answers for c in a["controls"]]
+        decided = [c for c in controls if c["verdict"] in ("SUPPORTED", "REFUTED")]
+        control = ("none" if not controls else f"decides ({len(decided)} of {len(controls)})" if decided
+                   else f"undecided ({len(controls)})")
+        pairs = sorted({r["pair"] for a in answers for r in a["runs"]})
+        rows.append((next(v for v in (Verdict.INVALID, Verdict.REFUTED, Verdict.INCONCLUSIVE, Verdict.SUPPORTED)
+                          if v in verdicts), [
+            claim_label(claim_id), kind, counts, str(max(len(a["runs"]) for a in answers)),
+            "; ".join(f"{point(a)}: {fmt(a['pooled']['estimate'])} [{fmt(a['pooled']['ci'][0])}, "
+                      f"{fmt(a['pooled']['ci'][1])}]" for a in pooled) or "– (one run)",
+            "; ".join(f"{fmt(a['pooled']['tau2'])} · {a['pooled']['i2']:.0%}" for a in pooled) or "–",
+            control, scope_text(summary["population"], pairs).split(": ", 1)[0] + f" ({', '.join(pairs)})"
+            + (", not the paper's 7B pairs" if summary["population"].get("bundled_only") else "")]))
+    return rows
+
+
 def answer_rows(summary: dict) -> list[tuple[Verdict, list[str]]]:
     """One row per algorithm-level answer (harness.audit.algorithm), in the first screen's columns."""
     rows = []
@@ -134,6 +167,10 @@ def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
         lines += ["## Answers: does the algorithm do what the paper claims?", "", FIRST_SCREEN, "",
                   "Population:", "", *(f"- {_md_escape(x)}" for x in scope_lines(summary["population"])), "",
                   f"Rule: {ALGORITHM_RULE}.", "",
+                  "| " + " | ".join(CLAIM_HEAD) + " |", "|" + "---|" * len(CLAIM_HEAD)]
+        lines += ["| " + " | ".join(_md_escape(x) if i != 2 else f"**{x}**" for i, x in enumerate(row)) + " |"
+                  for _, row in claim_rows(summary)]
+        lines += ["", "Each answer, per dataset, α and metric:", "",
                   "| " + " | ".join(ANSWER_HEAD) + " |", "|" + "---|" * len(ANSWER_HEAD)]
         lines += ["| " + " | ".join(_md_escape(x) if i != 3 else f"**{x}**" for i, x in enumerate(row)) + " |"
                   for _, row in rows]
@@ -310,6 +347,10 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
         f'<p>{_e(FIRST_SCREEN)}</p><p class="meta">Population:</p><ul class="meta">'
         + "".join(f"<li>{_e(x)}</li>" for x in scope_lines(summary["population"])) + "</ul>"
         + f'<details><summary>Rule</summary><p>{_e(ALGORITHM_RULE)}.</p></details><table><tr>'
+        + "".join(f"<th>{_e(h)}</th>" for h in CLAIM_HEAD) + "</tr>"
+        + "".join("<tr>" + "".join(_verdict_td(v, x) if i == 2 else f"<td>{_e(x)}</td>" for i, x in enumerate(row))
+                  + "</tr>" for v, row in claim_rows(summary)) + "</table>"
+        + '<p class="meta">Each answer, per dataset, α and metric:</p><table><tr>'
         + "".join(f"<th>{_e(h)}</th>" for h in ANSWER_HEAD) + "</tr>"
         + "".join("<tr>" + "".join(_verdict_td(v, x) if i == 3 else f"<td>{_e(x)}</td>" for i, x in enumerate(row))
                   + "</tr>" for v, row in rows) + "</table>"
