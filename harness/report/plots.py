@@ -237,6 +237,8 @@ def causal_check_png(check: dict, title: str) -> bytes:
     ax.axhline(0, color="grey", linewidth=1)
     ax.set(xscale="log", xlabel=f"k edges removed (of a pool of {len(check['edges'])})",
            ylabel="loss increase (nats)")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
