@@ -76,6 +76,7 @@ def cell_kind(cell: CellResult) -> str | None:
 
 
 def is_seed_control(cell: CellResult) -> bool:
+    """A seed-control cell: the same claim on two runs of one algorithm that differ only in the seed."""
     return bool((cell.extra or {}).get("control")) or cell_kind(cell) == "seed-control"
 
 
@@ -234,13 +235,18 @@ def pair_scope(name: str, entry: dict[str, Any]) -> str:
             + (f"; accuracy change {accuracy}" if accuracy else "") + ")")
 
 
+OWN_RUNS = "These are the tool's own small post-trained runs, not the paper's 7B pairs: a verdict here is about them"
+
+
 def scope_lines(pop: dict[str, Any]) -> list[str]:
     """The population as one line per pair, then the plain statement when every pair is the tool's own."""
-    lines = [pair_scope(n, e) for n, e in pop["pairs"].items()]
-    if pop.get("bundled_only"):
-        lines.append("These are the tool's own small post-trained runs, not the paper's 7B pairs: a verdict here is "
-                     "about them.")
-    return lines
+    return [pair_scope(n, e) for n, e in pop["pairs"].items()] + ([OWN_RUNS + "."] if pop.get("bundled_only") else [])
+
+
+def scope_head(pop: dict[str, Any], names: Sequence[str]) -> str:
+    """'3 pair(s) on arithmetic_2d, chain_sum_2d': how many of the population's pairs, on which tasks."""
+    tasks = list(dict.fromkeys(t for n in names for t in pop["pairs"][n]["tasks"]))
+    return f"{len(names)} pair(s) on {', '.join(tasks)}"
 
 
 def scope_text(pop: dict[str, Any], pairs: Sequence[str] | None = None) -> str:
@@ -249,9 +255,5 @@ def scope_text(pop: dict[str, Any], pairs: Sequence[str] | None = None) -> str:
     names = [n for n in pop["pairs"] if pairs is None or n in pairs]
     if not names:
         return "no pair"
-    tasks = list(dict.fromkeys(t for n in names for t in pop["pairs"][n]["tasks"]))
-    text = f"{len(names)} pair(s) on {', '.join(tasks)}: " + "; ".join(pair_scope(n, pop["pairs"][n]) for n in names)
-    if pop.get("bundled_only"):
-        text += (". These are the tool's own small post-trained runs, not the paper's 7B pairs: a verdict here is "
-                 "about them")
-    return text
+    text = f"{scope_head(pop, names)}: " + "; ".join(pair_scope(n, pop["pairs"][n]) for n in names)
+    return text + (f". {OWN_RUNS}" if pop.get("bundled_only") else "")

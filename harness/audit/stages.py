@@ -299,13 +299,13 @@ class AuditPipeline:
         cfg = self.config
         fidelity = cell.fidelity[side]
         scores = cell.post if side == "post" else cell.base
-        rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))[side]
         k = int(fidelity["samples"])
         edges = [tuple(e) for e in fidelity["edges"]]
         ks = causal_ks(len(edges))
 
         def compute() -> dict:
             loaded = self.session.model(cell.pair, side)
+            rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))[side]
             samples, subset = first_questions(scores, rows, k)
             if list(subset.ids) != list(fidelity["ids"]):   # both read the first k rows
                 raise RuntimeError(f"the causal check's questions {subset.ids} are not the fidelity record's "

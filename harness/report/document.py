@@ -90,7 +90,8 @@ class ClaimsRun:
         out["metric_vs_accuracy"] = metric_vs_accuracy(self.cells)
         return out
 
-    def to_document(self) -> dict[str, Any]:
+    def to_document(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The claims.json document; `summary`: this run's summary() where the caller has it already."""
         claims = [CLAIMS_BY_ID[cid].describe() for cid in self.claim_ids() if cid in CLAIMS_BY_ID]
         return {
             "schema": SCHEMA_NAME,
@@ -99,7 +100,7 @@ class ClaimsRun:
             "created": self.created,
             "provenance": self.provenance,
             "claims": claims,
-            "summary": self.summary(),
+            "summary": summary if summary is not None else self.summary(),
             "cells": [cell.to_dict() for cell in sorted(self.cells, key=lambda c: c.cell_id)],
             "figures": [{"name": f.name, "file": f"figures/{f.name}.png", "caption": f.caption,
                          "claim_id": f.claim_id, "derived": f.derived} for f in self.figures],

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.audit.algorithm import algorithm_answers
-from harness.audit.behaviour import metric_vs_accuracy
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, alpha_tag
 from harness.report import plots
@@ -84,10 +83,11 @@ def forest_figures(cells: list[CellResult]) -> list[Figure]:
     return figures
 
 
-def behaviour_figures(cells: list[CellResult]) -> list[Figure]:
-    """One scatter per metric claim and alpha: each run's metric change against its accuracy change."""
+def behaviour_figures(records: list[dict]) -> list[Figure]:
+    """One scatter per metric claim and alpha: each run's metric change against its accuracy change.
+    records: harness.audit.behaviour.metric_vs_accuracy's (the run summary's `metric_vs_accuracy`)."""
     figures = []
-    for record in metric_vs_accuracy(cells):
+    for record in records:
         alpha = "" if record["alpha"] is None else f" α={record['alpha']:g}"
         name = f"{record['claim_id']}-vs-accuracy" + (f"-{alpha_tag(record['alpha'])}" if record["alpha"] is not None else "")
         png = plots.metric_accuracy_scatter(record["points"], f"{record['claim_id']} {record['metric']}{alpha}: "
@@ -99,5 +99,8 @@ def behaviour_figures(cells: list[CellResult]) -> list[Figure]:
     return figures
 
 
-def derived_figures(cells: list[CellResult]) -> list[Figure]:
-    return forest_figures(cells) + behaviour_figures(cells) + alpha_figures(cells) + diversity_figure(cells)
+def derived_figures(cells: list[CellResult], summary: dict) -> list[Figure]:
+    """Every figure that follows from the cells; summary: the run's (ClaimsRun.summary), whose
+    metric-vs-accuracy records are read rather than bootstrapped again."""
+    return (forest_figures(cells) + behaviour_figures(summary["metric_vs_accuracy"]) + alpha_figures(cells)
+            + diversity_figure(cells))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.audit.algorithm import CONTROLLED, algorithm_answers
+from harness.audit.algorithm import CONTROLLED, algorithm_answers, is_seed_control
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag
 
@@ -18,13 +18,8 @@ SHORT = {Verdict.SUPPORTED: "SUP", Verdict.REFUTED: "REF", Verdict.INCONCLUSIVE:
 SEVERITY = (Verdict.INVALID, Verdict.REFUTED, Verdict.INCONCLUSIVE, Verdict.SUPPORTED)
 
 
-def is_control(cell: CellResult) -> bool:
-    """A seed-control cell: the same claim on two runs of one algorithm that differ only in the seed."""
-    return bool(cell.extra.get("control"))
-
-
 def experiment_key(cell: CellResult) -> str:
-    pair = (cell.pair or "–") + (" (seed control)" if is_control(cell) else "")
+    pair = (cell.pair or "–") + (" (seed control)" if is_seed_control(cell) else "")
     return " · ".join((pair, cell.dataset or "–", alpha_tag(cell.alpha) if cell.alpha is not None else "–"))
 
 
@@ -70,8 +65,8 @@ def claim_answer(cells: list[CellResult]) -> str:
         by_kind.setdefault(a.kind, []).append(a.verdict)
     algorithm = ("algorithm-level " + "; ".join(f"{kind} {_counts(v)}" for kind, v in by_kind.items()) + "; "
                  if by_kind else "")
-    controls = [c for c in cells if is_control(c)]
-    cells = [c for c in cells if not is_control(c)]
+    controls = [c for c in cells if is_seed_control(c)]
+    cells = [c for c in cells if not is_seed_control(c)]
     decided = [c for c in controls if c.verdict in (Verdict.SUPPORTED, Verdict.REFUTED) and c.claim_id in CONTROLLED]
     control = (f"; seed control {_counts([c.verdict for c in controls])}"
                + (" (decided on the control: within seed-to-seed variation, not attributable to the algorithm)"
@@ -95,7 +90,7 @@ def control_summary(cells: list[CellResult]) -> str | None:
     direction is decided between two runs of one algorithm (which seed sits on the base side is
     arbitrary), so on that claim no run's effect can be credited to the algorithm. C1-C7 only: C8 is a
     property of the method, C9 of behaviour."""
-    controls = [c for c in cells if is_control(c) and c.claim_id in CONTROLLED]
+    controls = [c for c in cells if is_seed_control(c) and c.claim_id in CONTROLLED]
     if not controls:
         return None
     pairs = ", ".join(sorted({c.pair for c in controls if c.pair}))
@@ -114,7 +109,7 @@ def build_matrix(cells: list[CellResult]) -> Matrix:
         entries.setdefault((experiment_key(cell), cell.claim_id), []).append(cell)
     present = {c.claim_id for c in cells}
     claims = [cid for cid in CLAIMS_BY_ID if cid in present] + sorted(present - set(CLAIMS_BY_ID))
-    controls = {experiment_key(c) for c in cells if is_control(c)}
+    controls = {experiment_key(c) for c in cells if is_seed_control(c)}
     experiments = sorted({key for key, _ in entries}, key=lambda e: (e in controls, e))   # controls apart, last
     return Matrix(claims, experiments, entries)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.audit.algorithm import RULE as ALGORITHM_RULE
-from harness.audit.algorithm import scope_lines, scope_text
+from harness.audit.algorithm import scope_head, scope_lines, scope_text
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CellResult, Verdict, alpha_tag
 from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harness.report.document import ClaimsRun, Figure
 from harness.report.figures import derived_figures
-from harness.report.matrix import Matrix, build_matrix, claim_answer, claim_label, control_summary
+from harness.report.matrix import SEVERITY, Matrix, build_matrix, claim_answer, claim_label, control_summary
 
 COLOURS = {Verdict.SUPPORTED: "#1a7f37", Verdict.REFUTED: "#cf222e",
            Verdict.INCONCLUSIVE: "#bf8700", Verdict.INVALID: "#8250df"}
@@ -92,13 +92,12 @@ def claim_rows(summary: dict) -> list[tuple[Verdict, list[str]]]:
         control = ("none" if not controls else f"decides ({len(decided)} of {len(controls)})" if decided
                    else f"undecided ({len(controls)})")
         pairs = sorted({r["pair"] for a in answers for r in a["runs"]})
-        rows.append((next(v for v in (Verdict.INVALID, Verdict.REFUTED, Verdict.INCONCLUSIVE, Verdict.SUPPORTED)
-                          if v in verdicts), [
+        rows.append((next(v for v in SEVERITY if v in verdicts), [
             claim_label(claim_id), kind, counts, str(max(len(a["runs"]) for a in answers)),
             "; ".join(f"{point(a)}: {fmt(a['pooled']['estimate'])} [{fmt(a['pooled']['ci'][0])}, "
                       f"{fmt(a['pooled']['ci'][1])}]" for a in pooled) or "– (one run)",
             "; ".join(f"{fmt(a['pooled']['tau2'])} · {a['pooled']['i2']:.0%}" for a in pooled) or "–",
-            control, scope_text(summary["population"], pairs).split(": ", 1)[0] + f" ({', '.join(pairs)})"
+            control, f"{scope_head(summary['population'], pairs)} ({', '.join(pairs)})"
             + (", not the paper's 7B pairs" if summary["population"].get("bundled_only") else "")]))
     return rows
 
@@ -157,8 +156,8 @@ def _md_matrix(matrix: Matrix) -> list[str]:
     return lines
 
 
-def render_markdown(run: ClaimsRun, figures: list[Figure]) -> str:
-    summary = run.summary()
+def render_markdown(run: ClaimsRun, figures: list[Figure], summary: dict | None = None) -> str:
+    summary = summary if summary is not None else run.summary()
     counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
     lines = [f"# Claim audit — run `{run.run_id}`", "",
              f"Created {run.created}. {summary['cells']} cells: {counts or 'none'}.", ""]
@@ -310,8 +309,8 @@ def _html_cell_rows(cells: list[CellResult]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
-    summary = run.summary()
+def render_html(run: ClaimsRun, figures: list[Figure], summary: dict | None = None) -> str:
+    summary = summary if summary is not None else run.summary()
     badges = "".join(_badge(Verdict(v), n) for v, n in summary["verdicts"].items() if n)
     cards = []
     for claim_id in run.claim_ids():
@@ -388,10 +387,10 @@ def render_html(run: ClaimsRun, figures: list[Figure]) -> str:
 
 # ---------------------------------------------------------------- JUnit
 
-def render_junit(run: ClaimsRun) -> bytes:
+def render_junit(run: ClaimsRun, summary: dict | None = None) -> bytes:
     """One <testcase> per cell; REFUTED is a failure, INVALID an error, INCONCLUSIVE skipped with its
     reason (the data decided nothing; dashboards filter on the `verdict` property as well)."""
-    full = run.summary()
+    full = summary if summary is not None else run.summary()
     summary = full["verdicts"]
     suite = ET.Element("testsuite", name=f"claims-{run.run_id}", tests=str(len(run.cells)),
                        failures=str(summary["REFUTED"]), errors=str(summary["INVALID"]),
@@ -445,15 +444,16 @@ def write_reports(run: ClaimsRun, out_dir: str | Path) -> dict[str, Path]:
     Fig. 3a); attached figures win on a name clash.
     """
     out = Path(out_dir)
+    summary = run.summary()   # once: it bootstraps metric-vs-accuracy; every file below reads this one
     attached = {f.name for f in run.figures}
-    figures = list(run.figures) + [f for f in derived_figures(run.cells) if f.name not in attached]
+    figures = list(run.figures) + [f for f in derived_figures(run.cells, summary) if f.name not in attached]
     full = ClaimsRun(run.run_id, run.cells, run.provenance, figures, run.created)
     for fig in figures:
         atomic_write_bytes(out / "figures" / f"{fig.name}.png", fig.png)
     paths = {"json": out / "claims.json", "markdown": out / "claims.md",
              "html": out / "claims.html", "junit": out / "claims-junit.xml"}
-    atomic_write_json(paths["json"], full.to_document())
-    atomic_write_text(paths["markdown"], render_markdown(full, figures))
-    atomic_write_text(paths["html"], render_html(full, figures))
-    atomic_write_bytes(paths["junit"], render_junit(full))
+    atomic_write_json(paths["json"], full.to_document(summary))
+    atomic_write_text(paths["markdown"], render_markdown(full, figures, summary))
+    atomic_write_text(paths["html"], render_html(full, figures, summary))
+    atomic_write_bytes(paths["junit"], render_junit(full, summary))
     return paths

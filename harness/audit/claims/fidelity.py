@@ -108,10 +108,10 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
             continue
         measured = cell
         causal = records.causal(measured, "post")
-        test = causal_test(causal, config)
+        test, closed = causal_test(causal, config), closed_share(causal)
         fidelity = cell_fidelity([cell])
         change = change_fidelity(cell, config)
-        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, change, closed_share(causal), config.stats.min_n), fields={
+        out.append(Outcome(g, text, test, combine=_combine(cell, fidelity, change, closed, config.stats.min_n), fields={
             "n": min(int(f.get("samples", 0)) for f in cell.fidelity.values()),
             "base_value": finite(cell.fidelity["base"].get("spearman")),
             "post_value": finite(cell.fidelity["post"].get("spearman")),
@@ -121,7 +121,7 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
                           "BCa over questions"),
             "fidelity": fidelity, "funnel": cell.funnel, "provenance": cell.provenance,
             "extra": {"fidelity": fidelity_extra([cell]),
-                      "causal": {**causal, "measured_at": measured.alpha, "closed_share": closed_share(causal),
+                      "causal": {**causal, "measured_at": measured.alpha, "closed_share": closed,
                                  "causal_share": config.causal_share},
                       "difference_fidelity": change}}))
     return out
