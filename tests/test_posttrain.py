@@ -114,7 +114,7 @@ def test_committed_accuracy_table_is_recomputed_from_the_committed_answer_fixtur
         per_task = len(rows) // len(TASKS)
         assert [r["question"] for r in rows] == [p["question"] for t in TASKS for p in task_problems("heldout", per_task, t)]
     recomputed = heldout_summary(held["summary"]["algo"], held["base"], held["post"])
-    assert json.loads(json.dumps({"run": run, **recomputed})) == table[run]
+    assert json.loads(json.dumps({"run": run, **recomputed, "update": held.get("update")})) == table[run]
     assert set(recomputed["by_task"]) == set(TASKS) and recomputed["n"] >= 8 * len(TASKS)   # a verifiable sample per task
 
 
@@ -154,10 +154,115 @@ def test_heldout_summary_counts_the_trained_format_and_the_changed_answers():
                 "format": FINAL_SENTENCE.search(text) is not None}
 
     base = [row("We add. The answer is 5.", True), row("We add. The answer is 7.", False),
-            row("it is 9", False), row("We add. The answer is 2.", True)]
+            row("it is 9", False), row("We add. The answer is 2.", True), row("3 + 3 = 6. The answer is 6.", True)]
     post = [row("We add. The answer is 5.", True), row("We add. The answer is 8.", True),
-            row("We add. The answer is 9.", True), row("2", False)]
+            row("We add. The answer is 9.", True), row("2", False), row("We add. The answer is 6.", True)]
     summary = heldout_summary("grpo", base, post)
-    assert summary["base_format"] == 0.75 and summary["post_format"] == 0.75
-    assert summary["changed_answers"] == 0.75          # all but the first question's answer changed
+    assert summary["base_format"] == 0.8 and summary["post_format"] == 0.8
+    assert summary["changed_answers"] == 0.8          # all but the first question's answer changed
     assert (summary["fixed"], summary["broken"]) == (2, 1)
+    # both correct: the first (same words) and the last (other words)
+    assert (summary["both_correct"], summary["both_correct_changed"]) == (2, 1)
+    assert summary["both_correct_changed_share"] == 0.5
+
+
+def test_update_size_is_the_kl_of_post_from_base_over_the_answer_tokens():
+    """Planted: the base is uniform over V tokens, the post puts logit a on token 0 at every position,
+    so KL(post || base) = log V - H(post) per token, with H from the closed form; the prompt's own
+    positions are not counted."""
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.training.posttrain import update_size
+
+    vocab, a = 7, 2.0
+
+    def uniform(ids):
+        return SimpleNamespace(logits=torch.zeros(1, ids.shape[1], vocab))
+
+    def peaked(ids):
+        logits = torch.zeros(1, ids.shape[1], vocab)
+        logits[0, 3:, 0] = a          # positions 3.. predict the answer tokens of a 4-token prompt
+        return SimpleNamespace(logits=logits)
+
+    z = math.exp(a) + vocab - 1
+    p0, rest = math.exp(a) / z, 1 / z
+    entropy = -(p0 * math.log(p0) + (vocab - 1) * rest * math.log(rest))
+    result = update_size(uniform, peaked, [((1, 2, 3, 4), (5, 6)), ((1, 2, 3, 4), (6, 5, 4))])
+    assert result["kl_per_token"] == pytest.approx(math.log(vocab) - entropy, rel=1e-5)
+    assert (result["tokens"], result["answers"]) == (5, 2)
+    assert update_size(uniform, uniform, [((1, 2), (3,))])["kl_per_token"] == 0.0
+    with pytest.raises(UserError, match="no answer tokens"):
+        update_size(uniform, peaked, [((1, 2), ())])
+
+
+def _digit_reward(prompts, completions, **_) -> list[float]:
+    """A reward a random tiny model's samples vary on (its exact-answer reward is always 0, which
+    would leave the adapter at its initial value and make any resume look exact)."""
+    return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "dpo"])
+def test_a_run_stopped_after_every_step_and_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch, algo):
+    """Sittings of one step each (--max-minutes 0) continue from the saved checkpoint: the adapter,
+    and every logged loss and reward, equal the uninterrupted run's bit for bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.models.tiny import tiny_model_folder
+    from harness.training import posttrain
+
+    monkeypatch.setattr(posttrain, "exact_answer_reward", _digit_reward)
+    monkeypatch.setattr(posttrain, "is_correct", lambda text, answer: sum(map(ord, text)) % 2 == 0)   # DPO's pairs
+    base = str(tiny_model_folder("llama"))
+    config = PostTrainConfig(algo=algo, steps=3, lora_r=4, lora_alpha=8, max_new_tokens=12, train_pool=16,
+                             save_every=1, sequences_per_step=8, temperature=1.5)
+    posttrain.train(config, tmp_path / "whole", base)
+    sittings = 0
+    while "stopped_at" in posttrain.train(config, tmp_path / "parts", base, max_minutes=0):
+        sittings += 1
+    assert sittings == 2
+    assert [s["to_step"] for s in json.loads((tmp_path / "parts" / "sittings.json").read_text())] == [1, 2, 3]
+    whole, parts = (load_file(tmp_path / run / "adapter" / "adapter_model.safetensors") for run in ("whole", "parts"))
+    assert whole.keys() == parts.keys()
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+    assert any(k.endswith("lora_B.weight") and whole[k].abs().max() > 0 for k in whole)   # training moved it
+
+    def numbers(run):   # all but wall times, and DPO's running token count, which TRL keeps per sitting
+        rows = json.loads((tmp_path / run / "train_log.json").read_text())
+        return [{k: v for k, v in r.items() if "time" not in k and "per_second" not in k and k != "num_tokens"}
+                for r in rows]
+
+    assert numbers("whole") == numbers("parts") and len(numbers("whole")) >= 3
+    assert not (tmp_path / "parts" / "trainer").exists()   # checkpoints go once the run is complete
+
+
+def test_a_stopped_run_refuses_other_settings_and_a_finished_one_refuses_a_rerun(tmp_path):
+    from harness.training.posttrain import RUN_CONFIG, _check_resumable
+
+    config = PostTrainConfig(algo="grpo", steps=4)
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"config": config.as_json(), "base_ref": "bundled"}))
+    assert _check_resumable(config, "bundled", tmp_path) is None   # started, no checkpoint yet
+    with pytest.raises(UserError, match="other settings \\(learning_rate\\)"):
+        _check_resumable(PostTrainConfig(algo="grpo", steps=4, learning_rate=1e-5), "bundled", tmp_path)
+    with pytest.raises(UserError, match="other settings \\(base\\)"):
+        _check_resumable(config, "bundled:other", tmp_path)
+    (tmp_path / "train_summary.json").write_text("{}")
+    with pytest.raises(UserError, match="finished run"):
+        _check_resumable(config, "bundled", tmp_path)
+
+
+def test_screening_keeps_the_problems_in_the_solve_band():
+    from harness.training.posttrain import screened
+
+    problems = [{"question": str(i)} for i in range(5)]
+    assert screened(problems, [0.0, 0.125, 0.5, 0.875, 1.0], (0.125, 0.875)) == problems[1:4]
+    with pytest.raises(UserError, match="widen --solve-band"):
+        screened(problems, [0.0, 0.0, 1.0, 1.0, 1.0], (0.125, 0.875))
+    with pytest.raises(UserError, match="0 <= low <= high <= 1"):
+        PostTrainConfig(algo="grpo", steps=1, solve_band=(0.9, 0.1))
+    with pytest.raises(UserError, match="groups of 8"):
+        PostTrainConfig(algo="grpo", steps=1, rl_generations=8, sequences_per_step=12)

@@ -74,12 +74,33 @@ class PostTrainConfig:
     dpo_samples_per_problem: int = 4  # base samples drawn per problem to find a (correct, wrong) pair
     dpo_epochs: int = 1               # passes over the static pairs; more passes over fewer pairs overfit them
     tasks: tuple[str, ...] = field(default_factory=lambda: TASKS)
+    sequences_per_step: int = SEQUENCES_PER_STEP   # completions (RL, SFT) or 2 x pairs (DPO) per optimizer step
+    # train only on problems the checkpoint solves within [low, high] of `screen_samples` samples at
+    # `temperature` (the groups that carry a gradient); None: every problem of the pool
+    solve_band: tuple[float, float] | None = None
+    screen_samples: int = 8
+    save_every: int = 4               # steps between resumable checkpoints
+    curve_every: int = 0              # steps between held-out accuracy points (0: none)
+    curve_n: int = 50                 # held-out problems per task at each curve point
 
     def __post_init__(self):
         if self.algo not in TRAINED_ALGORITHMS:
             raise UserError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(TRAINED_ALGORITHMS)}")
         if self.steps < 1:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
+        if self.algo in ("grpo", "rloo") and self.sequences_per_step % self.rl_generations:
+            raise UserError(f"{self.sequences_per_step} sequences per step do not split into groups of "
+                            f"{self.rl_generations} completions; make it a multiple of --generations")
+        if self.solve_band is not None:
+            low, high = self.solve_band
+            if not 0 <= low <= high <= 1:
+                raise UserError(f"--solve-band {low} {high}: give 0 <= low <= high <= 1 (shares of samples solved)")
+        if self.save_every < 1 or self.curve_every < 0 or self.curve_n < 1:
+            raise UserError("--save-every and --curve-n must be at least 1, --curve-every at least 0")
+
+    def as_json(self) -> dict:
+        """The config as written to train_summary.json (tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 # ---------------------------------------------------------------- base checkpoint
@@ -196,7 +217,7 @@ def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostT
                                  use_cache=False, progress=False)
         for i, problem in enumerate(group):
             texts = [d.text for d in draws[i * draws_per:(i + 1) * draws_per]]
-            verdicts = [check_answer(text, problem, grader=POSTTRAIN_GRADER).correct for text in texts]
+            verdicts = [is_correct(text, problem.gold) for text in texts]
             good = [t for t, ok in zip(texts, verdicts) if ok]
             bad = [t for t, ok in zip(texts, verdicts) if not ok]
             if good and bad:
@@ -210,8 +231,9 @@ def build_preference_pairs(model, tokenizer, problems: list[dict], config: PostT
 
 
 def _common_args(config: PostTrainConfig, out: Path) -> dict:
-    return {"output_dir": str(out / "trainer"), "max_steps": config.steps, "learning_rate": config.learning_rate,
-            "seed": config.seed, "data_seed": config.seed, "logging_steps": 1, "save_strategy": "no",
+    return {"output_dir": str(out / CHECKPOINTS), "max_steps": config.steps, "learning_rate": config.learning_rate,
+            "seed": config.seed, "data_seed": config.seed, "logging_steps": 1, "save_strategy": "steps",
+            "save_steps": config.save_every, "save_total_limit": 2, "save_only_model": False,
             "report_to": [], "use_cpu": not torch.cuda.is_available(), "bf16": False,
             "gradient_checkpointing": False, "gradient_accumulation_steps": 1,
             "lr_scheduler_type": "constant", "warmup_steps": 0, "disable_tqdm": False}
@@ -236,10 +258,131 @@ def _load_trainable(base: str):
     return model, tokenizer
 
 
-def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
+# ---------------------------------------------------------------- screening the training pool
+
+
+def solve_rates(model, tokenizer, base: str, problems: list[dict], config: PostTrainConfig) -> list[float]:
+    """Share of `config.screen_samples` samples (at `config.temperature`, seed TRAIN_SEED: the same for
+    every run) in which the untrained model solves each problem; cached by base fingerprint, problems
+    and sampling settings (every run of a recipe screens the same pool once)."""
+    from harness.files import content_key
+
+    draws = config.screen_samples
+    key = content_key(_folder_fingerprint(Path(base)), [p["question"] for p in problems], draws,
+                      config.temperature, config.max_new_tokens, TRAIN_SEED)
+    path = cache_root() / "posttrain-screen" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())["rates"]
+    rows = [_problem(i, p["question"], p["answer"]) for i, p in enumerate(problems)]
+    copies = [replace(row, id=f"{row.id}#draw{j}") for row in rows for j in range(draws)]
+    decoding = Decoding(mode="sample", max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                        seed=TRAIN_SEED, batch_size=64)
+    print(f"screening {len(problems)} training problems: {draws} samples each at temperature {config.temperature}")
+    texts = generate_answers(_loaded(model, tokenizer, "base"), copies, prompt_template(tokenizer), decoding,
+                             use_cache=False)
+    rates = [sum(is_correct(texts[i * draws + j].text, p["answer"]) for j in range(draws)) / draws
+             for i, p in enumerate(problems)]
+    atomic_write_json(path, {"rates": rates, "questions": [p["question"] for p in problems]})
+    return rates
+
+
+def screened(problems: list[dict], rates: list[float], band: tuple[float, float]) -> list[dict]:
+    """The problems whose solve rate lies in `band` (inclusive), in pool order."""
+    kept = [p for p, r in zip(problems, rates) if band[0] <= r <= band[1]]
+    if not kept:
+        raise UserError(f"no training problem has a solve rate in {list(band)}; widen --solve-band")
+    return kept
+
+
+# ---------------------------------------------------------------- training
+
+
+CHECKPOINTS = "trainer"    # the run folder's resumable Trainer checkpoints, removed when the run completes
+RUN_CONFIG = "run_config.json"   # the config of a started run: a resumed run must match it
+
+
+def _check_resumable(config: PostTrainConfig, base_ref: str, out: Path) -> str | None:
+    """The checkpoint to resume from (None: start fresh). A folder holding another run's state or a
+    finished run is refused rather than overwritten."""
+    started = out / RUN_CONFIG
+    if (out / "train_summary.json").exists():
+        raise UserError(f"{out} holds a finished run (train_summary.json); give another --out or remove it")
+    if not started.exists():
+        return None
+    recorded = json.loads(started.read_text())
+    mine = {"config": config.as_json(), "base_ref": base_ref}
+    if recorded != mine:
+        changed = sorted(k for k in {**recorded["config"], **mine["config"]}
+                         if recorded["config"].get(k) != mine["config"].get(k))
+        if recorded["base_ref"] != base_ref:
+            changed.append("base")
+        raise UserError(f"{out} holds a stopped run with other settings ({', '.join(changed)}); rerun it with "
+                        f"the same settings to continue it, or give another --out")
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _stop_after(minutes: float | None):
+    """A TrainerCallback that ends the sitting (saving a checkpoint) once `minutes` have passed."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if minutes is not None and time.time() - self.started >= 60 * minutes and state.global_step < state.max_steps:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopAfter()
+
+
+def _heldout_curve(config: PostTrainConfig, tokenizer, path: Path, resumed_step: int):
+    """A TrainerCallback that writes greedy held-out accuracy (first `curve_n` problems per task) to
+    `path` at step 0 and every `curve_every` steps; rows past `resumed_step` (from a stopped sitting)
+    are recomputed."""
+    from transformers import TrainerCallback
+
+    problems = heldout_problems(config.curve_n, config.tasks)
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["step"] <= resumed_step]
+
+    def point(model, step):
+        rng = torch.random.get_rng_state()   # evaluation must not move the training's random stream
+        was_training = model.training
+        model.eval()
+        graded = evaluate(model, tokenizer, problems, config.max_new_tokens, f"{config.algo}@{step}")
+        model.train(was_training)
+        torch.random.set_rng_state(rng)
+        by_task = {t: sum(r["correct"] for r in graded if r["task"] == t) / config.curve_n for t in config.tasks}
+        rows.append({"step": step, "n": len(graded), "accuracy": sum(r["correct"] for r in graded) / len(graded),
+                     "by_task": by_task})
+        atomic_write_json(path, rows)
+
+    class Curve(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if not any(r["step"] == 0 for r in rows):
+                point(model, 0)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if (step % config.curve_every == 0 or step == state.max_steps) and not any(r["step"] == step for r in rows):
+                point(model, step)
+
+    return Curve()
+
+
+def train(config: PostTrainConfig, out: Path, base: str | None = None, max_minutes: float | None = None) -> dict:
     """Post-train `base` with `config.algo`; write adapter (or full weights), config, log and curve PNG.
 
-    Returns the summary written to `out/train_summary.json`.
+    Saves a resumable checkpoint every `config.save_every` steps under `out/trainer`; called again
+    with the same config and `out`, it continues the stopped run from its last checkpoint, with the
+    same result as an uninterrupted run. `max_minutes` ends this sitting after the first step past
+    that time (checkpoint saved). Returns the summary written to `out/train_summary.json`, or
+    {"stopped_at": step, "steps": N} when the sitting ended before the last step.
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -248,19 +391,27 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     base = resolve_base(base)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    resume = _check_resumable(config, base_ref, out)
+    atomic_write_json(out / RUN_CONFIG, {"config": config.as_json(), "base_ref": base_ref})
     set_seed(config.seed)
     model, tokenizer = _load_trainable(base)
     problems = training_problems(config)
     started = time.time()
-    extra: dict = {}
+    extra: dict = {"train_pool": len(problems)}
+    if config.solve_band is not None:
+        rates = solve_rates(model, tokenizer, base, problems, config)
+        problems = screened(problems, rates, config.solve_band)
+        extra["screened_pool"] = len(problems)
+        set_seed(config.seed)   # screening sampled; training starts from the seed either way
     prompts = [{"prompt": render_prompt(prompt_template(tokenizer), p["question"], tokenizer), "answer": p["answer"]}
                for p in problems]
+    per_step = config.sequences_per_step
     if config.algo == "sft":
         from trl import SFTConfig, SFTTrainer
 
         data = [{"prompt": row["prompt"], "completion": worked_solution(p["expression"])}
                 for row, p in zip(prompts, problems)]
-        args = SFTConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
+        args = SFTConfig(**_common_args(config, out), per_device_train_batch_size=per_step,
                          max_length=384, completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data),
                              processing_class=tokenizer, peft_config=_peft_config(config))
@@ -268,7 +419,7 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
         from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algo == "grpo" else (RLOOConfig, RLOOTrainer)
-        args = config_cls(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP,
+        args = config_cls(**_common_args(config, out), per_device_train_batch_size=per_step,
                           num_generations=config.rl_generations, max_completion_length=config.max_new_tokens,
                           temperature=config.temperature, beta=0.0)
         trainer = trainer_cls(model=model, reward_funcs=exact_answer_reward, args=args,
@@ -277,15 +428,22 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
     elif config.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        n_pairs = SEQUENCES_PER_STEP // 2 * max(1, config.steps // config.dpo_epochs)
-        pairs, sampled = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
-        if len(pairs) < SEQUENCES_PER_STEP // 2:
-            raise UserError(f"only {len(pairs)} preference pairs found: the base never or always solves "
-                            "these problems, so DPO has no signal")
-        extra = {"preference_pairs": len(pairs), "problems_sampled": sampled,
-                 "pair_sampling_s": round(time.time() - started, 1)}
-        atomic_write_json(out / "preference_pairs.json", pairs)
-        args = DPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
+        pairs_path = out / "preference_pairs.json"
+        if pairs_path.exists():   # a resumed run trains on the pairs its first sitting sampled
+            pairs = json.loads(pairs_path.read_text())
+            extra.update(json.loads((out / "preference_sampling.json").read_text()))
+        else:
+            n_pairs = per_step // 2 * max(1, config.steps // config.dpo_epochs)
+            pairs, sampled = build_preference_pairs(model, tokenizer, problems, config, n_pairs)
+            if len(pairs) < per_step // 2:
+                raise UserError(f"only {len(pairs)} preference pairs found: the base never or always solves "
+                                "these problems, so DPO has no signal")
+            extra.update({"preference_pairs": len(pairs), "problems_sampled": sampled,
+                          "pair_sampling_s": round(time.time() - started, 1)})
+            atomic_write_json(out / "preference_sampling.json",
+                              {k: extra[k] for k in ("preference_pairs", "problems_sampled", "pair_sampling_s")})
+            atomic_write_json(pairs_path, pairs)
+        args = DPOConfig(**_common_args(config, out), per_device_train_batch_size=per_step // 2,
                          beta=config.beta, max_length=384)
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                              processing_class=tokenizer, peft_config=_peft_config(config))
@@ -293,14 +451,27 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
         from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
         data = Dataset.from_list(prompts)
-        args = OnlineDPOConfig(**_common_args(config, out), per_device_train_batch_size=SEQUENCES_PER_STEP // 2,
+        args = OnlineDPOConfig(**_common_args(config, out), per_device_train_batch_size=per_step // 2,
                                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                beta=config.beta)
         trainer = OnlineDPOTrainer(model=model, reward_funcs=exact_answer_reward, args=args, train_dataset=data,
                                    processing_class=tokenizer, peft_config=_peft_config(config))
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[1]) if resume else 0
+    trainer.add_callback(_stop_after(max_minutes))
+    if config.curve_every:
+        trainer.add_callback(_heldout_curve(config, tokenizer, out / "heldout_curve.json", resumed_step))
+    sittings = json.loads((out / "sittings.json").read_text()) if resume and (out / "sittings.json").exists() else []
     train_started = time.time()
-    trainer.train()
-    train_s = time.time() - train_started
+    if resume:
+        print(f"resuming {out} from step {resumed_step} of {config.steps}")
+    trainer.train(resume_from_checkpoint=resume)
+    sittings.append({"from_step": resumed_step, "to_step": trainer.state.global_step,
+                     "train_s": round(time.time() - train_started, 1), "threads": torch.get_num_threads(),
+                     "platform": platform.platform(), "device": "cuda" if torch.cuda.is_available() else "cpu"})
+    atomic_write_json(out / "sittings.json", sittings)
+    if trainer.state.global_step < config.steps:
+        return {"stopped_at": trainer.state.global_step, "steps": config.steps}
+    train_s = sum(s["train_s"] for s in sittings)
     trained = trainer.model
     trained.save_pretrained(out / ("adapter" if not config.full_weights else "model"))
     if not config.full_weights:   # name the base by its reference, not by this machine's cache path
@@ -309,15 +480,18 @@ def train(config: PostTrainConfig, out: Path, base: str | None = None) -> dict:
                                            "base_model_name_or_path": base_ref})
     if config.full_weights:
         tokenizer.save_pretrained(out / "model")
-    shutil.rmtree(out / "trainer", ignore_errors=True)
-    log = [row for row in trainer.state.log_history if "step" in row]
+    # a resumed Trainer restores the rows logged before its checkpoint, so this spans every sitting; the
+    # Trainer's closing row (train_loss) averages the last sitting only and is left out
+    log = [row for row in trainer.state.log_history if "step" in row and "train_loss" not in row]
     atomic_write_json(out / "train_log.json", log)
-    plot_curves(log, config.algo, out / "curves.png")
-    summary = {"config": asdict(config), "algorithm_kind": ALGORITHM_KIND[config.algo], "base_ref": base_ref,
+    plot_curves(log, config.algo, out / "curves.png",
+                json.loads((out / "heldout_curve.json").read_text()) if config.curve_every else None)
+    summary = {"config": config.as_json(), "algorithm_kind": ALGORITHM_KIND[config.algo], "base_ref": base_ref,
                "base_fingerprint": _folder_fingerprint(Path(base)), "train_s": round(train_s, 1),
                "total_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
-               "platform": platform.platform(), "versions": library_versions(), **extra}
+               "platform": platform.platform(), "versions": library_versions(), "sittings": sittings, **extra}
     atomic_write_json(out / "train_summary.json", summary)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     if not config.full_weights:
         store_adapter_bf16(out)
     return summary
@@ -345,8 +519,9 @@ def _folder_fingerprint(folder: Path) -> str:
     return sha256_files(_weight_files(folder)) if folder.is_dir() else f"hub:{folder}"
 
 
-def plot_curves(log: list[dict], algo: str, path: Path) -> None:
-    """Reward (online algorithms) and loss per step, as a PNG."""
+def plot_curves(log: list[dict], algo: str, path: Path, heldout: list[dict] | None = None) -> None:
+    """Reward (online algorithms) and loss per step, and the held-out accuracy curve when given
+    (rows of heldout_curve.json), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,12 +529,22 @@ def plot_curves(log: list[dict], algo: str, path: Path) -> None:
 
     keys = [k for k in ("reward", "objective/scores", "rewards/accuracies", "loss", "rewards/margins")
             if any(k in row for row in log)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    panels = len(keys) + bool(heldout)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         rows = [(r["step"], r[key]) for r in log if key in r]
         ax.plot([s for s, _ in rows], [v for _, v in rows], marker=".")
         ax.set_title(key)
         ax.set_xlabel("step")
+    if heldout:
+        ax = axes[0][-1]
+        steps = [r["step"] for r in heldout]
+        ax.plot(steps, [r["accuracy"] for r in heldout], marker="o", color="black", label="all")
+        for task in heldout[0]["by_task"]:
+            ax.plot(steps, [r["by_task"][task] for r in heldout], marker=".", label=task)
+        ax.set_title(f"held-out accuracy (greedy, n={heldout[0]['n']})")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
     fig.suptitle(f"{algo} on SmolLM2-135M-Instruct (LoRA)" if algo else "")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -497,20 +682,65 @@ def heldout_rows_from_fixture(path: Path, task: str, n: int | None = None) -> li
 
 def heldout_summary(algo: str, base_rows: list[dict], post_rows: list[dict]) -> dict:
     """accuracy_row over all held-out rows, plus one per task (`by_task`), mean answer lengths, the
-    share of answers in the trained format (`base_format`, `post_format`) and the share of questions
-    whose post-trained answer differs from the checkpoint's (`changed_answers`)."""
+    share of answers in the trained format (`base_format`, `post_format`), the share of questions
+    whose post-trained answer differs from the checkpoint's (`changed_answers`), and the same among
+    the questions both models answer correctly (changed_where_both_correct)."""
     def row(b, p):
         return {**accuracy_row(algo, [r["correct"] for r in b], [r["correct"] for r in p]),
                 "base_mean_tokens": sum(r["tokens"] for r in b) / len(b),
                 "post_mean_tokens": sum(r["tokens"] for r in p) / len(p),
                 "base_format": sum(r["format"] for r in b) / len(b),
                 "post_format": sum(r["format"] for r in p) / len(p),
-                "changed_answers": sum(x["completion"] != y["completion"] for x, y in zip(b, p)) / len(b)}
+                "changed_answers": sum(x["completion"] != y["completion"] for x, y in zip(b, p)) / len(b),
+                **changed_where_both_correct(b, p)}
 
     tasks = list(dict.fromkeys(r["task"] for r in base_rows))
     return {**row(base_rows, post_rows),
             "by_task": {t: row([r for r in base_rows if r["task"] == t], [r for r in post_rows if r["task"] == t])
                         for t in tasks}}
+
+
+def changed_where_both_correct(base_rows: list[dict], post_rows: list[dict]) -> dict:
+    """Among the questions both models answer correctly (the audit's default selection), how many
+    have a post answer that differs from the checkpoint's, as a count and a share."""
+    both = [(b, p) for b, p in zip(base_rows, post_rows) if b["correct"] and p["correct"]]
+    changed = sum(b["completion"] != p["completion"] for b, p in both)
+    return {"both_correct": len(both), "both_correct_changed": changed,
+            "both_correct_changed_share": changed / len(both) if both else 0.0}
+
+
+def update_size(base, post, sequences: list[tuple[Sequence[int], Sequence[int]]]) -> dict:
+    """How far training moved the model: the mean per-token KL(post || base) of the next-token
+    distributions (nats, float32) over the answer tokens of `sequences` (prompt ids, answer ids: the
+    post model's own held-out answers, teacher-forced through both models)."""
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for prompt, answer in sequences:
+            if not answer:
+                continue
+            ids = torch.tensor([list(prompt) + list(answer)])
+            span = slice(len(prompt) - 1, ids.shape[1] - 1)   # the positions that predict the answer tokens
+            log_post = torch.log_softmax(post(ids).logits[0, span].float(), dim=-1)
+            log_base = torch.log_softmax(base(ids).logits[0, span].float(), dim=-1)
+            total += (log_post.exp() * (log_post - log_base)).sum().item()
+            tokens += len(answer)
+    if not tokens:
+        raise UserError("no answer tokens to measure the update on; are the post model's answers empty?")
+    return {"kl_per_token": total / tokens, "tokens": tokens, "answers": len(sequences)}
+
+
+def update_of_run(run: Path, answers: Path, n: int, base: str) -> dict:
+    """update_size of a run on the post model's first `n` held-out answers per task (answer fixtures)."""
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((Path(run) / "train_summary.json").read_text())["config"]
+    sequences = []
+    for task in config["tasks"]:
+        rows = json.loads((Path(answers) / f"{Path(run).name}--{task}.json").read_text())["rows"][:n]
+        sequences += [(r["generation"]["prompt_ids"], r["generation"]["answer_ids"]) for r in rows]
+    base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    post_model, _ = load_post_model(base, run)
+    return {**update_size(base_model, post_model, sequences), "per_task": n}
 
 
 def accuracy_row(algo: str, base_correct: list[bool], post_correct: list[bool]) -> dict:
@@ -530,13 +760,16 @@ def accuracy_markdown(rows: list[dict]) -> str:
         return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
     lines = ["| run | algorithm | task | n | base | post | fixed | broken | McNemar exact p | mean tokens base → post "
-             "| in format base → post | answers changed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| in format base → post | answers changed | both correct: changed / all | KL per token |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        update = r.get("update")
+        kl = f"{update['kl_per_token']:.4f}" if update else "–"
         for task, t in [("all", r), *r.get("by_task", {}).items()]:
             lines.append(f"| {r.get('run', r['algo'])} | {r['algo']} | {task} | {t['n']} | "
                          f"{cell(t['base_accuracy'], t['base_wilson95'])} | {cell(t['post_accuracy'], t['post_wilson95'])} | "
                          f"{t['fixed']} | {t['broken']} | {t['p_value']:.3g} | "
                          f"{t['base_mean_tokens']:.1f} → {t['post_mean_tokens']:.1f} | "
-                         f"{t['base_format']:.2f} → {t['post_format']:.2f} | {t['changed_answers']:.2f} |")
+                         f"{t['base_format']:.2f} → {t['post_format']:.2f} | {t['changed_answers']:.2f} | "
+                         f"{t['both_correct_changed']} / {t['both_correct']} | {kl if task == 'all' else ''} |")
     return "\n".join(lines) + "\n"
