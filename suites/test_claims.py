@@ -3,7 +3,7 @@ run's grid (harness/audit/papers/*.toml, and any --papers file).
 
 Grid axes come from the options (--pairs --datasets --alphas --metrics --token-mode) or from the
 pair registry's bundled pairs. Each claim reads the pairs it speaks about: online RL for C1-C3,
-C5-C7; preference pairs for C4; every pair for C8 and C9. Test ids are cell ids; select with -k, e.g.
+C5-C7; preference pairs for C4; every pair for C8 and C9; offline-preference pairs for CB1-CB3. Test ids are cell ids; select with -k, e.g.
 `-k C1`, `-k intensity`, `-k "smollm2_grpo and a030"`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.analysis.metrics import node_entropy_by_node
 from harness.audit.claims import get_claim
-from harness.report.plots import causal_check_png, fidelity_scatter
+from harness.report.plots import causal_check_png, fidelity_scatter, intervention_curve_png
 
 
 def test_claim(claim_cell, judged, figure_cell, point, audit):
@@ -59,4 +59,15 @@ def fidelity(claim_cell, judged, cell, g, audit):
                               "bars: range over questions")
 
 
-FIGURES = {"intensity": edge_heatmap, "node_entropy": node_entropy, "fidelity": fidelity}
+def intervention(claim_cell, judged, cell, g, audit):
+    record = judged.extra.get("interventions")
+    if record is not None:
+        part = record["part"]
+        claim_cell.add_figure(f"{part}-{judged.cell_id}",
+                              intervention_curve_png(record["curve"], part, f"{g.pair} {g.dataset} α={g.alpha:g}: {part}"),
+                              f"{judged.claim_id}, {judged.cell_id}: the effect of the chosen k edges and of k random "
+                              "edges matched in magnitude, on the log-probability of the reference solution; bars: "
+                              "bootstrap interval over questions")
+
+
+FIGURES = {"intensity": edge_heatmap, "node_entropy": node_entropy, "fidelity": fidelity, "intervention": intervention}

@@ -105,7 +105,9 @@ def test_audit_command_line_carries_the_budget() -> None:
     settings = dict(argv[i + 1].split("=", 1) for i, flag in enumerate(argv) if flag == "--set")
     assert settings == {"questions": str(AUDIT_BUDGET["questions"]), "fidelity_samples": "10",
                         "fidelity_edges": str(AUDIT_BUDGET["fidelity_edges"]), "selection.n": str(AUDIT_BUDGET["n"]),
-                        "stats.sesoi_rel": "0.1"}
+                        "stats.sesoi_rel": "0.1", "behaviour_ks": "4,32"}   # the budget's own settings travel too
+    override = audit_config(args, ["behaviour_ks=8"])   # a --set of the budget's setting wins
+    assert override.behaviour_ks == (8,)
     assert config.fidelity_alpha is None   # fidelity, robustness and C8 measured at every alpha
     for flag, value in (("--alphas", AUDIT_BUDGET["alphas"]), ("--run-id", "r1"), ("-k", "C1"),
                         ("--pairs", "smollm2-grpo")):

@@ -153,7 +153,8 @@ def test_a_rule_that_cannot_be_imported_says_so() -> None:
 
 def test_stages_follow_what_a_claim_declares_it_needs() -> None:
     """The grid computes the stages the session's claims declare (ClaimSpec.needs), never by rule name:
-    answers alone for C9; cells at every alpha for C1; the causal check only with C8."""
+    answers alone for C9; cells at every alpha for C1; the causal check only with C8; the interventions
+    only with CB1-CB3, on the pairs they read (offline preference)."""
     from harness.audit.grid import Families, RunGrid
     registry = {"p": SimpleNamespace(name="p", algorithm_kind="online-rl", datasets=("d",), bundled=False,
                                      base="x")}
@@ -163,12 +164,17 @@ def test_stages_follow_what_a_claim_declares_it_needs() -> None:
     def stages(*claims):
         return Families.stages_of(SimpleNamespace(grid=grid, claims=claims, audit=audit), "p")
 
-    assert stages("C9") == (["d"], [], False, ())
-    assert stages("C1") == (["d"], [("d", 0.1, "own"), ("d", 0.5, "own")], False, ())
+    assert stages("C9") == (["d"], [], False, (), False)
+    assert stages("C1") == (["d"], [("d", 0.1, "own"), ("d", 0.5, "own")], False, (), False)
     assert stages("C8")[2] is True and stages("C1", "C9")[2] is False
+    assert stages("CB1") == ([], [], False, (), False)          # CB1 reads offline-preference pairs, p is online RL
+    registry["p"].algorithm_kind = "offline-preference"
+    assert stages("CB1")[4] is True and stages("CB1")[1] == [("d", 0.1, "own"), ("d", 0.5, "own")]
+    assert stages("C1", "C8")[4] is False
+    registry["p"].algorithm_kind = "online-rl"
     CLAIMS_BY_ID["Z8"] = ClaimSpec("Z8", "z", "", "s", "increase", rule="accuracy", needs=("answers",))
     try:
-        assert stages("Z8") == (["d"], [], False, ())   # a new rule other than "accuracy" need not sweep EAP
+        assert stages("Z8") == (["d"], [], False, (), False)   # a new rule other than "accuracy" need not sweep EAP
     finally:
         del CLAIMS_BY_ID["Z8"]
 

@@ -77,11 +77,12 @@ def synthetic_run(run_id="synthetic") -> ClaimsRun:
 
 # ---------------------------------------------------------------- verdict schema
 
-def test_claim_catalogue_lists_the_nine_claims() -> None:
-    assert [c.id for c in CLAIMS] == [f"C{i}" for i in range(1, 10)]
+def test_claim_catalogue_lists_the_paper_claims_and_the_causal_ones() -> None:
+    assert [c.id for c in CLAIMS] == [f"C{i}" for i in range(1, 10)] + ["CB1", "CB2", "CB3"]   # -k C1 selects C1 only
     assert get_claim("C3").direction == "decrease" and get_claim("C8").name == "eap_fidelity"
-    with pytest.raises(UserError, match="unknown claim 'C10'"):
-        get_claim("C10")
+    assert [get_claim(c).direction for c in ("CB1", "CB2", "CB3")] == ["restores", "installs", "necessary"]
+    with pytest.raises(UserError, match="unknown claim 'CB4'"):
+        get_claim("CB4")
 
 
 def test_cell_id_is_readable() -> None:

@@ -26,7 +26,8 @@ def _run(pytester: pytest.Pytester, run_id: str):
         str(SUITES), "-p", "no:cacheprovider", "--registry", "pairs.toml", "--datasets", "sums.jsonl",
         "--grader", "lenient",  # the tiny models print a bare sum, no \boxed{} or ####
         "--pairs", "tiny-rl,tiny-pref", "--alphas", ALPHAS, "--questions", str(QUESTIONS), "--fidelity-edges", "12",
-        "--fidelity-threshold", "0", "--run-id", run_id, "--reports-dir", str(pytester.path / "reports"))
+        "--fidelity-threshold", "0", "--run-id", run_id, "--reports-dir", str(pytester.path / "reports"),
+        "--set", "behaviour_ks=1,2,4,8")   # the tiny graph has 23 edges: k and k matched ones fit
 
 
 @pytest.fixture
@@ -56,9 +57,11 @@ def test_suites_run_end_to_end_and_second_run_reads_the_cache(pytester: pytest.P
     by_claim: dict[str, list[dict]] = {}
     for c in cells.values():
         by_claim.setdefault(c["claim_id"], []).append(c)
-    assert sorted(by_claim) == [f"C{i}" for i in range(1, 10)]
+    assert sorted(by_claim) == [f"C{i}" for i in range(1, 10)] + ["CB1", "CB2", "CB3"]
     # Each claim reads only the pairs it speaks about.
     assert {c["pair"] for c in by_claim["C1"]} == {"tiny-rl"}
+    assert {c["pair"] for claim in ("CB1", "CB2", "CB3") for c in by_claim[claim]} == {"tiny-pref"}
+    assert not [c["reason"] for claim in ("CB1", "CB2", "CB3") for c in by_claim[claim] if c["verdict"] == "INVALID"]
     assert {c["pair"] for c in by_claim["C4"]} == {"tiny-pref"}
     assert {c["pair"] for c in by_claim["C9"]} == {"tiny-rl", "tiny-pref"}
     assert len(by_claim["C1"]) == 3 and len(by_claim["C4"]) == 3 * 3 and len(by_claim["C6"]) == 1

@@ -73,8 +73,8 @@ class RecordingPipeline:
         self.store, self.prepared = store, []
         self.config = SimpleNamespace(robustness_estimator="exact")
 
-    def prepare(self, pair, datasets, points, *, causal, estimators) -> None:
-        self.prepared.append((pair, tuple(datasets), len(points), causal))
+    def prepare(self, pair, datasets, points, *, causal, estimators, interventions) -> None:
+        self.prepared.append((pair, tuple(datasets), len(points), causal, interventions))
 
 
 def test_families_prepare_the_pairs_no_other_process_holds_first(tmp_path: Path) -> None:
@@ -99,9 +99,10 @@ def test_families_prepare_the_pairs_no_other_process_holds_first(tmp_path: Path)
         other.join(60)
     families.prepare_pairs(first=first)                                # the busy pair, once its lease is free
     assert [p for p, *_ in pipeline.prepared].count(busy) == 1 and len(pipeline.prepared) == len(grid.pairs)
-    for pair, datasets, points, causal in pipeline.prepared:   # C1 reads online RL; C8 and C9 every pair
+    for pair, datasets, points, causal, interventions in pipeline.prepared:   # C8 and C9 read every pair
         assert datasets == tuple(grid.registry[pair].datasets) and causal
         assert points == len(datasets) * len(grid.alphas) * len(grid.token_modes)
+        assert not interventions   # no CB claim in this session
 
 
 def _hold_named_lease(root: str, name: str, ready, release) -> None:
@@ -140,5 +141,5 @@ def test_a_session_judging_only_accuracy_prepares_answers_only(tmp_path: Path) -
     grid = RunGrid.build(load_registry())
     pipeline = RecordingPipeline(CacheStore(Ledger(), tmp_path))
     Families(pipeline, grid, ("C9",)).prepare_pairs()
-    assert [(p, d, n, c) for p, d, n, c in pipeline.prepared] == [
-        (p, tuple(grid.registry[p].datasets), 0, False) for p in grid.pairs]
+    assert [(p, d, n, c, i) for p, d, n, c, i in pipeline.prepared] == [
+        (p, tuple(grid.registry[p].datasets), 0, False, False) for p in grid.pairs]

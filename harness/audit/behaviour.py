@@ -92,3 +92,21 @@ def _tracks(r_ci: list[float] | None, n_runs: int) -> str:
     if r_ci[1] < 0:
         return "moves against behaviour: the metric falls as accuracy rises (the correlation's CI lies below 0)"
     return "not shown to track behaviour: the correlation's CI includes 0"
+
+
+def edges_and_behaviour(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Per run, dataset, alpha and k of the causal claims on behaviour (CB1 restore, CB2 install): the
+    chosen edges' share of the intensity change (|EAP| post - base, summed) beside the share of the
+    behaviour gap patching them moves (mean movement toward the donor / mean |donor - recipient|)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for cell in cells:
+        record = (cell.extra or {}).get("interventions")
+        if cell.claim_id not in ("CB1", "CB2") or record is None:
+            continue
+        for point in record["curve"]:
+            key = (cell.pair, cell.dataset, cell.alpha, point["k"])
+            row = rows.setdefault(key, {"pair": cell.pair, "dataset": cell.dataset, "alpha": cell.alpha,
+                                        "k": point["k"], "change_share": point["change_share"]})
+            row[record["part"]] = {"recovered_share": point["recovered_share"], "verdict": cell.verdict.value,
+                                   "top": point["top"], "top_ci": point["top_ci"], "matched": point["matched"]}
+    return list(rows.values())

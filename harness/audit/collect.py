@@ -35,5 +35,8 @@ class PipelineRecords:
     def causal(self, cell: CellData, side: str) -> dict:
         return self.audit.causal(cell, side)
 
+    def interventions(self, cell: CellData) -> dict:
+        return self.audit.interventions(cell)
+
     def estimates(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         return self.audit.estimator_scores(cell, method)

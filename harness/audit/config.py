@@ -68,6 +68,11 @@ class AuditConfig:
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
     fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
     estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
+    behaviour_questions / behaviour_ks / behaviour_bins / behaviour_seed: the causal claims on behaviour
+    (harness.circuit.crossmodel): the first `behaviour_questions` questions of the dataset, each model
+    teacher-forced on its own answer with the correct final answer in place; edges intervened on in
+    sets of k in `behaviour_ks`, beside k random edges matched in magnitude over `behaviour_bins`
+    equal-count bins (drawn with `behaviour_seed`).
     template_limit: largest share of a model's target tokens that may be answer template or prompt
     copies (harness.data.span) for a C1-C7 cell to get a directional verdict; above it the cell is
     INVALID, "the targets are the answer's template" (0.5: when most scored tokens carry no
@@ -101,6 +106,10 @@ class AuditConfig:
     fidelity_seed: int = 0
     causal_seed: int = 0
     causal_share: float = 0.5
+    behaviour_questions: int = 12
+    behaviour_ks: tuple[int, ...] = (1, 4, 16, 64)
+    behaviour_bins: int = 4
+    behaviour_seed: int = 0
     grader: str = "auto"
     answer_fixtures: str = "bundled"
     fixture_verify_questions: int = 8
@@ -118,8 +127,8 @@ class AuditConfig:
             raise UserError(f"positions must be all or targets, got {self.positions!r}")
         if self.grader not in GRADER_SETTINGS:
             raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
-        for name in ("questions", "eap_batch_size",
-                     "fidelity_samples", "fidelity_edges", "fixture_verify_questions", "ablation_chunk"):
+        for name in ("questions", "eap_batch_size", "fidelity_samples", "fidelity_edges", "fixture_verify_questions",
+                     "ablation_chunk", "behaviour_questions", "behaviour_bins"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.generation_backend not in BACKENDS:
@@ -132,6 +141,8 @@ class AuditConfig:
         if not 0 < self.causal_share <= 1:
             raise UserError(f"causal_share is a share of the damage of exact's top k, in (0, 1]; "
                             f"got {self.causal_share}")
+        if not self.behaviour_ks or any(k < 1 for k in self.behaviour_ks) or list(self.behaviour_ks) != sorted(set(self.behaviour_ks)):
+            raise UserError(f"behaviour_ks must be increasing whole numbers >= 1, e.g. 1,4,16,64; got {self.behaviour_ks}")
         if not 0 <= self.template_limit <= 1:
             raise UserError(f"template_limit is a share of target tokens in [0, 1], got {self.template_limit}")
         if self.fidelity_alpha is not None and not 0 < self.fidelity_alpha <= 1:

@@ -235,32 +235,35 @@ class Families:
         lease: True when done; False at once when `wait` is False and another process holds it."""
         if pair in self.prepared:
             return True
-        datasets, points, causal, estimators = self.stages_of(pair)
+        datasets, points, causal, estimators, interventions = self.stages_of(pair)
         if datasets:
             with self.audit.store.lease(pair_lease(self.grid.registry[pair]), wait=wait) as held:
                 if not held:
                     return False
                 try:
-                    self.audit.prepare(pair, datasets, points, causal=causal, estimators=estimators)
+                    self.audit.prepare(pair, datasets, points, causal=causal, estimators=estimators,
+                                       interventions=interventions)
                 except Exception:   # noqa: BLE001 - each stage remembers its failure; the judge that
                     pass            # reads the stage raises it again and reports it as its cells'
         self.prepared.add(pair)
         return True
 
-    def stages_of(self, pair: str) -> tuple[list[str], list[tuple[str, float, str]], bool, tuple[str, ...]]:
+    def stages_of(self, pair: str) -> tuple[list[str], list[tuple[str, float, str]], bool, tuple[str, ...], bool]:
         """(datasets, cells as (dataset, alpha, token mode), whether C8's causal check, extra
-        estimators) that this session's claims need of `pair`, from what each claim declares it
-        needs (ClaimSpec.needs): answers alone, or cells at every grid alpha and token mode."""
-        datasets, points, causal, estimates = [], [], False, False
+        estimators, whether the interventions of CB1-CB3) that this session's claims need of `pair`,
+        from what each claim declares it needs (ClaimSpec.needs): answers alone, or cells at every
+        grid alpha and token mode."""
+        datasets, points, causal, estimates, interventions = [], [], False, False, False
         for dataset in self.grid.datasets:
             needs = {n for c in self.claims if self.grid.applies(c, GridCell(pair, dataset))
                      for n in CLAIMS_BY_ID[c].needs}
             if not needs:
                 continue
             datasets.append(dataset)
-            if needs & {"cells", "causal", "estimates"}:
+            if needs & {"cells", "causal", "estimates", "interventions"}:
                 points += [(dataset, a, m) for a in self.grid.alphas for m in self.grid.token_modes]
             causal = causal or "causal" in needs
             estimates = estimates or "estimates" in needs
+            interventions = interventions or "interventions" in needs
         lookahead = estimates and self.audit.config.robustness_estimator == "lookahead"
-        return datasets, points, causal, ("lookahead",) if lookahead else ()
+        return datasets, points, causal, ("lookahead",) if lookahead else (), interventions

@@ -8,6 +8,8 @@ pipeline, model or cache.
     PairAnswers  both models' checked answers to one dataset (C9)
     CellData     one (pair, dataset, alpha, token mode): selection, EAP of both models, fidelity
     causal       C8's loss with the top-k EAP edges vs k random edges removed, per question
+    interventions  the causal claims on behaviour: edges patched between the models or removed, and
+                 the log-probability of the correct answer (harness.circuit.crossmodel.intervention_curves)
     estimates    (base, post) scores of a cell's rows by another estimator (robustness)
 """
 
@@ -111,11 +113,14 @@ class Records(Protocol):
     def estimates(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of the cell's rows by the estimator `method`."""
 
+    def interventions(self, cell: CellData) -> dict:
+        """The restore, install and necessity curves of the cell's pair, edges ranked by the cell's EAP."""
+
 
 @dataclass
 class PlainRecords:
     """A `Records` source over dicts: cells keyed (pair, dataset, alpha, token mode), answers (pair,
-    dataset), causal records and estimates (pair, dataset, alpha, token mode[, method]); kinds by pair.
+    dataset), causal, intervention records and estimates (pair, dataset, alpha, token mode[, method]); kinds by pair.
     A missing key is a UserError naming it."""
 
     config: AuditConfig = field(default_factory=AuditConfig)
@@ -124,6 +129,7 @@ class PlainRecords:
     answer_sets: dict[tuple, Any] = field(default_factory=dict)
     causal_records: dict[tuple, dict] = field(default_factory=dict)
     estimator_scores: dict[tuple, tuple] = field(default_factory=dict)
+    intervention_records: dict[tuple, dict] = field(default_factory=dict)
 
     def kind(self, pair: str) -> str:
         return self._get(self.kinds, pair, "algorithm kind")
@@ -140,6 +146,10 @@ class PlainRecords:
     def estimates(self, cell: Any, method: str) -> tuple:
         key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode, method)
         return self._get(self.estimator_scores, key, "estimates")
+
+    def interventions(self, cell: Any) -> dict:
+        key = (cell.pair.name, cell.dataset, cell.alpha, cell.token_mode)
+        return self._get(self.intervention_records, key, "interventions")
 
     @staticmethod
     def _get(table: dict, key: Any, what: str) -> Any:

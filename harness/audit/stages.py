@@ -3,6 +3,7 @@
     load pair models ─► greedy answers + checks ─► selection(α) ─► EAP rows (token mode)
       ─► EAP of base and post ─► fidelity of each model's scores against exact ablation
       ─► (C8) loss with the top-k EAP edges vs k random edges removed
+      ─► (CB1-CB3) edges patched between the models or removed: the correct answer's log-probability
 
 Stages take and return plain data. What each cache key holds is written once, in
 `harness.audit.store`; which model is resident, in `harness.audit.session`. A stage found in the
@@ -30,9 +31,11 @@ from harness.audit.store import (
     causal_key,
     eap_key,
     fidelity_key,
+    interventions_key,
 )
 from harness.circuit.batches import Sample
 from harness.circuit.causal import TopKCheck, causal_ks, topk_against_exact
+from harness.circuit.crossmodel import intervention_curves
 from harness.circuit.eap import EdgeScores, run_eap
 from harness.circuit.fidelity import fidelity_for_model, fidelity_points
 from harness.data.backends import Backend, make_backend
@@ -47,6 +50,7 @@ from harness.data.selection import (
     build_eap_rows,
     select_samples,
 )
+from harness.errors import UserError
 from harness.files import content_key
 from harness.models.loading import scoring_pad_id
 from harness.models.prompts import get_template
@@ -57,6 +61,7 @@ BUNDLED_FIXTURES = DEFAULT_REGISTRY.parent / "smollm2" / "answers"
 ANSWER_FIELDS = ("base", "post", "models", "data", "template", "decoding")
 FIDELITY_FIELDS = ("spearman", "ci", "status", "samples", "ids", "edges", "deltas", "weights", "points")
 CAUSAL_FIELDS = ("side", "samples", *(f.name for f in dataclasses.fields(TopKCheck)))
+INTERVENTION_FIELDS = ("restore", "install", "necessity", "probes", "questions")
 
 
 def fixture_folder(setting: str) -> Path | None:
@@ -321,10 +326,39 @@ class AuditPipeline:
         key = causal_key(cell.provenance["cache_keys"][f"eap_{side}"], fidelity["ids"], fidelity["edges"], ks, cfg)
         return self.store.json_entry("causal", key, compute, fields=CAUSAL_FIELDS)
 
+    # ------------------------------------------------------------ CB1-CB3: edges and behaviour
+
+    def interventions(self, cell: CellData) -> dict:
+        """The causal claims on behaviour of the cell's pair (harness.circuit.crossmodel.intervention_curves)
+        on the first `behaviour_questions` questions, both models teacher-forced on each one's reference
+        solution, edges ranked by the cell's mean EAP scores."""
+        cfg = self.config
+        answers = self.answers(cell.pair.name, cell.dataset)
+        rows = [c.generation for c in answers.post[:cfg.behaviour_questions]]
+        missing = [g.problem_id for g in rows if not g.reference_ids]
+        if missing:
+            raise UserError(f"{cell.dataset}: question {missing[0]} (and {len(missing) - 1} more) has no reference "
+                            "solution; the causal claims on behaviour teacher-force one (leave CB1-CB3 out with -k)")
+        probes = [Sample(g.problem_id, g.prompt_ids, g.reference_ids) for g in rows]
+
+        def compute() -> dict:
+            models = {side: self.session.model(cell.pair, side).model for side in SIDES}
+            runs = 4 + 6 * len(cfg.behaviour_ks)
+            with self.log.stage("interventions", f"{cell.pair.name} · {cell.dataset}", runs, "model runs"):
+                curves = intervention_curves(models["base"], models["post"], probes,
+                                             {"base": cell.base.scores.mean(0), "post": cell.post.scores.mean(0)},
+                                             cell.post.graph, cfg.behaviour_ks, cfg.behaviour_bins, cfg.behaviour_seed,
+                                             scoring_pad_id(self.session.model(cell.pair, "post").tokenizer))
+            return {**curves, "questions": len(probes)}
+
+        keys = cell.provenance["cache_keys"]
+        key = interventions_key({s: keys[f"eap_{s}"] for s in SIDES}, keys["answers"], cfg)
+        return self.store.json_entry("interventions", key, compute, fields=INTERVENTION_FIELDS)
+
     # ------------------------------------------------------------ a pair's stages, side by side
 
     def prepare(self, pair_name: str, datasets: list[str], points: list[tuple[str, float, str]], *,
-                causal: bool = False, estimators: tuple[str, ...] = ()) -> None:
+                causal: bool = False, estimators: tuple[str, ...] = (), interventions: bool = False) -> None:
         """Compute (or read back) the stages of the pair's `datasets` and of its cells at `points`
         (dataset, alpha, token mode) ahead of `cell`: answers, then every EAP, fidelity and
         `estimators` score of the base model, then of the post model, then (`causal`) the C8 check on
@@ -351,13 +385,17 @@ class AuditPipeline:
                     self.fidelity(spec, side, key, scores, rows[index], dataset, base)
                 for method in estimators if (dataset, alpha, mode) in asked else ():
                     self.edge_scores(spec, side, model_key(models[side]), rows[index], method)
-        if causal:   # at the alpha fidelity is measured at, for each point that selects (as C8 reads it)
-            for dataset, alpha, mode in dict.fromkeys((d, self.measured_at(a), m) for d, a, m, _ in selected
-                                                      if (d, a, m) in asked):
-                try:
-                    self.causal(self.cell(pair_name, dataset, alpha, mode), "post")
-                except SelectionError:
-                    continue
+        # at the alpha fidelity is measured at, for each point that selects (as C8 and CB1-CB3 read them)
+        for dataset, alpha, mode in dict.fromkeys((d, self.measured_at(a), m) for d, a, m, _ in selected
+                                                  if (d, a, m) in asked) if causal or interventions else ():
+            try:
+                cell = self.cell(pair_name, dataset, alpha, mode)
+            except SelectionError:
+                continue
+            if causal:
+                self.causal(cell, "post")
+            if interventions:
+                self.interventions(cell)
 
     def measured_at(self, alpha: float) -> float:
         """The alpha whose fidelity a cell at `alpha` carries (`fidelity_alpha`, else its own)."""

@@ -95,6 +95,14 @@ def causal_key(eap: str, ids: list[str], edges: list[list[int]], ks: list[int], 
                        config.causal_seed)
 
 
+def interventions_key(eap: dict[str, str], answers: str, config: AuditConfig) -> str:
+    """The causal claims on behaviour of one cell: both models' EAP keys (the edges ranked), the answers
+    whose first `behaviour_questions` questions' reference solutions are probed, the k grid, the matched
+    draw and the layout."""
+    return content_key(CACHE_VERSION, "interventions-reference-solution", eap, answers, config.behaviour_questions,
+                       list(config.behaviour_ks), config.behaviour_bins, config.behaviour_seed, config.layout)
+
+
 # ---------------------------------------------------------------- entries
 
 _MISSING = object()

@@ -257,11 +257,16 @@ class InstrumentedModel:
         if state.edge_mask is not None:
             weights = state.edge_mask[:, :n_par, dest]                       # [b|1, n_par]
             if weights.requires_grad or torch.any(weights != 0):
-                parents = [state.live[u] for u in range(n_par)]
+                # without a gradient to take, only the parents with a weight enter the sum (a zero weight
+                # adds exactly nothing): a few patched edges cost a few parents, not all n_par
+                used = (torch.arange(n_par) if weights.requires_grad else
+                        (weights != 0).any(0).nonzero()[:, 0].cpu())
+                weights = weights[:, used]
+                parents = [state.live[int(u)] for u in used]
                 width = max(z.shape[0] for z in parents)
-                z = torch.stack([p.expand(width, *p.shape[1:]) for p in parents])  # [n_par, b|1, t, h]
+                z = torch.stack([p.expand(width, *p.shape[1:]) for p in parents])  # [n_used, b|1, t, h]
                 if state.ablated is not None:
-                    z = z - state.ablated[:n_par].to(z.dtype)
+                    z = z - state.ablated[used.to(state.ablated.device)].to(z.dtype)
                 if z.shape[1] == 1:      # shared parents (stacked ablation variants): one matmul
                     term = torch.einsum("bu,uth->bth", weights.to(z.dtype), z[:, 0])
                 else:

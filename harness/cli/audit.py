@@ -54,8 +54,11 @@ SUITES = Path(__file__).resolve().parents[2] / "suites"
 # none): no measurement is copied from one alpha to another. Answers come from the verified answer
 # fixtures where they match (`answer_fixtures`).
 AUDIT_BUDGETS: dict[str, dict] = {
+    # settings: --set values of the budget (a --set of the same key wins); two k of the causal claims on
+    # behaviour keep their 16 model runs per cell inside the default's 20 minutes
     "default": {"pairs": "smollm2-grpo,smollm2-grpo-seed1,smollm2-rloo,smollm2-dpo,smollm2-grpo-seeds",
-                "questions": 200, "n": 30, "alphas": "0.3", "fidelity_edges": 16, "fidelity_samples": 10},
+                "questions": 200, "n": 30, "alphas": "0.3", "fidelity_edges": 16, "fidelity_samples": 10,
+                "settings": {"behaviour_ks": "4,32"}},
     "nightly": {"pairs": None, "questions": 200, "n": 100, "alphas": "0.03,0.1,0.3,0.5", "fidelity_edges": 32,
                 "fidelity_samples": 16},
 }
@@ -76,7 +79,7 @@ def audit_config(args, settings: list[str]) -> AuditConfig:
                          fidelity_samples=args.fidelity_samples, device=args.device,
                          dtype=args.dtype or default_dtype(args.device), selection=SelectionSettings(n=args.n),
                          decoding=DecodingSettings(max_new_tokens=args.max_new_tokens))
-    parsed = parse_settings(settings)
+    parsed = {**AUDIT_BUDGETS[args.budget].get("settings", {}), **parse_settings(settings)}
     for flag, key in args.given.items():
         if key in parsed:
             option = "--" + flag.replace("_", "-")
@@ -151,7 +154,7 @@ def apply_budget(args) -> None:
     args.given = {flag: key for flag, key in FLAG_SETTINGS.items() if getattr(args, flag, None) is not None}
     args.device = args.device or "cpu"
     for key, value in AUDIT_BUDGETS[args.budget].items():
-        if getattr(args, key, None) is None:
+        if key != "settings" and getattr(args, key, None) is None:
             setattr(args, key, value)
     args.alphas = parse_alphas(args.alphas)
     if not args.alphas:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.audit.algorithm import algorithm_answers, population
-from harness.audit.behaviour import metric_vs_accuracy
+from harness.audit.behaviour import edges_and_behaviour, metric_vs_accuracy
 from harness.audit.claims import CLAIMS_BY_ID
 from harness.audit.verdicts import CLAIMS_SCHEMA_VERSION, CellResult, Verdict
 from harness.errors import UserError
@@ -88,6 +88,7 @@ class ClaimsRun:
         out["algorithm"] = [a.to_dict() for a in algorithm_answers(self.cells)]
         out["population"] = population(self.cells)
         out["metric_vs_accuracy"] = metric_vs_accuracy(self.cells)
+        out["edges_and_behaviour"] = edges_and_behaviour(self.cells)
         return out
 
     def to_document(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -99,8 +99,17 @@ def behaviour_figures(records: list[dict]) -> list[Figure]:
     return figures
 
 
+def edges_behaviour_figure(rows: list[dict]) -> list[Figure]:
+    """The causal claims' edges-and-behaviour scatter (the run summary's `edges_and_behaviour`), if any."""
+    if not rows:
+        return []
+    return [Figure("edges-vs-behaviour", plots.edges_behaviour_scatter(rows),
+                   "CB1/CB2: the share of the behaviour gap the patched edges move against their share of the "
+                   "intensity change, one point per run, dataset and k (dotted: y = x)", "CB1", derived=True)]
+
+
 def derived_figures(cells: list[CellResult], summary: dict) -> list[Figure]:
     """Every figure that follows from the cells; summary: the run's (ClaimsRun.summary), whose
     metric-vs-accuracy records are read rather than bootstrapped again."""
     return (forest_figures(cells) + behaviour_figures(summary["metric_vs_accuracy"]) + alpha_figures(cells)
-            + diversity_figure(cells))
+            + diversity_figure(cells) + edges_behaviour_figure(summary.get("edges_and_behaviour", [])))

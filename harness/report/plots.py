@@ -246,3 +246,54 @@ def causal_check_png(check: dict, title: str) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def intervention_curve_png(curve: list[dict], part: str, title: str) -> bytes:
+    """CB1-CB3: per k, the effect of the chosen edges and of k magnitude-matched random edges (mean over
+    questions, bars: percentile bootstrap interval); curve: rows of harness.audit.claims.intervention.curve_rows."""
+    ks = [row["k"] for row in curve]
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    chosen = "largest |EAP change|" if part != "necessity" else "largest |EAP|"
+    for name, style, label in (("top", "o-", f"k edges of {chosen}"), ("matched", "s--", "k matched random edges")):
+        mean = np.array([row[name] for row in curve])
+        low = np.array([row[f"{name}_ci"][0] for row in curve])
+        high = np.array([row[f"{name}_ci"][1] for row in curve])
+        ax.errorbar(ks, mean, yerr=[mean - low, high - mean], fmt=style, capsize=3, label=label)
+    ax.axhline(0, color="grey", linewidth=1)
+    ylabel = {"restore": "log p(solution): toward the base (nats)",
+              "install": "log p(solution): toward the post (nats)",
+              "necessity": "drop in log p(solution) (nats)"}[part]
+    ax.set(xscale="log", xlabel="k edges " + ("zero-ablated" if part == "necessity" else "patched"), ylabel=ylabel)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def edges_behaviour_scatter(rows: Sequence[dict]) -> bytes:
+    """Per run, dataset and k: the share of the behaviour gap the restored (installed) edges move against
+    their share of the intensity change; rows: harness.audit.behaviour.edges_and_behaviour's."""
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.subplots()
+    for part, marker in (("restore", "o"), ("install", "^")):
+        points = [(r["change_share"], r[part]["recovered_share"], f"{r['pair']} {r['dataset']} k={r['k']}")
+                  for r in rows if r.get(part) and r[part]["recovered_share"] is not None and r["change_share"] is not None]
+        if points:
+            ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], marker=marker, label=part)
+            for x, y, label in points:
+                ax.annotate(label, (x, y), fontsize=6, alpha=0.7)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.axline((0, 0), slope=1, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="chosen edges' share of the intensity change", ylabel="share of the behaviour gap moved")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

@@ -131,9 +131,26 @@ def behaviour_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+EDGES_HEAD = ("run", "dataset", "α", "k", "share of the intensity change", "restore: share of the gap moved [chosen, nats]",
+              "install: share of the gap moved [chosen, nats]")
+
+
+def edges_rows(summary: dict) -> list[list[str]]:
+    """One row per run, dataset, alpha and k of CB1/CB2: the patched edges' share of the intensity change
+    and of the behaviour gap they move."""
+    def moved(part):
+        if not part:
+            return "–"
+        ci = part["top_ci"]
+        return (f"{fmt(part['recovered_share'])} [{fmt(part['top'])} nats, CI {fmt(ci[0])}..{fmt(ci[1])}; "
+                f"matched {fmt(part['matched'])}] {part['verdict']}")
+    return [[r["pair"], r["dataset"], fmt(r["alpha"]), str(r["k"]), fmt(r["change_share"]), moved(r.get("restore")),
+             moved(r.get("install"))] for r in summary.get("edges_and_behaviour", [])]
+
+
 def _first_screen(fig: Figure) -> bool:
     """Figures shown with the answers at the top, not again on the claim's card."""
-    return fig.name.endswith("-forest") or "-vs-accuracy" in fig.name
+    return fig.name.endswith("-forest") or "-vs-accuracy" in fig.name or fig.name == "edges-vs-behaviour"
 
 
 FIRST_SCREEN = ("Each row answers a claim about an algorithm, with the training run as the unit: SUPPORTED or "
@@ -187,6 +204,13 @@ def render_markdown(run: ClaimsRun, figures: list[Figure], summary: dict | None 
                   "", "| " + " | ".join(BEHAVIOUR_HEAD) + " |", "|" + "---|" * len(BEHAVIOUR_HEAD)]
         lines += ["| " + " | ".join(_md_escape(x) for x in row) + " |" for row in behaviour] + [""]
         for fig in (f for f in figures if "-vs-accuracy" in f.name):
+            lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", ""]
+    edges = edges_rows(summary)
+    if edges:
+        lines += ["## Do the changed edges carry the changed behaviour? (CB1, CB2)", "",
+                  "| " + " | ".join(EDGES_HEAD) + " |", "|" + "---|" * len(EDGES_HEAD)]
+        lines += ["| " + " | ".join(_md_escape(x) for x in row) + " |" for row in edges] + [""]
+        for fig in (f for f in figures if f.name == "edges-vs-behaviour"):
             lines += [f"![{_md_escape(fig.caption)}](figures/{fig.name}.png)", ""]
     lines += ["## Matrix (each run and seed control; the controls last)", "", *_md_matrix(build_matrix(run.cells)), ""]
     for claim_id in run.claim_ids():
@@ -362,6 +386,15 @@ def render_html(run: ClaimsRun, figures: list[Figure], summary: dict | None = No
                     + "".join(f"<th>{_e(h)}</th>" for h in BEHAVIOUR_HEAD) + "</tr>"
                     + "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in row) + "</tr>" for row in behaviour)
                     + "</table>" + "".join(_html_figure(f) for f in figures if "-vs-accuracy" in f.name) + "</section>")
+    edges = edges_rows(summary)
+    if edges:
+        answers += ('<section class="answers"><h2>Do the changed edges carry the changed behaviour? (CB1, CB2)</h2>'
+                    '<p class="meta">Per run, dataset and k: the patched edges\' share of the intensity change, and the '
+                    "share of the gap between the models' log-probability of the reference solution that patching them "
+                    "moves.</p><table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in EDGES_HEAD) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in row) + "</tr>" for row in edges)
+                    + "</table>" + "".join(_html_figure(f) for f in figures if f.name == "edges-vs-behaviour")
+                    + "</section>")
     legend = "".join(f'<span>{_badge(v)}</span>' for v in Verdict)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

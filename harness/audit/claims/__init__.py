@@ -12,7 +12,11 @@ the grid computes those stages and no others.
   weaker               DPO's change is smaller than online RL's (or equivalent to zero);
   fades                share of counter-examples falls as alpha grows (trend test);
   proportion           share of experiments with the claimed sign reaches a stated level;
-  faithful             EAP scores agree with exact ablation above a fidelity threshold.
+  faithful             EAP scores agree with exact ablation above a fidelity threshold;
+  restores / installs  patching the other model's values into the k edges of largest EAP change moves
+                       behaviour toward that model more than k magnitude-matched random edges;
+  necessary            removing the k edges of largest |EAP| lowers the correct answer's probability
+                       more than k magnitude-matched random edges.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from harness.errors import UserError
 from harness.files import read_utf8
 from harness.models.registry import ALGORITHM_KINDS, ONLINE_RL
 
-DIRECTIONS = ("increase", "decrease", "weaker", "fades", "proportion", "faithful")
-NEEDS = ("answers", "cells", "causal", "estimates")
+DIRECTIONS = ("increase", "decrease", "weaker", "fades", "proportion", "faithful", "restores", "installs",
+              "necessary")
+NEEDS = ("answers", "cells", "causal", "estimates", "interventions")
 AXES = ("pair", "dataset", "alpha", "metric", "token_mode")
 PAPERS_DIR = Path(__file__).resolve().parents[1] / "papers"
 DEFAULT_PAPER = "2509.21044"
