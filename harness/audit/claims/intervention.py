@@ -76,7 +76,7 @@ def behaviour_changed(part: dict, config: AuditConfig) -> tuple[bool, str]:
     test = paired_test(clean, target, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
                        zero_method=stats.zero_method, ci_level=stats.ci_level)
     p = min(test.p_permutation, test.p_permutation_opposite)
-    text = (f"the donor scores the correct answer {test.mean_diff:+.3g} nats vs the recipient "
+    text = (f"the donor gives the reference solution {test.mean_diff:+.3g} nats of log-probability against the recipient "
             f"({stats.ci_level:.0%} CI [{test.ci_low:.3g}, {test.ci_high:.3g}], sign-flip p = {p:.3g})")
     return bool(p < stats.significance and not test.no_change), text
 
