@@ -91,12 +91,12 @@ def test_a_pair_whose_behaviour_did_not_change_decides_nothing_even_with_a_plant
     planted = curves(restore=(0.0, 0.0, 0.0), necessity=(1.0, 0.0))
     for claim_id in ("CB1", "CB3"):
         cell = judge(claim_id, InterventionRecords(planted), [G])[G]
-        assert cell.verdict is Verdict.INCONCLUSIVE and "behaviour did not change" in cell.reason, cell.reason
+        assert cell.verdict is Verdict.INCONCLUSIVE and "no behaviour change detected" in cell.reason, cell.reason
 
 
 def test_a_model_against_its_own_copy_decides_nothing_through_the_real_engine() -> None:
     """intervention_curves on a tiny model and its copy: every patch is the identity (patched = clean
-    exactly), the gap is zero, and each of CB1-CB3 is INCONCLUSIVE, 'behaviour did not change'."""
+    exactly), the gap is zero, and each of CB1-CB3 is INCONCLUSIVE, "no behaviour change detected"."""
     model = tiny_model("llama", dtype=torch.float32)
     twin = copy.deepcopy(model)
     graph = build_graph(2)
@@ -117,4 +117,4 @@ def test_a_model_against_its_own_copy_decides_nothing_through_the_real_engine() 
     records = InterventionRecords({**result, "questions": N})
     for claim_id in ("CB1", "CB2", "CB3"):
         cell = judge(claim_id, records, [G])[G]
-        assert cell.verdict is Verdict.INCONCLUSIVE and "behaviour did not change" in cell.reason, (claim_id, cell.reason)
+        assert cell.verdict is Verdict.INCONCLUSIVE and "no behaviour change detected" in cell.reason, (claim_id, cell.reason)

@@ -13,8 +13,8 @@ questions (Holm over the claim's cells) asks whether the chosen edges do more th
   answer's log-probability more than zero-ablating k edges of matched activation size.
 
 The claims speak of pairs whose behaviour changed: where the two models score the correct answer
-alike on these probes (no significant difference either way), the cell is INCONCLUSIVE, "behaviour
-did not change", and decides nothing (a model against its own copy lands here).
+alike on these probes (no significant difference either way), the cell is INCONCLUSIVE, "no behaviour
+change detected", and decides nothing (a model against its own copy lands here).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def rule(claim: ClaimSpec, records, grid: list[GridCell], context: FamilyContext
                   "extra": {"interventions": {"part": part_name, "curve": curve_rows(part, config),
                                               "behaviour_gap": gap_text, "probes": curves["probes"]}}}
         if not changed:
-            out.append(Outcome(g, text, decided=(Verdict.INCONCLUSIVE, f"behaviour did not change: {gap_text}; "
+            out.append(Outcome(g, text, decided=(Verdict.INCONCLUSIVE, f"no behaviour change detected on these probes: {gap_text}; "
                                                  "the claim speaks of pairs whose behaviour changed"), fields=fields))
             continue
         out.append(Outcome(g, text, test, fields={**fields, "extra": {**fields["extra"], "interventions": {
