@@ -68,6 +68,9 @@ class AuditConfig:
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
     fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
     estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
+    eap_segments: EAP's activation checkpointing (harness.circuit.eap.checkpointed_scores; the same
+    scores, not part of their cache key): 0 lets the planner choose per stage from the device's memory
+    (none where plain EAP fits), N > 0 runs N segments. The segments used are in each cell's provenance.
     behaviour_questions / behaviour_ks / behaviour_bins / behaviour_seed: the causal claims on behaviour
     (harness.circuit.crossmodel): the first `behaviour_questions` questions of the dataset, each model
     teacher-forced on its own answer with the correct final answer in place; edges intervened on in
@@ -92,6 +95,7 @@ class AuditConfig:
     questions: int = 100
     data_seed: int = 0
     eap_batch_size: int = 1
+    eap_segments: int = 0
     layout: str = "paper"
     positions: str = "all"
     device: str = "cpu"
@@ -131,6 +135,8 @@ class AuditConfig:
                      "ablation_chunk", "behaviour_questions", "behaviour_bins"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eap_segments < 0:
+            raise UserError(f"eap_segments must be 0 (the planner's choice) or a number of segments, got {self.eap_segments}")
         if self.generation_backend not in BACKENDS:
             raise UserError(f"generation_backend must be one of {', '.join(BACKENDS)}, got {self.generation_backend!r}")
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:

@@ -240,10 +240,12 @@ class AuditPipeline:
         def compute() -> EdgeScores:
             loaded = self.session.model(spec, side)
             t_cut = max(len(r["target_ids"]) for r in rows)
+            segments = 1 if method != "eap" else self.eap_segments(loaded.model, rows)
             with self.log.stage(method, f"{spec.name} · {side} · T_cut {t_cut}", len(rows), "questions"):
                 scores = run_eap(loaded.model, [Sample.from_row(r) for r in rows], layout=cfg.layout,
                                  positions=cfg.positions, batch_size=cfg.eap_batch_size,
-                                 pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method)
+                                 pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress, method=method,
+                                 segments=segments)
             scores.meta.update({"model_fingerprint": model, "cache_key": key})
             return scores
 
@@ -251,6 +253,19 @@ class AuditPipeline:
             self._scores[key] = self.store.folder_entry("eap", key, EdgeScores.load, compute,
                                                         lambda s, folder: s.save(folder))
         return key, self._scores[key]
+
+    def eap_segments(self, model, rows: list[dict]) -> int:
+        """`eap_segments`, or with 0 the planner's choice for these rows on this device's memory
+        (harness.plan.estimate.planned_segments: 1 wherever plain EAP fits)."""
+        if self.config.eap_segments:
+            return self.config.eap_segments
+        from harness.audit.session import resident_models
+        from harness.plan.estimate import available_memory, planned_segments
+        from harness.plan.shapes import ModelShape
+
+        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
+        return planned_segments(shape, rows, self.config.dtype, self.config.eap_batch_size,
+                                resident_models(self.config.device), available_memory(self.config.device))
 
     def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""
@@ -438,6 +453,7 @@ class AuditPipeline:
             "grader": {"setting": self.config.grader,
                        "resolved": sorted({c.check.grader for c in answers.base + answers.post})},
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
+            "eap_segments": {s: int(scores[s].meta.get("segments", 1)) for s in SIDES},
         }
         result = CellData(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
                           fidelity, provenance, measured_at)

@@ -104,10 +104,24 @@ def batch_loss(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nll
     return loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch)
 
 
+def segment_starts(n_layers: int, segments: int) -> list[int]:
+    """The first layer of each of `segments` near-equal runs of the n_layers layers."""
+    if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= n_layers:
+        raise UserError(f"segments must be a whole number from 1 to the model's {n_layers} layers, got {segments!r}")
+    return [round(i * n_layers / segments) for i in range(segments)]
+
+
 def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nll,
                 ablated: torch.Tensor | None = None,
-                edge_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """EAP for one batch: float32 scores [b, n_src, n_dst] and per-sample loss [b]."""
+                edge_mask: torch.Tensor | None = None, segments: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """EAP for one batch: float32 scores [b, n_src, n_dst] and per-sample loss [b].
+
+    segments > 1: activation checkpointing (`checkpointed_scores`): the same scores, with autograd
+    keeping one segment of layers at a time instead of all of them."""
+    if segments > 1:
+        if edge_mask is not None:
+            raise UserError("checkpointed EAP scores at m = 0; run it without an edge mask (segments=1)")
+        return checkpointed_scores(im, batch, segments, loss_fn, ablated)
     graph = im.graph
     device = batch.input_ids.device
     state = RunState(scores=torch.zeros(batch.input_ids.shape[0], graph.n_src, graph.n_dst,
@@ -117,6 +131,51 @@ def score_batch(im: InstrumentedModel, batch: Batch, loss_fn: LossFn = target_nl
         loss = batch_loss(im, batch, loss_fn)
         loss.sum().backward()
     return state.scores, loss.detach().float()
+
+
+def checkpointed_scores(im: InstrumentedModel, batch: Batch, segments: int, loss_fn: LossFn = target_nll,
+                        ablated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """EAP with activation checkpointing: float32 scores [b, n_src, n_dst] and loss [b], equal to
+    `score_batch`'s.
+
+    A forward without autograd records every source's delta (once: `RunState.delta_writes` is
+    checked), each layer's call, and the residual entering each of `segments` runs of layers
+    (`segment_starts`). Then, from the last segment to the first, the segment runs again from its
+    recorded residual with autograd (its sources' deltas are not written again: `recompute`), and
+    its backward, seeded with the gradient the later segment left on its output, fires the same
+    score hooks. Autograd holds one segment's activations at a time and the segment starts' residuals.
+    HF's own gradient checkpointing is not used: it reruns forward hooks, which would record twice.
+    """
+    graph = im.graph
+    n_layers = len(im.family.layers(im.model))
+    starts = segment_starts(n_layers, segments)
+    device = batch.input_ids.device
+    scores = torch.zeros(batch.input_ids.shape[0], graph.n_src, graph.n_dst, dtype=torch.float32, device=device)
+    first = RunState(scores=scores, position_mask=batch.position_mask, ablated=ablated, keep_calls=frozenset(starts),
+                     keep_live=False)
+    with torch.no_grad(), im.run_state(first):
+        im.logits(batch.input_ids, batch.attention_mask, keep_last=1)
+    calls = first.layer_calls
+    if first.delta_writes != [1] * graph.n_src:
+        raise RuntimeError(f"checkpointed EAP recorded the sources {first.delta_writes} times, not once each")
+    span = target_span(batch) if loss_fn is target_nll else batch.input_ids.shape[1]
+    grad, loss = None, None
+    for j in reversed(range(segments)):
+        hidden = calls[starts[j]][0][0].detach().requires_grad_(True)
+        state = RunState(scores=scores, position_mask=batch.position_mask, ablated=ablated, delta=first.delta,
+                         recompute=True, keep_live=False)
+        with torch.enable_grad(), im.run_state(state):
+            if j == segments - 1:
+                logits = im.logits_from_layer(starts[j], hidden, calls, slice(-span, None))
+                per_sample = (target_nll(logits, last_positions(batch, span)) if loss_fn is target_nll
+                              else loss_fn(logits, batch))
+                per_sample.sum().backward()
+                loss = per_sample.detach().float()
+            else:
+                im.run_layers(starts[j], starts[j + 1], hidden, calls).backward(grad)
+        grad = hidden.grad
+        del calls[starts[j]]    # that segment's start is no longer needed
+    return scores, loss
 
 
 def mask_gradient_scores(model: torch.nn.Module, samples: Sequence[Sample], layout: Layout | str = Layout.PAPER,
@@ -160,19 +219,22 @@ def check_method(method: str, steps: int | None) -> int | None:
 def run_eap(model: torch.nn.Module, samples: Sequence[Sample], *, layout: Layout | str = Layout.PAPER,
             positions: Positions | str = Positions.ALL, loss_fn: LossFn = target_nll,
             batch_size: int = 1, pad_id: int = 0, progress: bool = True,
-            method: str = "eap", steps: int | None = None) -> EdgeScores:
+            method: str = "eap", steps: int | None = None, segments: int = 1) -> EdgeScores:
     """Score every edge for every sample. Samples are batched by length; results keep input order.
 
     method: `eap` (one forward + backward per batch: ∂L/∂m at m = 0) or `lookahead` (removes each
     edge exactly, recomputes the next `steps` blocks, linearises the rest; see
     `harness.circuit.lookahead`; one sample at a time, positions = all only).
     steps: lookahead's depth (default DEFAULT_LOOKAHEAD_STEPS); must be None for eap.
-    meta records {"method": ..., "steps": ...}.
+    segments: eap with activation checkpointing over that many runs of layers (1: none); same scores.
+    meta records {"method": ..., "steps": ...} and the segments when more than one.
     """
     positions = Positions(positions)
     steps = check_method(method, steps)
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if method == "lookahead" and segments != 1:
+        raise UserError("method lookahead runs without checkpointing; use segments=1")
     if method == "lookahead" and positions is not Positions.ALL:
         raise UserError("method lookahead removes an edge at every position; use positions=all")
     max_length = getattr(model.config, "max_position_embeddings", None) or getattr(
@@ -189,9 +251,11 @@ def run_eap(model: torch.nn.Module, samples: Sequence[Sample], *, layout: Layout
             if method == "lookahead":
                 batch_scores, batch_loss = lookahead_scores(im, batch, steps, loss_fn)
             else:
-                batch_scores, batch_loss = score_batch(im, batch, loss_fn)
+                batch_scores, batch_loss = score_batch(im, batch, loss_fn, segments=segments)
             scores[index] = batch_scores.cpu()
             losses[index] = batch_loss.cpu()
     meta = {"method": method} if method == "eap" else {"method": method, "steps": steps}
+    if segments > 1:
+        meta["segments"] = segments
     return EdgeScores(scores=scores, graph=graph, ids=[s.id for s in samples],
                       positions=positions, loss=losses, meta=meta)

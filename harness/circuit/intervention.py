@@ -103,6 +103,13 @@ class RunState:
     matched to it passes the batch's target mask here.
     record: keep each destination's residual before the intervention (`recorded_inputs`, detached,
     in the model's dtype) and each layer's call (`layer_calls`), for restarts.
+    keep_calls: record each layer's call (`layer_calls`) without `record`'s residuals, keeping the
+    residual input itself only for these layers (the segment starts of checkpointed EAP; None: no
+    calls kept).
+    recompute: a segment of checkpointed EAP run again: its sources' deltas were recorded by the
+    first pass and are not written again. keep_live: keep each source's output in `live` (False where
+    nothing reads it: checkpointed EAP scores at m = 0, and its first pass would hold every source). delta_writes [n_src]: how often each source's delta was
+    written (once per run; checkpointed EAP checks it).
     """
 
     edge_mask: torch.Tensor | None = None
@@ -115,6 +122,10 @@ class RunState:
     record: bool = False
     recorded_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_calls: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
+    keep_calls: frozenset[int] | None = None
+    recompute: bool = False
+    keep_live: bool = True
+    delta_writes: list[int] = field(default_factory=list)
 
 
 class InstrumentedModel:
@@ -208,11 +219,16 @@ class InstrumentedModel:
         return (hidden, *args[1:])
 
     def _layer_call_hook(self, index: int):
-        """With `record`, keep each layer's call (residual input, masks, rotary tables) for restarts."""
+        """With `record`, keep each layer's call (residual input, masks, rotary tables) for restarts;
+        with `keep_calls`, the call with its residual input only at the listed layers."""
         def hook(module, args, kwargs):
             state = self._state
-            if state is not None and state.record:
+            if state is None:
+                return
+            if state.record:
                 state.layer_calls[index] = (args, kwargs)
+            elif state.keep_calls is not None:
+                state.layer_calls[index] = (args if index in state.keep_calls else (None, *args[1:]), kwargs)
         return hook
 
     def _source_hook(self, index: int):
@@ -234,9 +250,13 @@ class InstrumentedModel:
         state = self._state
         if state is None:
             return
-        state.live[index] = z
-        if state.scores is None:
+        if state.keep_live:
+            state.live[index] = z
+        if state.scores is None or state.recompute:
             return
+        if not state.delta_writes:
+            state.delta_writes = [0] * self.graph.n_src
+        state.delta_writes[index] += 1
         if state.delta is None:
             b, t, h = z.shape
             state.delta = torch.zeros(b, self.graph.n_src, t * h, dtype=torch.float32, device=z.device)
@@ -305,6 +325,16 @@ class InstrumentedModel:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                           logits_to_keep=keep_last).logits
 
+    def run_layers(self, start: int, stop: int, hidden: torch.Tensor,
+                   layer_calls: dict[int, tuple[tuple, dict]]) -> torch.Tensor:
+        """Run layers[start:stop] on residual `hidden` [b, t, h] with their recorded calls' masks and
+        rotary tables (the residual each call recorded is not read)."""
+        layers = self.family.layers(self.model)
+        for index in range(start, stop):
+            args, kwargs = layer_calls[index]
+            hidden = _first(layers[index](hidden, *args[1:], **kwargs))
+        return hidden
+
     def logits_from_layer(self, start: int, hidden: torch.Tensor,
                           layer_calls: dict[int, tuple[tuple, dict]],
                           positions: slice = slice(None)) -> torch.Tensor:
@@ -314,10 +344,7 @@ class InstrumentedModel:
         rotary tables broadcast over the k stacked variants. start = n_layers runs the head only.
         positions: the positions whose logits are wanted ([k, len(positions), vocab] returned).
         """
-        layers = self.family.layers(self.model)
-        for index in range(start, len(layers)):
-            args, kwargs = layer_calls[index]
-            hidden = _first(layers[index](hidden, *args[1:], **kwargs))
+        hidden = self.run_layers(start, len(self.family.layers(self.model)), hidden, layer_calls)
         normed = self.family.final_norm(self.model)(hidden)[:, positions]
         logits = self.model.get_output_embeddings()(normed)
         cap = getattr(self.model.config, "final_logit_softcapping", None)

@@ -36,21 +36,6 @@ def parse_bytes(text: str, flag: str = "--memory") -> int:
     return value
 
 
-def available_memory(device: str) -> int:
-    """The device's memory when --memory is not given: a CUDA device's total, or this machine's
-    available RAM (MemAvailable)."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here; give --memory to plan for it")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        return torch.cuda.get_device_properties(index).total_memory
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise UserError("could not read MemAvailable from /proc/meminfo; give --memory")
 
 
 def format_bytes(n: float) -> str:
@@ -131,6 +116,8 @@ def check_audit_plan(pairs: list[str], config, *, registry: str | None, alphas: 
     """The audit's planner check, before anything loads: every stage of every pair at the run's own
     batch sizes (`config`: the AuditConfig) must fit the device's memory (or `memory`). Returns one
     line for the log; a stage that cannot fit is a UserError naming it."""
+    from harness.plan.estimate import available_memory
+
     budget = parse_bytes(memory) if memory else available_memory(config.device)
     flops, bandwidth = default_speed(config.device)
     plans = plan_pairs(pairs, registry=registry, device=config.device, dtype=config.dtype, memory=budget,
@@ -158,6 +145,8 @@ def run(args) -> int:
     if not args.pairs:
         raise UserError("--pairs: give at least one pair name, comma separated")
     dtype = args.dtype or default_dtype(args.device)
+    from harness.plan.estimate import available_memory
+
     memory = parse_bytes(args.memory) if args.memory else available_memory(args.device)
     flops, bandwidth = default_speed(args.device)
     flops = args.tflops * 1e12 if args.tflops else flops

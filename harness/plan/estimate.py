@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness.circuit.ablation import DEFAULT_CHUNK
+from harness.errors import UserError
 from harness.plan.shapes import ModelShape
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -74,6 +75,7 @@ class StageEstimate:
     detail: str = ""
     parts: dict[str, int] = field(default_factory=dict)
     largest_fitting: int = 0     # the largest batch (or chunk) that fits; 0: none does
+    segments: int = 1            # EAP: activation-checkpointing segments the stage is planned with
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,29 @@ def eap_activation_bytes_per_token(shape: ModelShape, dtype: str) -> int:
             + norm_inputs * shape.hidden * FLOAT32)
 
 
-def eap_peak(shape: ModelShape, w: Workload, alpha: float, batch: int) -> dict[str, int]:
+def longest_segment(n_layers: int, segments: int) -> int:
+    """Layers in the longest of `segments` runs (harness.circuit.eap.segment_starts)."""
+    from harness.circuit.eap import segment_starts
+
+    starts = segment_starts(n_layers, segments) + [n_layers]
+    return max(b - a for a, b in zip(starts, starts[1:]))
+
+
+def eap_peak(shape: ModelShape, w: Workload, alpha: float, batch: int, segments: int = 1) -> dict[str, int]:
     s = DTYPE_BYTES[w.dtype]
     t, span = w.eap_tokens(alpha), w.t_cut(alpha)
     n_src, n_dst = 2 * shape.n_layers + 1, 4 * shape.n_layers + 1
     logits_bytes = s + 3 * FLOAT32 if s < FLOAT32 else 3 * FLOAT32
+    held = longest_segment(shape.n_layers, segments)
+    # plain EAP keeps every source's output (RunState.live, model dtype); checkpointed EAP keeps none, and
+    # its peak falls in the last segment's backward, where the head holds one more span x vocab tensor
+    extra = ({"source_outputs": batch * n_src * t * shape.hidden * s} if segments == 1 else
+             {"segment_starts": batch * t * shape.hidden * s * (segments + 1),
+              "head_backward": batch * span * shape.vocab * FLOAT32})
     return {"weights": w.models * weight_bytes(shape, w.dtype),
-            "saved_activations": batch * t * (shape.n_layers * eap_activation_bytes_per_token(shape, w.dtype)
+            "saved_activations": batch * t * (held * eap_activation_bytes_per_token(shape, w.dtype)
                                               + shape.hidden * FLOAT32),
+            **extra,
             "source_deltas": batch * n_src * t * shape.hidden * FLOAT32,
             "scores": batch * n_src * n_dst * FLOAT32,
             "head": batch * span * shape.vocab * logits_bytes,
@@ -185,11 +202,26 @@ def _estimate(stage: str, peak_of, budget: int, upper: int, batch_name: str, flo
                          detail=detail, parts=parts, largest_fitting=batch)
 
 
+def choose_segments(shape: ModelShape, w: Workload, alpha: float, budget: int, batch: int | None = None) -> int:
+    """The cheapest EAP checkpointing that fits `budget` at `batch` (None: at batch 1): none (1) when it
+    fits, else the segment count with the smallest peak (every count > 1 costs the same one extra
+    forward). 1 when nothing fits either way (the stage then reports its misfit)."""
+    def peak(segments: int) -> int:
+        return sum(eap_peak(shape, w, alpha, batch or 1, segments).values())
+
+    if peak(1) <= budget:
+        return 1
+    best = min(range(2, shape.n_layers + 1), key=peak, default=1)
+    return best if peak(best) <= budget else 1
+
+
 def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
               generation_batch: int | None = None, eap_batch: int | None = None,
-              chunk: int | None = None, fidelity_alpha: float | None = None) -> list[StageEstimate]:
+              chunk: int | None = None, fidelity_alpha: float | None = None,
+              eap_segments: int | None = None) -> list[StageEstimate]:
     """Every stage of one pair's audit under a memory budget (bytes). A batch left None is chosen
     (the largest that fits, up to the question count or DEFAULT_CHUNK variants); a given one is checked.
+    EAP's checkpointing segments left None are chosen per alpha (`choose_segments`); given, checked.
     Fidelity is planned at `fidelity_alpha` (default: the largest α, the worst case)."""
     s = DTYPE_BYTES[w.dtype]
     stages: list[StageEstimate] = []
@@ -222,11 +254,18 @@ def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
             one = 2 * forward_flops(shape, t, w.t_cut(alpha)) + hooks   # forward + activation backward
             return w.models * w.questions * one
 
-        eap_of = (lambda b, a=alpha: eap_peak(shape, w, a, b))
-        eap_seconds = (lambda b, f=eap_flops: f(b) / speed.flops_per_s)
-        stages.append(_pinned(_estimate(f"eap α={alpha:g}", eap_of, budget, w.questions, "batch", eap_flops,
-                                        eap_seconds, f"T_cut {w.t_cut(alpha)}, {t} tokens per sample"),
-                              eap_batch, eap_of, eap_flops, eap_seconds, budget))
+        segments = eap_segments or choose_segments(shape, w, alpha, budget, eap_batch)
+        eap_of = (lambda b, a=alpha, n=segments: eap_peak(shape, w, a, b, n))
+        recompute = (lambda b, t=t, alpha=alpha, n=segments:
+                     w.models * w.questions * forward_flops(shape, t, 1) if n > 1 else 0.0)
+        checkpointed = (lambda b, f=eap_flops, r=recompute: f(b) + r(b))
+        eap_seconds = (lambda b, f=checkpointed: f(b) / speed.flops_per_s)
+        detail = f"T_cut {w.t_cut(alpha)}, {t} tokens per sample" + (
+            f", checkpointed over {segments} segments" if segments > 1 else "")
+        estimate = _pinned(_estimate(f"eap α={alpha:g}", eap_of, budget, w.questions, "batch", checkpointed,
+                                     eap_seconds, detail), eap_batch, eap_of, checkpointed, eap_seconds, budget)
+        estimate.segments = segments
+        stages.append(estimate)
 
     alpha = fidelity_alpha or max(w.alphas)
     t = w.eap_tokens(alpha)
@@ -255,3 +294,29 @@ def _pinned(estimate: StageEstimate, given: int | None, peak_of, flops_of, secon
     peak = sum(parts.values())
     return StageEstimate(estimate.stage, peak, given, estimate.batch_name, flops_of(given), seconds_of(given),
                          peak <= budget, estimate.detail, parts, estimate.largest_fitting)
+
+
+def available_memory(device: str) -> int:
+    """The device's memory when --memory is not given: a CUDA device's total, or this machine's
+    available RAM (MemAvailable)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available here; give --memory to plan for it")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return torch.cuda.get_device_properties(index).total_memory
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise UserError("could not read MemAvailable from /proc/meminfo; give --memory")
+
+
+def planned_segments(shape: ModelShape, rows: list[dict], dtype: str, batch: int, models: int, budget: int) -> int:
+    """`choose_segments` for one EAP stage of the audit: its rows' longest prompt and target."""
+    prompt = max(len(r["prompt_ids"]) for r in rows)
+    answer = max(len(r["target_ids"]) for r in rows)
+    w = Workload(questions=len(rows), alphas=(1.0,), prompt_tokens=prompt, answer_tokens=answer,
+                 max_new_tokens=answer, fidelity_samples=1, fidelity_edges=1, dtype=dtype, models=models)
+    return choose_segments(shape, w, 1.0, budget, batch)

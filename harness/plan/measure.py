@@ -61,7 +61,7 @@ def random_model(config: dict, dtype: str, device: str) -> torch.nn.Module:
     return model
 
 
-def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, batch: int) -> None:
+def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, batch: int, segments: int = 1) -> None:
     """Run one stage of the harness's own code on token ids 1..vocab−1 (the content does not matter
     for memory; lengths do)."""
     vocab = model.config.vocab_size
@@ -85,7 +85,7 @@ def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, bat
 
         # eap-full-head: the same loss through the general path, head and log-softmax at every position
         loss = target_nll if stage == "eap" else (lambda logits, b: target_nll(logits, b))
-        run_eap(model, samples, batch_size=batch, progress=False, loss_fn=loss)
+        run_eap(model, samples, batch_size=batch, progress=False, loss_fn=loss, segments=segments)
     elif stage == "backward":       # a frozen-weight forward + backward, no attribution: the floor
         from harness.circuit.batches import Positions, last_positions, make_batch, target_nll, target_span
 
@@ -121,11 +121,12 @@ def stage_workload(*, dtype: str = "float32", alpha: float = 0.5, prompt_tokens:
 def predicted_peak(config: dict, stage: str, **options) -> int:
     """What the planner predicts for the measurement `measured_peak(config, stage, **options)` makes."""
     shape = ModelShape.from_config(config, "measured model")
+    segments = options.pop("segments", 1)
     w = stage_workload(**options)
     alpha, batch = w.alphas[0], w.questions
     parts = {"load": lambda: {"weights": weight_bytes(shape, w.dtype)},
              "generation": lambda: generation_peak(shape, w, batch),
-             "eap": lambda: eap_peak(shape, w, alpha, batch),
+             "eap": lambda: eap_peak(shape, w, alpha, batch, segments),
              "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
     return sum(parts.values())
 
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--fidelity-edges", type=int, default=16)
     p.add_argument("--batch", type=int, default=1, help="generation/EAP batch, or fidelity chunk")
+    p.add_argument("--segments", type=int, default=1, help="EAP's activation-checkpointing segments")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     w = stage_workload(dtype=args.dtype, alpha=args.alpha, prompt_tokens=args.prompt_tokens,
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reset_peak()
     if args.stage != "load":
-        run_stage(model, args.stage, w, args.alpha, args.batch)
+        run_stage(model, args.stage, w, args.alpha, args.batch, args.segments)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_resident_bytes() - runtime
     json.dump({"peak_bytes": peak, "parameters": sum(t.numel() for t in model.parameters()),
                "stage": args.stage, "dtype": args.dtype, "device": args.device}, sys.stdout)
