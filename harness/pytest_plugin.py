@@ -582,10 +582,13 @@ PROGRESS_KEY = pytest.StashKey["WorkerProgress | None"]()
 def audit(pytestconfig: pytest.Config) -> AuditPipeline:
     """The session's pipeline: the run's one config, stages cached on disk and in memory."""
     from harness.audit.stages import AuditPipeline
+    from harness.plan.estimate import segment_planner
 
-    pipeline = AuditPipeline(pytestconfig.stash[SESSION_KEY].options.config, pytestconfig.getoption("registry"),
+    config = pytestconfig.stash[SESSION_KEY].options.config
+    pipeline = AuditPipeline(config, pytestconfig.getoption("registry"),
                              progress=pytestconfig.getoption("capture") == "no",
-                             log=terminal_line_writer(pytestconfig))
+                             log=terminal_line_writer(pytestconfig),
+                             plan_segments=segment_planner(config.dtype, config.eap_batch_size, config.device))
     pytestconfig.stash[PIPELINE_KEY] = pipeline
     return pipeline
 

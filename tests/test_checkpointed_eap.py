@@ -87,12 +87,15 @@ def test_the_audit_stage_runs_the_segments_it_is_given():
 
     from harness.audit.config import AuditConfig
     from harness.audit.stages import AuditPipeline
+    from harness.plan.estimate import segment_planner
 
     model = tiny_model("llama", n_layers=4, dtype=torch.float32)
     rows = [{"id": "a", "prompt_ids": [1, 2, 3], "target_ids": [4, 5]}]
-    fixed = SimpleNamespace(config=AuditConfig(eap_segments=3))
-    assert AuditPipeline.eap_segments(fixed, model, rows) == 3
-    planned = SimpleNamespace(config=AuditConfig())
-    assert AuditPipeline.eap_segments(planned, model, rows) == 1      # a tiny model fits this machine unchecked
+    fixed = SimpleNamespace(config=AuditConfig(eap_segments=3), plan_segments=lambda m, r: 2)
+    assert AuditPipeline.eap_segments(fixed, model, rows) == 3         # a fixed count wins
+    planned = SimpleNamespace(config=AuditConfig(), plan_segments=lambda m, r: 2)
+    assert AuditPipeline.eap_segments(planned, model, rows) == 2       # 0: the runner's planner decides
+    assert AuditPipeline.eap_segments(SimpleNamespace(config=AuditConfig(), plan_segments=None), model, rows) == 1
+    assert segment_planner("float32", 1, "cpu")(model, rows) == 1     # a tiny model fits this machine unchecked
     with pytest.raises(UserError, match="eap_segments must be 0"):
         AuditConfig(eap_segments=-1)

@@ -111,8 +111,10 @@ class AuditPipeline:
     """
 
     def __init__(self, config: AuditConfig, registry: str | Path | None = None, *, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 plan_segments: Callable[[object, list[dict]], int] | None = None) -> None:
         self.config = config
+        self.plan_segments = plan_segments
         self.progress = progress
         self.log = StageLog(log)
         self.ledger = Ledger()
@@ -255,17 +257,11 @@ class AuditPipeline:
         return key, self._scores[key]
 
     def eap_segments(self, model, rows: list[dict]) -> int:
-        """`eap_segments`, or with 0 the planner's choice for these rows on this device's memory
-        (harness.plan.estimate.planned_segments: 1 wherever plain EAP fits)."""
+        """`eap_segments`, or with 0 the `plan_segments` the pipeline was given (the runner's planner,
+        harness.plan.estimate.segment_planner: 1 wherever plain EAP fits the device), else 1."""
         if self.config.eap_segments:
             return self.config.eap_segments
-        from harness.audit.session import resident_models
-        from harness.plan.estimate import available_memory, planned_segments
-        from harness.plan.shapes import ModelShape
-
-        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
-        return planned_segments(shape, rows, self.config.dtype, self.config.eap_batch_size,
-                                resident_models(self.config.device), available_memory(self.config.device))
+        return self.plan_segments(model, rows) if self.plan_segments is not None else 1
 
     def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""

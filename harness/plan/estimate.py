@@ -320,3 +320,17 @@ def planned_segments(shape: ModelShape, rows: list[dict], dtype: str, batch: int
     w = Workload(questions=len(rows), alphas=(1.0,), prompt_tokens=prompt, answer_tokens=answer,
                  max_new_tokens=answer, fidelity_samples=1, fidelity_edges=1, dtype=dtype, models=models)
     return choose_segments(shape, w, 1.0, budget, batch)
+
+
+def segment_planner(dtype: str, batch: int, device: str):
+    """The audit's choice of EAP segments per stage: (model, rows) -> `planned_segments` on this
+    device's memory, with the models a session keeps resident there."""
+    from harness.audit.session import resident_models
+
+    budget, models = available_memory(device), resident_models(device)
+
+    def plan(model, rows: list[dict]) -> int:
+        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
+        return planned_segments(shape, rows, dtype, batch, models, budget)
+
+    return plan
