@@ -24,7 +24,8 @@ def audit_command(folder: Path, run_id: str) -> list[str]:
     return [sys.executable, "-m", "harness", "audit", "--registry", str(folder / "pairs.toml"),
             "--pairs", "tiny-rl,tiny-pref", "--datasets", str(folder / "sums.jsonl"), "--questions",
             str(tiny_pairs.QUESTIONS), "--alphas", "0.3,1.0", "--fidelity-edges", "12", "--set", "grader=lenient",
-            "--set", "fidelity_threshold=0", "--threads", "1", "--no-progress", "--reports-dir",
+            "--set", "fidelity_threshold=0", "--set", "behaviour_ks=1,2,4,8", "--threads", "1", "--no-progress",
+            "--reports-dir",
             str(folder / "reports"), "--run-id", run_id]
 
 
