@@ -270,10 +270,7 @@ def intervention_curve_png(curve: list[dict], part: str, title: str) -> bytes:
     ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def edges_behaviour_scatter(rows: Sequence[dict]) -> bytes:
@@ -293,7 +290,4 @@ def edges_behaviour_scatter(rows: Sequence[dict]) -> bytes:
     ax.set(xlabel="chosen edges' share of the intensity change", ylabel="share of the behaviour gap moved")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(fig)

@@ -194,3 +194,4 @@ def finite(x: Any) -> float | None:
 def funnel_of(err: SelectionError) -> list[dict]:
     """The sample counts after each selection stage of a selection that kept no question."""
     return funnel_rows(err.funnel)
+

@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 from harness.analysis.stats.config import StatsConfig
 from harness.analysis.stats.multiplicity import benjamini_hochberg
 from harness.audit.claims import ClaimSpec, rule_function
-from harness.audit.claims.common import FamilyContext, GridCell, cell_id, finite
+from harness.audit.claims.common import FamilyContext, GridCell, cell_id, finite, funnel_of
 from harness.audit.records import Records
 from harness.audit.verdicts import CORRECTION, CellResult, Decision, Margin, Verdict, family_verdicts
+from harness.data.selection import SelectionError
 from harness.files import content_key
 
 
@@ -149,3 +150,17 @@ def judge_claim(claim: ClaimSpec, records: Records, grid: list[GridCell], contex
                 ) -> dict[GridCell, CellResult]:
     """The claim's family on `grid`: its rule measures every cell from `records`, then `judge_family`."""
     return judge_family(claim, rule_function(claim)(claim, records, grid, context), records.config.stats)
+
+
+def measured_cell(records, g: GridCell, text: str, what: str):
+    """The cell's data at the alpha its fidelity was measured at, or the skipped Outcome saying why not:
+    a selection that kept no question, or a cell at another alpha (`what`: the reason, a format string
+    that may name {measured_at}, the alpha measured)."""
+    cell = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
+    if isinstance(cell, SelectionError):
+        return Outcome(g, text, skipped="selection left no sample",
+                       fields={"funnel": funnel_of(cell), "provenance": {"audit_config": records.config.as_dict()}})
+    if cell.measured_at != cell.alpha:
+        return Outcome(g, text, skipped="not measured at this alpha: " + what.format(measured_at=cell.measured_at),
+                       fields={"funnel": cell.funnel, "provenance": cell.provenance})
+    return cell

@@ -32,14 +32,12 @@ from harness.audit.claims.common import (
     change_fidelity,
     fidelity_extra,
     finite,
-    funnel_of,
 )
-from harness.audit.claims.family import Outcome
+from harness.audit.claims.family import Outcome, measured_cell
 from harness.audit.claims.robust import sample_text
 from harness.audit.config import AuditConfig
 from harness.audit.records import CellData, Records
 from harness.audit.verdicts import Decision, Verdict
-from harness.data.selection import SelectionError
 
 
 def rule_text(cfg: AuditConfig) -> str:
@@ -95,16 +93,11 @@ def rule(claim: ClaimSpec, records: Records, grid: list[GridCell], context: Fami
     text = rule_text(config)
     out = []
     for g in grid:
-        cell = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
-        if isinstance(cell, SelectionError):
-            out.append(Outcome(g, text, skipped="selection left no sample",
-                               fields={"funnel": funnel_of(cell), "provenance": {"audit_config": config.as_dict()}}))
-            continue
-        if cell.measured_at != cell.alpha:
-            out.append(Outcome(g, text, skipped=f"not measured at this alpha: fidelity_alpha = {cell.measured_at:g} "
-                               "measures fidelity and the causal check there only, and a validity measured at one "
-                               "alpha is not copied to another (fidelity_alpha=none measures every alpha)",
-                               fields={"funnel": cell.funnel, "provenance": cell.provenance}))
+        cell = measured_cell(records, g, text, "fidelity_alpha = {measured_at:g} measures fidelity and the causal "
+                             "check there only, and a validity measured at one alpha is not copied to another "
+                             "(fidelity_alpha=none measures every alpha)")
+        if isinstance(cell, Outcome):
+            out.append(cell)
             continue
         measured = cell
         causal = records.causal(measured, "post")

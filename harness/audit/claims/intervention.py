@@ -24,11 +24,10 @@ from scipy.stats import bootstrap
 
 from harness.analysis.stats.paired import paired_test
 from harness.audit.claims import ClaimSpec
-from harness.audit.claims.common import FamilyContext, GridCell, finite, funnel_of
-from harness.audit.claims.family import Outcome
+from harness.audit.claims.common import FamilyContext, GridCell, finite
+from harness.audit.claims.family import Outcome, measured_cell
 from harness.audit.config import AuditConfig
 from harness.audit.verdicts import Verdict
-from harness.data.selection import SelectionError
 
 PART = {"restores": "restore", "installs": "install", "necessary": "necessity"}
 GATE = {"restore": "restore", "install": "install", "necessity": "restore"}
@@ -119,15 +118,10 @@ def rule(claim: ClaimSpec, records, grid: list[GridCell], context: FamilyContext
     text = rule_text(claim.direction, config)
     out = []
     for g in grid:
-        cell = records.cell(g.pair, g.dataset, g.alpha, g.token_mode)
-        if isinstance(cell, SelectionError):
-            out.append(Outcome(g, text, skipped="selection left no sample",
-                               fields={"funnel": funnel_of(cell), "provenance": {"audit_config": config.as_dict()}}))
-            continue
-        if cell.measured_at != cell.alpha:
-            out.append(Outcome(g, text, skipped=f"not measured at this alpha: the interventions run where fidelity "
-                               f"does (fidelity_alpha = {cell.measured_at:g})",
-                               fields={"funnel": cell.funnel, "provenance": cell.provenance}))
+        cell = measured_cell(records, g, text, "the interventions run where fidelity does "
+                             "(fidelity_alpha = {measured_at:g})")
+        if isinstance(cell, Outcome):
+            out.append(cell)
             continue
         curves = records.interventions(cell)
         part = curves[part_name]
