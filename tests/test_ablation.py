@@ -250,7 +250,7 @@ def test_sink_restarts_from_the_recorded_residual():
 
 
 def test_bf16_ablation_upcasts_to_float32_and_matches_a_float64_reference():
-    """bf16 weights: the fast path on a float32 copy agrees with the naive path on a float64 copy
+    """bf16 weights: the fast path in float32 (a layer at a time) agrees with the naive path on a float64 copy
     of the same weights to 1e-4 of the largest |delta| (sink edges included); ablating in bf16
     (no upcast, the former behaviour) misses that tolerance by orders of magnitude."""
     import copy
@@ -341,3 +341,78 @@ def test_topk_against_exact_reads_the_pool_and_can_fail():
     assert closed_share(asdict(upside_down)) < 0
     with pytest.raises(ValueError, match=f"half of the {len(pool)} pool edges"):
         topk_against_exact(model, SAMPLES, graph, pool, deltas, deltas, ks=[len(pool) // 2 + 1], progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chunked_ablation_equals_the_unchunked_one(family, monkeypatch):
+    """The target span's losses taken 1 or 3 positions at a time equal those over the whole span: bit
+    for bit on a float64 model, and within 4 float32 ulps of the loss on a float32 one (the head's
+    matmul rounds differently for fewer rows). No head call sees more positions than the chunk."""
+    edges = _all_edges(build_graph(2))
+    mask = build_graph(2).mask()
+    widths = []
+    head = InstrumentedModel.head
+    monkeypatch.setattr(InstrumentedModel, "head", lambda im, normed: widths.append(normed.shape[1]) or head(im, normed))
+    for dtype in (torch.float64, torch.float32):
+        model = tiny_model(family, dtype=dtype)
+        whole = ablate_edges(model, SAMPLES, edges, progress=False, logit_chunk=10 ** 6)
+        assert max(widths) > 3
+        for chunk in (1, 3):
+            widths.clear()
+            chunked = ablate_edges(model, SAMPLES, edges, progress=False, logit_chunk=chunk)
+            assert max(widths) == chunk
+            if dtype is torch.float64:
+                assert torch.equal(chunked.delta[:, mask], whole.delta[:, mask])
+                assert torch.equal(chunked.clean_loss, whole.clean_loss)
+            else:
+                ulp = 4 * torch.finfo(torch.float32).eps * float(whole.clean_loss.abs().max())
+                assert float((chunked.delta[:, mask] - whole.delta[:, mask]).abs().max()) <= 2 * ulp
+                assert float((chunked.clean_loss - whole.clean_loss).abs().max()) <= ulp
+
+
+def test_a_bad_logit_chunk_is_refused():
+    with pytest.raises(UserError, match="logit_chunk must be a positive number"):
+        ablate_edges(tiny_model("llama"), SAMPLES[:1], [(0, 1)], progress=False, logit_chunk=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_by_layer_upcast_equals_a_float32_copy(family):
+    """bf16 weights ablated in float32 one unit at a time give the float32 copy's deltas bit for bit,
+    never hold a float32 copy of more than one unit, and leave every parameter in bf16."""
+    import copy
+
+    model = tiny_model(family, dtype=torch.bfloat16)
+    edges = _all_edges(build_graph(2))
+    mask = build_graph(2).mask()
+    layerwise = ablate_edges(model, SAMPLES, edges, progress=False)
+    copied = ablate_edges(copy.deepcopy(model).float(), SAMPLES, edges, progress=False)
+    assert layerwise.dtype == "float32"
+    assert torch.equal(layerwise.delta[:, mask], copied.delta[:, mask])
+    assert torch.equal(layerwise.clean_loss, copied.clean_loss)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+    float32_at_once = []
+
+    def count(*_):
+        float32_at_once.append(sum(p.numel() for p in model.parameters() if p.dtype == torch.float32))
+
+    layers = model.transformer.h if family == "gpt2" else model.model.layers
+    hooks = [m.register_forward_hook(count) for m in layers[0].modules()]
+    ablate_edges(model, SAMPLES[:1], edges[:3], progress=False)
+    for h in hooks:
+        h.remove()
+    largest_unit = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
+    assert 0 < max(float32_at_once) <= largest_unit
+
+
+def test_upcast_restores_the_dtypes_after_an_error():
+    model = tiny_model("llama", dtype=torch.bfloat16)
+
+    def fail(*_):
+        raise RuntimeError("planted failure inside layer 1")
+
+    handle = model.model.layers[1].mlp.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        ablate_edges(model, SAMPLES[:1], [(0, 1)], progress=False)
+    handle.remove()
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())

@@ -3,19 +3,21 @@
 Ablated values z̃: `zero` (the paper's), `mean` (each source's mean over the dataset, per position
 or over all tokens), `patch` (the source's value on a corrupted input of the same length).
 
-Fast path: one clean batch-1 run records each layer's inputs (and the sink's residual); the edges
-whose destination sits in layer l are then stacked along the batch dimension (variant 0 an
-all-zero-mask control, then one variant per edge) and only layers l…L−1 run again; each delta is
-its variant's loss minus the control's. The naive path (one full forward per edge) is kept as the
-reference. A float16/bfloat16 model is ablated on a float32 copy (`upcast`).
+Fast path: one clean batch-1 run records each layer's inputs, the sources and the sink's residual;
+the edges whose destination sits in layer l are then stacked along the batch dimension (variant 0
+an all-zero-mask control, then one variant per edge) and only layers l…L−1 run again; each delta
+is its variant's loss minus the control's. The naive path (one full forward per edge) is kept as
+the reference. With the target-NLL loss, the head and log-softmax run over the target span only,
+`logit_chunk` positions at a time, so no [variants, T, vocab] tensor exists. A float16/bfloat16
+model is ablated in float32 (`upcast`), one layer at a time (`compute_in_float32`).
 """
 
 from __future__ import annotations
 
-import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -28,13 +30,15 @@ from harness.circuit.batches import (
     last_positions,
     make_batch,
     target_nll,
+    token_nll,
     validate_samples,
 )
 from harness.circuit.graph import Graph
-from harness.circuit.intervention import InstrumentedModel, RunState
+from harness.circuit.intervention import InstrumentedModel, RunState, family_of
 from harness.errors import UserError
 
-DEFAULT_CHUNK = 32   # stacked variants per restarted run (python -m harness plan bounds its memory)
+DEFAULT_CHUNK = 32          # stacked variants per restarted run (python -m harness plan bounds its memory)
+DEFAULT_LOGIT_CHUNK = 1024  # target positions whose logits exist at once (the loss is the same at any)
 
 Edge = tuple[int, int]   # (source index u, destination index v)
 
@@ -179,19 +183,38 @@ class CleanRun:
     span: slice
 
 
+def _positions(batch: Batch, span: slice, k: int = 1) -> Batch:
+    """The batch at positions `span`, its rows repeated to k (views, no copy)."""
+    return Batch(*(getattr(batch, f)[:, span].expand(k, -1) for f in
+                   ("input_ids", "attention_mask", "targets", "target_mask", "position_mask")))
+
+
+def chunked_target_nll(im: InstrumentedModel, normed: torch.Tensor, batch: Batch, chunk: int) -> torch.Tensor:
+    """`target_nll` of the head on final-normed residuals [k, s, h] (batch: the same s positions), the
+    head and log-softmax applied to `chunk` positions at a time: float32 [k]. Each position's NLL is
+    the unchunked one; only [k, chunk, vocab] logits exist at once."""
+    if chunk < 1:
+        raise UserError(f"logit_chunk must be a positive number of positions, not {chunk}")
+    per_position = torch.cat([token_nll(im.head(normed[:, i : i + chunk]), batch.targets[:, i : i + chunk],
+                                        batch.target_mask[:, i : i + chunk])
+                              for i in range(0, normed.shape[1], chunk)], dim=1)
+    return (per_position.sum(-1) / batch.target_mask.sum(-1)).float()
+
+
 def record_clean(im: InstrumentedModel, batch: Batch, ablated: torch.Tensor | None = None,
-                 loss_fn: LossFn = target_nll) -> CleanRun:
-    """One clean batch-1 run with every layer call and destination input recorded."""
+                 loss_fn: LossFn = target_nll, logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> CleanRun:
+    """One clean batch-1 run with every layer call, every source and the sink's input recorded (the
+    other destinations' inputs are not: no restart reads them)."""
     if batch.input_ids.shape[0] != 1:
         raise ValueError("the fast path takes a batch of one sample")
     span = slice(None)
-    with torch.no_grad(), im.run_state(RunState(ablated=ablated, record=True)) as state:
+    state = RunState(ablated=ablated, record=True, record_dests=frozenset({im.graph.n_dst - 1}))
+    with torch.no_grad(), im.run_state(state):
         if loss_fn is target_nll:               # the head and log-softmax over the target span only
             predicting = batch.target_mask[0].nonzero()[:, 0]
             span = slice(int(predicting[0]), int(predicting[-1]) + 1)
-            keep = batch.input_ids.shape[1] - span.start
-            loss = target_nll(im.logits(batch.input_ids, batch.attention_mask, keep_last=keep),
-                              last_positions(batch, keep)).float()
+            normed = im.final_normed(batch.input_ids, batch.attention_mask)[:, span]
+            loss = chunked_target_nll(im, normed, _positions(batch, span), logit_chunk)
         else:
             loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
     return CleanRun(loss, state, span)
@@ -200,34 +223,37 @@ def record_clean(im: InstrumentedModel, batch: Batch, ablated: torch.Tensor | No
 def stacked_variant_losses(im: InstrumentedModel, batch: Batch, clean: CleanRun, layer: int,
                            masks: torch.Tensor, ablated: torch.Tensor | None = None,
                            loss_fn: LossFn = target_nll,
-                           ablate_positions: torch.Tensor | None = None) -> torch.Tensor:
+                           ablate_positions: torch.Tensor | None = None,
+                           logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> torch.Tensor:
     """Losses of k stacked variants (masks [k, n_src, n_dst], only edges into destinations of
     `layer` set; layer = n_layers for the sink), restarted at that layer from the clean run's
-    recorded residual: float32 [k]. Variants with an all-zero mask are controls."""
+    recorded residual: float32 [k]. Variants with an all-zero mask are controls. The restart keeps
+    no source computed after the layer's attention (no mask reads one)."""
     graph = im.graph
     k = masks.shape[0]
     n_upstream = 1 + 2 * layer                    # sources computed before this layer runs
     live = clean.state.live
     state = RunState(ablated=ablated, edge_mask=masks, ablate_positions=ablate_positions,
-                     live={u: live[u] for u in range(n_upstream)})   # batch 1, shared
+                     live={u: live[u] for u in range(n_upstream)},   # batch 1, shared
+                     live_below=n_upstream + 1)                       # + this layer's attention (read by its MLP)
     span = clean.span
-    expanded = Batch(*(t[:, span].expand(k, -1) for t in (
-        batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask, batch.position_mask)))
+    expanded = _positions(batch, span, k)
     if layer < graph.n_layers:
         hidden = clean.state.layer_calls[layer][0][0]
     else:                                         # sink: the recorded residual, not a re-sum of sources
         hidden = clean.state.recorded_inputs[graph.n_dst - 1]
     with torch.no_grad(), im.run_state(state):
-        logits = im.logits_from_layer(layer, hidden.expand(k, *hidden.shape[1:]),
-                                      clean.state.layer_calls, span)
-        return loss_fn(logits, expanded).float()
+        normed = im.normed_from_layer(layer, hidden.expand(k, *hidden.shape[1:]), clean.state.layer_calls, span)
+        if loss_fn is target_nll:
+            return chunked_target_nll(im, normed, expanded, logit_chunk)
+        return loss_fn(im.head(normed), expanded).float()
 
 
 def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
                      ablated: torch.Tensor | None = None, loss_fn: LossFn = target_nll,
                      chunk: int = DEFAULT_CHUNK, *, control: bool = True,
                      ablate_positions: torch.Tensor | None = None,
-                     clean: CleanRun | None = None) -> torch.Tensor:
+                     clean: CleanRun | None = None, logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> torch.Tensor:
     """Stacked variants restarted at the destination's layer. batch of one → float32 [k] deltas.
 
     control (default): variant 0 of every stacked run has an all-zero mask and each edge's delta
@@ -237,7 +263,7 @@ def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
     """
     graph = im.graph
     dtype = next(im.model.parameters()).dtype
-    clean = clean or record_clean(im, batch, ablated, loss_fn)
+    clean = clean or record_clean(im, batch, ablated, loss_fn, logit_chunk)
     device = batch.input_ids.device
     deltas = torch.empty(len(edges), dtype=torch.float32)
     by_layer: dict[int, list[int]] = {}
@@ -249,21 +275,55 @@ def fast_edge_deltas(im: InstrumentedModel, batch: Batch, edges: Sequence[Edge],
             masks = one_hot_masks(graph, [edges[i] for i in part], dtype, device)
             if control:
                 masks = torch.cat([torch.zeros_like(masks[:1]), masks])
-            losses = stacked_variant_losses(im, batch, clean, layer, masks, ablated, loss_fn, ablate_positions)
+            losses = stacked_variant_losses(im, batch, clean, layer, masks, ablated, loss_fn, ablate_positions,
+                                            logit_chunk)
             reference = losses[0] if control else clean.loss[0]
             deltas[part] = (losses[int(control):] - reference).cpu()
     return deltas
 
 
-def compute_model(model: torch.nn.Module, upcast: bool = True) -> torch.nn.Module:
-    """The model exact ablation runs on: a float32 copy of a float16/bfloat16 model when `upcast`
-    (per-edge deltas of ~1e-3 nats sit at bf16's forward-noise level), else the model itself."""
+def _units(model: torch.nn.Module) -> list[tuple[torch.nn.Module, bool]]:
+    """What `compute_in_float32` casts at once: each decoder layer (with everything in it) and each
+    other module that holds parameters of its own (embeddings, final norm, head). (module, recurse)."""
+    layers = list(family_of(model).layers(model))
+    inside = {id(m) for layer in layers for m in layer.modules()}
+    others = [m for m in model.modules()
+              if id(m) not in inside and any(True for _ in m.parameters(recurse=False))]
+    return [(layer, True) for layer in layers] + [(m, False) for m in others]
+
+
+@contextmanager
+def compute_in_float32(model: torch.nn.Module, upcast: bool = True) -> Iterator[torch.dtype]:
+    """Run a float16/bfloat16 model in float32 (per-edge deltas of ~1e-3 nats sit at bf16's
+    forward-noise level) without a float32 copy of it: each unit's parameters (`_units`) are cast to
+    float32 as the unit is entered and back as it is left, so one unit's float32 weights exist at a
+    time. Casting bf16 → float32 is exact, so every operation sees the values a float32 copy would.
+    Yields the dtype the ablation computes in; on leaving (also after an error) every parameter has its
+    own dtype again. A float32/float64 model, or upcast=False, runs as it is."""
     dtype = next(model.parameters()).dtype
     if not upcast or dtype in (torch.float32, torch.float64):
-        return model
-    work = copy.deepcopy(model).float()
-    work.requires_grad_(False)
-    return work.eval()
+        yield dtype
+        return
+    own = {p: p.dtype for p in model.parameters()}
+
+    def cast(module: torch.nn.Module, recurse: bool, to: torch.dtype | None) -> None:
+        for p in module.parameters(recurse=recurse):
+            p.data = p.data.to(to or own[p])
+
+    handles = []
+    for module, recurse in _units(model):
+        handles.append(module.register_forward_pre_hook(
+            lambda m, args, r=recurse: cast(m, r, torch.float32)))
+        handles.append(module.register_forward_hook(
+            lambda m, args, out, r=recurse: cast(m, r, None)))
+    try:
+        yield torch.float32
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p, original in own.items():
+            if p.dtype != original:
+                p.data = p.data.to(original)
 
 
 def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Sequence[Edge], *,
@@ -271,20 +331,21 @@ def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Seque
                  corrupted: Sequence[Sample] | None = None, mean_over: MeanOver | str = MeanOver.POSITIONS,
                  loss_fn: LossFn = target_nll, pad_id: int = 0, fast: bool = True,
                  chunk: int = DEFAULT_CHUNK, positions: Positions | str = Positions.ALL, upcast: bool = True,
-                 control: bool = True, progress: bool = True) -> AblationResult:
+                 control: bool = True, progress: bool = True,
+                 logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> AblationResult:
     """Exact L(edge removed) − L(clean) for each edge and sample, one edge at a time.
 
     positions: `all` removes the edge at every position; `targets` only at the positions whose
     logits predict a target token (x_v = residual − mask(t)·(z_u − z̃_u)), which is what EAP with
-    positions=targets estimates. upcast: run a float16/bfloat16 model as a float32 copy (the
-    EAP scores are not touched). control: see `fast_edge_deltas` (fast path only).
+    positions=targets estimates. upcast: run a float16/bfloat16 model in float32, a layer at a time
+    (`compute_in_float32`; the EAP scores are not touched). control: see `fast_edge_deltas` (fast path
+    only). logit_chunk: target positions whose logits exist at once (fast path, target-NLL loss).
     """
     kind = AblationKind(kind)
     positions = Positions(positions)
     validate_samples(samples, None)
     device = _device(model)
-    work = compute_model(model, upcast)
-    with InstrumentedModel(work, layout) as im:
+    with compute_in_float32(model, upcast) as dtype, InstrumentedModel(model, layout) as im:
         graph = im.graph
         mask = graph.mask()
         for u, v in edges:
@@ -304,16 +365,16 @@ def ablate_edges(model: torch.nn.Module, samples: Sequence[Sample], edges: Seque
             ablated = (patch_sources(im, corrupted[n], pad_id) if kind is AblationKind.PATCH
                        else _ablated_for(shared, sample.input_length))
             if fast:
-                clean = record_clean(im, batch, ablated, loss_fn)
+                clean = record_clean(im, batch, ablated, loss_fn, logit_chunk)
                 clean_loss[n] = clean.loss.cpu()[0]
                 values = fast_edge_deltas(im, batch, edges, ablated, loss_fn, chunk, control=control,
-                                          ablate_positions=where, clean=clean)
+                                          ablate_positions=where, clean=clean, logit_chunk=logit_chunk)
             else:
                 clean_loss[n] = _loss_for(im, batch, loss_fn, RunState()).cpu()[0]
                 values = naive_edge_deltas(im, batch, edges, ablated, loss_fn, where).cpu()
             for (u, v), value in zip(edges, values.tolist()):
                 delta[n, u, v] = value
-    dtype = str(next(work.parameters()).dtype).removeprefix("torch.")
     return AblationResult(delta=delta, clean_loss=clean_loss, ids=[s.id for s in samples],
-                          kind=kind, edges=list(edges), positions=positions.value, dtype=dtype,
+                          kind=kind, edges=list(edges), positions=positions.value,
+                          dtype=str(dtype).removeprefix("torch."),
                           control=bool(fast and control))

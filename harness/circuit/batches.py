@@ -60,13 +60,17 @@ class Batch:
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """NLL of each target token, 0 where none is predicted: [b, t, V] logits, [b, t] targets and
+    mask → [b, t], in float32 (float64 for float64 models)."""
+    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return -logprobs.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * target_mask
+
+
 def target_nll(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean NLL of each sample's target tokens (self-entropy on own tokens, or cross-entropy on
     reference tokens: Eq. 13). [b, t, V] → [b], computed in float32 (float64 for float64 models)."""
-    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    safe = batch.targets.clamp(min=0)
-    nll = -logprobs.gather(-1, safe[..., None])[..., 0] * batch.target_mask
-    return nll.sum(-1) / batch.target_mask.sum(-1)
+    return token_nll(logits, batch.targets, batch.target_mask).sum(-1) / batch.target_mask.sum(-1)
 
 
 def target_span(batch: Batch) -> int:

@@ -152,7 +152,7 @@ def checkpointed_scores(im: InstrumentedModel, batch: Batch, segments: int, loss
     device = batch.input_ids.device
     scores = torch.zeros(batch.input_ids.shape[0], graph.n_src, graph.n_dst, dtype=torch.float32, device=device)
     first = RunState(scores=scores, position_mask=batch.position_mask, ablated=ablated, keep_calls=frozenset(starts),
-                     keep_live=False)
+                     live_below=0)
     with torch.no_grad(), im.run_state(first):
         im.logits(batch.input_ids, batch.attention_mask, keep_last=1)
     calls = first.layer_calls
@@ -163,7 +163,7 @@ def checkpointed_scores(im: InstrumentedModel, batch: Batch, segments: int, loss
     for j in reversed(range(segments)):
         hidden = calls[starts[j]][0][0].detach().requires_grad_(True)
         state = RunState(scores=scores, position_mask=batch.position_mask, ablated=ablated, delta=first.delta,
-                         recompute=True, keep_live=False)
+                         recompute=True, live_below=0)
         with torch.enable_grad(), im.run_state(state):
             if j == segments - 1:
                 logits = im.logits_from_layer(starts[j], hidden, calls, slice(-span, None))

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from harness.circuit.ablation import DEFAULT_CHUNK, AblationKind, AblationResult, Edge, ablate_edges
+from harness.circuit.ablation import DEFAULT_CHUNK, DEFAULT_LOGIT_CHUNK, AblationKind, AblationResult, Edge, ablate_edges
 from harness.circuit.batches import LossFn, Sample, target_nll
 from harness.circuit.eap import EdgeScores
 from harness.circuit.graph import Graph
@@ -376,7 +376,7 @@ def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: E
                        sampling: str = "uniform", n_strata: int = 4,
                        threshold: float = DEFAULT_THRESHOLD, n_boot: int = 1000, level: float = 0.95,
                        loss_fn: LossFn = target_nll, upcast: bool = True, fast: bool = True,
-                       all_below: int = 400, chunk: int = DEFAULT_CHUNK,
+                       all_below: int = 400, chunk: int = DEFAULT_CHUNK, logit_chunk: int = DEFAULT_LOGIT_CHUNK,
                        importance: torch.Tensor | None = None) -> tuple[FidelityRecord, AblationResult]:
     """Sample edges (uniform by default, seeded; graphs of at most max(all_below, n_edges) edges
     whole), ablate them exactly (zero ablation, float32, at the EAP scores' own positions) and
@@ -388,7 +388,7 @@ def fidelity_for_model(model: torch.nn.Module, samples: Sequence[Sample], eap: E
                           n_strata=n_strata, all_below=all_below)
     result = ablate_edges(model, samples, chosen.edges, layout=eap.graph.layout.value, pad_id=pad_id,
                           positions=eap.positions, loss_fn=loss_fn, upcast=upcast, fast=fast,
-                          chunk=chunk, progress=progress)
+                          chunk=chunk, logit_chunk=logit_chunk, progress=progress)
     result = with_sample(result, chosen)
     return measure_fidelity(eap, result, threshold=threshold, n_boot=n_boot, level=level, seed=seed), result
 

@@ -102,14 +102,17 @@ class RunState:
     positions=targets estimates removing the edges at the target positions only; exact ablation
     matched to it passes the batch's target mask here.
     record: keep each destination's residual before the intervention (`recorded_inputs`, detached,
-    in the model's dtype) and each layer's call (`layer_calls`), for restarts.
+    in the model's dtype) and each layer's call (`layer_calls`), for restarts. record_dests: with
+    `record`, keep only these destinations' residuals (None: every destination's).
     keep_calls: record each layer's call (`layer_calls`) without `record`'s residuals, keeping the
     residual input itself only for these layers (the segment starts of checkpointed EAP; None: no
     calls kept).
     recompute: a segment of checkpointed EAP run again: its sources' deltas were recorded by the
-    first pass and are not written again. keep_live: keep each source's output in `live` (False where
-    nothing reads it: checkpointed EAP scores at m = 0, and its first pass would hold every source). delta_writes [n_src]: how often each source's delta was
-    written (once per run; checkpointed EAP checks it).
+    first pass and are not written again. live_below: keep source u's output in `live` only for
+    u < live_below (None: every source; 0: none, where nothing reads it: checkpointed EAP scores at
+    m = 0, and its first pass would hold every source; a restarted ablation reads no source after its
+    own layer's). delta_writes [n_src]: how often each source's delta was written (once per run;
+    checkpointed EAP checks it).
     """
 
     edge_mask: torch.Tensor | None = None
@@ -120,11 +123,12 @@ class RunState:
     live: dict[int, torch.Tensor] = field(default_factory=dict)
     delta: torch.Tensor | None = None
     record: bool = False
+    record_dests: frozenset[int] | None = None
     recorded_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_calls: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
     keep_calls: frozenset[int] | None = None
     recompute: bool = False
-    keep_live: bool = True
+    live_below: int | None = None
     delta_writes: list[int] = field(default_factory=list)
 
 
@@ -250,7 +254,7 @@ class InstrumentedModel:
         state = self._state
         if state is None:
             return
-        if state.keep_live:
+        if state.live_below is None or index < state.live_below:
             state.live[index] = z
         if state.scores is None or state.recompute:
             return
@@ -270,7 +274,7 @@ class InstrumentedModel:
         state = self._state
         if state is None:
             return residual
-        if state.record:
+        if state.record and (state.record_dests is None or dest in state.record_dests):
             state.recorded_inputs[dest] = residual.detach()
         n_par = self.graph.destinations[dest].n_parents
         x = residual
@@ -281,16 +285,18 @@ class InstrumentedModel:
                 # adds exactly nothing): a few patched edges cost a few parents, not all n_par
                 used = (torch.arange(n_par) if weights.requires_grad else
                         (weights != 0).any(0).nonzero()[:, 0].cpu())
-                weights = weights[:, used]
                 parents = [state.live[int(u)] for u in used]
                 width = max(z.shape[0] for z in parents)
-                z = torch.stack([p.expand(width, *p.shape[1:]) for p in parents])  # [n_used, b|1, t, h]
-                if state.ablated is not None:
-                    z = z - state.ablated[used.to(state.ablated.device)].to(z.dtype)
-                if z.shape[1] == 1:      # shared parents (stacked ablation variants): one matmul
-                    term = torch.einsum("bu,uth->bth", weights.to(z.dtype), z[:, 0])
+                shared = [i for i, p in enumerate(parents) if p.shape[0] == 1 < width]
+                if shared:
+                    # stacked ablation variants: the parents before the restart are shared (batch 1), the
+                    # restarted layer's own attention output is per variant; each group is one matmul, so
+                    # no shared parent is copied once per variant
+                    own = [i for i in range(len(parents)) if i not in shared]
+                    term = self._term(weights[:, used[shared]], [parents[i] for i in shared], used[shared])
+                    term = term + self._term(weights[:, used[own]], [parents[i] for i in own], used[own])
                 else:
-                    term = torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
+                    term = self._term(weights[:, used], parents, used)
                 if state.ablate_positions is not None:
                     term = term * state.ablate_positions[..., None].to(term.dtype)
                 x = residual - term
@@ -298,6 +304,17 @@ class InstrumentedModel:
             x = x.view_as(x)
             x.register_hook(self._score_hook(dest, n_par))
         return x
+
+    def _term(self, weights: torch.Tensor, parents: list[torch.Tensor], used: torch.Tensor) -> torch.Tensor:
+        """Σ_u m[u, v](z_u − z̃_u) over `parents` (each [b or 1, t, h], all of one batch width), weights
+        [b|1, n_used] → [b, t, h]."""
+        ablated = self._state.ablated
+        z = torch.stack(parents)                                            # [n_used, b|1, t, h]
+        if ablated is not None:
+            z = z - ablated[used.to(ablated.device)].to(z.dtype)
+        if z.shape[1] == 1:      # shared parents (stacked ablation variants): one matmul
+            return torch.einsum("bu,uth->bth", weights.to(z.dtype), z[:, 0])
+        return torch.einsum("bu,ubth->bth", weights.to(z.dtype), z)
 
     def _score_hook(self, dest: int, n_par: int):
         def hook(grad: torch.Tensor) -> None:
@@ -335,19 +352,40 @@ class InstrumentedModel:
             hidden = _first(layers[index](hidden, *args[1:], **kwargs))
         return hidden
 
-    def logits_from_layer(self, start: int, hidden: torch.Tensor,
-                          layer_calls: dict[int, tuple[tuple, dict]],
-                          positions: slice = slice(None)) -> torch.Tensor:
-        """Run layers[start:], the final norm and the head on residual `hidden` [k, t, h].
-
-        layer_calls: each layer's recorded (args, kwargs) from a clean batch-1 run; masks and
-        rotary tables broadcast over the k stacked variants. start = n_layers runs the head only.
-        positions: the positions whose logits are wanted ([k, len(positions), vocab] returned).
-        """
-        hidden = self.run_layers(start, len(self.family.layers(self.model)), hidden, layer_calls)
-        normed = self.family.final_norm(self.model)(hidden)[:, positions]
+    def head(self, normed: torch.Tensor) -> torch.Tensor:
+        """The output head on final-normed residuals [b, t, h] → logits [b, t, vocab] (with the model's
+        final logit soft-capping, where it has one)."""
         logits = self.model.get_output_embeddings()(normed)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    def final_normed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, t] token ids → the final norm's output [b, t, h] (whatever RunState is active); the head
+        runs on the last position only, so no [b, t, vocab] tensor is made."""
+        captured = []
+        handle = self.family.final_norm(self.model).register_forward_hook(
+            lambda module, args, output: captured.append(output))
+        try:
+            self.logits(input_ids, attention_mask, keep_last=1)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def normed_from_layer(self, start: int, hidden: torch.Tensor,
+                          layer_calls: dict[int, tuple[tuple, dict]],
+                          positions: slice = slice(None)) -> torch.Tensor:
+        """Run layers[start:] and the final norm on residual `hidden` [k, t, h]: [k, len(positions), h].
+
+        layer_calls: each layer's recorded (args, kwargs) from a clean batch-1 run; masks and
+        rotary tables broadcast over the k stacked variants. start = n_layers runs the norm only.
+        """
+        hidden = self.run_layers(start, len(self.family.layers(self.model)), hidden, layer_calls)
+        return self.family.final_norm(self.model)(hidden)[:, positions]
+
+    def logits_from_layer(self, start: int, hidden: torch.Tensor,
+                          layer_calls: dict[int, tuple[tuple, dict]],
+                          positions: slice = slice(None)) -> torch.Tensor:
+        """`normed_from_layer`, then the head: [k, len(positions), vocab]."""
+        return self.head(self.normed_from_layer(start, hidden, layer_calls, positions))

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from harness.circuit.ablation import (
+    DEFAULT_CHUNK,
+    DEFAULT_LOGIT_CHUNK,
     AblationKind,
     AblationResult,
     MeanOver,
@@ -136,7 +138,8 @@ def run_ablate(args) -> int:
     pad_id = scoring_pad_id(loaded.tokenizer)
     result = ablate_edges(loaded.model, samples, edges, layout=args.layout, kind=args.kind,
                           corrupted=corrupted, mean_over=args.mean_over, pad_id=pad_id,
-                          positions=args.positions, upcast=not args.no_upcast)
+                          positions=args.positions, upcast=not args.no_upcast, chunk=args.chunk,
+                          logit_chunk=args.logit_chunk)
     result = with_sample(result, chosen)
     info = loaded.info
     save_ablation(result, graph, args.out, {
@@ -203,7 +206,12 @@ def register(subparsers) -> None:
     p.add_argument("--positions", default="all", choices=["all", "targets"],
                    help="remove each edge at every position, or only at target positions (match the EAP run)")
     p.add_argument("--no-upcast", action="store_true",
-                   help="ablate a bfloat16/float16 model in its own dtype instead of a float32 copy")
+                   help="ablate a bfloat16/float16 model in its own dtype instead of float32 (a layer at a time)")
+    p.add_argument("--chunk", type=whole_number("--chunk"), default=DEFAULT_CHUNK,
+                   help=f"edge variants stacked in one restarted run (default {DEFAULT_CHUNK}; memory grows with it)")
+    p.add_argument("--logit-chunk", type=whole_number("--logit-chunk"), default=DEFAULT_LOGIT_CHUNK,
+                   help=f"target positions whose logits exist at once (default {DEFAULT_LOGIT_CHUNK}; "
+                        "the loss is the same at any)")
     p.add_argument("--kind", default="zero", choices=[k.value for k in AblationKind])
     p.add_argument("--mean-over", default="positions", choices=[k.value for k in MeanOver])
     p.add_argument("--corrupted", type=Path, default=None, help="JSONL of corrupted inputs for --kind patch")
