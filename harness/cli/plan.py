@@ -50,7 +50,8 @@ def plan_pairs(pair_names: list[str], *, registry: str | None, device: str, dtyp
                alphas: tuple[float, ...], questions: int, prompt_tokens: int, answer_tokens: int | None,
                fidelity_samples: int, fidelity_edges: int, flops_per_s: float, bytes_per_s: float,
                max_new_tokens: int | None = None, generation_batch: int | None = None,
-               eap_batch: int | None = None, chunk: int | None = None, fidelity_alpha: float | None = None):
+               eap_batch: int | None = None, chunk: int | None = None, fidelity_alpha: float | None = None,
+               logit_chunk: int | None = None):
     """[(pair, ModelShape, Workload, [StageEstimate])] for each pair."""
     from harness.audit.session import resident_models
     from harness.models.registry import load_architectures, load_registry
@@ -72,7 +73,8 @@ def plan_pairs(pair_names: list[str], *, registry: str | None, device: str, dtyp
                             fidelity_samples=fidelity_samples, fidelity_edges=fidelity_edges, dtype=dtype,
                             models=resident_models(device))
         plans.append((name, shape, workload,
-                      plan_pair(shape, workload, memory, speed, generation_batch, eap_batch, chunk, fidelity_alpha)))
+                      plan_pair(shape, workload, memory, speed, generation_batch, eap_batch, chunk, fidelity_alpha,
+                                logit_chunk=logit_chunk)))
     return plans
 
 
@@ -126,12 +128,13 @@ def check_audit_plan(pairs: list[str], config, *, registry: str | None, alphas: 
                        fidelity_edges=config.fidelity_edges, flops_per_s=flops,
                        bytes_per_s=bandwidth, max_new_tokens=config.decoding.max_new_tokens,
                        generation_batch=config.decoding.batch_size, eap_batch=config.eap_batch_size,
-                       chunk=config.ablation_chunk, fidelity_alpha=config.fidelity_alpha)
+                       chunk=config.ablation_chunk or None, fidelity_alpha=config.fidelity_alpha,
+                       logit_chunk=config.logit_chunk or None)
     reasons = misfits(plans, budget)
     if reasons:
         raise UserError(f"the planner predicts {len(reasons)} stage(s) will not fit {format_bytes(budget)}: "
                         + first_reasons(reasons) + "; set smaller batches (--set decoding.batch_size=N, "
-                        "eap_batch_size=N, ablation_chunk=N), or lower --max-new-tokens or --alphas; "
+                        "eap_batch_size=N, ablation_chunk=N, logit_chunk=N), or lower --max-new-tokens or --alphas; "
                         "`python -m harness plan` shows every stage")
     name, stage = max(((name, s) for name, _, _, stages in plans for s in stages), key=lambda x: x[1].peak_bytes)
     return (f"plan: every stage of {len(plans)} pair(s) fits {format_bytes(budget)} (largest: {name} "

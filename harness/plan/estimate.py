@@ -12,11 +12,12 @@ Byte counts follow what the harness's own code keeps alive, not a generic transf
   is float32; 5 when a half-precision input is upcast); plus the float32 source deltas
   `[b, 2L+1, t·h]`, and the head over the target span only (logits, float32 log-softmax and its
   gradient);
-- ablation and fidelity (`harness.circuit.ablation`): a float32 copy of a half-precision model
-  (`upcast`), the clean run's recorded residuals (4L+1 slots, L layer inputs, 2L+1 sources) and
-  full-length logits, then `chunk + 1` stacked variants restarted at a layer: each restarted layer's
-  two sources are kept for the layers after it (worst case: restart at layer 0), the parents stacked
-  for one destination, and span logits per variant.
+- ablation and fidelity (`harness.circuit.ablation`): float32 weights of one unit at a time (a
+  layer, or the embedding or head) for a half-precision model (`upcast`), the clean run's record
+  (L layer inputs, 2L+1 sources, the sink's input), then `chunk + 1` stacked variants restarted at a
+  layer: per variant the restarted layers' residual stream and one layer's transients, the patched
+  parents stacked for one destination, and the head over `logit_chunk` target positions at a time;
+  every restart layer (and the sink) is counted and the worst taken.
 Attention is assumed to run as a fused kernel (SDPA), which keeps no t×t matrix.
 
 Work is counted in FLOPs (2 per multiply-add; a frozen-weight backward ≈ one more forward) and
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from harness.circuit.ablation import DEFAULT_CHUNK
+from harness.circuit.ablation import DEFAULT_CHUNK, DEFAULT_LOGIT_CHUNK
 from harness.errors import UserError
 from harness.plan.shapes import ModelShape
 
@@ -76,6 +77,7 @@ class StageEstimate:
     parts: dict[str, int] = field(default_factory=dict)
     largest_fitting: int = 0     # the largest batch (or chunk) that fits; 0: none does
     segments: int = 1            # EAP: activation-checkpointing segments the stage is planned with
+    logit_chunk: int = 0         # fidelity: target positions whose logits exist at once
 
 
 @dataclass(frozen=True)
@@ -148,34 +150,53 @@ def eap_peak(shape: ModelShape, w: Workload, alpha: float, batch: int, segments:
             "backward_transients": batch * t * (3 * shape.intermediate * s + 4 * shape.hidden * FLOAT32)}
 
 
-def edges_into_layer(layer: int) -> int:
-    """Paper-layout edges into layer l's q, k, v and MLP slots: 3·(2l+1) + (2l+2)."""
-    return 8 * layer + 5
+def edges_into_layer(shape: ModelShape, layer: int) -> int:
+    """Paper-layout edges into layer l's q, k, v and MLP slots, 3·(2l+1) + (2l+2); l = L: the sink's 2L+1."""
+    return 2 * layer + 1 if layer == shape.n_layers else 8 * layer + 5
 
 
-def worst_restart_layer(shape: ModelShape, chunk: int) -> int:
-    """The restart layer whose stacked run keeps the most: (variants) × (layers run again)."""
-    return max(range(shape.n_layers),
-               key=lambda l: (min(chunk, edges_into_layer(l)) + 1) * (shape.n_layers - l))
+# per variant and restarted token: the residual stream's tensors a restarted layer holds at once, in
+# units of hidden (its input, the q, k and v slots' inputs, attention's output and the MLP's input and
+# output), measured with `python -m harness.plan.measure --stage fidelity`
+RESTART_RESIDUALS = 7
 
 
-def ablation_peak(shape: ModelShape, w: Workload, alpha: float, chunk: int) -> dict[str, int]:
+def restart_peak(shape: ModelShape, t: int, span: int, variants: int, layer: int, logit_chunk: int) -> int:
+    """Bytes of one stacked restart at `layer` (n_layers: the sink, the head only), float32: the larger
+    of its layers' phase (per variant the residual stream and one layer's MLP, plus one destination's
+    patched parents stacked) and its head's phase (per variant the final norm's output over the
+    sequence, and one chunk of logits with their log-softmax)."""
+    c, h = FLOAT32, shape.hidden
+    parents = min(variants - 1, 2 * layer + 2)
+    layers = (variants * t * (RESTART_RESIDUALS * h + 3 * shape.intermediate) + (parents + 1) * t * h
+              if layer < shape.n_layers else (parents + 1 + variants) * t * h)
+    head = variants * (t * h + min(span, logit_chunk) * shape.vocab * 2)
+    return max(layers, head) * c
+
+
+def worst_restart_layer(shape: ModelShape, w: Workload, alpha: float, chunk: int,
+                        logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> int:
+    """The restart layer (n_layers: the sink) whose stacked run with up to `chunk` edges peaks highest."""
+    t, span = w.eap_tokens(alpha), w.t_cut(alpha)
+    return max(range(shape.n_layers + 1), key=lambda l: restart_peak(
+        shape, t, span, min(chunk, edges_into_layer(shape, l)) + 1, l, logit_chunk))
+
+
+def ablation_peak(shape: ModelShape, w: Workload, alpha: float, chunk: int,
+                  logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> dict[str, int]:
     """One sample's exact ablation with up to `chunk` stacked variants (+1 control), float32 compute,
     at the worst restart layer (the edges of a fidelity check can fall anywhere)."""
-    c = FLOAT32
+    c, h = FLOAT32, shape.hidden
     t, span = w.eap_tokens(alpha), w.t_cut(alpha)
-    h, layers = shape.hidden, shape.n_layers
-    restart = worst_restart_layer(shape, chunk)
-    variants = min(chunk, edges_into_layer(restart)) + 1
-    upcast = weight_bytes(shape, "float32") if DTYPE_BYTES[w.dtype] < FLOAT32 else 0
-    clean_logits = 2 * span * shape.vocab * c                    # record_clean: span logits + log-softmax
-    stacked = (variants * 2 * (layers - restart) * t * h * c     # restarted layers' sources, kept
-               + (2 * restart + 2 + variants) * t * h * c        # one destination's stacked parents + term
-               + variants * t * (3 * shape.intermediate + 4 * h) * c
-               + variants * span * shape.vocab * 2 * c)
-    return {"weights": w.models * weight_bytes(shape, w.dtype) + upcast,
-            "clean_record": t * h * c * ((4 * layers + 1) + layers + (2 * layers + 1)),
-            "clean_logits_or_variants": max(clean_logits, stacked)}
+    layer = worst_restart_layer(shape, w, alpha, chunk, logit_chunk)
+    variants = min(chunk, edges_into_layer(shape, layer)) + 1
+    largest_unit = max(shape.layer_parameters, shape.vocab * h)
+    clean_run = t * (3 * shape.intermediate + 4 * h) * c + min(span, logit_chunk) * shape.vocab * 2 * c
+    return {"weights": w.models * weight_bytes(shape, w.dtype),
+            # a unit's half-precision weights are freed while its float32 copy is in use
+            "float32_unit": largest_unit * max(FLOAT32 - DTYPE_BYTES[w.dtype], 0),
+            "clean_record": t * h * c * (shape.n_layers + (2 * shape.n_layers + 1) + 1),
+            "clean_run_or_variants": max(clean_run, restart_peak(shape, t, span, variants, layer, logit_chunk))}
 
 
 def largest_fitting(peak_of, budget: int, upper: int) -> int:
@@ -215,13 +236,38 @@ def choose_segments(shape: ModelShape, w: Workload, alpha: float, budget: int, b
     return best if peak(best) <= budget else 1
 
 
+LOGIT_CHUNKS = (DEFAULT_LOGIT_CHUNK, 512, 256, 128, 64, 32, 16)
+
+
+def choose_fidelity(shape: ModelShape, w: Workload, alpha: float, budget: int, chunk: int | None = None,
+                    logit_chunk: int | None = None) -> tuple[int, int]:
+    """(stacked variants, logit chunk) exact ablation runs with under `budget`: the most variants that fit
+    (up to DEFAULT_CHUNK; fewer restarted runs), then the longest logit chunk (of LOGIT_CHUNKS) at which
+    they do (fewer head calls; the loss is the same at any). A given value is kept. When nothing fits:
+    the smallest of each (the stage then reports its misfit)."""
+    chunks = [logit_chunk] if logit_chunk else list(LOGIT_CHUNKS)
+
+    def variants(lc: int) -> int:
+        peak = (lambda k: ablation_peak(shape, w, alpha, k, lc))
+        if chunk:
+            return chunk if sum(peak(chunk).values()) <= budget else 0
+        return largest_fitting(peak, budget, DEFAULT_CHUNK)
+
+    fitting = {lc: variants(lc) for lc in chunks}
+    most = max(fitting.values())
+    if most == 0:
+        return chunk or 1, chunks[-1]
+    return most, next(lc for lc in chunks if fitting[lc] == most)
+
+
 def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
               generation_batch: int | None = None, eap_batch: int | None = None,
               chunk: int | None = None, fidelity_alpha: float | None = None,
-              eap_segments: int | None = None) -> list[StageEstimate]:
+              eap_segments: int | None = None, logit_chunk: int | None = None) -> list[StageEstimate]:
     """Every stage of one pair's audit under a memory budget (bytes). A batch left None is chosen
     (the largest that fits, up to the question count or DEFAULT_CHUNK variants); a given one is checked.
     EAP's checkpointing segments left None are chosen per alpha (`choose_segments`); given, checked.
+    Exact ablation's variants and logit chunk left None are chosen (`choose_fidelity`); given, checked.
     Fidelity is planned at `fidelity_alpha` (default: the largest α, the worst case)."""
     s = DTYPE_BYTES[w.dtype]
     stages: list[StageEstimate] = []
@@ -275,13 +321,16 @@ def plan_pair(shape: ModelShape, w: Workload, budget: int, speed: Throughput,
         per_sample = forward_flops(shape, t, t) + restarts * forward_flops(shape, t, w.t_cut(alpha))
         return w.models * w.fidelity_samples * per_sample
 
-    abl_peak = (lambda k: ablation_peak(shape, w, alpha, k))
-    stages.append(_pinned(_estimate(f"fidelity α={alpha:g}", abl_peak, budget, DEFAULT_CHUNK, "chunk", ablation_flops,
-                                    (lambda k: ablation_flops(k) / speed.flops_per_s),
-                                    f"{w.fidelity_edges} edges × {w.fidelity_samples} samples, float32"
-                                    + (" copy" if s < FLOAT32 else "")),
-                          chunk, abl_peak, ablation_flops, (lambda k: ablation_flops(k) / speed.flops_per_s),
-                          budget))
+    variants, logits = choose_fidelity(shape, w, alpha, budget, chunk, logit_chunk)
+    abl_peak = (lambda k: ablation_peak(shape, w, alpha, k, logits))
+    estimate = _pinned(_estimate(f"fidelity α={alpha:g}", abl_peak, budget, DEFAULT_CHUNK, "chunk", ablation_flops,
+                                 (lambda k: ablation_flops(k) / speed.flops_per_s),
+                                 f"{w.fidelity_edges} edges × {w.fidelity_samples} samples, float32"
+                                 + (" a layer at a time" if s < FLOAT32 else "")
+                                 + f", logits over {min(logits, w.t_cut(alpha))} of {w.t_cut(alpha)} positions at a time"),
+                       variants, abl_peak, ablation_flops, (lambda k: ablation_flops(k) / speed.flops_per_s), budget)
+    estimate.logit_chunk = logits
+    stages.append(estimate)
     return stages
 
 
@@ -313,24 +362,46 @@ def available_memory(device: str) -> int:
     raise UserError("could not read MemAvailable from /proc/meminfo; give --memory")
 
 
-def planned_segments(shape: ModelShape, rows: list[dict], dtype: str, batch: int, models: int, budget: int) -> int:
-    """`choose_segments` for one EAP stage of the audit: its rows' longest prompt and target."""
+def _rows_workload(rows: list[dict], dtype: str, models: int) -> Workload:
+    """One audit stage's rows as a workload at α = 1: their longest prompt and target."""
     prompt = max(len(r["prompt_ids"]) for r in rows)
     answer = max(len(r["target_ids"]) for r in rows)
-    w = Workload(questions=len(rows), alphas=(1.0,), prompt_tokens=prompt, answer_tokens=answer,
-                 max_new_tokens=answer, fidelity_samples=1, fidelity_edges=1, dtype=dtype, models=models)
-    return choose_segments(shape, w, 1.0, budget, batch)
+    return Workload(questions=len(rows), alphas=(1.0,), prompt_tokens=prompt, answer_tokens=answer,
+                    max_new_tokens=answer, fidelity_samples=1, fidelity_edges=1, dtype=dtype, models=models)
+
+
+def planned_segments(shape: ModelShape, rows: list[dict], dtype: str, batch: int, models: int, budget: int) -> int:
+    """`choose_segments` for one EAP stage of the audit: its rows' longest prompt and target."""
+    return choose_segments(shape, _rows_workload(rows, dtype, models), 1.0, budget, batch)
+
+
+def _device_budget(device: str) -> tuple[int, int]:
+    from harness.audit.session import resident_models
+
+    return available_memory(device), resident_models(device)
 
 
 def segment_planner(dtype: str, batch: int, device: str):
     """The audit's choice of EAP segments per stage: (model, rows) -> `planned_segments` on this
     device's memory, with the models a session keeps resident there."""
-    from harness.audit.session import resident_models
-
-    budget, models = available_memory(device), resident_models(device)
+    budget, models = _device_budget(device)
 
     def plan(model, rows: list[dict]) -> int:
         shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
         return planned_segments(shape, rows, dtype, batch, models, budget)
+
+    return plan
+
+
+def fidelity_planner(dtype: str, device: str):
+    """The audit's choice of exact ablation's settings per stage: (model, rows, chunk, logit_chunk) ->
+    `choose_fidelity` on the rows it ablates, this device's memory and resident models (a setting
+    given as > 0 is kept)."""
+    budget, models = _device_budget(device)
+
+    def plan(model, rows: list[dict], chunk: int, logit_chunk: int) -> tuple[int, int]:
+        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
+        return choose_fidelity(shape, _rows_workload(rows, dtype, models), 1.0, budget, chunk or None,
+                               logit_chunk or None)
 
     return plan

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import torch
 
+from harness.circuit.ablation import DEFAULT_LOGIT_CHUNK
 from harness.plan.estimate import Workload, ablation_peak, eap_peak, generation_peak, weight_bytes
 from harness.plan.shapes import ModelShape
 
@@ -61,7 +62,8 @@ def random_model(config: dict, dtype: str, device: str) -> torch.nn.Module:
     return model
 
 
-def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, batch: int, segments: int = 1) -> None:
+def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, batch: int, segments: int = 1,
+              logit_chunk: int = DEFAULT_LOGIT_CHUNK) -> None:
     """Run one stage of the harness's own code on token ids 1..vocab−1 (the content does not matter
     for memory; lengths do)."""
     vocab = model.config.vocab_size
@@ -101,10 +103,11 @@ def run_stage(model: torch.nn.Module, stage: str, w: Workload, alpha: float, bat
         from harness.plan.estimate import worst_restart_layer
 
         graph = build_graph(model.config.num_hidden_layers)
-        layer = worst_restart_layer(ModelShape.from_config(model.config.to_dict(), "model"), batch)
+        layer = worst_restart_layer(ModelShape.from_config(model.config.to_dict(), "model"), w, alpha, batch,
+                                    logit_chunk)
         edges = [(u, v) for v, d in enumerate(graph.destinations) if d.layer == layer
-                 for u in range(d.n_parents)]       # every edge into the layer the planner bounds
-        ablate_edges(model, samples[:1], edges, chunk=batch, progress=False)
+                 for u in range(d.n_parents)][:batch]   # one full stacked run at the layer the planner bounds
+        ablate_edges(model, samples[:1], edges, chunk=batch, progress=False, logit_chunk=logit_chunk)
     else:
         raise SystemExit(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 
@@ -122,12 +125,13 @@ def predicted_peak(config: dict, stage: str, **options) -> int:
     """What the planner predicts for the measurement `measured_peak(config, stage, **options)` makes."""
     shape = ModelShape.from_config(config, "measured model")
     segments = options.pop("segments", 1)
+    logit_chunk = options.pop("logit_chunk", DEFAULT_LOGIT_CHUNK)
     w = stage_workload(**options)
     alpha, batch = w.alphas[0], w.questions
     parts = {"load": lambda: {"weights": weight_bytes(shape, w.dtype)},
              "generation": lambda: generation_peak(shape, w, batch),
              "eap": lambda: eap_peak(shape, w, alpha, batch, segments),
-             "fidelity": lambda: ablation_peak(shape, w, alpha, batch)}[stage]()
+             "fidelity": lambda: ablation_peak(shape, w, alpha, batch, logit_chunk)}[stage]()
     return sum(parts.values())
 
 
@@ -162,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fidelity-edges", type=int, default=16)
     p.add_argument("--batch", type=int, default=1, help="generation/EAP batch, or fidelity chunk")
     p.add_argument("--segments", type=int, default=1, help="EAP's activation-checkpointing segments")
+    p.add_argument("--logit-chunk", type=int, default=DEFAULT_LOGIT_CHUNK,
+                   help="fidelity: target positions whose logits exist at once")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     w = stage_workload(dtype=args.dtype, alpha=args.alpha, prompt_tokens=args.prompt_tokens,
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reset_peak()
     if args.stage != "load":
-        run_stage(model, args.stage, w, args.alpha, args.batch, args.segments)
+        run_stage(model, args.stage, w, args.alpha, args.batch, args.segments, args.logit_chunk)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_resident_bytes() - runtime
     json.dump({"peak_bytes": peak, "parameters": sum(t.numel() for t in model.parameters()),
                "stage": args.stage, "dtype": args.dtype, "device": args.device}, sys.stdout)

@@ -61,14 +61,18 @@ class ModelShape:
         return self.kv_heads * self.head_dim
 
     @property
-    def parameters(self) -> int:
-        """Weight count: embeddings (and an untied head), attention, gated MLP, norms."""
+    def layer_parameters(self) -> int:
+        """One decoder layer's weights: attention, gated MLP, its two norms."""
         h, i = self.hidden, self.intermediate
         attention = 2 * h * self.q_dim + 2 * h * self.kv_dim
         if self.qkv_bias:
             attention += self.q_dim + 2 * self.kv_dim
-        per_layer = attention + 3 * h * i + 2 * h
-        return self.vocab * h * (1 if self.tied else 2) + self.n_layers * per_layer + h
+        return attention + 3 * h * i + 2 * h
+
+    @property
+    def parameters(self) -> int:
+        """Weight count: embeddings (and an untied head), the layers, the final norm."""
+        return self.vocab * self.hidden * (1 if self.tied else 2) + self.n_layers * self.layer_parameters + self.hidden
 
 
 def shape_of(reference: str, architectures: dict[str, dict]) -> ModelShape:
