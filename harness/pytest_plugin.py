@@ -582,13 +582,14 @@ PROGRESS_KEY = pytest.StashKey["WorkerProgress | None"]()
 def audit(pytestconfig: pytest.Config) -> AuditPipeline:
     """The session's pipeline: the run's one config, stages cached on disk and in memory."""
     from harness.audit.stages import AuditPipeline
-    from harness.plan.estimate import segment_planner
+    from harness.plan.estimate import fidelity_planner, segment_planner
 
     config = pytestconfig.stash[SESSION_KEY].options.config
     pipeline = AuditPipeline(config, pytestconfig.getoption("registry"),
                              progress=pytestconfig.getoption("capture") == "no",
                              log=terminal_line_writer(pytestconfig),
-                             plan_segments=segment_planner(config.dtype, config.eap_batch_size, config.device))
+                             plan_segments=segment_planner(config.dtype, config.eap_batch_size, config.device),
+                             plan_fidelity=fidelity_planner(config.dtype, config.device))
     pytestconfig.stash[PIPELINE_KEY] = pipeline
     return pipeline
 

@@ -99,3 +99,37 @@ def test_the_audit_stage_runs_the_segments_it_is_given():
     assert segment_planner("float32", 1, "cpu")(model, rows) == 1     # a tiny model fits this machine unchecked
     with pytest.raises(UserError, match="eap_segments must be 0"):
         AuditConfig(eap_segments=-1)
+
+
+def test_the_audit_stage_ablates_with_the_settings_it_is_given_or_planned():
+    """Exact ablation's variants and logit chunk: a set value is kept, 0 is the planner's, and the
+    planner picks fewer variants and a shorter logit chunk only where memory asks for it."""
+    from types import SimpleNamespace
+
+    from harness.audit.config import AuditConfig
+    from harness.audit.stages import AuditPipeline
+    from harness.models.registry import load_architectures
+    from harness.plan.estimate import Workload, ablation_peak, choose_fidelity, fidelity_planner
+    from harness.plan.shapes import ModelShape
+
+    model = tiny_model("llama", n_layers=4, dtype=torch.float32)
+    rows = [{"id": "a", "prompt_ids": [1, 2, 3], "target_ids": [4, 5]}]
+    planner = (lambda m, r, chunk, logits: (chunk or 5, logits or 7))
+    set_both = SimpleNamespace(config=AuditConfig(ablation_chunk=3, logit_chunk=9), plan_fidelity=planner)
+    assert AuditPipeline.ablation_settings(set_both, model, rows) == (3, 9)
+    one_set = SimpleNamespace(config=AuditConfig(ablation_chunk=3), plan_fidelity=planner)
+    assert AuditPipeline.ablation_settings(one_set, model, rows) == (3, 7)
+    assert AuditPipeline.ablation_settings(SimpleNamespace(config=AuditConfig(), plan_fidelity=None),
+                                           model, rows) == (32, 1024)
+    assert fidelity_planner("float32", "cpu")(model, rows, 0, 0) == (32, 1024)   # a tiny model: no limit
+    smollm2 = load_architectures()["bundled:smollm2-135m-instruct"]
+    shape = ModelShape.from_config({"model_type": "llama", **smollm2}, "smollm2")
+    w = Workload(questions=1, alphas=(1.0,), prompt_tokens=128, answer_tokens=4096, max_new_tokens=4096,
+                 fidelity_samples=1, fidelity_edges=1, dtype="float32", models=1)
+    roomy = choose_fidelity(shape, w, 1.0, 64 * 2 ** 30)
+    tight_budget = sum(ablation_peak(shape, w, 1.0, 4, 128).values())
+    tight = choose_fidelity(shape, w, 1.0, tight_budget)
+    assert roomy == (32, 1024) and tight[0] < 32 and tight[1] < 1024
+    assert sum(ablation_peak(shape, w, 1.0, *tight).values()) <= tight_budget
+    with pytest.raises(UserError, match="logit_chunk must be 0"):
+        AuditConfig(logit_chunk=-1)

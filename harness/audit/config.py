@@ -63,8 +63,12 @@ class AuditConfig:
     fidelity_threshold: the Spearman a fidelity CI is judged against (FAITHFUL above it, UNFAITHFUL
     below, UNCERTAIN across); it gates nothing. fidelity_alpha: measure fidelity, robustness and the
     causal check at this alpha only; cells at another alpha carry none and say so (None: at every alpha). ablation_chunk: edge
-    variants stacked in one restarted run of exact ablation (memory grows with it; `python -m harness
-    plan` and the audit's planner check say which fits).
+    variants stacked in one restarted run of exact ablation (memory grows with it); logit_chunk: target
+    positions whose logits exist at once in it (harness.circuit.ablation.chunked_target_nll). 0 lets the
+    planner choose each per stage from the device's memory (harness.plan.estimate.choose_fidelity: the
+    most variants up to 32, then the longest logit chunk up to 1024); both change a delta's rounding
+    only, so a planned value is not part of the fidelity cache key, and each cell's provenance records
+    the values its fidelity was measured with.
     robustness_estimator: what each claim is re-tested on: `exact` (exact single-edge ablation on the
     fidelity check's uniform edges; C1 and C3 have a sampled version) or `lookahead` (the lookahead
     estimator on every edge and question; C1-C3 and C7, at about 15x EAP's cost).
@@ -105,7 +109,8 @@ class AuditConfig:
     fidelity_sampling: str = "stratified"
     fidelity_threshold: float = 0.5
     fidelity_alpha: float | None = None
-    ablation_chunk: int = 32          # harness.circuit.ablation.DEFAULT_CHUNK
+    ablation_chunk: int = 0
+    logit_chunk: int = 0
     robustness_estimator: str = "exact"
     fidelity_seed: int = 0
     causal_seed: int = 0
@@ -132,11 +137,14 @@ class AuditConfig:
         if self.grader not in GRADER_SETTINGS:
             raise UserError(f"unknown grader {self.grader!r}; choose one of {', '.join(GRADER_SETTINGS)}")
         for name in ("questions", "eap_batch_size", "fidelity_samples", "fidelity_edges", "fixture_verify_questions",
-                     "ablation_chunk", "behaviour_questions", "behaviour_bins"):
+                     "behaviour_questions", "behaviour_bins"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.eap_segments < 0:
-            raise UserError(f"eap_segments must be 0 (the planner's choice) or a number of segments, got {self.eap_segments}")
+        for name, unit in (("eap_segments", "segments"), ("ablation_chunk", "stacked variants"),
+                           ("logit_chunk", "positions")):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 (the planner's choice) or a number of {unit}, "
+                                f"got {getattr(self, name)}")
         if self.generation_backend not in BACKENDS:
             raise UserError(f"generation_backend must be one of {', '.join(BACKENDS)}, got {self.generation_backend!r}")
         if self.robustness_estimator not in ROBUSTNESS_ESTIMATORS:

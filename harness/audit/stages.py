@@ -33,6 +33,7 @@ from harness.audit.store import (
     fidelity_key,
     interventions_key,
 )
+from harness.circuit.ablation import DEFAULT_CHUNK, DEFAULT_LOGIT_CHUNK
 from harness.circuit.batches import Sample
 from harness.circuit.causal import TopKCheck, causal_ks, topk_against_exact
 from harness.circuit.crossmodel import intervention_curves
@@ -112,9 +113,11 @@ class AuditPipeline:
 
     def __init__(self, config: AuditConfig, registry: str | Path | None = None, *, progress: bool = True,
                  log: Callable[[str], None] | None = None,
-                 plan_segments: Callable[[object, list[dict]], int] | None = None) -> None:
+                 plan_segments: Callable[[object, list[dict]], int] | None = None,
+                 plan_fidelity: Callable[[object, list[dict], int, int], tuple[int, int]] | None = None) -> None:
         self.config = config
         self.plan_segments = plan_segments
+        self.plan_fidelity = plan_fidelity
         self.progress = progress
         self.log = StageLog(log)
         self.ledger = Ledger()
@@ -263,6 +266,15 @@ class AuditPipeline:
             return self.config.eap_segments
         return self.plan_segments(model, rows) if self.plan_segments is not None else 1
 
+    def ablation_settings(self, model, rows: list[dict]) -> tuple[int, int]:
+        """(stacked variants, logit chunk) of exact ablation on `rows`: `ablation_chunk` and `logit_chunk`
+        where set (> 0), the rest chosen by `plan_fidelity` (the runner's planner,
+        harness.plan.estimate.fidelity_planner), else the engine's defaults."""
+        cfg = self.config
+        if self.plan_fidelity is not None and not (cfg.ablation_chunk and cfg.logit_chunk):
+            return self.plan_fidelity(model, rows, cfg.ablation_chunk, cfg.logit_chunk)
+        return cfg.ablation_chunk or DEFAULT_CHUNK, cfg.logit_chunk or DEFAULT_LOGIT_CHUNK
+
     def estimator_scores(self, cell: CellData, method: str) -> tuple[EdgeScores, EdgeScores]:
         """(base, post) scores of a cell's rows by another estimator (the robustness estimator)."""
         rows = dict(zip(SIDES, build_eap_rows(cell.selection, cell.token_mode)))
@@ -290,18 +302,21 @@ class AuditPipeline:
         def compute() -> dict:
             loaded = self.session.model(spec, side)
             samples, subset = first_questions(scores, rows, k)
-            with self.log.stage("fidelity", f"{spec.name} · {side}", k * cfg.fidelity_edges, "edge ablations"):
+            chunk, logit_chunk = self.ablation_settings(loaded.model, rows[:k])
+            with self.log.stage("fidelity", f"{spec.name} · {side} · {chunk} variants, logits {logit_chunk} "
+                                "positions at a time", k * cfg.fidelity_edges, "edge ablations"):
                 measured, ablation = fidelity_for_model(
                     loaded.model, samples, subset, n_edges=cfg.fidelity_edges, seed=seed,
                     sampling=cfg.fidelity_sampling, importance=base[1].scores.abs().mean(0) if stratified else None,
-                    chunk=cfg.ablation_chunk,
+                    chunk=chunk, logit_chunk=logit_chunk,
                     threshold=cfg.fidelity_threshold, n_boot=cfg.stats.n_boot,
                     pad_id=scoring_pad_id(loaded.tokenizer), progress=self.progress)
             eap_values, exact_values = fidelity_points(subset, ablation)
             us, vs = [u for u, _ in ablation.edges], [v for _, v in ablation.edges]
             return {**measured.as_dict(), "samples": k, "ids": list(ablation.ids),
                     "edges": [list(e) for e in ablation.edges], "deltas": ablation.delta[:, us, vs].tolist(),
-                    "weights": list(ablation.edge_weights), "points": {"eap": eap_values, "exact": exact_values}}
+                    "weights": list(ablation.edge_weights), "points": {"eap": eap_values, "exact": exact_values},
+                    "settings": {"ablation_chunk": chunk, "logit_chunk": logit_chunk, "dtype": ablation.dtype}}
 
         key = fidelity_key(eap, k, cfg, seed, base[0] if stratified else None)
         return self.store.json_entry("fidelity", key, compute, fields=FIDELITY_FIELDS)
@@ -450,6 +465,9 @@ class AuditPipeline:
                        "resolved": sorted({c.check.grader for c in answers.base + answers.post})},
             "cache_keys": {"answers": answers.key, **{f"eap_{s}": k for s, k in eap_keys.items()}},
             "eap_segments": {s: int(scores[s].meta.get("segments", 1)) for s in SIDES},
+            # entries cached before the settings were recorded ran 32 variants over the whole span at once
+            "ablation_settings": {s: fidelity[s].get("settings", {"ablation_chunk": DEFAULT_CHUNK, "logit_chunk": None})
+                                  for s in fidelity},
         }
         result = CellData(spec, dataset, float(alpha), token_mode, selection, scores["base"], scores["post"],
                           fidelity, provenance, measured_at)

@@ -80,8 +80,10 @@ def fidelity_key(eap: str, n_questions: int, config: AuditConfig, edge_seed: int
     """Fidelity of one model's scores: the scores' key, the questions and edges it ablates (how many, the
     seed of their draw (`edge_seed`), and for a stratified draw the key of the base scores whose mean |EAP|
     the strata rank), and what turns the correlation into a status (threshold, bootstrap resamples)."""
-    # the chunk changes a delta's rounding only; keyed when not the default, so existing entries stay valid
-    chunk = () if config.ablation_chunk == DEFAULT_CHUNK else (("ablation_chunk", config.ablation_chunk),)
+    # the chunks change a delta's rounding only: a given variant chunk other than the default is keyed (so
+    # existing entries stay valid); the planner's choice and the logit chunk are recorded in the entry
+    chunk = (() if config.ablation_chunk in (0, DEFAULT_CHUNK) else
+             (("ablation_chunk", config.ablation_chunk),))
     drawn = (("fidelity-uniform-f32+deltas",) if config.fidelity_sampling == "uniform" else
               ("fidelity-stratified-f32+deltas+weights", strata))
     return content_key(CACHE_VERSION, *drawn, eap, n_questions, config.fidelity_edges,
