@@ -76,8 +76,8 @@ class AuditConfig:
     scores, not part of their cache key): 0 lets the planner choose per stage from the device's memory
     (none where plain EAP fits), N > 0 runs N segments. The segments used are in each cell's provenance.
     behaviour_questions / behaviour_ks / behaviour_bins / behaviour_seed: the causal claims on behaviour
-    (harness.circuit.crossmodel): the first `behaviour_questions` questions of the dataset, each model
-    teacher-forced on its own answer with the correct final answer in place; edges intervened on in
+    (harness.circuit.crossmodel): the first `behaviour_questions` questions of the dataset, both models
+    teacher-forced on the question's reference solution (a correct worked solution); edges intervened on in
     sets of k in `behaviour_ks`, beside k random edges matched in magnitude over `behaviour_bins`
     equal-count bins (drawn with `behaviour_seed`).
     template_limit: largest share of a model's target tokens that may be answer template or prompt

@@ -368,13 +368,13 @@ class AuditPipeline:
         probes = [Sample(g.problem_id, g.prompt_ids, g.reference_ids) for g in rows]
 
         def compute() -> dict:
-            models = {side: self.session.model(cell.pair, side).model for side in SIDES}
+            loaded = {side: self.session.model(cell.pair, side) for side in SIDES}
             runs = 4 + 6 * len(cfg.behaviour_ks)
             with self.log.stage("interventions", f"{cell.pair.name} · {cell.dataset}", runs, "model runs"):
-                curves = intervention_curves(models["base"], models["post"], probes,
+                curves = intervention_curves(loaded["base"].model, loaded["post"].model, probes,
                                              {"base": cell.base.scores.mean(0), "post": cell.post.scores.mean(0)},
                                              cell.post.graph, cfg.behaviour_ks, cfg.behaviour_bins, cfg.behaviour_seed,
-                                             scoring_pad_id(self.session.model(cell.pair, "post").tokenizer))
+                                             scoring_pad_id(loaded["post"].tokenizer))
             return {**curves, "questions": len(probes)}
 
         keys = cell.provenance["cache_keys"]

@@ -27,7 +27,7 @@ from harness.circuit.batches import (
     LossFn,
     Positions,
     Sample,
-    last_positions,
+    at_positions,
     make_batch,
     target_nll,
     token_nll,
@@ -183,12 +183,6 @@ class CleanRun:
     span: slice
 
 
-def _positions(batch: Batch, span: slice, k: int = 1) -> Batch:
-    """The batch at positions `span`, its rows repeated to k (views, no copy)."""
-    return Batch(*(getattr(batch, f)[:, span].expand(k, -1) for f in
-                   ("input_ids", "attention_mask", "targets", "target_mask", "position_mask")))
-
-
 def chunked_target_nll(im: InstrumentedModel, normed: torch.Tensor, batch: Batch, chunk: int) -> torch.Tensor:
     """`target_nll` of the head on final-normed residuals [k, s, h] (batch: the same s positions), the
     head and log-softmax applied to `chunk` positions at a time: float32 [k]. Each position's NLL is
@@ -214,7 +208,7 @@ def record_clean(im: InstrumentedModel, batch: Batch, ablated: torch.Tensor | No
             predicting = batch.target_mask[0].nonzero()[:, 0]
             span = slice(int(predicting[0]), int(predicting[-1]) + 1)
             normed = im.final_normed(batch.input_ids, batch.attention_mask)[:, span]
-            loss = chunked_target_nll(im, normed, _positions(batch, span), logit_chunk)
+            loss = chunked_target_nll(im, normed, at_positions(batch, span), logit_chunk)
         else:
             loss = loss_fn(im.logits(batch.input_ids, batch.attention_mask), batch).float()
     return CleanRun(loss, state, span)
@@ -237,7 +231,7 @@ def stacked_variant_losses(im: InstrumentedModel, batch: Batch, clean: CleanRun,
                      live={u: live[u] for u in range(n_upstream)},   # batch 1, shared
                      live_below=n_upstream + 1)                       # + this layer's attention (read by its MLP)
     span = clean.span
-    expanded = _positions(batch, span, k)
+    expanded = at_positions(batch, span, k)
     if layer < graph.n_layers:
         hidden = clean.state.layer_calls[layer][0][0]
     else:                                         # sink: the recorded residual, not a re-sum of sources

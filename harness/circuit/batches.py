@@ -79,10 +79,17 @@ def target_span(batch: Batch) -> int:
     return int(batch.target_mask.shape[1] - predicts.min()) if len(predicts) else batch.target_mask.shape[1]
 
 
+def at_positions(batch: Batch, span: slice, rows: int | None = None) -> Batch:
+    """The batch at positions `span` (views, no copy); rows: its one sample repeated to that many rows
+    (stacked ablation variants)."""
+    parts = (getattr(batch, f)[:, span] for f in
+             ("input_ids", "attention_mask", "targets", "target_mask", "position_mask"))
+    return Batch(*(p if rows is None else p.expand(rows, -1) for p in parts))
+
+
 def last_positions(batch: Batch, k: int) -> Batch:
     """The batch restricted to its last k positions (what `target_nll` reads of it)."""
-    return Batch(*(getattr(batch, f)[:, -k:] for f in
-                   ("input_ids", "attention_mask", "targets", "target_mask", "position_mask")))
+    return at_positions(batch, slice(-k, None))
 
 
 def validate_samples(samples: Sequence[Sample], max_length: int | None) -> None:

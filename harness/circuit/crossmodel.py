@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.circuit.ablation import record_sources
-from harness.circuit.batches import Positions, Sample, make_batch, target_span
+from harness.circuit.batches import Positions, Sample, make_batch, target_span, token_nll
 from harness.circuit.graph import Graph, Layout
 from harness.circuit.intervention import InstrumentedModel, RunState
 from harness.errors import UserError
@@ -69,12 +69,10 @@ def answer_scores(model: torch.nn.Module, samples: Sequence[Sample], pad_id: int
         span = target_span(batch)
         with torch.no_grad(), im.run_state(RunState(edge_mask=mask, ablated=donor)):
             logits = im.logits(batch.input_ids, batch.attention_mask, keep_last=span)
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
     targets, target_mask = batch.targets[:, -span:], batch.target_mask[:, -span:]
-    safe = targets.clamp(min=0)
-    picked = logprobs.gather(-1, safe[..., None])[..., 0] * target_mask
-    top = (logprobs.argmax(-1) == safe) | (target_mask == 0)
-    return AnswerScores(picked.sum(-1).cpu().numpy(), top.all(-1).cpu().numpy())
+    logprob = -token_nll(logits.float(), targets, target_mask).sum(-1)
+    top = (logits.argmax(-1) == targets.clamp(min=0)) | (target_mask == 0)
+    return AnswerScores(logprob.cpu().numpy(), top.all(-1).cpu().numpy())
 
 
 def top_edges(score: torch.Tensor, graph: Graph, k: int) -> torch.Tensor:

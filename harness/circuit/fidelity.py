@@ -38,7 +38,14 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from harness.circuit.ablation import DEFAULT_CHUNK, DEFAULT_LOGIT_CHUNK, AblationKind, AblationResult, Edge, ablate_edges
+from harness.circuit.ablation import (
+    DEFAULT_CHUNK,
+    DEFAULT_LOGIT_CHUNK,
+    AblationKind,
+    AblationResult,
+    Edge,
+    ablate_edges,
+)
 from harness.circuit.batches import LossFn, Sample, target_nll
 from harness.circuit.eap import EdgeScores
 from harness.circuit.graph import Graph

@@ -16,6 +16,7 @@ through, and each of the q, k and v projections normalises its own slot input.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -286,17 +287,14 @@ class InstrumentedModel:
                 used = (torch.arange(n_par) if weights.requires_grad else
                         (weights != 0).any(0).nonzero()[:, 0].cpu())
                 parents = [state.live[int(u)] for u in used]
-                width = max(z.shape[0] for z in parents)
-                shared = [i for i, p in enumerate(parents) if p.shape[0] == 1 < width]
-                if shared:
-                    # stacked ablation variants: the parents before the restart are shared (batch 1), the
-                    # restarted layer's own attention output is per variant; each group is one matmul, so
-                    # no shared parent is copied once per variant
-                    own = [i for i in range(len(parents)) if i not in shared]
-                    term = self._term(weights[:, used[shared]], [parents[i] for i in shared], used[shared])
-                    term = term + self._term(weights[:, used[own]], [parents[i] for i in own], used[own])
-                else:
-                    term = self._term(weights[:, used], parents, used)
+                # one matmul per batch width: in stacked ablation variants the parents before the restart
+                # are shared (batch 1) and the restarted layer's own attention is per variant, and no
+                # shared parent is copied once per variant
+                by_width: dict[int, list[int]] = {}
+                for i, p in enumerate(parents):
+                    by_width.setdefault(p.shape[0], []).append(i)
+                term = functools.reduce(torch.add, (self._term(weights[:, used[g]], [parents[i] for i in g], used[g])
+                                                    for g in by_width.values()))
                 if state.ablate_positions is not None:
                     term = term * state.ablate_positions[..., None].to(term.dtype)
                 x = residual - term
@@ -306,8 +304,8 @@ class InstrumentedModel:
         return x
 
     def _term(self, weights: torch.Tensor, parents: list[torch.Tensor], used: torch.Tensor) -> torch.Tensor:
-        """Σ_u m[u, v](z_u − z̃_u) over `parents` (each [b or 1, t, h], all of one batch width), weights
-        [b|1, n_used] → [b, t, h]."""
+        """Σ_u m[u, v](z_u − z̃_u) over `parents` (sources `used`, each [b or 1, t, h], all of one batch
+        width), weights [b|1, n_used] → [b, t, h]."""
         ablated = self._state.ablated
         z = torch.stack(parents)                                            # [n_used, b|1, t, h]
         if ablated is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.circuit.batches import Batch, LossFn, target_nll
+from harness.circuit.batches import Batch, LossFn, at_positions, target_nll
 from harness.circuit.intervention import InstrumentedModel, RunState, _first
 
 
@@ -104,9 +104,7 @@ def lookahead_scores(im: InstrumentedModel, batch: Batch, steps: int, loss_fn: L
             h = hidden[layer].expand(k, *hidden[layer].shape[1:])
             with torch.no_grad(), im.run_state(run):
                 if stop > n_layers:
-                    expanded = Batch(*(t[:, span].expand(k, -1) for t in (
-                        batch.input_ids, batch.attention_mask, batch.targets, batch.target_mask,
-                        batch.position_mask)))
+                    expanded = at_positions(batch, span, k)
                     logits = im.logits_from_layer(layer, h, layer_calls, span)
                     values = loss_fn(logits, expanded).float() - clean_loss
                 else:

@@ -36,8 +36,6 @@ def parse_bytes(text: str, flag: str = "--memory") -> int:
     return value
 
 
-
-
 def format_bytes(n: float) -> str:
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
 

@@ -381,14 +381,17 @@ def _device_budget(device: str) -> tuple[int, int]:
     return available_memory(device), resident_models(device)
 
 
+def _loaded_shape(model) -> ModelShape:
+    return ModelShape.from_config(model.config.to_dict(), "the loaded model")
+
+
 def segment_planner(dtype: str, batch: int, device: str):
     """The audit's choice of EAP segments per stage: (model, rows) -> `planned_segments` on this
     device's memory, with the models a session keeps resident there."""
     budget, models = _device_budget(device)
 
     def plan(model, rows: list[dict]) -> int:
-        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
-        return planned_segments(shape, rows, dtype, batch, models, budget)
+        return planned_segments(_loaded_shape(model), rows, dtype, batch, models, budget)
 
     return plan
 
@@ -400,8 +403,7 @@ def fidelity_planner(dtype: str, device: str):
     budget, models = _device_budget(device)
 
     def plan(model, rows: list[dict], chunk: int, logit_chunk: int) -> tuple[int, int]:
-        shape = ModelShape.from_config(model.config.to_dict(), "the loaded model")
-        return choose_fidelity(shape, _rows_workload(rows, dtype, models), 1.0, budget, chunk or None,
-                               logit_chunk or None)
+        return choose_fidelity(_loaded_shape(model), _rows_workload(rows, dtype, models), 1.0, budget,
+                               chunk or None, logit_chunk or None)
 
     return plan

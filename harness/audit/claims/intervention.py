@@ -129,18 +129,17 @@ def rule(claim: ClaimSpec, records, grid: list[GridCell], context: FamilyContext
         test = paired_test(matched, top, +1, n_boot=stats.n_boot, n_perm=stats.n_perm, seed=stats.seed,
                            zero_method=stats.zero_method, ci_level=stats.ci_level)
         changed, gap_text = behaviour_changed(curves[GATE[part_name]], config)
+        record = {"part": part_name, "curve": curve_rows(part, config), "behaviour_gap": gap_text,
+                  "probes": curves["probes"]}
         fields = {"n": len(top), "base_value": finite(float(matched.mean())), "post_value": finite(float(top.mean())),
                   "effect": finite(test.mean_diff), "ci_low": finite(test.ci_low), "ci_high": finite(test.ci_high),
                   "ci_method": "chosen - matched edges' effect, nats, mean over k, BCa over questions",
                   "funnel": [{"stage": "probed questions", "n": len(top), "rule": "first behaviour_questions answered"}],
-                  "provenance": cell.provenance,
-                  "extra": {"interventions": {"part": part_name, "curve": curve_rows(part, config),
-                                              "behaviour_gap": gap_text, "probes": curves["probes"]}}}
+                  "provenance": cell.provenance, "extra": {"interventions": record}}
         if not changed:
             out.append(Outcome(g, text, decided=(Verdict.INCONCLUSIVE, f"no behaviour change detected on these probes: {gap_text}; "
                                                  "the claim speaks of pairs whose behaviour changed"), fields=fields))
             continue
-        out.append(Outcome(g, text, test, fields={**fields, "extra": {**fields["extra"], "interventions": {
-            **fields["extra"]["interventions"], "test": {"p_claimed": finite(test.p_permutation),
-                                                         "p_opposite": finite(test.p_permutation_opposite)}}}}))
+        record["test"] = {"p_claimed": finite(test.p_permutation), "p_opposite": finite(test.p_permutation_opposite)}
+        out.append(Outcome(g, text, test, fields=fields))
     return out
